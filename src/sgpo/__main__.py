@@ -1,0 +1,5 @@
+import sys
+
+from sgpo.cli import main
+
+sys.exit(main())

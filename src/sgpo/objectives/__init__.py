@@ -1,0 +1,57 @@
+"""SGPO's objectives: pure functions over tensors (no trainer imports), registries by name.
+
+- `advantages`   group-relative advantages (`scale_rewards` group / batch / none)
+- `policy_loss`  clipped surrogate (GRPO family), LUFFY's shaped off-policy term, k3 reference KL
+- `divergence`   per-token forward KL (full / top-k + tail) and reverse KL, teacher → student
+- `proximal`     the proximal keep-mask on the distillation term and the per-token cap
+- `weighting`    adaptive per-problem weights (marginal / deficit / constant) and their EMA
+- `aggregation`  per-token → scalar with global normalisers (loss_type grpo / dr_grpo / dapo)
+- `lm_head`      log-probs and divergences from hidden states and the LM head (plain path)
+"""
+
+from sgpo.objectives.advantages import ADVANTAGE_ESTIMATORS, group_relative_advantages
+from sgpo.objectives.aggregation import AGGREGATIONS, LOSS_TYPE_TO_AGG_MODE, GlobalCounts, aggregate
+from sgpo.objectives.divergence import (
+    DIVERGENCES,
+    forward_kl,
+    forward_kl_reference,
+    forward_kl_topk_reference,
+    reverse_kl,
+    reverse_kl_reference,
+    token_divergence,
+)
+from sgpo.objectives.lm_head import DistillTerms, distill_terms, head_logits, sampled_logps
+from sgpo.objectives.policy_loss import POLICY_LOSSES, PolicyLossOutput, clipped_surrogate, k3_kl, shaped_off_policy
+from sgpo.objectives.proximal import cap_per_token, proximal_keep_mask
+from sgpo.objectives.weighting import INSTANCE_WEIGHTS, InstanceWeightEMA, ema_update, instance_weights
+
+__all__ = [
+    "ADVANTAGE_ESTIMATORS",
+    "AGGREGATIONS",
+    "DIVERGENCES",
+    "INSTANCE_WEIGHTS",
+    "LOSS_TYPE_TO_AGG_MODE",
+    "POLICY_LOSSES",
+    "DistillTerms",
+    "GlobalCounts",
+    "InstanceWeightEMA",
+    "PolicyLossOutput",
+    "aggregate",
+    "cap_per_token",
+    "clipped_surrogate",
+    "distill_terms",
+    "ema_update",
+    "forward_kl",
+    "forward_kl_reference",
+    "forward_kl_topk_reference",
+    "group_relative_advantages",
+    "head_logits",
+    "instance_weights",
+    "k3_kl",
+    "proximal_keep_mask",
+    "reverse_kl",
+    "reverse_kl_reference",
+    "sampled_logps",
+    "shaped_off_policy",
+    "token_divergence",
+]

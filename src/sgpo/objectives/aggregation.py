@@ -1,0 +1,64 @@
+"""Aggregating per-token losses into a scalar, normalised by *global* counts.
+
+The normalisers are counts over the whole optimizer step (every micro-batch, every process), so the
+sum of the micro-batch losses equals the loss of the whole batch however it is split. The modes carry
+verl's names and reproduce TRL's `loss_type` semantics:
+
+    loss_type  mode                      loss
+    grpo       seq-mean-token-mean       Σ_i (Σ_t ℓ_it m_it / Σ_t m_it) / N_seq
+    dr_grpo    seq-mean-token-sum-norm   Σ_it ℓ_it m_it / (N_seq · max_completion_length)
+    dapo       token-mean                Σ_it ℓ_it m_it / N_tok
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+LOSS_TYPE_TO_AGG_MODE = {
+    "grpo": "seq-mean-token-mean",
+    "dr_grpo": "seq-mean-token-sum-norm",
+    "dapo": "token-mean",
+}
+
+
+@dataclass(frozen=True)
+class GlobalCounts:
+    """Counts over the whole optimizer step (all micro-batches, all processes)."""
+
+    num_sequences: float
+    num_tokens: float
+    max_completion_length: int = 1
+
+
+def _seq_mean_token_mean(x: torch.Tensor, mask: torch.Tensor, counts: GlobalCounts) -> torch.Tensor:
+    per_seq = (x * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)  # (N,)
+    return per_seq.sum() / max(counts.num_sequences, 1.0)
+
+
+def _seq_mean_token_sum_norm(x: torch.Tensor, mask: torch.Tensor, counts: GlobalCounts) -> torch.Tensor:
+    return (x * mask).sum() / max(counts.num_sequences * counts.max_completion_length, 1.0)
+
+
+def _token_mean(x: torch.Tensor, mask: torch.Tensor, counts: GlobalCounts) -> torch.Tensor:
+    return (x * mask).sum() / max(counts.num_tokens, 1.0)
+
+
+AGGREGATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor, GlobalCounts], torch.Tensor]] = {
+    "seq-mean-token-mean": _seq_mean_token_mean,
+    "seq-mean-token-sum-norm": _seq_mean_token_sum_norm,
+    "token-mean": _token_mean,
+}
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str, counts: GlobalCounts) -> torch.Tensor:
+    """This micro-batch's share of the global loss.
+
+    per_token, mask: (N, T)  ->  scalar. Summing the results over every micro-batch of the step gives
+    the loss of the whole step.
+    """
+    if mode not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {mode!r}; known: {', '.join(AGGREGATIONS)}")
+    return AGGREGATIONS[mode](per_token, mask.to(per_token.dtype), counts)

@@ -1,0 +1,73 @@
+"""Token-level quantities from final hidden states and the LM head.
+
+The trainer never asks the model for logits: it takes the final hidden states and applies the LM
+head here, so that the same call sites can use either this plain implementation (logits
+materialised for the positions given) or the chunked, memory-bounded one in `sgpo.kernels`.
+
+Shapes: N token positions, H hidden size, V vocabulary. `weight` is the LM head (V, H); logits are
+divided by the sampling `temperature`, so log-probs are those of the distribution that was sampled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from sgpo.objectives.divergence import _upcast, token_divergence
+
+
+def head_logits(hidden: torch.Tensor, weight: torch.Tensor, temperature: float = 1.0, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, H), (V, H) -> (N, V) logits / temperature (half precision upcast to float32)"""
+    logits = _upcast(F.linear(hidden, weight, bias))
+    return logits / temperature if temperature != 1.0 else logits
+
+
+def sampled_logps(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """log π(target) per position. hidden (N, H), weight (V, H), targets (N,) -> (N,)"""
+    logits = head_logits(hidden, weight, temperature, bias)
+    return logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+@dataclass
+class DistillTerms:
+    """Per-position outputs of the distillation head, all (N,).
+
+    divergence:    D(q‖p) (or D(p‖q) for reverse_kl), differentiable w.r.t. the student
+    student_logp:  log p(target), differentiable (used for the proximal ratio)
+    teacher_logp:  log q(target), no grad
+    """
+
+    divergence: torch.Tensor
+    student_logp: torch.Tensor
+    teacher_logp: torch.Tensor
+
+
+def distill_terms(
+    student_hidden: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    teacher_weight: torch.Tensor | None = None,
+    kind: str = "forward_kl",
+    topk: int | None = None,
+    temperature: float = 1.0,
+    bias: torch.Tensor | None = None,
+) -> DistillTerms:
+    """Divergence and sampled-token log-probs at N positions.
+
+    student_hidden (N, H) with grad; teacher_hidden (N, H) no grad; weight (V, H) the LM head (the
+    student's; `teacher_weight` is the rollout-time snapshot when the policy moved since); targets (N,).
+    """
+    s_logits = head_logits(student_hidden, weight, temperature, bias)  # (N, V)
+    with torch.no_grad():
+        t_w = weight if teacher_weight is None else teacher_weight
+        t_logits = head_logits(teacher_hidden, t_w.detach(), temperature, None if bias is None else bias.detach())
+        t_logp = t_logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    div = token_divergence(s_logits, t_logits, kind, topk)
+    s_logp = s_logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return DistillTerms(div, s_logp, t_logp)

@@ -1,0 +1,73 @@
+"""Per-token policy losses for the RL term.
+
+Shapes: N sequences, T completion positions. Log-probs are of the sampled tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class PolicyLossOutput:
+    """per_token_loss: (N, T); the clip indicators are (N, T) bool, for logging."""
+
+    per_token_loss: torch.Tensor
+    low_clipped: torch.Tensor
+    high_clipped: torch.Tensor
+
+
+def clipped_surrogate(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    epsilon_low: float = 0.2,
+    epsilon_high: float = 0.2,
+    delta: float | None = None,
+) -> PolicyLossOutput:
+    """PPO/GRPO clipped surrogate, per token:
+
+        ρ = exp(logp - old_logp)
+        ℓ = -min(ρ·A, clip(ρ, 1-ε_low, 1+ε_high)·A)
+
+    With `delta`, ρ in the unclipped branch is capped at `delta` (two-sided clipping, as TRL).
+
+    logp, old_logp: (N, T); advantages: (N,) or (N, T)  ->  per_token_loss: (N, T)
+    """
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(1)  # (N, 1)
+    ratio = torch.exp(logp - old_logp)  # (N, T)
+    clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
+    unclipped = torch.clamp(ratio, max=delta) if delta is not None else ratio
+    per_token = -torch.min(unclipped * advantages, clipped * advantages)
+    low = (ratio < 1 - epsilon_low) & (advantages < 0)
+    high = (ratio > 1 + epsilon_high) & (advantages > 0)
+    return PolicyLossOutput(per_token, low, high)
+
+
+def shaped_off_policy(logp: torch.Tensor, advantages: torch.Tensor, gamma: float = 0.1) -> torch.Tensor:
+    """LUFFY's off-policy term with policy shaping, no clipping: ℓ = -A · f(p), f(p) = p / (p + γ).
+
+    logp: (N, T); advantages: (N,) or (N, T)  ->  (N, T)
+    """
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(1)
+    p = torch.exp(logp)
+    return -advantages * p / (p + gamma)
+
+
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Schulman's k3 estimator of KL(π_θ‖π_ref) per sampled token: exp(r - l) - (r - l) - 1.
+
+    logp, ref_logp: (N, T)  ->  (N, T), ≥ 0
+    """
+    d = ref_logp - logp
+    return torch.exp(d) - d - 1
+
+
+POLICY_LOSSES: dict[str, Callable[..., PolicyLossOutput]] = {
+    "clip": clipped_surrogate,
+}

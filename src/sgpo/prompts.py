@@ -1,0 +1,85 @@
+"""Prompt construction: the autonomous prompt `x` and the guided prompt `x ⊕ s`.
+
+Both go through the tokenizer's chat template when it has one (as a single user turn, optionally
+after a system turn), and are used as plain text otherwise. Prompts are tokenized once, without
+special tokens added twice, and are never truncated: `tokenize_prompts` raises `PromptTooLongError`
+naming the rows that do not fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+DEFAULT_PROMPT_TEMPLATE = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+DEFAULT_GUIDED_PROMPT_TEMPLATE = (
+    "{problem}\n\nA strategy that solves problems of this kind:\n{strategy}\n\n"
+    "Please reason step by step, following the strategy, and put your final answer within \\boxed{{}}."
+)
+
+
+class PromptTooLongError(ValueError):
+    """A prompt does not fit `max_prompt_length`. The message names the rows."""
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How problems (and strategies) become prompt text."""
+
+    template: str = DEFAULT_PROMPT_TEMPLATE
+    guided_template: str = DEFAULT_GUIDED_PROMPT_TEMPLATE
+    system_prompt: str | None = None
+    use_chat_template: bool = True
+
+    def __post_init__(self) -> None:
+        if "{problem}" not in self.template:
+            raise ValueError(f"prompt template must contain '{{problem}}': {self.template!r}")
+        for field in ("{problem}", "{strategy}"):
+            if field not in self.guided_template:
+                raise ValueError(f"guided prompt template must contain {field!r}: {self.guided_template!r}")
+
+    def user_text(self, problem: str, strategy: str | None = None) -> str:
+        if strategy is None:
+            return self.template.format(problem=problem)
+        return self.guided_template.format(problem=problem, strategy=strategy)
+
+    def render(self, tokenizer, problem: str, strategy: str | None = None) -> str:
+        """The full prompt text the model sees, generation prompt included."""
+        text = self.user_text(problem, strategy)
+        if self.use_chat_template and getattr(tokenizer, "chat_template", None):
+            messages = []
+            if self.system_prompt:
+                messages.append({"role": "system", "content": self.system_prompt})
+            messages.append({"role": "user", "content": text})
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if self.system_prompt:
+            text = f"{self.system_prompt}\n\n{text}"
+        return text
+
+
+def tokenize_prompts(
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    max_length: int | None,
+    row_names: Sequence[str] | None = None,
+    what: str = "prompt",
+) -> list[list[int]]:
+    """Token ids of each prompt (no truncation). Raises `PromptTooLongError` listing every row that
+    exceeds `max_length` (by name, with its length)."""
+    # Chat-templated text already carries its special tokens; plain text gets the tokenizer's BOS if it
+    # has one configured to be added.
+    add_special = not bool(getattr(tokenizer, "chat_template", None))
+    ids = tokenizer(list(texts), add_special_tokens=add_special)["input_ids"]
+    if max_length is not None:
+        too_long = [(i, len(t)) for i, t in enumerate(ids) if len(t) > max_length]
+        if too_long:
+            names = row_names or [str(i) for i in range(len(texts))]
+            shown = ", ".join(f"row {names[i]} ({n} tokens)" for i, n in too_long[:10])
+            more = f" and {len(too_long) - 10} more" if len(too_long) > 10 else ""
+            raise PromptTooLongError(
+                f"{len(too_long)} {what}(s) exceed max_prompt_length={max_length}: {shown}{more}. "
+                "Prompts are never truncated (a cut strategy or problem silently changes the task): raise "
+                "max_prompt_length, shorten the strategies, or drop these rows."
+            )
+    return [list(t) for t in ids]

@@ -1,0 +1,137 @@
+"""Sampling completions with Hugging Face `generate` (left-padded prompts, batched).
+
+The trainer, the evaluator and the strategy scorer all sample through `generate_completions`, so a
+prompt is sampled the same way wherever it is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Generation:
+    """Completions of N prompts.
+
+    prompt_ids / prompt_mask:         (N, P) left-padded
+    completion_ids / completion_mask: (N, C) right-padded; the mask covers the tokens up to and
+                                      including the first end-of-sequence token
+    texts:                            N decoded completions (special tokens skipped)
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    texts: list[str]
+
+    @property
+    def completion_lengths(self) -> torch.Tensor:  # (N,)
+        return self.completion_mask.sum(-1)
+
+
+def pad(seqs: Sequence[Sequence[int]], pad_id: int, side: str, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask), both (N, L) with L = max(len) or `length`; `side` is "left" or "right"."""
+    L = max([len(s) for s in seqs] + [0]) if length is None else length
+    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), L), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        n = len(s)
+        if n == 0:
+            continue
+        if side == "left":
+            ids[i, L - n :] = torch.as_tensor(list(s), dtype=torch.long)
+            mask[i, L - n :] = 1
+        else:
+            ids[i, :n] = torch.as_tensor(list(s), dtype=torch.long)
+            mask[i, :n] = 1
+    return ids, mask
+
+
+def eos_ids(tokenizer, model=None) -> list[int]:
+    """All end-of-sequence token ids: the tokenizer's, and the model's generation config's."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    gen_cfg = getattr(model, "generation_config", None)
+    eos = getattr(gen_cfg, "eos_token_id", None)
+    if eos is not None:
+        ids.update([int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])])
+    return sorted(ids)
+
+
+def completion_mask_from_ids(completion_ids: torch.Tensor, eos: Sequence[int]) -> torch.Tensor:
+    """(N, C) mask of tokens up to and including the first EOS (all tokens when there is none)."""
+    is_eos = torch.isin(completion_ids, torch.as_tensor(list(eos), device=completion_ids.device))
+    # number of EOS tokens strictly before each position; keep positions with none before
+    before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
+    return (before == 0).long()
+
+
+@torch.no_grad()
+def generate_completions(
+    model,
+    tokenizer,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    batch_size: int | None = None,
+    min_p: float | None = None,
+    repetition_penalty: float = 1.0,
+) -> Generation:
+    """Sample one completion per entry of `prompt_ids` (repeat a prompt to sample it several times).
+
+    `temperature == 0` means greedy decoding. Prompts are processed in chunks of `batch_size`
+    (all at once when None) and the results padded to common lengths.
+    """
+    from transformers import GenerationConfig
+
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token (e.g. to the EOS token)")
+    eos = eos_ids(tokenizer, model)
+    do_sample = temperature > 0
+    gen_kwargs = dict(
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=eos or None,
+        repetition_penalty=repetition_penalty,
+    )
+    if do_sample:
+        gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k if top_k else None)
+        if min_p is not None:
+            gen_kwargs["min_p"] = min_p
+    gen_config = GenerationConfig(**gen_kwargs)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    bs = batch_size or max(1, len(prompt_ids))
+    completions: list[list[int]] = []
+    try:
+        for start in range(0, len(prompt_ids), bs):
+            chunk = prompt_ids[start : start + bs]
+            ids, mask = pad(chunk, tokenizer.pad_token_id, "left")
+            out = model.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gen_config
+            )
+            new = out[:, ids.shape[1] :].cpu()
+            if eos:
+                keep = completion_mask_from_ids(new, eos)
+            else:
+                keep = torch.ones_like(new)
+            for row, k in zip(new, keep):
+                completions.append(row[: int(k.sum())].tolist())
+    finally:
+        model.train(was_training)
+    p_ids, p_mask = pad(prompt_ids, tokenizer.pad_token_id, "left")
+    c_ids, c_mask = pad(completions, tokenizer.pad_token_id, "right")
+    if c_ids.shape[1] == 0:  # every completion empty: keep one padded column so shapes stay valid
+        c_ids, c_mask = pad(completions, tokenizer.pad_token_id, "right", length=1)
+    texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
+    return Generation(p_ids, p_mask, c_ids, c_mask, texts)
