@@ -1,0 +1,144 @@
+"""Sampling k completions per prompt: Hugging Face `generate` (any device), or vLLM on a GPU.
+
+`select_backend` picks vLLM only when it is installed, a CUDA GPU is present and the model is given
+as a path (vLLM loads its own copy of the weights); everything else goes through
+`sgpo.rollout.generate_completions`, the sampler the trainer uses. vLLM is imported lazily.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "hf", "vllm")
+
+
+@dataclass
+class Completion:
+    """One sampled completion: its text, its number of tokens, and whether it ended with an EOS
+    token (False: it hit the token limit)."""
+
+    text: str
+    num_tokens: int
+    finished: bool
+
+
+def is_generator(obj) -> bool:
+    """A generator is any object with `name`, `tokenizer` and `generate(prompts, *, k, temperature,
+    top_p, max_new_tokens, seed) -> list[list[Completion]]` that is not itself a model."""
+    return all(hasattr(obj, a) for a in ("name", "tokenizer", "generate")) and not hasattr(obj, "parameters")
+
+
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def select_backend(requested: str, model) -> str:
+    """"hf" or "vllm" for `requested` in BACKENDS; `model` is a path or a loaded model."""
+    if requested not in BACKENDS:
+        raise ValueError(f"unknown generation backend {requested!r}; choose one of {', '.join(BACKENDS)}")
+    is_path = isinstance(model, (str, os.PathLike))
+    if requested == "hf":
+        return "hf"
+    if requested == "vllm":
+        problems = []
+        if not vllm_installed():
+            problems.append("vllm is not installed (pip install 'sgpo[vllm]')")
+        if not cuda_available():
+            problems.append("no CUDA GPU is visible")
+        if not is_path:
+            problems.append("the model must be given as a path (vLLM loads its own copy)")
+        if problems:
+            raise RuntimeError("backend 'vllm' cannot be used: " + "; ".join(problems))
+        return "vllm"
+    return "vllm" if is_path and vllm_installed() and cuda_available() else "hf"
+
+
+def load_model_and_tokenizer(path: str | os.PathLike, *, device: str | None = None, dtype: str = "auto"):
+    """A causal LM and its tokenizer from a folder (or hub id), in eval mode, on `device` (default:
+    CUDA when available, else CPU). A tokenizer without a pad token gets its EOS token as pad."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"{path}: the tokenizer has neither a pad nor an EOS token")
+        tokenizer.pad_token = tokenizer.eos_token
+    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype).to(device)
+    model.eval()
+    return model, tokenizer
+
+
+class HFGenerator:
+    """k completions per prompt with `generate_completions` (HF generate, left padding)."""
+
+    name = "hf"
+
+    def __init__(self, model, tokenizer, batch_size: int | None = None):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+    def generate(self, prompts: Sequence[str], *, k: int, temperature: float, top_p: float,
+                 max_new_tokens: int, seed: int | None = None) -> list[list[Completion]]:
+        import torch
+
+        from sgpo.prompts import tokenize_prompts
+        from sgpo.rollout import eos_ids, generate_completions
+
+        if seed is not None:
+            torch.manual_seed(seed)
+        ids = tokenize_prompts(self.tokenizer, list(prompts), max_length=None)
+        repeated = [p for p in ids for _ in range(k)]
+        gen = generate_completions(self.model, self.tokenizer, repeated, max_new_tokens=max_new_tokens,
+                                   temperature=temperature, top_p=top_p, batch_size=self.batch_size)
+        eos = set(eos_ids(self.tokenizer, self.model))
+        lengths = gen.completion_lengths.tolist()
+        out: list[list[Completion]] = []
+        for i in range(len(prompts)):
+            group = []
+            for j in range(i * k, (i + 1) * k):
+                n = int(lengths[j])
+                last = int(gen.completion_ids[j, n - 1]) if n > 0 else None
+                group.append(Completion(gen.texts[j], n, last in eos))
+            out.append(group)
+        return out
+
+
+class VLLMGenerator:  # pragma: no cover - needs vllm and a GPU; not testable on the CPU machines
+    """k completions per prompt with vLLM (`SamplingParams(n=k)`), prompts given as token ids."""
+
+    name = "vllm"
+
+    def __init__(self, model_path: str | os.PathLike, tokenizer, **llm_kwargs):
+        from vllm import LLM
+
+        self.tokenizer = tokenizer
+        self.llm = LLM(model=str(model_path), **llm_kwargs)
+
+    def generate(self, prompts: Sequence[str], *, k: int, temperature: float, top_p: float,
+                 max_new_tokens: int, seed: int | None = None) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        from sgpo.prompts import tokenize_prompts
+
+        params = SamplingParams(n=k, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
+                                max_tokens=max_new_tokens, seed=seed)
+        ids = tokenize_prompts(self.tokenizer, list(prompts), max_length=None)
+        outputs = self.llm.generate([{"prompt_token_ids": p} for p in ids], params)
+        return [
+            [Completion(o.text, len(o.token_ids), o.finish_reason == "stop") for o in req.outputs]
+            for req in outputs
+        ]
