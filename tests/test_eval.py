@@ -147,8 +147,7 @@ RECORDS = [  # the oracle always answers 4
 
 def test_evaluate_records_greedy(oracle):
     model, tok = oracle
-    with Verifier(num_workers=1, timeout=5) as v:
-        res = evaluate_records(model, tok, RECORDS, max_new_tokens=16, verifier=v)
+    res = evaluate_records(model, tok, RECORDS, max_new_tokens=16, verifier=Verifier(num_workers=0))
     assert isinstance(res, EvalResult)
     assert res.n == 3 and res.k == 1 and res.num_timeouts == 0
     assert res.accuracy == pytest.approx(2 / 3) and res.pass_at_k == {1: pytest.approx(2 / 3)}
@@ -165,13 +164,14 @@ def test_evaluate_records_greedy(oracle):
 
 def test_evaluate_records_sampled_guided_and_truncated(oracle):
     model, tok = oracle
-    res = evaluate_records(model, tok, RECORDS, k=3, temperature=1.0, max_new_tokens=16, guided=True, seed=0)
+    res = evaluate_records(model, tok, RECORDS, k=3, temperature=1.0, max_new_tokens=16, guided=True, seed=0,
+                           verifier=Verifier(num_workers=0))
     assert len(res.samples) == 9 and [s["sample_index"] for s in res.samples[:3]] == [0, 1, 2]
     assert "A strategy that solves problems of this kind:\nadd, then check" in res.samples[8]["prompt"]
     # the oracle's margin makes sampling deterministic: avg@3 = pass@3 = 2/3
     assert res.accuracy == pytest.approx(2 / 3) and res.pass_at_k[3] == pytest.approx(2 / 3)
     # a token limit shorter than the answer: no box, not finished
-    short = evaluate_records(model, tok, RECORDS[:1], max_new_tokens=3)
+    short = evaluate_records(model, tok, RECORDS[:1], max_new_tokens=3, verifier=Verifier(num_workers=0))
     assert short.samples[0]["finished"] is False and short.samples[0]["extracted"] is None and short.truncated_fraction == 1.0
 
 

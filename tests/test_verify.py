@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
+import types
 import time
 
 import pytest
@@ -225,3 +227,20 @@ def test_verifier_arguments_are_checked():
         Verifier(-1)
     with pytest.raises(ValueError, match="2 answers but 1 gold"):
         Verifier(0).check_answers(["1", "2"], ["1"])
+
+
+def test_an_unimportable_judge_is_a_clear_error(monkeypatch):
+    def local_judge(pred, gold, timeout):
+        return True, False
+
+    with pytest.raises(ValueError, match="judge_fn must be a module-level function"):
+        Verifier(num_workers=1, judge_fn=local_judge)
+    # importable here but not in the workers (as a function of a script's __main__ would be)
+    ghost = types.ModuleType("sgpo_ghost_module")
+    local_judge.__module__, local_judge.__qualname__ = ghost.__name__, "judge"
+    ghost.judge = local_judge
+    monkeypatch.setitem(sys.modules, ghost.__name__, ghost)
+    with Verifier(num_workers=1, judge_fn=local_judge) as v:
+        with pytest.raises(RuntimeError, match="could not read its task .*No module named 'sgpo_ghost_module'"):
+            v.check_answers(["a"], ["b"])
+        assert v._workers == []  # nothing left holding a task

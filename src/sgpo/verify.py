@@ -27,6 +27,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import pickle
 import re
 import signal
 import threading
@@ -183,12 +184,13 @@ def warm_up() -> None:
             pass
 
 
-def _worker_main(conn) -> None:
-    """A checking process: warms up, says "ready", then receives (judge_fn, pred, gold, timeout) and
-    answers (correct, timed_out) until it receives None."""
+def _worker_main(conn, warm: bool = True) -> None:
+    """A checking process: warms up (`warm`), says "ready", then receives (judge_fn, pred, gold,
+    timeout) and answers (correct, timed_out) until it receives None."""
     os.environ["OMP_NUM_THREADS"] = "1"  # no BLAS/OpenMP threads competing with the trainer
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    warm_up()
+    if warm:
+        warm_up()
     try:
         conn.send("ready")
     except (EOFError, OSError):
@@ -197,6 +199,12 @@ def _worker_main(conn) -> None:
         try:
             task = conn.recv()
         except (EOFError, OSError):
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. a judge_fn this process cannot import
+            try:
+                conn.send(("error", f"{type(exc).__name__}: {exc}"))
+            except (EOFError, OSError):
+                pass
             return
         if task is None:
             return
@@ -216,9 +224,9 @@ class _Worker:
     """One checking process. Not `ready` until it has warmed up; `deadline` is when the parent stops
     waiting for it (its start-up, or the answer it holds)."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx, warm: bool = True):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="sgpo-verifier")
+        self.proc = ctx.Process(target=_worker_main, args=(child, warm), daemon=True, name="sgpo-verifier")
         self.proc.start()
         child.close()
         self.ready = False
@@ -265,6 +273,11 @@ class Verifier:
         self.timeout = float(timeout)
         if not self.timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        if judge_fn is not None:
+            try:
+                pickle.dumps(judge_fn)
+            except Exception as exc:  # noqa: BLE001
+                raise ValueError(f"judge_fn must be a module-level function (it is sent to worker processes): {exc}") from None
         self.judge_fn = judge_fn
         self.num_timeouts = 0
         self.num_worker_restarts = 0
@@ -325,10 +338,9 @@ class Verifier:
             else:
                 with self._lock:
                     self._run_in_workers(todo, preds, golds, verdicts)
-        out = []
-        for p, (correct, timed_out) in zip(preds, verdicts):  # type: ignore[misc]
-            self.num_timeouts += int(timed_out)
-            out.append(Check(correct, p, timed_out))
+        out = [Check(correct, p, timed_out) for p, (correct, timed_out) in zip(preds, verdicts)]  # type: ignore[misc]
+        with self._lock:
+            self.num_timeouts += sum(c.timed_out for c in out)
         return out
 
     def check(self, completions: Sequence[str], golds: Sequence[str]) -> list[Check]:
@@ -344,7 +356,7 @@ class Verifier:
             # as many workers as there is work for (new ones warm up while the others check)
             busy = sum(w.task is not None for w in self._workers)
             while len(self._workers) < min(self.num_workers, len(queue) + busy):
-                self._workers.append(_Worker(ctx))
+                self._workers.append(_Worker(ctx, warm=self.judge_fn is None))  # a custom judge needs no warm-up
             # hand answers to ready, idle workers; the deadline runs from the hand-over
             for w in list(self._workers):
                 if queue and w.ready and w.task is None:
@@ -379,6 +391,11 @@ class Verifier:
                                        w.proc.exitcode, w.task)
                         verdicts[w.task] = (False, True)
                         self._drop(w)
+                    elif msg[0] == "error":
+                        for x in list(self._workers):  # leave no worker holding a task
+                            self._drop(x)
+                        raise RuntimeError(f"a verifier worker could not read its task ({msg[1]}); a judge_fn "
+                                           "must be a module-level function of an importable module")
                     else:
                         verdicts[w.task], w.task = tuple(msg), None
                 elif w.deadline <= now:
@@ -390,6 +407,8 @@ class Verifier:
                         verdicts[w.task] = (False, True)
                     self._drop(w)
             if failed_starts >= 3:
+                for x in list(self._workers):
+                    self._drop(x)
                 raise RuntimeError(
                     f"answer-checking worker processes failed to start {failed_starts} times in a row "
                     f"(each gets {WORKER_START_TIMEOUT:.0f}s to import math-verify and warm up)"

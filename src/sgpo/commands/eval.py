@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="put each problem's strategy (column 'strategy') in the prompt: guided accuracy")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems of each benchmark")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="prompts per generate call for the HF backend (default: all at once)")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="sequences per generate call for the HF backend (default 64)")
     p.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"],
                    help="generation backend (default auto: vLLM when installed and a GPU is present, else HF generate)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds allowed to check one answer (default 5)")
