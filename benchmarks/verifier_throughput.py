@@ -6,6 +6,7 @@ Prints one JSON line. The mix resembles model answers on MATH-style benchmarks: 
 integers (settled without the parser), the rest LaTeX written in another notation than the gold
 answer (fractions vs decimals, surds, sets, intervals, polynomials, degrees, choices), a quarter of
 them wrong. Every answer string is distinct, so math-verify's parse caches do not flatter the figure.
+Wall-clock rates depend on what else runs on the machine; answers per CPU-second do not.
 """
 
 from __future__ import annotations
@@ -20,12 +21,28 @@ import time
 from sgpo.verify import Verifier, quick_verdict
 
 
-def answer_mix(n: int, seed: int) -> list[tuple[str, str]]:
-    rnd = random.Random(seed)
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux /proc; None elsewhere)."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def total_cpu(pids) -> float | None:
+    vals = [process_cpu_s(p) for p in pids]
+    return None if any(v is None for v in vals) else sum(vals)
+
+
+def answer_mix(n: int, seed: int, number_seed: int = 0) -> list[tuple[str, str]]:
+    """`n` (prediction, gold) pairs; `seed` fixes the kinds of answer, `number_seed` the numbers in
+    them (so two mixes of the same kinds share no string)."""
+    rnd, num = random.Random(seed), random.Random(1_000_003 * number_seed + seed)
     out: list[tuple[str, str]] = []
     for i in range(n):
-        a, b = rnd.randint(1, 999), rnd.choice([2, 4, 5, 8, 10, 20, 25, 40])
-        m, s = rnd.randint(2, 9), rnd.choice([2, 3, 5, 6, 7])
+        a, b = num.randint(1, 999), num.choice([2, 4, 5, 8, 10, 20, 25, 40])
+        m, s = num.randint(2, 9), num.choice([2, 3, 5, 6, 7])
         kind = rnd.random()
         if kind < 0.40:
             out.append((str(a), str(a)))  # integer, right
@@ -65,20 +82,24 @@ def main() -> None:
 
     with Verifier(num_workers=args.workers, timeout=args.timeout) as pool:
         t0 = time.perf_counter()
-        pool.check_answers(["\\frac{1}{3}"], ["0.5"])  # start and warm the workers
+        warm = [f"\\frac{{1}}{{{i + 3}}}" for i in range(2 * pool.num_workers)]
+        pool.check_answers(warm, ["0.5"] * len(warm))  # start and warm every worker
         startup = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        pids = [w.proc.pid for w in pool._workers]
+        cpu0, t0 = total_cpu(pids), time.perf_counter()
         pool_checks = pool.check_answers(preds, golds)
         pool_s = time.perf_counter() - t0
+        cpu1 = total_cpu(pids) if all(w.proc.pid in pids for w in pool._workers) else None
+        pool_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
         workers = pool.num_workers
 
-    # in-process on a fresh answer mix (math-verify caches parses), warmed up the same way
-    pairs2 = answer_mix(args.n, args.seed + 1)
+    # in-process on the same kinds of answer with other numbers (math-verify caches parses)
+    pairs2 = answer_mix(args.n, args.seed, number_seed=1)
     inproc = Verifier(num_workers=0, timeout=args.timeout)
     inproc.check_answers(["\\frac{1}{3}"], ["0.5"])
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     inproc_checks = inproc.check_answers([x for x, _ in pairs2], [g for _, g in pairs2])
-    inproc_s = time.perf_counter() - t0
+    inproc_s, inproc_cpu = time.perf_counter() - t0, time.process_time() - c0
 
     print(json.dumps({
         "benchmark": "verifier_throughput",
@@ -88,8 +109,10 @@ def main() -> None:
         "pool_workers": workers,
         "pool_startup_s": round(startup, 2),
         "pool_answers_per_s": round(args.n / pool_s, 1),
+        "pool_answers_per_worker_cpu_s": round(args.n / pool_cpu, 1) if pool_cpu else None,
         "pool_timeouts": sum(c.timed_out for c in pool_checks),
         "in_process_answers_per_s": round(args.n / inproc_s, 1),
+        "in_process_answers_per_cpu_s": round(args.n / inproc_cpu, 1),
         "in_process_timeouts": sum(c.timed_out for c in inproc_checks),
         "timeout_s": args.timeout,
         "cpus": os.cpu_count(),

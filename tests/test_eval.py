@@ -157,7 +157,7 @@ def test_evaluate_records_greedy(oracle):
     assert s["id"] == "b" and s["completion"] == ORACLE_TEXT and s["extracted"] == "4" and s["correct"] is True
     assert s["timed_out"] is False and s["finished"] is True and s["answer"] == "\\frac{8}{2}"
     assert s["prompt"].startswith("<|im_start|>user\nWhat is 1+3?") and "\\boxed{}" in s["prompt"]
-    assert res.summary()["greedy_accuracy"] == pytest.approx(2 / 3)
+    assert res.summary()["greedy_accuracy"] == res.greedy_accuracy == pytest.approx(2 / 3)
     with pytest.raises(KeyError, match="no column 'difficulty'"):
         res.by_group("difficulty")
 
@@ -170,6 +170,7 @@ def test_evaluate_records_sampled_guided_and_truncated(oracle):
     assert "A strategy that solves problems of this kind:\nadd, then check" in res.samples[8]["prompt"]
     # the oracle's margin makes sampling deterministic: avg@3 = pass@3 = 2/3
     assert res.accuracy == pytest.approx(2 / 3) and res.pass_at_k[3] == pytest.approx(2 / 3)
+    assert res.greedy_accuracy is None and "greedy_accuracy" not in res.summary()
     # a token limit shorter than the answer: no box, not finished
     short = evaluate_records(model, tok, RECORDS[:1], max_new_tokens=3, verifier=Verifier(num_workers=0))
     assert short.samples[0]["finished"] is False and short.samples[0]["extracted"] is None and short.truncated_fraction == 1.0
@@ -215,3 +216,27 @@ def test_markdown_table_lists_every_benchmark_and_the_average():
     assert table[2] == "| aime24 | 30 | 25.0 | 10.0–40.0 | 40.0 | 50.0 | 30.0 | 1 | 812 |"
     assert table[4].startswith("| **average** |  | 50.0 |  | 60.0 | 70.0 |")
     json.dumps(doc)  # JSON-ready
+
+
+def test_prompt_format_resolution(tmp_path):
+    from sgpo.commands.eval import build_parser
+    from sgpo.evaluation.options import prompt_format_from_args
+
+    model = tmp_path / "model"
+    model.mkdir()
+    args = build_parser().parse_args(["--model", str(model), "--benchmark", "b"])
+    fmt, origin = prompt_format_from_args(args)
+    assert origin == "built-in" and "\\boxed{{}}" in fmt.template
+    # a format saved next to the weights is used, and single options override it
+    (model / "prompt_format.json").write_text(json.dumps({
+        "template": "{problem}\nanswer in \\boxed{{}} .", "guided_template": "{problem}\nstrategy :\n{strategy}\n.",
+        "use_chat_template": False}))
+    fmt, origin = prompt_format_from_args(args)
+    assert origin == str(model / "prompt_format.json") and fmt.template == "{problem}\nanswer in \\boxed{{}} ."
+    assert fmt.use_chat_template is False
+    args = build_parser().parse_args(["--model", str(model), "--benchmark", "b", "--system-prompt", "be brief"])
+    fmt, origin = prompt_format_from_args(args)
+    assert fmt.system_prompt == "be brief" and fmt.use_chat_template is False and origin.endswith("+ command-line options")
+    (model / "prompt_format.json").write_text(json.dumps({"templat": "{problem}"}))
+    with pytest.raises(ValueError, match="unknown \\['templat'\\]"):
+        prompt_format_from_args(args)

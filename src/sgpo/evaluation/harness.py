@@ -56,6 +56,11 @@ class EvalResult:
         return self.settings.get("temperature") == 0
 
     @property
+    def greedy_accuracy(self) -> float | None:
+        """The accuracy when the samples were decoded greedily (temperature 0), else None."""
+        return self.accuracy if self.greedy else None
+
+    @property
     def mean_completion_tokens(self) -> float:
         return sum(s.get("completion_tokens", 0) for s in self.samples) / max(1, len(self.samples))
 
