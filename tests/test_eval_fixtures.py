@@ -98,12 +98,17 @@ def write_jsonl(path: Path, rows) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
-    """{'tokenizer': dir, 'oracle': dir, 'random': dir}"""
-    root = tmp_path_factory.mktemp("tiny")
-    tok = build_tokenizer(root / "tokenizer")
-    build_oracle_model(root / "oracle", tok)
-    build_random_model(root / "random", tok)
-    return {"tokenizer": root / "tokenizer", "oracle": root / "oracle", "random": root / "random"}
+    """{'tokenizer': dir, 'oracle': dir, 'random': dir}. Built once per test session: each module that
+    imports this fixture gets its own instance, so the folders are shared through the session's
+    base temporary directory."""
+    root = tmp_path_factory.getbasetemp() / "sgpo_tiny_models"
+    paths = {"tokenizer": root / "tokenizer", "oracle": root / "oracle", "random": root / "random"}
+    if not (root / "complete").exists():
+        tok = build_tokenizer(paths["tokenizer"])
+        build_oracle_model(paths["oracle"], tok)
+        build_random_model(paths["random"], tok)
+        (root / "complete").touch()
+    return paths
 
 
 def test_oracle_model_writes_its_answer(tiny_models):
