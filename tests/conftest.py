@@ -67,5 +67,10 @@ def even_answer_reward(prompts, completions, **_):
     return out
 
 
+def text_length_reward(prompts, completions, **_):
+    """1.0 for completions of even character length: varies on a random model's outputs."""
+    return [float(len(c) % 2 == 0) for c in completions]
+
+
 def param_snapshot(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
