@@ -279,7 +279,10 @@ class SGPOTrainer(Trainer):
         strategies = dataset["strategy"]
         texts = [self.prompt_format.render(tokenizer, p) for p in problems]
         names = [f"{i} (id {pid!r})" for i, pid in enumerate(ids)]
-        prompt_ids = tokenize_prompts(tokenizer, texts, max_length=args.max_prompt_length, row_names=names, what="prompt")
+        special = not self.prompt_format.applies_chat_template(tokenizer)
+        prompt_ids = tokenize_prompts(
+            tokenizer, texts, max_length=args.max_prompt_length, row_names=names, what="prompt", add_special_tokens=special
+        )
         guided_texts = [""] * len(dataset)
         guided_ids: list[list[int]] = [[] for _ in range(len(dataset))]
         if guided:
@@ -291,6 +294,7 @@ class SGPOTrainer(Trainer):
                 max_length=args.max_prompt_length,
                 row_names=[names[i] for i in rows],
                 what="guided prompt",
+                add_special_tokens=special,
             )
             for i, t, g in zip(rows, g_texts, g_ids):
                 guided_texts[i], guided_ids[i] = t, g
