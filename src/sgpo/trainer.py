@@ -27,6 +27,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -462,7 +463,8 @@ class SGPOTrainer(Trainer):
             if Gg and row["strategy"] is not None:
                 for _ in range(Gg):
                     gen_prompts.append(row[_GUIDED_IDS]), gen_texts.append(row[_GUIDED_TEXT]), owner.append(i), guided.append(True)
-        gen = self._generate(gen_prompts)
+        with self._timed("time/generate_s"):
+            gen = self._generate(gen_prompts)
         lengths = gen.completion_mask.sum(1)  # (n,)
         completions = [gen.completion_ids[j, : int(lengths[j])] for j in range(len(gen_prompts))]
         last = gen.completion_ids.gather(1, (lengths - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
@@ -472,7 +474,8 @@ class SGPOTrainer(Trainer):
         owner_t = torch.tensor(owner)
 
         # 2. rewards, correctness, per-problem accuracies
-        rewards = self._compute_rewards(gen_texts, gen.texts, [problems[i] for i in owner], guided)
+        with self._timed("time/rewards_s"):
+            rewards = self._compute_rewards(gen_texts, gen.texts, [problems[i] for i in owner], guided)
         correct = rewards >= args.correct_reward_threshold
         auto_idx = (~guided_t).nonzero().squeeze(1)  # problem-major, Ga per problem
         acc_auto = correct[auto_idx].view(n_prob, Ga).float().mean(1)  # (n_prob,)
@@ -536,20 +539,24 @@ class SGPOTrainer(Trainer):
             mb["advantages"] = advantages[[a_pos[j] for j in a_rows]].to(dev)
             auto_part = {key: val[:n_auto] for key, val in student.items()}
             if reuse:
-                mb["old_logps"] = self._score_logps(self.model, auto_part, head_w, head_b)
+                with self._timed("time/old_logps_s"):
+                    mb["old_logps"] = self._score_logps(self.model, auto_part, head_w, head_b)
             if self.ref_model is not None:
                 ref_w, ref_b = self._lm_head(self.ref_model)
-                mb["ref_logps"] = self._score_logps(self.ref_model, auto_part, ref_w, ref_b)
+                with self._timed("time/reference_s"):
+                    mb["ref_logps"] = self._score_logps(self.ref_model, auto_part, ref_w, ref_b)
             if d_rows:
                 mb["distill_weights"] = torch.tensor([float(weights[owner[j]]) for j in d_rows], device=dev)
                 mb["distill_mask"] = pad([[1] * int(loss_mask_rows[j].sum()) for j in d_rows], 0, "right", length=C)[0].to(dev)
                 if need_teacher:
                     teacher = self._pack([problems[owner[j]][_GUIDED_IDS] for j in d_rows], [completions[j] for j in d_rows], C)
-                    mb["teacher_hidden"] = self._score_hidden(self.model, teacher)
+                    with self._timed("time/teacher_s"):
+                        mb["teacher_hidden"] = self._score_hidden(self.model, teacher)
                     mb["teacher_weight"], mb["teacher_bias"] = teacher_weight, teacher_bias
                 if reuse and args.distill_proximal:
                     student_d = {key: val[n_auto:] for key, val in student.items()}
-                    mb["distill_old_logps"] = self._score_logps(self.model, student_d, head_w, head_b)
+                    with self._timed("time/old_logps_s"):
+                        mb["distill_old_logps"] = self._score_logps(self.model, student_d, head_w, head_b)
             micro.append(mb)
 
         step_counts = local_counts.view(S // GA, GA, 3).sum(1).to(self.accelerator.device)
@@ -581,6 +588,15 @@ class SGPOTrainer(Trainer):
         return micro
 
     # ------------------------------------------------------------------------------------ loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        # generation happens in _prepare_inputs (inside super().training_step): time it separately
+        t0 = time.perf_counter()
+        gen_before = self._sums.get("time/generate_and_score_s", 0.0)
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        gen_time = self._sums.get("time/generate_and_score_s", 0.0) - gen_before
+        self._add_metric("time/train_step_s", time.perf_counter() - t0 - gen_time, 0)
+        return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if return_outputs:
@@ -664,10 +680,19 @@ class SGPOTrainer(Trainer):
             "completion_length/auto", "completion_length/guided", "completions/truncated_frac",
             "distill/weight_mean", "distill/weighted_frac", "distill/selected_sequences", "distill/kl",
             "distill/masked_frac", "distill/loss", "distill/tokens", "rl/loss", "clip/low", "clip/high",
-            "clip/region", "kl_ref", "problems/without_strategy_frac", "time/generate_and_score_s",
-            "tokens/generated",
+            "clip/region", "kl_ref", "problems/without_strategy_frac", "tokens/generated",
         ]
+        keys += [f"time/{k}_s" for k in ("generate_and_score", "generate", "rewards", "old_logps", "reference", "teacher", "train_step")]
         return keys + [f"rewards/{n}" for n in self.reward_func_names]
+
+    @contextmanager
+    def _timed(self, key: str):
+        """Adds the wall time of the block to metric `key` (seconds per logging window)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._add_metric(key, time.perf_counter() - t0, 0)
 
     def _add_metric(self, key: str, total: float, count: float) -> None:
         """Accumulate a metric as (sum, count); count 0 means "a sum to report as is" (per logging window)."""
@@ -692,7 +717,7 @@ class SGPOTrainer(Trainer):
                     logs["tokens_per_second"] = total / max(now - self._last_log_time, 1e-9)
                 elif k in ("rl/loss", "distill/loss"):
                     logs[k] = total / steps  # per optimizer step, like "loss"
-                elif k in ("distill/tokens", "time/generate_and_score_s", "distill/selected_sequences"):
+                elif k in ("distill/tokens", "distill/selected_sequences") or k.startswith("time/"):
                     logs[k] = total
                 elif count > 0:
                     logs[k] = total / count
