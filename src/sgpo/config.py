@@ -77,6 +77,10 @@ class SGPOConfig(TrainingArguments):
     top_k: int = field(default=0, metadata={"help": "Top-k sampling (0 = off)."})
     min_p: float | None = field(default=None, metadata={"help": "Minimum token probability relative to the most likely one."})
     repetition_penalty: float = field(default=1.0, metadata={"help": "Repetition penalty for generation (1.0 = none)."})
+    generation_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "Extra `GenerationConfig` arguments for sampling (e.g. {\"min_new_tokens\": 16}); they override the fields above (TRL's meaning)."},
+    )
     generation_micro_batch_size: int | None = field(
         default=None, metadata={"help": "Most sequences per `generate` call (memory bound); all at once when None."}
     )
@@ -144,10 +148,12 @@ class SGPOConfig(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.model_init_kwargs, str):
-            import json
+        import json
 
+        if isinstance(self.model_init_kwargs, str):
             self.model_init_kwargs = json.loads(self.model_init_kwargs)
+        if isinstance(self.generation_kwargs, str):
+            self.generation_kwargs = json.loads(self.generation_kwargs)
         if self.epsilon_high is None:
             self.epsilon_high = self.epsilon
         if self.distill_epsilon_low is None:

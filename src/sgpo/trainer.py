@@ -354,6 +354,7 @@ class SGPOTrainer(Trainer):
             min_p=args.min_p,
             repetition_penalty=args.repetition_penalty,
             batch_size=args.generation_micro_batch_size,
+            generation_kwargs=args.generation_kwargs,
         )
 
     def _compute_rewards(
