@@ -56,3 +56,15 @@ def test_bad_dataset_is_reported_without_traceback(tmp_path):
     assert proc.returncode == 1
     assert "bad.jsonl: row 0: missing column 'problem' (columns found: answer, question)" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_saved_tiny_tokenizer_round_trips_by_path(tmp_path):
+    # transformers 5 would rebuild a Qwen2 folder's tokenizer as Qwen2Tokenizer (other ids)
+    from sgpo.modeling import load_tokenizer
+    from sgpo.testing import build_tiny_tokenizer
+
+    assets = write_tiny_assets(tmp_path / "tiny")
+    text = "what is 3 plus 4 \\boxed{ 7 }"
+    loaded = load_tokenizer(str(assets / "model"))
+    assert loaded(text)["input_ids"] == build_tiny_tokenizer()(text)["input_ids"]
+    assert loaded.chat_template and loaded.pad_token == "<pad>"

@@ -33,9 +33,10 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Sampler
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
+from transformers import AutoModelForCausalLM, PreTrainedModel, Trainer, TrainerCallback
 
 from sgpo.config import SGPOConfig
+from sgpo.modeling import load_tokenizer
 from sgpo.data import ColumnMap, DataError, count_missing_strategies, load_problems
 from sgpo.objectives import (
     LOSS_TYPE_TO_AGG_MODE,
@@ -181,9 +182,9 @@ class SGPOTrainer(Trainer):
             model_path = model
             model = AutoModelForCausalLM.from_pretrained(model_path, **init_kwargs)
             if processing_class is None:
-                processing_class = AutoTokenizer.from_pretrained(model_path)
+                processing_class = load_tokenizer(model_path)
         if processing_class is None:
-            processing_class = AutoTokenizer.from_pretrained(model.config._name_or_path)
+            processing_class = load_tokenizer(model.config._name_or_path)
         tokenizer = processing_class
         if tokenizer.pad_token is None:
             if tokenizer.eos_token is None:

@@ -38,14 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sgpo train: error: {' and '.join(missing)} must be given (in the recipe or on the command line)", file=sys.stderr)
         return 2
 
-    from transformers import AutoTokenizer
-
     from sgpo.data import DataError, load_rows
+    from sgpo.modeling import load_tokenizer
     from sgpo.prompts import PromptTooLongError
     from sgpo.trainer import RewardFunctionError, SGPOTrainer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(script_args.tokenizer_name_or_path or script_args.model_name_or_path)
+        tokenizer = load_tokenizer(script_args.tokenizer_name_or_path or script_args.model_name_or_path)
         data = script_args.dataset_name
         if script_args.dataset_split != "train":
             data, _ = load_rows(script_args.dataset_name, split=script_args.dataset_split)
