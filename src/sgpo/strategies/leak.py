@@ -72,7 +72,7 @@ _NUM = r"\d+(?:\.\d+)?"
 _FRAC_RE = re.compile(
     r"\\[dt]?frac\s*(?:\{\s*(?P<n1>-?\s*" + _NUM + r")\s*\}|(?P<n2>\d))\s*(?:\{\s*(?P<d1>-?\s*" + _NUM + r")\s*\}|(?P<d2>\d))"
 )
-_SLASH_RE = re.compile(r"(?<![\w.,])(?P<n>" + _NUM + r")\s*/\s*(?P<d>" + _NUM + r")(?![\w.])")
+_SLASH_RE = re.compile(r"(?<![\w.,])(?P<n>" + _NUM + r")\s*/\s*(?P<d>" + _NUM + r")(?!\w|\.\d)")
 _PLAIN_RE = re.compile(r"(?<![\w.])(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?![\d])")
 _UNARY_BEFORE = set("([{=,:;<>$^") | {"\\"}
 
@@ -176,8 +176,13 @@ def parse_number(answer: str) -> Fraction | None:
 _SQUASH_TOKENS = ("\\left", "\\right", "\\displaystyle", "\\!", "\\,", "\\;", "\\:", "$")
 
 
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
+
+
 def _squash(text: str) -> str:
-    """Spaces and presentational LaTeX removed, `\\dfrac`/`\\tfrac` spelled `\\frac`, unicode minus `-`."""
+    """Spaces and presentational LaTeX removed (`\\text{..}` unwrapped), `\\dfrac`/`\\tfrac` spelled
+    `\\frac`, unicode minus as `-`."""
+    text = _TEXT_WRAPPER.sub(r"\1", text)
     for tok in _SQUASH_TOKENS:
         text = text.replace(tok, "")
     text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\u2212", "-")

@@ -315,7 +315,8 @@ def _drive(
     stored: dict[str, dict[str, Any]],
     bar: RunProgress,
 ) -> None:
-    """Keeps at most `2 * workers` batches submitted; commits each finished batch from this thread."""
+    """Keeps at most `2 * workers` batches submitted; commits finished items from this thread, all
+    those that finished together in one transaction."""
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="extract")
     pending = iter(batches)
     inflight: set[Future] = set()
@@ -330,12 +331,16 @@ def _drive(
             if not inflight:
                 break
             done, inflight = wait(inflight, return_when=FIRST_COMPLETED)
-            for fut in done:
-                records = fut.result()  # ExtractorConfigError propagates and stops the run
+            records: dict[str, dict[str, Any]] = {}
+            try:
+                for fut in done:
+                    records.update(fut.result())  # ExtractorConfigError propagates and stops the run
+            finally:
+                # one fsynced commit for everything that finished together (group commit)
                 store.put_many(records)
                 stored.update(records)
-                for rec in records.values():
-                    bar.advance(final_status(rec)[0])
+            for rec in records.values():
+                bar.advance(final_status(rec)[0])
         clean = True
     finally:
         if clean:
@@ -344,5 +349,4 @@ def _drive(
             for fut in inflight:
                 fut.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
-            done = sum(1 for _ in stored)
-            print(f"extraction stopped; {done} finished items are kept in {store.path} and a rerun resumes from there", file=sys.stderr)
+            print(f"extraction stopped; {len(stored)} finished items are kept in {store.path} and a rerun resumes from there", file=sys.stderr)

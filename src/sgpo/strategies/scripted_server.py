@@ -2,7 +2,8 @@
 
 It replays chosen behaviours per item, so every failure mode of a real endpoint can be produced on
 demand: a script maps a *marker* (any text that occurs in the request's messages, e.g. an item's
-problem text) to the list of actions for its successive requests (the last one repeats):
+problem text; the longest marker that occurs wins) to the list of actions for its successive
+requests (the last one repeats):
 
     Reply(content, delay=0, finish_reason="stop")    a chat completion with that text
     Fail(status, headers={}, message=..., delay=0)    an HTTP error (429 with Retry-After, 500, ...)
@@ -131,7 +132,7 @@ class ScriptedServer:
     # -- behaviour ---------------------------------------------------------------------------------
     def _choose(self, body: dict[str, Any], authorization: str | None) -> Action:
         text = "\n".join(str(m.get("content", "")) for m in body.get("messages", []) if isinstance(m, dict))
-        marker = next((m for m in self.script if m in text), None)
+        marker = max((m for m in self.script if m in text), key=len, default=None)  # the longest that occurs
         with self._lock:
             attempt = self._attempts.get(marker or "", 0)
             self._attempts[marker or ""] = attempt + 1
@@ -149,6 +150,8 @@ class ScriptedServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body go out in separate writes: without this, Nagle + delayed ACK add ~40 ms
+            disable_nagle_algorithm = True
 
             def log_message(self, *args) -> None:  # quiet
                 pass
