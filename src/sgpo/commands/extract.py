@@ -80,9 +80,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from sgpo.data import DataError
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("concurrency", "max_tokens"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.max_retries < 0 or args.timeout <= 0:
+        parser.error("--max-retries must be >= 0 and --timeout > 0")
     from sgpo.strategies.base import ExtractorConfigError
+    from sgpo.strategies.registry import accepted_options, resolve_backend
+
+    # a wrong backend or --backend-arg is reported before the input is read or a model is loaded
+    try:
+        factory = resolve_backend(args.backend)
+        unknown = sorted(set(dict(args.backend_arg)) - set(accepted_options(factory, dict(args.backend_arg))))
+        if unknown:
+            raise ExtractorConfigError(f"backend {args.backend!r} takes no option(s) {', '.join(unknown)}")
+    except ExtractorConfigError as exc:
+        print(f"sgpo extract: error: {exc}", file=sys.stderr)
+        return 2
+    from sgpo.data import DataError
     from sgpo.strategies.leak import LeakConfig
     from sgpo.strategies.pipeline import InputColumns, extract_strategies
 

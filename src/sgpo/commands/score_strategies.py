@@ -54,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("k", "max_candidates", "max_new_tokens"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     from sgpo.data import DataError
     from sgpo.prompts import PromptFormat, PromptTooLongError
     from sgpo.strategies.scoring import ScoringColumns, ScoringConfig, score_strategies
