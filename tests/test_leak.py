@@ -61,6 +61,8 @@ def test_numbers_in_signs_and_notations():
         ("1,000", "Count 1000 arrangements."),
         ("42", "so the total is 42 apples"),
         ("1", "Conclude that the answer is 1."),  # a small integer, stated as the answer
+        ("-1", "so the final answer is -1."),
+        ("0", "Result: 0"),
         ("\\sqrt{3}", "The side is $\\sqrt{3}$."),  # textual after normalisation
         ("x^2 + 1", "The polynomial is $x^{2}+1$."),  # symbolic: math-verify
         ("2\\sqrt{3}", "The distance is $\\sqrt{12}$."),  # symbolic: math-verify
@@ -88,6 +90,13 @@ def test_gold_answer_leaks(leak, gold, step):
 )
 def test_not_leaks(leak, gold, step):
     assert leak.check(strat(step), problem="A problem.", answer=gold) is None
+
+
+def test_stated_answer_does_not_run_across_lines(leak):
+    # "... is the answer" ends one step; the next step starting with 0 is not a stated answer 0
+    s = strat("The last kept value is the answer", "0 is where the count starts")
+    assert leak.check(s, "P", answer="0") is None
+    assert leak.check(strat("The answer is", "0"), "P", answer="0") is None
 
 
 def test_response_answer_leak_when_it_differs_from_gold(leak):

@@ -191,8 +191,8 @@ def _squash(text: str) -> str:
 
 _MATH_RE = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 _STATED_RE = re.compile(
-    r"(?:final answer|answer|result|solution)\s*(?:is|=|:|equals|would be|will be|of)?\s*:?\s*\$?\s*"
-    r"(?P<ans>-?\s*\\?[^\s$.,;]+)",
+    r"(?:final answer|answer|result|solution)[ \t]*(?:is|=|:|equals|would be|will be|of)?[ \t]*:?[ \t]*\$?[ \t]*"
+    r"(?P<ans>-?[ \t]*(?:[^\s$.,;]|\.(?=\d)|,(?=\d{3}\b))+)",
     re.IGNORECASE,
 )
 
