@@ -8,7 +8,8 @@ from test_extract_tiny import build_model, build_tokenizer, teach
 
 from sgpo.data import DataError, read_rows
 from sgpo.prompts import DEFAULT_GUIDED_PROMPT_TEMPLATE, DEFAULT_PROMPT_TEMPLATE, PromptFormat
-from sgpo.strategies.scoring import ScoringConfig, best_index, group_candidates, ScoringColumns, score_strategies, strategy_score
+from sgpo.data import ColumnMap
+from sgpo.strategies.scoring import ScoringConfig, best_index, group_candidates, score_strategies, strategy_score
 from sgpo.verify import Verifier
 
 P1, P2, P3 = "What is the magic number of the zoo?", "What is the other number of the zoo?", "Name the zoo keeper."
@@ -30,9 +31,9 @@ def test_strategy_score_by_hand():
 def test_grouping_validates_rows():
     rows = [{"problem": "a", "answer": "1", "strategy": "s1"}, {"problem": "a", "answer": "2", "strategy": "s2"}]
     with pytest.raises(DataError, match="row 1: answer '2' differs from '1' given for the same problem in row 0"):
-        group_candidates(rows, ScoringColumns(), 4, "f.jsonl")
+        group_candidates(rows, ColumnMap(), "problem", 4, "f.jsonl")
     with pytest.raises(DataError, match="f.jsonl: row 0: missing or empty column 'answer'"):
-        group_candidates([{"problem": "a", "strategy": "s"}], ScoringColumns(), 4, "f.jsonl")
+        group_candidates([{"problem": "a", "strategy": "s"}], ColumnMap(), "problem", 4, "f.jsonl")
     rows = [
         {"problem": "a", "answer": "1", "strategy": "s1", "status": "ok"},
         {"problem": "a", "answer": "1", "strategy": "s1", "status": "ok"},  # duplicate text: one candidate
@@ -41,7 +42,7 @@ def test_grouping_validates_rows():
         {"problem": "a", "answer": "1", "strategy": "s4", "status": "ok"},
         {"problem": "a", "answer": "1", "strategy": "s5", "status": "ok"},
     ]
-    (g,) = group_candidates(rows, ScoringColumns(), 2, "f")
+    (g,) = group_candidates(rows, ColumnMap(), "problem", 2, "f")
     assert g.candidates == [0, 4] and g.rows == [0, 1, 2, 3, 4, 5]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 EPILOG = """examples:
@@ -146,10 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sgpo extract: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    print(summary.format(), file=sys.stderr)
-    if args.summary_json:
-        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.summary_json).write_text(json.dumps(summary.to_dict(), indent=1) + "\n", encoding="utf-8")
+    from sgpo.strategies.progress import report_summary
+
+    report_summary(summary, args.summary_json)
     return 0
 
 

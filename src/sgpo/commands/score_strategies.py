@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 EPILOG = """example:
   sgpo score-strategies --input strategies.jsonl --output best.jsonl --model Qwen/Qwen2.5-Math-1.5B \\
@@ -61,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     from sgpo.data import DataError
     from sgpo.prompts import PromptFormat, PromptTooLongError
-    from sgpo.strategies.scoring import ScoringColumns, ScoringConfig, score_strategies
+    from sgpo.data import ColumnMap
+    from sgpo.strategies.scoring import ScoringConfig, score_strategies
 
     try:
         import torch
@@ -84,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             args.model,
             config=config,
             prompt_format=fmt,
-            columns=ScoringColumns(args.problem_column, args.answer_column, args.strategy_column, args.group_by),
+            columns=ColumnMap(problem=args.problem_column, answer=args.answer_column, strategy=args.strategy_column),
+            group_by=args.group_by,
             cache=args.cache,
             candidates_output=args.candidates_output,
             device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
@@ -93,10 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, PromptTooLongError, ValueError, OSError) as exc:
         print(f"sgpo score-strategies: error: {exc}", file=sys.stderr)
         return 2
-    print(summary.format(), file=sys.stderr)
-    if args.summary_json:
-        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.summary_json).write_text(json.dumps(summary.to_dict(), indent=1) + "\n", encoding="utf-8")
+    from sgpo.strategies.progress import report_summary
+
+    report_summary(summary, args.summary_json)
     return 0
 
 

@@ -101,3 +101,17 @@ class Extractor(ABC):
 
     def close(self) -> None:
         """Release connections / models. Called once at the end of a run."""
+
+
+class BatchExtractor(Extractor):
+    """Base of backends that generate in batches (in-process models): implement `extract_batch`;
+    `extract` runs a batch of one."""
+
+    @abstractmethod
+    def extract_batch(self, items: Sequence[ExtractionRequest]) -> list[Strategy | ExtractionError]: ...
+
+    def extract(self, problem: str, response: str, answer: str | None = None) -> Strategy:
+        (result,) = self.extract_batch([ExtractionRequest(problem, response, answer)])
+        if isinstance(result, ExtractionError):
+            raise result
+        return result

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pydantic import ValidationError
@@ -145,3 +145,14 @@ def parse_strategy(text: str | None, finish_reason: str | None = None) -> Strate
     reason = "truncated" if finish_reason == "length" else "invalid_json"
     detail = f"{json_error or 'unbalanced braces'}; reply starts {snippet(text)!r}"
     raise ExtractionError(reason, detail)
+
+
+def parse_replies(replies: Iterable[tuple[str | None, str | None]]) -> list[Strategy | ExtractionError]:
+    """`parse_strategy` over (text, finish_reason) pairs; a failure becomes its `ExtractionError`."""
+    out: list[Strategy | ExtractionError] = []
+    for text, finish in replies:
+        try:
+            out.append(parse_strategy(text, finish))
+        except ExtractionError as exc:
+            out.append(exc)
+    return out

@@ -3,9 +3,12 @@ terminal, and one log line every `interval` seconds otherwise (CI logs, `nohup`)
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -79,3 +82,12 @@ class RunProgress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+def report_summary(summary: Any, summary_json: str | None = None) -> None:
+    """Print a run summary (its `format()`) to stderr; also write its `to_dict()` as JSON when asked."""
+    print(summary.format(), file=sys.stderr)
+    if summary_json:
+        path = Path(summary_json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary.to_dict(), indent=1) + "\n", encoding="utf-8")

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sgpo.data import DataError, load_rows, write_rows
+from sgpo.data import ColumnMap, DataError, load_rows, write_rows
 from sgpo.prompts import PromptFormat
 from sgpo.strategies.progress import RunProgress
 from sgpo.strategies.store import ResultStore, content_hash
@@ -67,14 +67,6 @@ class ScoringConfig:
     def __post_init__(self) -> None:
         if self.k < 1 or self.max_candidates < 1:
             raise ValueError(f"k and max_candidates must be >= 1 (got k={self.k}, max_candidates={self.max_candidates})")
-
-
-@dataclass(frozen=True)
-class ScoringColumns:
-    problem: str = "problem"
-    answer: str = "answer"
-    strategy: str = "strategy"
-    group_by: str = "problem"
 
 
 @dataclass
@@ -118,16 +110,16 @@ class _Group:
     candidates: list[int]  # row indices with a usable, distinct strategy (at most max_candidates)
 
 
-def group_candidates(rows: list[dict[str, Any]], columns: ScoringColumns, max_candidates: int, name: str) -> list[_Group]:
+def group_candidates(rows: list[dict[str, Any]], columns: ColumnMap, group_by: str, max_candidates: int, name: str) -> list[_Group]:
     """Problems in first-appearance order with their candidate rows. Rows whose `status` is present and
     not "ok", or whose strategy is missing / empty, are not candidates. Raises `DataError` for rows
     without problem / answer and for a problem given two different answers."""
     groups: dict[Any, _Group] = {}
     for i, row in enumerate(rows):
-        for col in (columns.problem, columns.answer, columns.group_by):
+        for col in (columns.problem, columns.answer, group_by):
             if col not in row or row[col] is None or (isinstance(row[col], str) and not row[col].strip()):
                 raise DataError(f"{name}: row {i}: missing or empty column {col!r} (columns found: {', '.join(sorted(row))})")
-        gkey = row[columns.group_by]
+        gkey = row[group_by]
         answer = str(row[columns.answer])
         g = groups.get(gkey)
         if g is None:
@@ -156,14 +148,18 @@ def score_strategies(
     *,
     config: ScoringConfig = ScoringConfig(),
     prompt_format: PromptFormat = PromptFormat(),
-    columns: ScoringColumns = ScoringColumns(),
+    columns: ColumnMap = ColumnMap(),
+    group_by: str = "problem",
     verifier: Any = None,
     cache: str | os.PathLike | None = None,
     candidates_output: str | os.PathLike | None = None,
     device: str | None = None,
     progress: bool = True,
 ) -> ScoringSummary:
-    """Score candidate strategies with a policy (a path / hub id, or a loaded model + tokenizer)."""
+    """Score candidate strategies with a policy (a path / hub id, or a loaded model + tokenizer).
+
+    `columns` names the problem / answer / strategy columns; rows sharing the `group_by` column's
+    value are the candidates of one problem."""
     import torch
 
     from sgpo.prompts import tokenize_prompts
@@ -175,7 +171,7 @@ def score_strategies(
     if not rows:
         raise DataError(f"{name}: no rows to score")
     output = Path(output)
-    groups = group_candidates(rows, columns, config.max_candidates, name)
+    groups = group_candidates(rows, columns, group_by, config.max_candidates, name)
     model_id = _model_id(model)
     if isinstance(model, (str, os.PathLike)):
         from transformers import AutoModelForCausalLM, AutoTokenizer

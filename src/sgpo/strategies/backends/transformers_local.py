@@ -12,8 +12,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from sgpo.strategies.base import ExtractionError, ExtractionRequest, Extractor, ExtractorConfigError, Strategy
-from sgpo.strategies.parsing import parse_strategy
+from sgpo.strategies.base import BatchExtractor, ExtractionError, ExtractionRequest, ExtractorConfigError, Strategy
+from sgpo.strategies.parsing import parse_replies
 from sgpo.strategies.prompt import DEFAULT_PROMPT_VERSION, get_prompt
 
 
@@ -24,7 +24,7 @@ def chat_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
     return "\n\n".join(m["content"] for m in messages) + "\n\n"
 
 
-class TransformersExtractor(Extractor):
+class TransformersExtractor(BatchExtractor):
     """`TransformersExtractor("path/or/hub-id", device="cpu")`."""
 
     name = "transformers"
@@ -81,18 +81,5 @@ class TransformersExtractor(Extractor):
                 top_p=self.top_p,
                 batch_size=self.batch_size,
             )
-        out: list[Strategy | ExtractionError] = []
         lengths = gen.completion_lengths.tolist()
-        for text, n in zip(gen.texts, lengths):
-            finish = "length" if n >= self.max_tokens else "stop"
-            try:
-                out.append(parse_strategy(text, finish))
-            except ExtractionError as exc:
-                out.append(exc)
-        return out
-
-    def extract(self, problem: str, response: str, answer: str | None = None) -> Strategy:
-        (result,) = self.extract_batch([ExtractionRequest(problem, response, answer)])
-        if isinstance(result, ExtractionError):
-            raise result
-        return result
+        return parse_replies((text, "length" if n >= self.max_tokens else "stop") for text, n in zip(gen.texts, lengths))

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sgpo.strategies.base import ExtractionError, ExtractionRequest, Extractor, ExtractorConfigError, Strategy
-from sgpo.strategies.parsing import parse_strategy
+from sgpo.strategies.base import BatchExtractor, ExtractionError, ExtractionRequest, ExtractorConfigError, Strategy
+from sgpo.strategies.parsing import parse_replies
 from sgpo.strategies.prompt import DEFAULT_PROMPT_VERSION, get_prompt
 
 INSTALL_HINT = "pip install 'sgpo[vllm]' on a machine with a CUDA GPU, or use --backend openai against `vllm serve`"
@@ -43,7 +43,7 @@ def _sampling_params(vllm, schema: dict[str, Any] | None, temperature: float, ma
     return vllm.SamplingParams(**kwargs)
 
 
-class VLLMExtractor(Extractor):
+class VLLMExtractor(BatchExtractor):
     """`VLLMExtractor("Qwen/Qwen2.5-7B-Instruct", tensor_parallel_size=2)` (engine options go to `vllm.LLM`)."""
 
     name = "vllm"
@@ -86,19 +86,5 @@ class VLLMExtractor(Extractor):
     def extract_batch(self, items: Sequence[ExtractionRequest]) -> list[Strategy | ExtractionError]:
         conversations = [self.prompt.messages(it.problem, it.response, it.answer) for it in items]
         outputs = self.llm.chat(conversations, self.params, use_tqdm=False)
-        results: list[Strategy | ExtractionError] = []
-        for out in outputs:
-            completion = out.outputs[0] if out.outputs else None
-            try:
-                if completion is None:
-                    raise ExtractionError("empty_response", "vLLM returned no completion")
-                results.append(parse_strategy(completion.text, completion.finish_reason))
-            except ExtractionError as exc:
-                results.append(exc)
-        return results
-
-    def extract(self, problem: str, response: str, answer: str | None = None) -> Strategy:
-        (result,) = self.extract_batch([ExtractionRequest(problem, response, answer)])
-        if isinstance(result, ExtractionError):
-            raise result
-        return result
+        # an empty completion list (should not happen) reads as an empty reply
+        return parse_replies((o.outputs[0].text, o.outputs[0].finish_reason) if o.outputs else (None, None) for o in outputs)
