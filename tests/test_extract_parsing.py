@@ -182,3 +182,31 @@ def test_vllm_backend_without_vllm_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(ExtractorConfigError, match=r"pip install 'sgpo\[vllm\]'"):
         build_extractor("vllm", model="some/model")
+
+
+def test_python_api_with_an_extractor_instance_and_a_list_input(tmp_path):
+    from sgpo.data import read_rows
+    from sgpo.strategies.pipeline import extract_strategies
+
+    class Flaky(Echo):
+        name = "flaky"
+        closed = False
+
+        def extract(self, problem, response, answer=None):
+            if "bad" in response:
+                raise ExtractionError("no_rule", "nothing to read")
+            if "bug" in response:
+                raise KeyError("oops")  # an unexpected error is recorded, not fatal
+            return super().extract(problem, response, answer)
+
+        def close(self):
+            self.closed = True
+
+    rows = [{"problem": "p1", "response": "fine"}, {"problem": "p2", "response": "bad"}, {"problem": "p3", "response": "bug", "answer": 3}]
+    ex = Flaky(prefix="Use ")
+    summary = extract_strategies(rows, tmp_path / "o.jsonl", ex, concurrency=2, progress=False)
+    got = read_rows(tmp_path / "o.jsonl")
+    assert [(r["status"], r["reason"]) for r in got] == [("ok", None), ("failed", "no_rule"), ("failed", "extractor_error")]
+    assert got[2]["detail"] == "KeyError: 'oops'"
+    assert got[0]["strategy"].startswith("Approach: Use p1") and got[0]["extractor"] == "flaky"
+    assert summary.failed == {"no_rule": 1, "extractor_error": 1} and not ex.closed  # the caller's instance stays open

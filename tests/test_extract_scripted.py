@@ -218,8 +218,9 @@ def test_cli_selects_an_extractor_by_import_path(tmp_path):
     out = tmp_path / "out.jsonl"
     env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
     proc = _run_cli(["--input", str(inp), "--output", str(out), "--backend", "my_rules:Rules", "--backend-arg", "word=argument",
-                     "--timeout", "5", "--no-progress"], env_extra=env, timeout=120)
+                     "--timeout", "5"], env_extra=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
+    assert "extract: 2/2 (100.0%)" in proc.stderr and "items/s ETA" in proc.stderr  # progress line (not a terminal)
     got = read_rows(out)
     assert [(r["status"], r["reason"]) for r in got] == [("ok", None), ("failed", "no_rule")]
     assert got[0]["strategy"].startswith("Approach: Use a parity argument.")
