@@ -210,7 +210,8 @@ def score_strategies(
             if missing:
                 texts = [prompt_format.render(tokenizer, g.problem, s) for s in missing for _ in range(config.k)]
                 names = [f"{g.key!r}{' guided' if s else ' autonomous'}" for s in missing for _ in range(config.k)]
-                ids = tokenize_prompts(tokenizer, texts, max_length=config.max_prompt_length, row_names=names)
+                ids = tokenize_prompts(tokenizer, texts, max_length=config.max_prompt_length, row_names=names,
+                                       add_special_tokens=not prompt_format.applies_chat_template(tokenizer))
                 torch.manual_seed((int(keys[None][:8], 16) + config.seed) % (2**31))
                 gen = generate_completions(
                     model,

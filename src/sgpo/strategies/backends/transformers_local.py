@@ -71,7 +71,9 @@ class TransformersExtractor(BatchExtractor):
 
         texts = [chat_prompt(self.tokenizer, self.prompt.messages(it.problem, it.response, it.answer)) for it in items]
         with self._lock:
-            ids = tokenize_prompts(self.tokenizer, texts, max_length=None)
+            # chat-templated text carries its special tokens; plain text gets the tokenizer's own (BOS)
+            plain = not getattr(self.tokenizer, "chat_template", None)
+            ids = tokenize_prompts(self.tokenizer, texts, max_length=None, add_special_tokens=plain)
             gen = generate_completions(
                 self.lm,
                 self.tokenizer,
