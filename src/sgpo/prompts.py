@@ -43,10 +43,13 @@ class PromptFormat:
             return self.template.format(problem=problem)
         return self.guided_template.format(problem=problem, strategy=strategy)
 
+    def applies_chat_template(self, tokenizer) -> bool:
+        return bool(self.use_chat_template and getattr(tokenizer, "chat_template", None))
+
     def render(self, tokenizer, problem: str, strategy: str | None = None) -> str:
         """The full prompt text the model sees, generation prompt included."""
         text = self.user_text(problem, strategy)
-        if self.use_chat_template and getattr(tokenizer, "chat_template", None):
+        if self.applies_chat_template(tokenizer):
             messages = []
             if self.system_prompt:
                 messages.append({"role": "system", "content": self.system_prompt})
@@ -64,13 +67,15 @@ def tokenize_prompts(
     max_length: int | None,
     row_names: Sequence[str] | None = None,
     what: str = "prompt",
+    add_special_tokens: bool = False,
 ) -> list[list[int]]:
     """Token ids of each prompt (no truncation). Raises `PromptTooLongError` listing every row that
-    exceeds `max_length` (by name, with its length)."""
-    # Chat-templated text already carries its special tokens; plain text gets the tokenizer's BOS if it
-    # has one configured to be added.
-    add_special = not bool(getattr(tokenizer, "chat_template", None))
-    ids = tokenizer(list(texts), add_special_tokens=add_special)["input_ids"]
+    exceeds `max_length` (by name, with its length).
+
+    Chat-templated text already carries its special tokens (`add_special_tokens=False`); plain text
+    should get the tokenizer's own (e.g. BOS): pass `PromptFormat.applies_chat_template(tok)` negated.
+    """
+    ids = tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
     if max_length is not None:
         too_long = [(i, len(t)) for i, t in enumerate(ids) if len(t) > max_length]
         if too_long:

@@ -84,11 +84,13 @@ def generate_completions(
     batch_size: int | None = None,
     min_p: float | None = None,
     repetition_penalty: float = 1.0,
+    generation_kwargs: dict | None = None,
 ) -> Generation:
     """Sample one completion per entry of `prompt_ids` (repeat a prompt to sample it several times).
 
     `temperature == 0` means greedy decoding. Prompts are processed in chunks of `batch_size`
-    (all at once when None) and the results padded to common lengths.
+    (all at once when None) and the results padded to common lengths. `generation_kwargs` are extra
+    `GenerationConfig` fields that override the ones above.
     """
     from transformers import GenerationConfig
 
@@ -107,6 +109,7 @@ def generate_completions(
         gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k if top_k else None)
         if min_p is not None:
             gen_kwargs["min_p"] = min_p
+    gen_kwargs.update(generation_kwargs or {})
     gen_config = GenerationConfig(**gen_kwargs)
     device = next(model.parameters()).device
     was_training = model.training

@@ -1,0 +1,1 @@
+"""One module per `sgpo` sub-command; each exposes `main(argv) -> int`."""

@@ -1,0 +1,211 @@
+"""`SGPOConfig`: every knob of an SGPO (or GRPO) run, as one `transformers.TrainingArguments` subclass.
+
+Fields that mean the same thing as in TRL's `GRPOConfig` carry TRL's names and defaults
+(`num_generations`, `max_completion_length`, `temperature`, `loss_type`, `epsilon`, `beta`, …), so a
+TRL recipe reads the same here. One difference, on purpose: `per_device_train_batch_size` counts
+*problems* per micro-step (each brings `num_generations` autonomous and `num_guided_generations`
+guided completions), because a problem's two groups must stay together.
+
+GRPO is the special case `distill_coef=0, num_guided_generations=0`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainingArguments
+
+from sgpo.objectives import DIVERGENCES, INSTANCE_WEIGHTS, LOSS_TYPE_TO_AGG_MODE
+from sgpo.prompts import DEFAULT_GUIDED_PROMPT_TEMPLATE, DEFAULT_PROMPT_TEMPLATE
+
+DISTILL_KINDS = tuple(DIVERGENCES) + ("imitation",)
+
+
+@dataclass
+class SGPOConfig(TrainingArguments):
+    # ------------------------------------------------------------------ overridden defaults
+    learning_rate: float = field(default=1e-6, metadata={"help": "Initial learning rate for AdamW (TRL's GRPO default)."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every this many optimizer steps."})
+    report_to: None | str | list[str] = field(
+        default="tensorboard",
+        metadata={"help": "Logging integrations (tensorboard, wandb, trackio, none, all). metrics.jsonl is always written."},
+    )
+    remove_unused_columns: bool | None = field(
+        default=False, metadata={"help": "Kept False: every data set column is passed to the reward functions."}
+    )
+
+    # ------------------------------------------------------------------ model
+    model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "Keyword arguments for `AutoModelForCausalLM.from_pretrained` when the model is given as a path or hub id (e.g. {\"dtype\": \"bfloat16\"})."},
+    )
+    disable_dropout: bool = field(default=False, metadata={"help": "Set every dropout probability of the policy to 0."})
+
+    # ------------------------------------------------------------------ data and prompts
+    problem_column: str = field(default="problem", metadata={"help": "Data set column holding the problem text."})
+    answer_column: str = field(default="answer", metadata={"help": "Data set column holding the gold answer."})
+    strategy_column: str = field(default="strategy", metadata={"help": "Data set column holding the rendered strategy block (optional per row)."})
+    id_column: str = field(default="id", metadata={"help": "Data set column holding a unique problem id (the row number when absent)."})
+    require_strategy: bool = field(
+        default=False,
+        metadata={"help": "Error on rows without a usable strategy instead of training them with RL only."},
+    )
+    prompt_template: str = field(default=DEFAULT_PROMPT_TEMPLATE, metadata={"help": "Autonomous prompt; must contain {problem}."})
+    guided_prompt_template: str = field(
+        default=DEFAULT_GUIDED_PROMPT_TEMPLATE,
+        metadata={"help": "Guided prompt; must contain {problem} and {strategy}."},
+    )
+    system_prompt: str | None = field(default=None, metadata={"help": "Optional system message (chat templates) or prefix (plain text)."})
+    use_chat_template: bool = field(
+        default=True, metadata={"help": "Apply the tokenizer's chat template when it has one (plain text otherwise)."}
+    )
+    max_prompt_length: int | None = field(
+        default=1024,
+        metadata={"help": "Longest allowed prompt in tokens (guided prompts included). Longer prompts raise an error naming the rows: prompts are never truncated. None = no limit."},
+    )
+    shuffle_dataset: bool = field(default=True, metadata={"help": "Shuffle the training problems each epoch."})
+
+    # ------------------------------------------------------------------ generation
+    num_generations: int = field(default=8, metadata={"help": "Autonomous completions per problem (the GRPO group size)."})
+    num_guided_generations: int = field(
+        default=8, metadata={"help": "Guided completions per problem (strategy in the prompt). 0 for GRPO."}
+    )
+    max_completion_length: int = field(default=512, metadata={"help": "Maximum number of generated tokens per completion."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature; log-probs are computed at this temperature too."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling probability."})
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling (0 = off)."})
+    min_p: float | None = field(default=None, metadata={"help": "Minimum token probability relative to the most likely one."})
+    repetition_penalty: float = field(default=1.0, metadata={"help": "Repetition penalty for generation (1.0 = none)."})
+    generation_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "Extra `GenerationConfig` arguments for sampling (e.g. {\"min_new_tokens\": 16}); they override the fields above (TRL's meaning)."},
+    )
+    generation_micro_batch_size: int | None = field(
+        default=None, metadata={"help": "Most sequences per `generate` call (memory bound); all at once when None."}
+    )
+    forward_micro_batch_size: int | None = field(
+        default=None, metadata={"help": "Most sequences per no-grad scoring forward (old/teacher/reference passes); all at once when None."}
+    )
+    steps_per_generation: int | None = field(
+        default=None,
+        metadata={"help": "Micro-steps served by one generation batch (TRL's meaning); defaults to gradient_accumulation_steps. Must be a multiple of it."},
+    )
+    num_iterations: int = field(default=1, metadata={"help": "Passes over each generation batch (μ in GRPO)."})
+    mask_truncated_completions: bool = field(
+        default=False, metadata={"help": "Exclude completions cut at max_completion_length from the loss (DAPO)."}
+    )
+
+    # ------------------------------------------------------------------ rewards and the RL term
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["accuracy"],
+        metadata={"help": "Reward functions by registry name (accuracy, boxed_format) or 'module:function'. Used when the trainer gets none."},
+    )
+    reward_weights: list[float] | None = field(default=None, metadata={"help": "Weight of each reward function (all 1 when None)."})
+    correct_reward_threshold: float = field(
+        default=1.0,
+        metadata={"help": "A completion counts as correct (for acc_auto / acc_guided and distill_on=correct) when its total reward is at least this."},
+    )
+    loss_type: str = field(
+        default="dapo",
+        metadata={"help": "RL loss aggregation, TRL's meanings: grpo (per-sequence mean), dr_grpo (sum / (N·max_completion_length)), dapo (global token mean)."},
+    )
+    scale_rewards: str = field(default="group", metadata={"help": "Advantage scaling: group, batch or none (TRL's meanings)."})
+    epsilon: float = field(default=0.2, metadata={"help": "Lower clipping range of the policy ratio."})
+    epsilon_high: float | None = field(default=None, metadata={"help": "Upper clipping range (defaults to epsilon)."})
+    delta: float | None = field(default=None, metadata={"help": "Two-sided clipping: cap on the unclipped ratio (off when None)."})
+    beta: float = field(default=0.0, metadata={"help": "Coefficient of the k3 KL to a frozen reference model (0 = no reference model)."})
+
+    # ------------------------------------------------------------------ SGPO: distillation
+    distill_coef: float = field(default=1.0, metadata={"help": "λ: weight of the strategy-distillation term. 0 turns SGPO into GRPO."})
+    distill_on: str = field(default="correct", metadata={"help": "Guided completions to distil on: correct or all."})
+    distill_divergence: str = field(
+        default="forward_kl",
+        metadata={"help": "forward_kl (KL(teacher‖student), SGPO), reverse_kl (ablation) or imitation (NLL of the guided tokens, ablation)."},
+    )
+    distill_topk: int | None = field(
+        default=None, metadata={"help": "Forward KL over the teacher's top-k tokens plus one tail bucket (full vocabulary when None)."}
+    )
+    distill_proximal: bool = field(default=True, metadata={"help": "Apply the proximal keep-mask to the distillation term."})
+    distill_epsilon_low: float | None = field(
+        default=None, metadata={"help": "Proximal constraint: drop a token the teacher wants down once ρ < 1 − this (defaults to epsilon)."}
+    )
+    distill_epsilon_high: float | None = field(
+        default=None, metadata={"help": "Proximal constraint: drop a token the teacher wants up once ρ > 1 + this (defaults to epsilon_high)."}
+    )
+    distill_kl_cap: float | None = field(default=None, metadata={"help": "Optional cap on the per-token divergence."})
+    instance_weighting: str = field(
+        default="marginal",
+        metadata={"help": "Per-problem distillation weight: marginal (clip(acc_guided − acc_auto, 0, 1)), deficit ((1 − acc_auto)·[acc_guided>0]) or constant (1)."},
+    )
+    instance_weight_ema: float = field(
+        default=0.0, metadata={"help": "EMA decay of the instance weight over the times a problem is seen (0 = off)."}
+    )
+    head_chunk_size: int = field(
+        default=0,
+        metadata={"help": "Tokens per chunk of the memory-bounded LM-head path (0 = plain path that materialises the logits of the scored tokens)."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        import json
+
+        if isinstance(self.model_init_kwargs, str):
+            self.model_init_kwargs = json.loads(self.model_init_kwargs)
+        if isinstance(self.generation_kwargs, str):
+            self.generation_kwargs = json.loads(self.generation_kwargs)
+        if self.epsilon_high is None:
+            self.epsilon_high = self.epsilon
+        if self.distill_epsilon_low is None:
+            self.distill_epsilon_low = self.epsilon
+        if self.distill_epsilon_high is None:
+            self.distill_epsilon_high = self.epsilon_high
+        if self.steps_per_generation is None:
+            self.steps_per_generation = self.gradient_accumulation_steps
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field for any inconsistent setting."""
+
+        def bad(name: str, msg: str) -> None:
+            raise ValueError(f"SGPOConfig.{name}: {msg}")
+
+        if self.num_generations < 1:
+            bad("num_generations", f"must be ≥ 1, got {self.num_generations}")
+        if self.num_guided_generations < 0:
+            bad("num_guided_generations", f"must be ≥ 0, got {self.num_guided_generations}")
+        if self.distill_coef < 0:
+            bad("distill_coef", f"must be ≥ 0, got {self.distill_coef}")
+        if self.distill_coef > 0 and self.num_guided_generations == 0:
+            bad("distill_coef", "> 0 needs guided rollouts: set num_guided_generations > 0 (or distill_coef=0 for GRPO)")
+        if self.loss_type not in LOSS_TYPE_TO_AGG_MODE:
+            bad("loss_type", f"must be one of {', '.join(LOSS_TYPE_TO_AGG_MODE)}, got {self.loss_type!r}")
+        if self.scale_rewards not in ("group", "batch", "none"):
+            bad("scale_rewards", f"must be group, batch or none, got {self.scale_rewards!r}")
+        if self.distill_on not in ("correct", "all"):
+            bad("distill_on", f"must be correct or all, got {self.distill_on!r}")
+        if self.distill_divergence not in DISTILL_KINDS:
+            bad("distill_divergence", f"must be one of {', '.join(DISTILL_KINDS)}, got {self.distill_divergence!r}")
+        if self.distill_topk is not None and (self.distill_topk < 1 or self.distill_divergence != "forward_kl"):
+            bad("distill_topk", "must be ≥ 1 and is only defined for distill_divergence=forward_kl")
+        if self.instance_weighting not in INSTANCE_WEIGHTS:
+            bad("instance_weighting", f"must be one of {', '.join(INSTANCE_WEIGHTS)}, got {self.instance_weighting!r}")
+        if not 0.0 <= self.instance_weight_ema < 1.0:
+            bad("instance_weight_ema", f"must be in [0, 1), got {self.instance_weight_ema}")
+        if self.steps_per_generation % self.gradient_accumulation_steps:
+            bad(
+                "steps_per_generation",
+                f"({self.steps_per_generation}) must be a multiple of gradient_accumulation_steps ({self.gradient_accumulation_steps})",
+            )
+        if self.num_iterations < 1:
+            bad("num_iterations", f"must be ≥ 1, got {self.num_iterations}")
+        if self.max_completion_length < 1:
+            bad("max_completion_length", f"must be ≥ 1, got {self.max_completion_length}")
+        if self.temperature <= 0:
+            bad("temperature", "must be > 0 for training (log-probs are taken at this temperature)")
+        if self.head_chunk_size < 0:
+            bad("head_chunk_size", f"must be ≥ 0, got {self.head_chunk_size}")
+
+    @property
+    def is_grpo(self) -> bool:
+        return self.distill_coef == 0 and self.num_guided_generations == 0

@@ -1,0 +1,1 @@
+"""Extraction backends: each is an `Extractor` (see `sgpo.strategies.registry` for selecting one by name)."""

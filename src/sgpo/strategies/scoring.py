@@ -1,0 +1,280 @@
+"""Scoring candidate strategies by what they do for a policy.
+
+For each problem, the policy samples `k` autonomous completions (prompt `x`) and, for each candidate
+strategy `s`, `k` guided completions (prompt `x ⊕ s`, the trainer's guided template). With the
+verifier's accuracies
+
+    score(s) = guided_accuracy(s) - autonomous_accuracy
+
+the marginal benefit of the strategy, the same quantity SGPO's default instance weight uses. The best
+of at most `max_candidates` candidates per problem is kept (ties: the earlier candidate). Output: one
+row per problem (first appearance order), the chosen candidate's row plus `strategy_score`,
+`guided_accuracy`, `auto_accuracy`, `num_candidates`; problems without a usable candidate keep
+`strategy = None` (they still train with RL). With `min_score`, a best score below it also gives
+`strategy = None`.
+
+Rollout results are cached per (model, prompt format, sampling settings, problem, strategy) in a
+`ResultStore`, so an interrupted scoring run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sgpo.data import ColumnMap, DataError, load_rows, write_rows
+from sgpo.prompts import PromptFormat
+from sgpo.strategies.progress import RunProgress
+from sgpo.strategies.store import ResultStore, content_hash
+
+
+def strategy_score(guided_correct: Sequence[float], auto_correct: Sequence[float]) -> float:
+    """mean(guided) - mean(autonomous) of per-completion rewards (booleans count 1 / 0)."""
+    if not guided_correct or not auto_correct:
+        raise ValueError("both rollout groups must be non-empty")
+    return sum(map(float, guided_correct)) / len(guided_correct) - sum(map(float, auto_correct)) / len(auto_correct)
+
+
+def best_index(scores: Sequence[float]) -> int:
+    """Index of the highest score; the first one on ties."""
+    if not scores:
+        raise ValueError("no scores")
+    best = 0
+    for i, s in enumerate(scores):
+        if s > scores[best]:
+            best = i
+    return best
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """Rollout settings of the scoring run (all part of the cache key)."""
+
+    k: int = 8
+    max_candidates: int = 4
+    max_new_tokens: int = 512
+    temperature: float = 1.0
+    top_p: float = 1.0
+    batch_size: int | None = None
+    seed: int = 0
+    max_prompt_length: int | None = None
+    min_score: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.max_candidates < 1:
+            raise ValueError(f"k and max_candidates must be >= 1 (got k={self.k}, max_candidates={self.max_candidates})")
+
+
+@dataclass
+class ScoringSummary:
+    input: str
+    output: str
+    cache: str
+    problems: int
+    problems_with_candidates: int
+    candidates_scored: int
+    rollouts: int
+    from_cache: int
+    mean_auto_accuracy: float | None
+    mean_best_score: float | None
+    kept: int
+    elapsed_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def format(self) -> str:
+        def f(x: float | None) -> str:
+            return "n/a" if x is None else f"{x:+.3f}"
+
+        return (
+            f"scored {self.candidates_scored} candidate strategies of {self.problems_with_candidates}/{self.problems} problems "
+            f"({self.rollouts} rollouts sampled, {self.from_cache} rollout groups from the cache, {self.elapsed_s:.1f}s)\n"
+            f"  mean autonomous accuracy {f(self.mean_auto_accuracy)}   mean best score {f(self.mean_best_score)}   "
+            f"strategies kept {self.kept}\n"
+            f"output: {self.output}   cache: {self.cache}"
+        )
+
+
+@dataclass
+class _Group:
+    key: Any
+    rows: list[int]
+    problem: str
+    answer: str
+    candidates: list[int]  # row indices with a usable, distinct strategy (at most max_candidates)
+
+
+def group_candidates(rows: list[dict[str, Any]], columns: ColumnMap, group_by: str, max_candidates: int, name: str) -> list[_Group]:
+    """Problems in first-appearance order with their candidate rows. Rows whose `status` is present and
+    not "ok", or whose strategy is missing / empty, are not candidates. Raises `DataError` for rows
+    without problem / answer and for a problem given two different answers."""
+    groups: dict[Any, _Group] = {}
+    for i, row in enumerate(rows):
+        for col in (columns.problem, columns.answer, group_by):
+            if col not in row or row[col] is None or (isinstance(row[col], str) and not row[col].strip()):
+                raise DataError(f"{name}: row {i}: missing or empty column {col!r} (columns found: {', '.join(sorted(row))})")
+        gkey = row[group_by]
+        answer = str(row[columns.answer])
+        g = groups.get(gkey)
+        if g is None:
+            g = groups[gkey] = _Group(gkey, [], str(row[columns.problem]), answer, [])
+        elif answer != g.answer:
+            raise DataError(f"{name}: row {i}: answer {answer!r} differs from {g.answer!r} given for the same problem in row {g.rows[0]}")
+        g.rows.append(i)
+        strategy = row.get(columns.strategy)
+        usable = isinstance(strategy, str) and strategy.strip() and row.get("status", "ok") == "ok"
+        if usable and len(g.candidates) < max_candidates and all(rows[j][columns.strategy] != strategy for j in g.candidates):
+            g.candidates.append(i)
+    return list(groups.values())
+
+
+def _model_id(model: Any) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        return str(model)
+    return str(getattr(getattr(model, "config", None), "_name_or_path", type(model).__name__))
+
+
+def score_strategies(
+    input: Any,
+    output: str | os.PathLike,
+    model: Any,
+    tokenizer: Any = None,
+    *,
+    config: ScoringConfig = ScoringConfig(),
+    prompt_format: PromptFormat = PromptFormat(),
+    columns: ColumnMap = ColumnMap(),
+    group_by: str = "problem",
+    verifier: Any = None,
+    cache: str | os.PathLike | None = None,
+    candidates_output: str | os.PathLike | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> ScoringSummary:
+    """Score candidate strategies with a policy (a path / hub id, or a loaded model + tokenizer).
+
+    `columns` names the problem / answer / strategy columns; rows sharing the `group_by` column's
+    value are the candidates of one problem."""
+    import torch
+
+    from sgpo.prompts import tokenize_prompts
+    from sgpo.rollout import generate_completions
+    from sgpo.verify import Verifier
+
+    start = time.monotonic()
+    rows, name = load_rows(input)
+    if not rows:
+        raise DataError(f"{name}: no rows to score")
+    output = Path(output)
+    groups = group_candidates(rows, columns, group_by, config.max_candidates, name)
+    model_id = _model_id(model)
+    if isinstance(model, (str, os.PathLike)):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(model))
+        model = AutoModelForCausalLM.from_pretrained(str(model))
+    if tokenizer is None:
+        raise ValueError("a tokenizer is needed when the model is given as an object")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if device is not None:
+        model = model.to(device)
+    owns_verifier = verifier is None
+    verifier = verifier or Verifier()
+    cache_path = Path(cache) if cache is not None else Path(str(output) + ".cache.sqlite")
+    store = ResultStore(cache_path, table="scores")
+    fmt = asdict(prompt_format)
+    sampling = {k: v for k, v in asdict(config).items() if k in ("k", "max_new_tokens", "temperature", "top_p", "seed")}
+
+    def key_of(g: _Group, strategy: str | None) -> str:
+        return content_hash("sgpo-score-v1", model_id, fmt, sampling, g.problem, g.answer, strategy)
+
+    bar = RunProgress(len(groups), label="score", enabled=progress)
+    out_rows: list[dict[str, Any]] = []
+    cand_rows: list[dict[str, Any]] = []
+    n_rollouts = from_cache = n_scored = kept = 0
+    autos: list[float] = []
+    bests: list[float] = []
+    try:
+        for g in groups:
+            strategies = [rows[i][columns.strategy] for i in g.candidates]
+            keys = {None: key_of(g, None), **{s: key_of(g, s) for s in strategies}} if strategies else {}
+            have = store.get_many(keys.values())
+            from_cache += sum(1 for k in keys.values() if k in have)
+            missing = [s for s, k in keys.items() if k not in have]
+            if missing:
+                texts = [prompt_format.render(tokenizer, g.problem, s) for s in missing for _ in range(config.k)]
+                names = [f"{g.key!r}{' guided' if s else ' autonomous'}" for s in missing for _ in range(config.k)]
+                ids = tokenize_prompts(tokenizer, texts, max_length=config.max_prompt_length, row_names=names,
+                                       add_special_tokens=not prompt_format.applies_chat_template(tokenizer))
+                torch.manual_seed((int(keys[None][:8], 16) + config.seed) % (2**31))
+                gen = generate_completions(
+                    model,
+                    tokenizer,
+                    ids,
+                    max_new_tokens=config.max_new_tokens,
+                    temperature=config.temperature,
+                    top_p=config.top_p,
+                    batch_size=config.batch_size,
+                )
+                checks = verifier.check(gen.texts, [g.answer] * len(gen.texts))
+                n_rollouts += len(checks)
+                new = {}
+                for j, s in enumerate(missing):
+                    part = checks[j * config.k : (j + 1) * config.k]
+                    new[keys[s]] = {"correct": [c.correct for c in part], "timed_out": sum(c.timed_out for c in part)}
+                store.put_many(new)
+                have.update(new)
+            base = dict(rows[g.candidates[0]] if g.candidates else rows[g.rows[0]])
+            if strategies:
+                auto = have[keys[None]]["correct"]
+                guided = [have[keys[s]]["correct"] for s in strategies]
+                scores = [strategy_score(c, auto) for c in guided]
+                b = best_index(scores)
+                base = dict(rows[g.candidates[b]])
+                auto_acc = sum(auto) / len(auto)
+                autos.append(auto_acc)
+                bests.append(scores[b])
+                n_scored += len(strategies)
+                keep = config.min_score is None or scores[b] >= config.min_score
+                kept += int(keep)
+                base.update(
+                    strategy=strategies[b] if keep else None,
+                    strategy_score=scores[b],
+                    guided_accuracy=sum(guided[b]) / len(guided[b]),
+                    auto_accuracy=auto_acc,
+                )
+                for i, s, c, sc in zip(g.candidates, strategies, guided, scores):
+                    cand_rows.append({**rows[i], "strategy_score": sc, "guided_accuracy": sum(c) / len(c), "auto_accuracy": auto_acc, "chosen": i == g.candidates[b]})
+            else:
+                base.update(strategy=None, strategy_score=None, guided_accuracy=None, auto_accuracy=None)
+            base.update(num_candidates=len(strategies), scoring_k=config.k, scoring_model=model_id)
+            out_rows.append(base)
+            bar.advance("scored" if strategies else "no_candidate")
+    finally:
+        bar.close()
+        store.close()
+        if owns_verifier:
+            verifier.close()
+    write_rows(output, out_rows)
+    if candidates_output is not None:
+        write_rows(candidates_output, cand_rows)
+    return ScoringSummary(
+        input=name,
+        output=str(output),
+        cache=str(cache_path),
+        problems=len(groups),
+        problems_with_candidates=sum(1 for g in groups if g.candidates),
+        candidates_scored=n_scored,
+        rollouts=n_rollouts,
+        from_cache=from_cache,
+        mean_auto_accuracy=sum(autos) / len(autos) if autos else None,
+        mean_best_score=sum(bests) / len(bests) if bests else None,
+        kept=kept,
+        elapsed_s=round(time.monotonic() - start, 3),
+    )

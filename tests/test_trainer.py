@@ -1,0 +1,254 @@
+"""SGPOTrainer end to end on a tiny random Qwen2 and a tokenizer built here (no downloads)."""
+
+import json
+import logging
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import FixedRolloutTrainer, even_answer_reward, param_snapshot, text_length_reward
+from sgpo.config import SGPOConfig
+from sgpo.data import DataError
+from sgpo.prompts import PromptTooLongError
+from sgpo.trainer import RewardFunctionError, SGPOTrainer
+
+
+def config(tmp_path, **kw):
+    base = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=2,
+        num_generations=3,
+        num_guided_generations=2,
+        max_completion_length=6,
+        max_prompt_length=96,
+        learning_rate=1e-2,
+        max_steps=2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+    )
+    base.update(kw)
+    return SGPOConfig(**base)
+
+
+def metrics(tmp_path):
+    return [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+
+
+def changed(before, model):
+    return any(not torch.equal(before[n], p) for n, p in model.named_parameters())
+
+
+def test_sgpo_few_steps_real_generation(tmp_path, tokenizer, tiny_model, rows):
+    args = config(tmp_path, distill_on="all", instance_weighting="constant", max_steps=3)
+    trainer = SGPOTrainer(tiny_model, args, processing_class=tokenizer, reward_funcs=[text_length_reward], train_dataset=rows)
+    before = param_snapshot(tiny_model)
+    trainer.train()
+    assert changed(before, tiny_model)
+    logs = [m for m in metrics(tmp_path) if "loss" in m]
+    assert len(logs) == 3
+    for key in ("reward/auto", "reward/guided", "reward/gap", "accuracy/auto", "accuracy/guided", "distill/weight_mean",
+                "distill/kl", "distill/masked_frac", "clip/low", "clip/high", "completion_length/auto",
+                "completion_length/guided", "tokens_per_second", "rl/loss", "distill/loss"):
+        assert all(key in m for m in logs), key
+    assert all(m["distill/kl"] > 0 for m in logs)  # random teacher ≠ student: the term is non-zero
+    assert all(m["distill/loss"] != 0 for m in logs)
+    # the saved model loads by path
+    trainer.save_model(str(tmp_path / "final"))
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "final")
+    assert torch.equal(reloaded.lm_head.weight, tiny_model.lm_head.weight)
+    assert (tmp_path / "final" / "tokenizer.json").exists()
+
+
+def test_grpo_special_case_makes_no_guided_rollouts(tmp_path, tokenizer, tiny_model, rows):
+    args = config(tmp_path, distill_coef=0.0, num_guided_generations=0)
+    trainer = SGPOTrainer(tiny_model, args, processing_class=tokenizer, reward_funcs=[text_length_reward], train_dataset=rows)
+    before = param_snapshot(tiny_model)
+    trainer.train()
+    assert changed(before, tiny_model)
+    logs = [m for m in metrics(tmp_path) if "loss" in m]
+    assert logs and not any(k.startswith("distill/") or k.endswith("/guided") for m in logs for k in m)
+
+
+def sgd_delta(tmp_path, tokenizer, rows, seed_model, **kw):
+    from sgpo.testing import build_tiny_model
+
+    model = build_tiny_model(tokenizer, seed=seed_model)
+    before = param_snapshot(model)
+    args = config(tmp_path, optim="sgd", learning_rate=1.0, max_grad_norm=0.0, max_steps=1, weight_decay=0.0,
+                  shuffle_dataset=False, distill_on="all", instance_weighting="constant", **kw)
+    FixedRolloutTrainer(model, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows).train()
+    return {n: before[n] - p.detach() for n, p in model.named_parameters()}  # = lr · grad
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo"])
+def test_update_invariant_to_micro_batch_split(tmp_path, tokenizer, rows, loss_type):
+    # one generation batch of 4 problems, split into 1, 2 or 4 micro-batches (gradient accumulation):
+    # the optimizer step must be the same, because every normaliser is counted over the whole step
+    deltas = [
+        sgd_delta(tmp_path / f"s{ga}", tokenizer, rows, 0, per_device_train_batch_size=4 // ga, gradient_accumulation_steps=ga, loss_type=loss_type)
+        for ga in (1, 2, 4)
+    ]
+    for other in deltas[1:]:
+        for n in deltas[0]:
+            torch.testing.assert_close(other[n], deltas[0][n], atol=1e-6, rtol=0)
+    assert any(d.abs().max() > 0 for d in deltas[0].values())
+
+
+def test_distillation_term_moves_parameters_on_its_own(tmp_path, tokenizer, rows):
+    # with all advantages 0 (constant reward) only the distillation term has a gradient
+    def const(prompts, completions, **_):
+        return [1.0] * len(completions)
+
+    from sgpo.testing import build_tiny_model
+
+    model = build_tiny_model(tokenizer)
+    before = param_snapshot(model)
+    args = config(tmp_path, optim="sgd", learning_rate=1.0, max_grad_norm=0.0, max_steps=1, distill_on="correct", instance_weighting="constant")
+    FixedRolloutTrainer(model, args, processing_class=tokenizer, reward_funcs=[const], train_dataset=rows).train()
+    assert changed(before, model)
+    # and with distill_coef = 0 nothing moves
+    model2 = build_tiny_model(tokenizer)
+    before2 = param_snapshot(model2)
+    args2 = config(tmp_path / "b", optim="sgd", learning_rate=1.0, max_grad_norm=0.0, max_steps=1, distill_coef=0.0)
+    FixedRolloutTrainer(model2, args2, processing_class=tokenizer, reward_funcs=[const], train_dataset=rows).train()
+    assert not changed(before2, model2)
+
+
+def test_reuse_over_several_steps_uses_old_logps_and_proximal_mask(tmp_path, tokenizer, tiny_model, rows):
+    args = config(tmp_path, steps_per_generation=2, num_iterations=2, max_steps=4, distill_on="all",
+                  instance_weighting="constant", learning_rate=0.5, distill_topk=4)
+    trainer = FixedRolloutTrainer(tiny_model, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows)
+    trainer.train()
+    logs = [m for m in metrics(tmp_path) if "loss" in m]
+    # after the first optimizer step the policy has moved: some tokens leave the KL term or get clipped
+    assert any(m["distill/masked_frac"] > 0 for m in logs[1:]) or any(m["clip/region"] > 0 for m in logs[1:])
+
+
+def test_resume_gives_the_same_model(tmp_path, tokenizer, rows):
+    from sgpo.testing import build_tiny_model
+
+    common = dict(max_steps=3, distill_on="all", instance_weighting="marginal", instance_weight_ema=0.5, shuffle_dataset=True)
+    straight = build_tiny_model(tokenizer)
+    FixedRolloutTrainer(straight, config(tmp_path / "a", **common), processing_class=tokenizer,
+                        reward_funcs=[even_answer_reward], train_dataset=rows).train()
+
+    first = build_tiny_model(tokenizer)
+    args = config(tmp_path / "b", save_strategy="steps", save_steps=1, **common)
+    t1 = FixedRolloutTrainer(first, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows)
+    t1.train()
+    ckpt = tmp_path / "b" / "out" / "checkpoint-2"
+    assert (ckpt / "sgpo_state.json").exists()
+    resumed = build_tiny_model(tokenizer, seed=123)  # different init: everything must come from the checkpoint
+    t2 = FixedRolloutTrainer(resumed, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows)
+    t2.train(resume_from_checkpoint=str(ckpt))
+    assert t2._ema.values == pytest.approx(t1._ema.values)
+    for (n, p), q in zip(straight.named_parameters(), resumed.parameters()):
+        torch.testing.assert_close(q, p, atol=1e-6, rtol=0, msg=n)
+
+
+def test_reference_model_kl(tmp_path, tokenizer, tiny_model, rows):
+    args = config(tmp_path, beta=0.1, max_steps=2, learning_rate=0.5)
+    FixedRolloutTrainer(tiny_model, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows).train()
+    logs = [m for m in metrics(tmp_path) if "loss" in m]
+    assert logs[0]["kl_ref"] == pytest.approx(0.0, abs=1e-7)  # policy = reference before the first update
+    assert logs[1]["kl_ref"] > 0
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+
+def test_reward_function_that_raises_names_function_and_row(tmp_path, tokenizer, tiny_model, rows):
+    def fragile(prompts, completions, id, **_):
+        if "add-2" in id:
+            raise KeyError("boom")
+        return [0.0] * len(completions)
+
+    trainer = FixedRolloutTrainer(tiny_model, config(tmp_path, shuffle_dataset=False), processing_class=tokenizer,
+                                  reward_funcs=[fragile], train_dataset=rows)
+    with pytest.raises(RewardFunctionError, match=r"reward function 'fragile' raised KeyError: 'boom'; it fails on problem id 'add-2'"):
+        trainer.train()
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (lambda prompts, completions, **_: [0.0] * (len(completions) - 1), r"returned \d+ values for \d+ completions"),
+        (lambda prompts, completions, **_: [float("nan")] + [0.0] * (len(completions) - 1), r"returned nan for problem id 'add-0' \(autonomous completion\)"),
+        (lambda prompts, completions, **_: [None] * len(completions), r"returned None for problem id"),
+    ],
+    ids=["wrong_length", "nan", "none"],
+)
+def test_bad_reward_outputs(tmp_path, tokenizer, tiny_model, rows, bad, match):
+    bad.__name__ = "bad_reward"
+    trainer = FixedRolloutTrainer(tiny_model, config(tmp_path, shuffle_dataset=False), processing_class=tokenizer,
+                                  reward_funcs=[bad], train_dataset=rows)
+    with pytest.raises(RewardFunctionError, match="reward function 'bad_reward' " + match):
+        trainer.train()
+
+
+def test_guided_prompt_too_long_names_the_row(tmp_path, tokenizer, tiny_model, rows):
+    rows[5]["strategy"] = " ".join(["add the numbers"] * 60)
+    with pytest.raises(PromptTooLongError, match=r"1 guided prompt\(s\) exceed max_prompt_length=96: row 5 \(id 'add-5'\) \(\d+ tokens\)"):
+        SGPOTrainer(tiny_model, config(tmp_path), processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows)
+
+
+def test_rows_without_strategy_train_rl_only_and_are_counted(tmp_path, tokenizer, tiny_model, rows, caplog):
+    for r in rows[:3]:
+        r["strategy"] = None
+    rows[3]["strategy"] = ""
+    with caplog.at_level(logging.WARNING, logger="sgpo.trainer"):
+        trainer = FixedRolloutTrainer(tiny_model, config(tmp_path, shuffle_dataset=False, max_steps=1), processing_class=tokenizer,
+                                      reward_funcs=[even_answer_reward], train_dataset=rows)
+    assert "4 of 8 problems have no usable strategy" in caplog.text
+    trainer.train()
+    log = [m for m in metrics(tmp_path) if "loss" in m][0]
+    assert log["problems/without_strategy_frac"] == 1.0  # the first batch (rows 0, 1) has no strategy
+    assert "accuracy/guided" not in log
+
+
+def test_require_strategy_errors(tmp_path, tokenizer, tiny_model, rows):
+    rows[2]["strategy"] = None
+    with pytest.raises(DataError, match="row 2: column 'strategy' is empty, and require_strategy is set"):
+        SGPOTrainer(tiny_model, config(tmp_path, require_strategy=True), processing_class=tokenizer, train_dataset=rows)
+
+
+def test_tokenizer_without_pad_token_uses_eos(tmp_path, tiny_model, rows):
+    from sgpo.testing import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    tok.pad_token = None
+    trainer = FixedRolloutTrainer(tiny_model, config(tmp_path, max_steps=1), processing_class=tok,
+                                  reward_funcs=[even_answer_reward], train_dataset=rows)
+    assert tok.pad_token == tok.eos_token
+    trainer.train()
+    tok2 = build_tiny_tokenizer()
+    tok2.pad_token = None
+    tok2.eos_token = None
+    with pytest.raises(ValueError, match="neither a pad token nor an EOS token"):
+        SGPOTrainer(tiny_model, config(tmp_path), processing_class=tok2, train_dataset=rows)
+
+
+def test_empty_missing_column_and_too_small_datasets(tmp_path, tokenizer, tiny_model, rows):
+    with pytest.raises(DataError, match="empty"):
+        SGPOTrainer(tiny_model, config(tmp_path), processing_class=tokenizer, train_dataset=[])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "x", "answer": "1"}) + "\n")
+    with pytest.raises(DataError, match=r"bad.jsonl: row 0: missing column 'problem' \(columns found: answer, question\)"):
+        SGPOTrainer(tiny_model, config(tmp_path), processing_class=tokenizer, train_dataset=str(bad))
+    trainer = SGPOTrainer(tiny_model, config(tmp_path, per_device_train_batch_size=16), processing_class=tokenizer,
+                          reward_funcs=[even_answer_reward], train_dataset=rows)
+    with pytest.raises(DataError, match="train_dataset has 8 problems; one generation batch needs at least 16"):
+        trainer.train()
+
+
+def test_config_errors_name_the_field(tmp_path):
+    with pytest.raises(ValueError, match="SGPOConfig.distill_coef: > 0 needs guided rollouts"):
+        SGPOConfig(output_dir=str(tmp_path), num_guided_generations=0)
+    with pytest.raises(ValueError, match="SGPOConfig.loss_type"):
+        SGPOConfig(output_dir=str(tmp_path), loss_type="bnpo")
+    with pytest.raises(ValueError, match="SGPOConfig.steps_per_generation"):
+        SGPOConfig(output_dir=str(tmp_path), gradient_accumulation_steps=2, steps_per_generation=3)
