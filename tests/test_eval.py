@@ -133,9 +133,11 @@ def test_files_labels_limits_and_errors(tmp_path):
 
 @pytest.fixture(scope="module")
 def oracle(tiny_models):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(tiny_models["oracle"]), AutoTokenizer.from_pretrained(tiny_models["oracle"])
+    from sgpo.modeling import load_tokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_models["oracle"]), load_tokenizer(tiny_models["oracle"])
 
 
 RECORDS = [  # the oracle always answers 4

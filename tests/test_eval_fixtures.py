@@ -113,11 +113,13 @@ def tiny_models(tmp_path_factory):
 
 def test_oracle_model_writes_its_answer(tiny_models):
     """The fixture itself: greedy decoding after a chat prompt gives exactly ORACLE_TEXT, then EOS."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from sgpo.modeling import load_tokenizer
 
     from sgpo.rollout import generate_completions
 
-    tok = AutoTokenizer.from_pretrained(tiny_models["oracle"])
+    tok = load_tokenizer(tiny_models["oracle"])
     model = AutoModelForCausalLM.from_pretrained(tiny_models["oracle"])
     prompt = tok.apply_chat_template([{"role": "user", "content": "What is 2+3?"}], tokenize=False, add_generation_prompt=True)
     gen = generate_completions(model, tok, [tok(prompt, add_special_tokens=False)["input_ids"]], max_new_tokens=20, temperature=0)

@@ -48,9 +48,11 @@ def test_critical_share_hand_values():
 
 @pytest.fixture(scope="module")
 def random_lm(tiny_models):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(tiny_models["random"]), AutoTokenizer.from_pretrained(tiny_models["random"])
+    from sgpo.modeling import load_tokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_models["random"]), load_tokenizer(tiny_models["random"])
 
 
 @pytest.mark.parametrize("plain_head", [True, False])

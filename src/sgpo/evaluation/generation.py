@@ -30,7 +30,9 @@ class Completion:
 
 def is_generator(obj) -> bool:
     """A generator is any object with `name`, `tokenizer` and `generate(prompts, *, k, temperature,
-    top_p, max_new_tokens, seed) -> list[list[Completion]]` that is not itself a model."""
+    top_p, max_new_tokens, seed, add_special_tokens) -> list[list[Completion]]` that is not itself a
+    model (`add_special_tokens`: whether the prompt text still needs the tokenizer's own special
+    tokens, i.e. it did not go through the chat template)."""
     return all(hasattr(obj, a) for a in ("name", "tokenizer", "generate")) and not hasattr(obj, "parameters")
 
 
@@ -69,10 +71,12 @@ def load_model_and_tokenizer(path: str | os.PathLike, *, device: str | None = No
     """A causal LM and its tokenizer from a folder (or hub id), in eval mode, on `device` (default:
     CUDA when available, else CPU). A tokenizer without a pad token gets its EOS token as pad."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from sgpo.modeling import load_tokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    tokenizer = load_tokenizer(str(path))
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(f"{path}: the tokenizer has neither a pad nor an EOS token")
@@ -92,7 +96,7 @@ class HFGenerator:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
 
     def generate(self, prompts: Sequence[str], *, k: int, temperature: float, top_p: float,
-                 max_new_tokens: int, seed: int | None = None) -> list[list[Completion]]:
+                 max_new_tokens: int, seed: int | None = None, add_special_tokens: bool = False) -> list[list[Completion]]:
         import torch
 
         from sgpo.prompts import tokenize_prompts
@@ -100,7 +104,7 @@ class HFGenerator:
 
         if seed is not None:
             torch.manual_seed(seed)
-        ids = tokenize_prompts(self.tokenizer, list(prompts), max_length=None)
+        ids = tokenize_prompts(self.tokenizer, list(prompts), max_length=None, add_special_tokens=add_special_tokens)
         repeated = [p for p in ids for _ in range(k)]
         gen = generate_completions(self.model, self.tokenizer, repeated, max_new_tokens=max_new_tokens,
                                    temperature=temperature, top_p=top_p, batch_size=self.batch_size)
@@ -129,14 +133,14 @@ class VLLMGenerator:  # pragma: no cover - needs vllm and a GPU; not testable on
         self.llm = LLM(model=str(model_path), **llm_kwargs)
 
     def generate(self, prompts: Sequence[str], *, k: int, temperature: float, top_p: float,
-                 max_new_tokens: int, seed: int | None = None) -> list[list[Completion]]:
+                 max_new_tokens: int, seed: int | None = None, add_special_tokens: bool = False) -> list[list[Completion]]:
         from vllm import SamplingParams
 
         from sgpo.prompts import tokenize_prompts
 
         params = SamplingParams(n=k, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
                                 max_tokens=max_new_tokens, seed=seed)
-        ids = tokenize_prompts(self.tokenizer, list(prompts), max_length=None)
+        ids = tokenize_prompts(self.tokenizer, list(prompts), max_length=None, add_special_tokens=add_special_tokens)
         outputs = self.llm.generate([{"prompt_token_ids": p} for p in ids], params)
         return [
             [Completion(o.text, len(o.token_ids), o.finish_reason == "stop") for o in req.outputs]

@@ -146,9 +146,9 @@ def make_generator(model, tokenizer=None, *, backend: str = "auto", batch_size: 
         return model
     chosen = select_backend(backend, model)
     if chosen == "vllm":  # pragma: no cover - needs a GPU
-        from transformers import AutoTokenizer
+        from sgpo.modeling import load_tokenizer
 
-        tok = tokenizer or AutoTokenizer.from_pretrained(str(model))
+        tok = tokenizer or load_tokenizer(str(model))
         return VLLMGenerator(model, tok, **vllm_kwargs)
     if isinstance(model, (str, os.PathLike)):
         loaded, tok = load_model_and_tokenizer(model, device=device, dtype=dtype)
@@ -204,8 +204,8 @@ def evaluate_records(
         fmt.render(tok, r["problem"], _strategy_text(r.get("strategy"), i, r["id"]) if guided else None)
         for i, r in enumerate(recs)
     ]
-    completions = gen.generate(prompts, k=k, temperature=temperature, top_p=top_p,
-                               max_new_tokens=max_new_tokens, seed=seed)
+    completions = gen.generate(prompts, k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                               seed=seed, add_special_tokens=not fmt.applies_chat_template(tok))
     flat = [c for group in completions for c in group]
     golds = [r["answer"] for r in recs for _ in range(k)]
     checks = (verifier or default_verifier()).check([c.text for c in flat], golds)

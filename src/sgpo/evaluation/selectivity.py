@@ -239,7 +239,8 @@ def build_trajectories(model, tokenizer, rows: Sequence[dict[str, Any]], *, prom
         if seed is not None:
             torch.manual_seed(seed)
         prompts = [prompt_format.render(tokenizer, trajs[i].problem, trajs[i].strategy) for i in to_sample]
-        gen = generate_completions(model, tokenizer, tokenize_prompts(tokenizer, prompts, max_length=None),
+        special = not prompt_format.applies_chat_template(tokenizer)
+        gen = generate_completions(model, tokenizer, tokenize_prompts(tokenizer, prompts, max_length=None, add_special_tokens=special),
                                    max_new_tokens=max_new_tokens, temperature=temperature)
         for j, i in enumerate(to_sample):
             n = int(gen.completion_lengths[j])
@@ -254,10 +255,11 @@ def score_trajectories(model, tokenizer, trajs: Sequence[Trajectory], *, prompt_
     """Fill in each trajectory's per-token KL and log-probs (teacher: guided prompt; student: plain)."""
     from sgpo.prompts import tokenize_prompts
 
+    special = not prompt_format.applies_chat_template(tokenizer)
     for n, t in enumerate(trajs):
         teacher, student = tokenize_prompts(
             tokenizer, [prompt_format.render(tokenizer, t.problem, t.strategy), prompt_format.render(tokenizer, t.problem)],
-            max_length=None,
+            max_length=None, add_special_tokens=special,
         )
         out = token_kl(model, teacher, student, t.token_ids, temperature=temperature)
         t.kl, t.teacher_logp, t.student_logp = out["kl"].tolist(), out["teacher_logp"].tolist(), out["student_logp"].tolist()
