@@ -14,9 +14,10 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
+if TYPE_CHECKING:  # imported lazily: `datasets` costs ~2 s at start-up
+    import datasets
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -112,6 +113,8 @@ def load_rows(source: Any, split: str = "train") -> tuple[list[dict[str, Any]], 
     file path (`.jsonl`, `.json`, `.parquet`), a folder written by `Dataset.save_to_disk`, or a
     Hugging Face hub id (needs network access, unless it is cached).
     """
+    import datasets
+
     name = _source_name(source)
     if isinstance(source, datasets.DatasetDict):
         if split not in source:
@@ -173,6 +176,8 @@ def load_problems(
     with `require_strategy=True`, a missing or empty strategy. Without it, rows whose strategy is
     missing, empty or not a string get `strategy=None` and train with RL only.
     """
+    import datasets
+
     rows, name = load_rows(source, split)
     if not rows:
         raise DataError(f"{name}: the data set is empty (0 rows)")

@@ -174,9 +174,11 @@ def score_strategies(
     groups = group_candidates(rows, columns, group_by, config.max_candidates, name)
     model_id = _model_id(model)
     if isinstance(model, (str, os.PathLike)):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
-        tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(model))
+        from sgpo.modeling import load_tokenizer
+
+        tokenizer = tokenizer or load_tokenizer(str(model))
         model = AutoModelForCausalLM.from_pretrained(str(model))
     if tokenizer is None:
         raise ValueError("a tokenizer is needed when the model is given as an object")

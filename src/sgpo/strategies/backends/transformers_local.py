@@ -43,7 +43,9 @@ class TransformersExtractor(BatchExtractor):
         dtype: str = "auto",
     ):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
+
+        from sgpo.modeling import load_tokenizer
 
         if not model:
             raise ExtractorConfigError("the transformers backend needs a model path or hub id (--model)")
@@ -56,7 +58,7 @@ class TransformersExtractor(BatchExtractor):
         self.batch_size = batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.model)
+            self.tokenizer = load_tokenizer(self.model)
             self.lm = AutoModelForCausalLM.from_pretrained(self.model, dtype=dtype).to(self.device)
         except (OSError, ValueError) as exc:
             raise ExtractorConfigError(f"transformers backend: cannot load {self.model!r} ({exc})") from exc
