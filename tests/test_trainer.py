@@ -58,6 +58,9 @@ def test_sgpo_few_steps_real_generation(tmp_path, tokenizer, tiny_model, rows):
     assert all(m["distill/loss"] != 0 for m in logs)
     # the saved model loads by path
     trainer.save_model(str(tmp_path / "final"))
+    from sgpo.prompts import PromptFormat
+
+    assert PromptFormat.from_file(tmp_path / "final" / "prompt_format.json") == trainer.prompt_format
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "final")
     assert torch.equal(reloaded.lm_head.weight, tiny_model.lm_head.weight)
     assert (tmp_path / "final" / "tokenizer.json").exists()

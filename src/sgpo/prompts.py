@@ -8,14 +8,19 @@ naming the rows that do not fit.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 DEFAULT_PROMPT_TEMPLATE = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 DEFAULT_GUIDED_PROMPT_TEMPLATE = (
     "{problem}\n\nA strategy that solves problems of this kind:\n{strategy}\n\n"
     "Please reason step by step, following the strategy, and put your final answer within \\boxed{{}}."
 )
+
+
+PROMPT_FORMAT_FILE = "prompt_format.json"  # saved next to a model, so evaluation prompts it as it was trained
 
 
 class PromptTooLongError(ValueError):
@@ -42,6 +47,28 @@ class PromptFormat:
         if strategy is None:
             return self.template.format(problem=problem)
         return self.guided_template.format(problem=problem, strategy=strategy)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write `folder/prompt_format.json` (read back by `from_file`, `sgpo eval`, `sgpo selectivity`)."""
+        path = Path(folder) / PROMPT_FORMAT_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=1), encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "PromptFormat":
+        """Read a JSON object with (some of) the fields `template`, `guided_template`, `system_prompt`,
+        `use_chat_template`; raises ValueError naming the file."""
+        path = Path(path)
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read the prompt format ({exc})") from exc
+        known = {f.name for f in fields(cls)}
+        if not isinstance(obj, dict) or set(obj) - known:
+            extra = sorted(set(obj) - known) if isinstance(obj, dict) else "not an object"
+            raise ValueError(f"{path}: a prompt format is a JSON object with keys {sorted(known)}; got unknown {extra}")
+        return cls(**obj)
 
     def applies_chat_template(self, tokenizer) -> bool:
         return bool(self.use_chat_template and getattr(tokenizer, "chat_template", None))

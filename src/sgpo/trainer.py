@@ -731,6 +731,11 @@ class SGPOTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------ state
 
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        super()._save(output_dir, state_dict)
+        # evaluation and selectivity prompt the model the way it was trained
+        self.prompt_format.save(output_dir or self.args.output_dir)
+
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
         if self.args.should_save:

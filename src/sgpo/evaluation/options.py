@@ -11,13 +11,10 @@ The JSON object may hold `template`, `guided_template`, `system_prompt`, `use_ch
 from __future__ import annotations
 
 import argparse
-import json
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
-from sgpo.prompts import PromptFormat
-
-PROMPT_FORMAT_FILE = "prompt_format.json"
+from sgpo.prompts import PROMPT_FORMAT_FILE, PromptFormat
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,25 +35,13 @@ def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-chat-template", action="store_true", help="use the prompt text as is, without the chat template")
 
 
-def load_prompt_format_file(path: Path) -> PromptFormat:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read the prompt format ({exc})") from exc
-    known = {f.name for f in fields(PromptFormat)}
-    if not isinstance(obj, dict) or set(obj) - known:
-        extra = sorted(set(obj) - known) if isinstance(obj, dict) else "not an object"
-        raise ValueError(f"{path}: a prompt format is a JSON object with keys {sorted(known)}; got unknown {extra}")
-    return PromptFormat(**obj)
-
-
 def prompt_format_from_args(args: argparse.Namespace) -> tuple[PromptFormat, str]:
     """The prompt format and where it came from."""
     model_file = Path(str(args.model)) / PROMPT_FORMAT_FILE
     if args.prompt_format:
-        fmt, origin = load_prompt_format_file(Path(args.prompt_format)), args.prompt_format
+        fmt, origin = PromptFormat.from_file(Path(args.prompt_format)), args.prompt_format
     elif model_file.is_file():
-        fmt, origin = load_prompt_format_file(model_file), str(model_file)
+        fmt, origin = PromptFormat.from_file(model_file), str(model_file)
     else:
         fmt, origin = PromptFormat(), "built-in"
     overrides = {}
