@@ -1,0 +1,510 @@
+"""Memory-bounded LM-head quantities: the chunked drop-in for `sgpo.objectives.lm_head`.
+
+`sampled_logps` and `distill_terms` here take and return exactly what the plain versions in
+`sgpo.objectives.lm_head` do (plus a `chunk_size` keyword), but never hold more than one chunk of
+logits: the N positions are walked `chunk_size` rows at a time, each chunk's student and teacher
+logits are computed from the hidden states and the LM-head weight into reused float32 buffers, and
+everything per position is reduced before the next chunk. Nothing of size N × V is ever allocated.
+
+Gradients (custom `torch.autograd.Function`s, formulas written out; z = logits / temperature):
+
+    forward_kl   ∂KL(q‖p)/∂z = p − q
+    top-k + tail ∂/∂z_j = p_j − q_j in the teacher's top-k;  p_j (1 − q_tail / p_tail) outside it
+    reverse_kl   ∂KL(p‖q)/∂z_j = p_j (log p_j − log q_j − KL)
+    log p(y)     ∂/∂z = onehot(y) − p
+
+  and for the LM head h ↦ z = (h Wᵀ + b) / T:  ∂h = G W / T,  ∂W = Gᵀ h / T,  ∂b = Σ_rows G / T,
+  where row n of G is  g_div[n] · ∂div_n/∂z_n + g_logp[n] · ∂logp_n/∂z_n  and g_div, g_logp are the
+  per-position gradients autograd hands to backward.
+
+Where each piece is computed, and why:
+
+- The gradient w.r.t. the *student hidden states* of the divergence is computed in the forward
+  pass, chunk by chunk, as fused linear-cross-entropy kernels do: row n of ∂div/∂h does not depend
+  on the incoming gradient except through the scalar g_div[n], so backward only scales the saved
+  (N, H) rows. With a frozen LM head (LoRA, `requires_grad=False`) backward recomputes nothing.
+- The gradient w.r.t. the *weight* cannot be finished in the forward pass: ∂W = Σ_n g_div[n] ·
+  (∂div_n/∂z_n)ᵀ h_n needs the per-position weights g_div[n], which the trainer only decides after
+  this call (instance weights, the proximal mask from `student_logp`, the global token count), and
+  a (V, H) sum accumulated with g ≡ 1 cannot be reweighted afterwards without the N × V rows of G.
+  So backward recomputes the chunk logits — only for positions whose incoming gradient is non-zero
+  (masked and zero-weight tokens cost nothing) — and accumulates ∂W (and ∂b) in float32 with one
+  `addmm_` per chunk. The teacher side needs no recomputation for top-k (its top-k indices and
+  p_top − q_top are saved, (N, k) each); forward and reverse KL recompute the teacher logits too.
+- The gradient through `student_logp` (the trainer uses it only, detached, for the proximal mask)
+  is handled in the same backward loop: when autograd passes no (or an all-zero) gradient for it,
+  it costs nothing; when it is used, the affected rows' hidden gradients are recomputed from the
+  combined G (one extra matmul per chunk).
+
+Memory, beyond the inputs: three (chunk, V) float32 buffers in the forward pass (two in backward),
+the saved per-position statistics ((N,) log-normalisers; for top-k (N, k) indices and gradients), the
+saved hidden-state gradient (N, H) in float32, and in backward the (V, H) float32 weight-gradient
+accumulator (which becomes `weight.grad`; it is the only weight-sized tensor). Compute: the plain
+path does 4 matmuls of N·H·V (student and teacher logits, ∂h, ∂W); this one does 6 for the
+positions that carry gradient (the logits twice) but never touches N × V memory, which on CPU is
+where the plain path spends most of its time (see benchmarks/kl_memory.py and docs/performance.md).
+
+Numerics: logits are computed in the weight's dtype as `F.linear` does (so half-precision matmuls
+match the plain path) and all softmax math is in float32 (float64 stays float64). Where the
+teacher's and the student's hidden states and LM heads are identical, the divergence and its
+gradients are exactly 0: both sides go through the same operations on the same values.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sgpo.objectives.divergence import DIVERGENCES
+from sgpo.objectives.lm_head import DistillTerms
+
+#: Bytes of one (chunk, V) float32 buffer when `chunk_size` is not given (three are live at once).
+DEFAULT_CHUNK_BYTES = 1 << 27  # 128 MiB -> 220 rows at V = 151,936; 1,048 rows at V = 32,000
+
+
+def default_chunk_size(vocab_size: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+    """Rows per chunk such that one (chunk, V) float32 buffer takes about `chunk_bytes`."""
+    return max(1, chunk_bytes // (4 * max(1, vocab_size)))
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Softmax math dtype: half precision is upcast to float32 (as `divergence._upcast` does)."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _logits_into(out: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, temperature: float) -> torch.Tensor:
+    """out (c, V) <- (hidden Wᵀ + b) / T, hidden (c, H). Matmul in the weight's dtype, as `F.linear`."""
+    if hidden.dtype == out.dtype and weight.dtype == out.dtype:
+        if bias is None:
+            torch.mm(hidden, weight.t(), out=out)
+        else:
+            torch.addmm(bias.to(out.dtype), hidden, weight.t(), out=out)
+    else:
+        out.copy_(F.linear(hidden, weight, bias))
+    if temperature != 1.0:
+        out.div_(temperature)
+    return out
+
+
+def _exp_shifted(src: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """out <- exp(src − max), returns (max, Σ exp) per row, both (c, 1); `out` may be `src`."""
+    m = src.amax(-1, keepdim=True)
+    torch.sub(src, m, out=out).exp_()
+    return m, out.sum(-1, keepdim=True)
+
+
+def _rowdot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Σ_v x[n, v] y[n, v] without a (c, V) temporary. (c, V), (c, V) -> (c,)"""
+    return torch.bmm(x.unsqueeze(1), y.unsqueeze(2)).view(-1)
+
+
+def _add_onehot_(g: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """g[n, targets[n]] += scale[n]; targets (c,), scale (c, 1)."""
+    return g.scatter_add_(-1, targets.unsqueeze(-1), scale.to(g.dtype))
+
+
+def _row_blocks(n: int, rows: torch.Tensor | None, chunk: int):
+    """Chunks of positions: slices of 0..n when `rows` is None, else index tensors into `rows`."""
+    if rows is None:
+        for r0 in range(0, n, chunk):
+            yield slice(r0, min(n, r0 + chunk))
+    else:
+        for r0 in range(0, rows.numel(), chunk):
+            yield rows[r0 : r0 + chunk]
+
+
+def _block_len(sel) -> int:
+    return sel.stop - sel.start if isinstance(sel, slice) else sel.numel()
+
+
+def _active_rows(mask: torch.Tensor) -> torch.Tensor | None:
+    """Indices of the True rows, or None when every row is active (then slices avoid gathers)."""
+    rows = mask.nonzero().squeeze(-1)
+    return None if rows.numel() == mask.numel() else rows
+
+
+def _grad_to_hidden(grad: torch.Tensor, weight: torch.Tensor, temperature: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """∂/∂hidden = G W / T. G (c, V) in the compute dtype -> (c, H) in the compute dtype."""
+    if weight.dtype == grad.dtype:
+        res = torch.mm(grad, weight) if out is None else torch.mm(grad, weight, out=out)
+    else:  # half-precision weight: the matmul in its dtype, as autograd through `F.linear` does
+        res = torch.mm(grad.to(weight.dtype), weight).to(grad.dtype)
+        if out is not None:
+            res = out.copy_(res)
+    return res.div_(temperature) if temperature != 1.0 else res
+
+
+# ----------------------------------------------------------------------------- per-chunk divergence math (forward)
+# Each takes A = student logits and B = teacher logits of one chunk (c, V) and D, a (c, V) scratch
+# buffer; all three are overwritten. Returns (divergence (c,), lse_s (c, 1), lse_t (c, 1), extra
+# per-row statistics backward needs, and — when `want_grad` — the buffer now holding ∂div/∂z).
+
+
+def _forward_kl_chunk(A, B, D, want_grad):
+    # KL(q‖p) = Σ_v q_v (t_v − s_v) + lse_s − lse_t   (Σ q = 1; t − s is exactly 0 where they agree)
+    m_s, z_s = _exp_shifted(A, D)  # D = exp(s − m_s) = p · z_s
+    torch.sub(B, A, out=A)  # A = t − s
+    m_t, z_t = _exp_shifted(B, B)  # B = exp(t − m_t) = q · z_t
+    lse_s, lse_t = m_s + z_s.log(), m_t + z_t.log()
+    kl = _rowdot(B, A) / z_t.squeeze(-1) + (lse_s - lse_t).squeeze(-1)
+    grad = D.div_(z_s).sub_(B.div_(z_t)) if want_grad else None  # p − q
+    return kl, lse_s, lse_t, (), grad
+
+
+def _reverse_kl_chunk(A, B, D, want_grad):
+    # KL(p‖q) = Σ_v p_v (s_v − t_v) + lse_t − lse_s
+    m_s, z_s = _exp_shifted(A, D)  # D = p · z_s
+    torch.sub(B, A, out=A)  # A = t − s
+    m_t, z_t = _exp_shifted(B, B)
+    lse_s, lse_t = m_s + z_s.log(), m_t + z_t.log()
+    kl = -_rowdot(D, A) / z_s.squeeze(-1) + (lse_t - lse_s).squeeze(-1)
+    grad = None
+    if want_grad:  # p (log p − log q − KL) = −p ⊙ (t − s + lse_s − lse_t + KL)
+        grad = A.add_(lse_s - lse_t + kl.unsqueeze(-1)).mul_(D.div_(z_s)).neg_()
+    return kl, lse_s, lse_t, (kl.unsqueeze(-1),), grad
+
+
+def _forward_kl_topk_chunk(A, B, D, want_grad, want_stats, k):
+    # Buckets: the teacher's top-k tokens and one tail. Tail sums are taken over the tail itself
+    # (not as 1 − Σ top), so a tiny tail keeps its relative precision, as the plain path's does.
+    t_top, idx = B.topk(k, dim=-1)  # (c, k), sorted: t_top[:, :1] is the row max
+    m_t = t_top[:, :1]
+    B.sub_(m_t).exp_()  # q · z_t
+    z_t = B.sum(-1, keepdim=True)
+    r_t = B.scatter_(-1, idx, 0.0).sum(-1, keepdim=True)  # tail mass · z_t
+    s_top = A.gather(-1, idx)
+    m_s, z_s = _exp_shifted(A, A)  # A = p · z_s
+    r_s = A.scatter_(-1, idx, 0.0).sum(-1, keepdim=True)  # A now p · z_s outside the top-k, 0 in it
+    lse_s, lse_t = m_s + z_s.log(), m_t + z_t.log()
+    log_q = torch.cat([t_top - lse_t, r_t.log() - z_t.log()], dim=-1)  # (c, k+1)
+    log_p = torch.cat([s_top - lse_s, r_s.log() - z_s.log()], dim=-1)
+    q = log_q.exp()
+    # a bucket with q == 0 contributes 0 (0 · log 0 := 0), also when its log is −inf
+    kl = torch.where(q > 0, q * (log_q - log_p), torch.zeros_like(q)).sum(-1)
+    extra, grad = (), None
+    if want_grad or want_stats:
+        tail_factor = 1.0 - q[:, -1:] / log_p[:, -1:].exp().clamp_min(torch.finfo(torch.float32).tiny)
+        g_top = log_p[:, :-1].exp() - q[:, :-1]  # p_j − q_j on the top-k
+        extra = (idx, tail_factor, g_top)
+        if want_grad:
+            grad = A.mul_(tail_factor / z_s).scatter_(-1, idx, g_top)
+    return kl, lse_s, lse_t, extra, grad
+
+
+def _check_kind(kind: str, topk: int | None) -> str:
+    """The plan ('forward_kl', 'forward_kl_topk' or 'reverse_kl'); the plain path's error messages."""
+    if kind not in DIVERGENCES:
+        raise ValueError(f"unknown distill_divergence {kind!r}; known: {', '.join(DIVERGENCES)}")
+    if topk and kind != "forward_kl":
+        raise ValueError("distill_topk is only defined for forward_kl (the teacher's top-k)")
+    if topk is not None and topk < 0:
+        raise ValueError(f"distill_topk must be a positive number of tokens, got {topk}")
+    return "forward_kl_topk" if topk else kind
+
+
+# ----------------------------------------------------------------------------- per-chunk gradients (backward)
+
+
+def _recompute_grad(plan, A, B, stats, sel, g_div, g_logp, targets):
+    """Rows `sel` of G = g_div ∂div/∂z + g_logp ∂log p(y)/∂z, from recomputed logits.
+
+    A holds the student logits of the rows; B the teacher's (forward/reverse KL when g_div is given)
+    or is scratch; g_div, g_logp are (c, 1) or None (not both); stats = (lse_s, lse_t, *extra), each
+    (N, ·). Returns the buffer now holding G (c, V).
+    """
+    lse_s = stats[0][sel]
+    if g_div is None:  # log p(y) only: onehot − p
+        A.sub_(lse_s).exp_().mul_(-g_logp)
+        return _add_onehot_(A, targets, g_logp)
+    if plan == "forward_kl":  # p − q
+        B.sub_(stats[1][sel]).exp_()
+        A.sub_(lse_s).exp_()
+        if g_logp is None:
+            return A.sub_(B).mul_(g_div)
+        # g_div (p − q) + g_logp (onehot − p) = (g_div − g_logp) p − g_div q + g_logp onehot
+        A.mul_(g_div - g_logp).sub_(B.mul_(g_div))
+        return _add_onehot_(A, targets, g_logp)
+    if plan == "reverse_kl":  # −p ⊙ (t − s + lse_s − lse_t + KL)
+        B.sub_(A)  # t − s
+        A.sub_(lse_s).exp_()  # p
+        B.add_(lse_s - stats[1][sel] + stats[2][sel]).mul_(A)  # = −∂KL/∂z
+        if g_logp is None:
+            return B.mul_(-g_div)
+        B.mul_(-g_div).sub_(A.mul_(g_logp))
+        return _add_onehot_(B, targets, g_logp)
+    # forward_kl_topk: p · tail_factor outside the top-k, p_j − q_j (saved) on it; no teacher logits
+    _, _, idx, tail_factor, g_top = stats
+    A.sub_(lse_s).exp_()  # p
+    if g_logp is None:
+        return A.mul_(tail_factor[sel]).scatter_(-1, idx[sel], g_top[sel]).mul_(g_div)
+    torch.mul(A, tail_factor[sel], out=B).scatter_(-1, idx[sel], g_top[sel]).mul_(g_div)
+    B.sub_(A.mul_(g_logp))
+    return _add_onehot_(B, targets, g_logp)
+
+
+def _weight_grads(plan, n, rows, chunk, s_hidden, t_hidden, weight, t_weight, bias, t_bias, targets, stats, g_div, g_logp, temperature, need_w, need_b, grad_h):
+    """Walk the active rows again: accumulate ∂W, ∂b (float32) and, when g_logp is used, overwrite
+    those rows of grad_h with the hidden gradient of the combined G. Returns (dW, db)."""
+    dt = stats[0].dtype
+    dev = s_hidden.device
+    v, hdim = weight.shape
+    dW = torch.zeros(v, hdim, dtype=dt, device=dev) if need_w else None
+    db = torch.zeros(v, dtype=dt, device=dev) if need_b else None
+    count = n if rows is None else rows.numel()
+    c = min(chunk, count)
+    A = torch.empty(c, v, dtype=dt, device=dev)
+    B = torch.empty(c, v, dtype=dt, device=dev) if (g_div is not None and (plan != "forward_kl_topk" or g_logp is not None)) else None
+    inv_t = 1.0 / temperature
+    for sel in _row_blocks(n, rows, c):
+        k = _block_len(sel)
+        a, b = A[:k], (B[:k] if B is not None else None)
+        hs = s_hidden[sel]
+        _logits_into(a, hs, weight, bias, temperature)
+        gd = g_div[sel].unsqueeze(-1).to(dt) if g_div is not None else None
+        gl = g_logp[sel].unsqueeze(-1).to(dt) if g_logp is not None else None
+        if gd is not None and plan in ("forward_kl", "reverse_kl"):
+            _logits_into(b, t_hidden[sel], t_weight, t_bias, temperature)
+        G = _recompute_grad(plan, a, b, stats, sel, gd, gl, targets[sel])
+        if need_w:
+            dW.addmm_(G.t(), hs.to(dt), alpha=inv_t)
+        if need_b:
+            db.add_(G.sum(0), alpha=inv_t)
+        if gl is not None and grad_h is not None:
+            grad_h[sel] = _grad_to_hidden(G, weight, temperature)
+    return dW, db
+
+
+def _nonzero_or_none(g: torch.Tensor | None) -> torch.Tensor | None:
+    """An incoming gradient that is absent or all zero does no work."""
+    return None if g is None or not bool(g.any()) else g
+
+
+# ----------------------------------------------------------------------------- autograd Functions
+
+
+class _ChunkedDistill(torch.autograd.Function):
+    """(student_hidden (N, H), teacher_hidden (N, H), weight (V, H), teacher_weight (V, H), bias (V,)
+    or None, teacher_bias, targets (N,)) -> (divergence, student_logp, teacher_logp), each (N,)."""
+
+    @staticmethod
+    def forward(ctx, s_hidden, t_hidden, weight, t_weight, bias, t_bias, targets, plan, topk, temperature, chunk, compute_grad):
+        n, v = s_hidden.shape[0], weight.shape[0]
+        dt, dev = _compute_dtype(weight.dtype), s_hidden.device
+        want_dh = compute_grad and ctx.needs_input_grad[0]
+        div = torch.empty(n, dtype=dt, device=dev)
+        s_logp = torch.empty(n, dtype=dt, device=dev)
+        t_logp = torch.empty(n, dtype=dt, device=dev)
+        dh = torch.empty(n, s_hidden.shape[1], dtype=dt, device=dev) if want_dh else None
+        c = max(1, min(chunk, n))
+        A, B, D = (torch.empty(c, v, dtype=dt, device=dev) for _ in range(3))
+        blocks: list[tuple] = []
+        for sel in _row_blocks(n, None, c):
+            k = _block_len(sel)
+            a, b, d = A[:k], B[:k], D[:k]
+            _logits_into(a, s_hidden[sel], weight, bias, temperature)
+            _logits_into(b, t_hidden[sel], t_weight, t_bias, temperature)
+            tgt = targets[sel].unsqueeze(-1)
+            s_y, t_y = a.gather(-1, tgt), b.gather(-1, tgt)  # (k, 1)
+            if plan == "forward_kl":
+                kl, lse_s, lse_t, extra, grad = _forward_kl_chunk(a, b, d, want_dh)
+            elif plan == "reverse_kl":
+                kl, lse_s, lse_t, extra, grad = _reverse_kl_chunk(a, b, d, want_dh)
+            else:
+                kl, lse_s, lse_t, extra, grad = _forward_kl_topk_chunk(a, b, d, want_dh, compute_grad, min(topk, v - 1))
+            div[sel] = kl
+            s_logp[sel] = (s_y - lse_s).squeeze(-1)
+            t_logp[sel] = (t_y - lse_t).squeeze(-1)
+            if want_dh:
+                _grad_to_hidden(grad, weight, temperature, out=dh[sel])
+            if compute_grad:
+                blocks.append((lse_s, lse_t, *extra))
+        del A, B, D
+        ctx.mark_non_differentiable(t_logp)
+        if compute_grad:
+            stats = tuple(torch.cat(parts) for parts in zip(*blocks))
+            ctx.save_for_backward(s_hidden, t_hidden, weight, t_weight, bias, t_bias, targets, dh, *stats)
+            ctx.plan, ctx.temperature, ctx.chunk = plan, temperature, chunk
+        ctx.set_materialize_grads(False)
+        return div, s_logp, t_logp
+
+    @staticmethod
+    def backward(ctx, g_div, g_logp, _g_teacher):
+        s_hidden, t_hidden, weight, t_weight, bias, t_bias, targets, dh, *stats = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.needs_input_grad[4]
+        g_div, g_logp = _nonzero_or_none(g_div), _nonzero_or_none(g_logp)
+        grad_h = grad_w = grad_b = None
+        if need_h:  # the divergence part was computed in the forward pass
+            grad_h = dh * g_div.to(dh.dtype).unsqueeze(-1) if g_div is not None else torch.zeros_like(dh)
+        use_div = g_div is not None and (need_w or need_b)
+        use_logp = g_logp is not None and (need_h or need_w or need_b)
+        if use_div or use_logp:
+            active = torch.zeros(targets.shape[0], dtype=torch.bool, device=targets.device)
+            if use_div:
+                active |= g_div != 0
+            if use_logp:
+                active |= g_logp != 0
+            grad_w, grad_b = _weight_grads(
+                ctx.plan, targets.shape[0], _active_rows(active), ctx.chunk, s_hidden, t_hidden, weight, t_weight, bias,
+                t_bias, targets, stats, g_div, g_logp if use_logp else None, ctx.temperature, need_w, need_b, grad_h,
+            )  # fmt: skip
+        elif need_w or need_b:  # no gradient reached the outputs
+            grad_w = torch.zeros_like(weight) if need_w else None
+            grad_b = torch.zeros_like(bias) if need_b else None
+        return (
+            None if grad_h is None else grad_h.to(s_hidden.dtype),
+            None,
+            None if grad_w is None else grad_w.to(weight.dtype),
+            None,
+            None if grad_b is None else grad_b.to(bias.dtype),
+            *([None] * 7),
+        )
+
+
+class _ChunkedSampledLogps(torch.autograd.Function):
+    """(hidden (N, H), weight (V, H), bias (V,) or None, targets (N,)) -> log p(target) (N,)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, temperature, chunk, compute_grad):
+        n, v = hidden.shape[0], weight.shape[0]
+        dt, dev = _compute_dtype(weight.dtype), hidden.device
+        want_dh = compute_grad and ctx.needs_input_grad[0]
+        logp = torch.empty(n, dtype=dt, device=dev)
+        lse = torch.empty(n, 1, dtype=dt, device=dev)
+        dh = torch.empty(n, hidden.shape[1], dtype=dt, device=dev) if want_dh else None
+        c = max(1, min(chunk, n))
+        A = torch.empty(c, v, dtype=dt, device=dev)
+        for sel in _row_blocks(n, None, c):
+            a = A[: _block_len(sel)]
+            _logits_into(a, hidden[sel], weight, bias, temperature)
+            tgt = targets[sel].unsqueeze(-1)
+            s_y = a.gather(-1, tgt)
+            m, z = _exp_shifted(a, a)  # a = p · z
+            lse[sel] = m + z.log()
+            logp[sel] = (s_y - lse[sel]).squeeze(-1)
+            if want_dh:  # onehot − p
+                _add_onehot_(a.div_(-z), tgt.squeeze(-1), torch.ones_like(z))
+                _grad_to_hidden(a, weight, temperature, out=dh[sel])
+        del A
+        if compute_grad:
+            ctx.save_for_backward(hidden, weight, bias, targets, dh, lse)
+            ctx.temperature, ctx.chunk = temperature, chunk
+        ctx.set_materialize_grads(False)
+        return logp
+
+    @staticmethod
+    def backward(ctx, g):
+        hidden, weight, bias, targets, dh, lse = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        g = _nonzero_or_none(g)
+        grad_h = grad_w = grad_b = None
+        if need_h:
+            grad_h = dh * g.to(dh.dtype).unsqueeze(-1) if g is not None else torch.zeros_like(dh)
+        if (need_w or need_b) and g is not None:
+            grad_w, grad_b = _weight_grads(
+                None, targets.shape[0], _active_rows(g != 0), ctx.chunk, hidden, None, weight, None, bias, None,
+                targets, (lse,), None, g, ctx.temperature, need_w, need_b, None,
+            )  # fmt: skip
+        elif need_w or need_b:
+            grad_w = torch.zeros_like(weight) if need_w else None
+            grad_b = torch.zeros_like(bias) if need_b else None
+        return (
+            None if grad_h is None else grad_h.to(hidden.dtype),
+            None if grad_w is None else grad_w.to(weight.dtype),
+            None if grad_b is None else grad_b.to(bias.dtype),
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+# ----------------------------------------------------------------------------- public API (the plain path's signatures)
+
+
+def _flatten(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(…, H), (V, H), (…) -> (N, H), (N,) with checks that name the argument."""
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be the (V, H) LM-head matrix, got shape {tuple(weight.shape)}")
+    if hidden.dim() < 1 or hidden.shape[-1] != weight.shape[1]:
+        raise ValueError(f"{name} has shape {tuple(hidden.shape)}; its last dimension must be the hidden size {weight.shape[1]} of weight")
+    if tuple(hidden.shape[:-1]) != tuple(targets.shape):
+        raise ValueError(f"targets has shape {tuple(targets.shape)}; it must match {name}'s leading dimensions {tuple(hidden.shape[:-1])}")
+    if targets.dtype.is_floating_point or targets.dtype == torch.bool:
+        raise ValueError(f"targets must hold integer token ids, got dtype {targets.dtype}")
+    return hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1).long()
+
+
+def _check_common(weight: torch.Tensor, bias: torch.Tensor | None, temperature: float, chunk_size: int | None) -> int:
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"bias must have shape ({weight.shape[0]},) like the LM head's vocabulary, got {tuple(bias.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if chunk_size is None:
+        return default_chunk_size(weight.shape[0])
+    if int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be a positive number of positions, got {chunk_size}")
+    return int(chunk_size)
+
+
+def sampled_logps(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    bias: torch.Tensor | None = None,
+    *,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """log π(target) per position, chunk by chunk. hidden (N, H), weight (V, H), targets (N,) -> (N,)
+
+    Same inputs and result as `sgpo.objectives.lm_head.sampled_logps` (leading dimensions are kept);
+    `chunk_size` positions' logits are held at a time (default: `default_chunk_size(V)`).
+    """
+    chunk = _check_common(weight, bias, temperature, chunk_size)
+    h, tg = _flatten(hidden, weight, targets, "hidden")
+    compute_grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (hidden, weight, bias))
+    out = _ChunkedSampledLogps.apply(h, weight, bias, tg, float(temperature), chunk, compute_grad)
+    return out.view(targets.shape)
+
+
+def distill_terms(
+    student_hidden: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    teacher_weight: torch.Tensor | None = None,
+    kind: str = "forward_kl",
+    topk: int | None = None,
+    temperature: float = 1.0,
+    bias: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+) -> DistillTerms:
+    """Divergence and sampled-token log-probs at N positions, chunk by chunk.
+
+    Same inputs and result as `sgpo.objectives.lm_head.distill_terms`: student_hidden (N, H) with
+    grad; teacher_hidden (N, H) no grad; weight (V, H) the student's LM head (`teacher_weight` the
+    rollout-time snapshot, if the policy moved since); targets (N,). `divergence` and `student_logp`
+    are differentiable w.r.t. student_hidden, weight and bias; `teacher_logp` is not.
+    """
+    plan = _check_kind(kind, topk)
+    chunk = _check_common(weight, bias, temperature, chunk_size)
+    if plan == "forward_kl_topk" and weight.shape[0] < 2:
+        raise ValueError("distill_topk needs a vocabulary of at least 2 tokens (top-k plus a tail)")
+    h_s, tg = _flatten(student_hidden, weight, targets, "student_hidden")
+    if teacher_hidden.shape != student_hidden.shape:
+        raise ValueError(f"teacher_hidden has shape {tuple(teacher_hidden.shape)}; it must match student_hidden {tuple(student_hidden.shape)}")
+    t_w = (weight if teacher_weight is None else teacher_weight).detach()
+    if t_w.shape != weight.shape:
+        raise ValueError(f"teacher_weight has shape {tuple(t_w.shape)}; it must match weight {tuple(weight.shape)}")
+    h_t = teacher_hidden.detach().reshape(h_s.shape)
+    t_b = None if bias is None else bias.detach()
+    compute_grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (student_hidden, weight, bias))
+    div, s_logp, t_logp = _ChunkedDistill.apply(
+        h_s, h_t, weight, t_w, bias, t_b, tg, plan, int(topk or 0), float(temperature), chunk, compute_grad
+    )
+    shape = targets.shape
+    return DistillTerms(div.view(shape), s_logp.view(shape), t_logp.view(shape))
