@@ -96,11 +96,6 @@ def _exp_shifted(src: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, to
     return m, out.sum(-1, keepdim=True)
 
 
-def _rowdot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Σ_v x[n, v] y[n, v] without a (c, V) temporary. (c, V), (c, V) -> (c,)"""
-    return torch.bmm(x.unsqueeze(1), y.unsqueeze(2)).view(-1)
-
-
 def _add_onehot_(g: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """g[n, targets[n]] += scale[n]; targets (c,), scale (c, 1)."""
     return g.scatter_add_(-1, targets.unsqueeze(-1), scale.to(g.dtype))
@@ -149,21 +144,27 @@ def _forward_kl_chunk(A, B, D, want_grad):
     torch.sub(B, A, out=A)  # A = t − s
     m_t, z_t = _exp_shifted(B, B)  # B = exp(t − m_t) = q · z_t
     lse_s, lse_t = m_s + z_s.log(), m_t + z_t.log()
-    kl = _rowdot(B, A) / z_t.squeeze(-1) + (lse_s - lse_t).squeeze(-1)
-    grad = D.div_(z_s).sub_(B.div_(z_t)) if want_grad else None  # p − q
-    return kl, lse_s, lse_t, (), grad
+    grad = None
+    if want_grad:  # p − q, before B is reused for the product below
+        B.div_(z_t)  # q
+        grad = D.div_(z_s).sub_(B)
+        kl = B.mul_(A).sum(-1)
+    else:
+        kl = B.mul_(A).sum(-1) / z_t.squeeze(-1)
+    return kl + (lse_s - lse_t).squeeze(-1), lse_s, lse_t, (), grad
 
 
 def _reverse_kl_chunk(A, B, D, want_grad):
     # KL(p‖q) = Σ_v p_v (s_v − t_v) + lse_t − lse_s
     m_s, z_s = _exp_shifted(A, D)  # D = p · z_s
     torch.sub(B, A, out=A)  # A = t − s
-    m_t, z_t = _exp_shifted(B, B)
+    m_t, z_t = _exp_shifted(B, B)  # only z_t is needed; B is scratch from here on
     lse_s, lse_t = m_s + z_s.log(), m_t + z_t.log()
-    kl = -_rowdot(D, A) / z_s.squeeze(-1) + (lse_t - lse_s).squeeze(-1)
+    D.div_(z_s)  # p
+    kl = (lse_t - lse_s).squeeze(-1) - torch.mul(D, A, out=B).sum(-1)
     grad = None
     if want_grad:  # p (log p − log q − KL) = −p ⊙ (t − s + lse_s − lse_t + KL)
-        grad = A.add_(lse_s - lse_t + kl.unsqueeze(-1)).mul_(D.div_(z_s)).neg_()
+        grad = A.add_(lse_s - lse_t + kl.unsqueeze(-1)).mul_(D).neg_()
     return kl, lse_s, lse_t, (kl.unsqueeze(-1),), grad
 
 
@@ -251,14 +252,15 @@ def _weight_grads(plan, n, rows, chunk, s_hidden, t_hidden, weight, t_weight, bi
     dt = stats[0].dtype
     dev = s_hidden.device
     v, hdim = weight.shape
-    dW = torch.zeros(v, hdim, dtype=dt, device=dev) if need_w else None
+    # the first block writes ∂W (beta = 0 ignores its uninitialised contents: no (V, H) zero fill)
+    dW = torch.empty(v, hdim, dtype=dt, device=dev) if need_w else None
     db = torch.zeros(v, dtype=dt, device=dev) if need_b else None
     count = n if rows is None else rows.numel()
     c = min(chunk, count)
     A = torch.empty(c, v, dtype=dt, device=dev)
     B = torch.empty(c, v, dtype=dt, device=dev) if (g_div is not None and (plan != "forward_kl_topk" or g_logp is not None)) else None
     inv_t = 1.0 / temperature
-    for sel in _row_blocks(n, rows, c):
+    for i, sel in enumerate(_row_blocks(n, rows, c)):
         k = _block_len(sel)
         a, b = A[:k], (B[:k] if B is not None else None)
         hs = s_hidden[sel]
@@ -269,7 +271,7 @@ def _weight_grads(plan, n, rows, chunk, s_hidden, t_hidden, weight, t_weight, bi
             _logits_into(b, t_hidden[sel], t_weight, t_bias, temperature)
         G = _recompute_grad(plan, a, b, stats, sel, gd, gl, targets[sel])
         if need_w:
-            dW.addmm_(G.t(), hs.to(dt), alpha=inv_t)
+            torch.addmm(dW, G.t(), hs.to(dt), beta=1.0 if i else 0.0, alpha=inv_t, out=dW)
         if need_b:
             db.add_(G.sum(0), alpha=inv_t)
         if gl is not None and grad_h is not None:
