@@ -78,15 +78,16 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def _logits_into(out: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, temperature: float) -> torch.Tensor:
     """out (c, V) <- (hidden Wᵀ + b) / T, hidden (c, H). Matmul in the weight's dtype, as `F.linear`."""
     if hidden.dtype == out.dtype and weight.dtype == out.dtype:
+        if temperature != 1.0:  # divide the (c, H) rows, not the (c, V) logits: one pass fewer
+            hidden = hidden / temperature
+            bias = None if bias is None else bias / temperature
         if bias is None:
             torch.mm(hidden, weight.t(), out=out)
         else:
             torch.addmm(bias.to(out.dtype), hidden, weight.t(), out=out)
-    else:
-        out.copy_(F.linear(hidden, weight, bias))
-    if temperature != 1.0:
-        out.div_(temperature)
-    return out
+        return out
+    out.copy_(F.linear(hidden, weight, bias))  # half precision: the matmul as the plain path does it
+    return out.div_(temperature) if temperature != 1.0 else out
 
 
 def _exp_shifted(src: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,36 +215,38 @@ def _recompute_grad(plan, A, B, stats, sel, g_div, g_logp, targets):
 
     A holds the student logits of the rows; B the teacher's (forward/reverse KL when g_div is given)
     or is scratch; g_div, g_logp are (c, 1) or None (not both); stats = (lse_s, lse_t, *extra), each
-    (N, ·). Returns the buffer now holding G (c, V).
+    (N, ·). Returns (buffer holding G', row_scale) with G = row_scale ⊙ G': when only one incoming
+    gradient is used, G' is left unscaled and the caller scales the (c, H) hidden rows instead of
+    the (c, V) buffer.
     """
     lse_s = stats[0][sel]
     if g_div is None:  # log p(y) only: onehot − p
-        A.sub_(lse_s).exp_().mul_(-g_logp)
-        return _add_onehot_(A, targets, g_logp)
+        A.sub_(lse_s).exp_().neg_()
+        return _add_onehot_(A, targets, torch.ones_like(g_logp)), g_logp
     if plan == "forward_kl":  # p − q
         B.sub_(stats[1][sel]).exp_()
         A.sub_(lse_s).exp_()
         if g_logp is None:
-            return A.sub_(B).mul_(g_div)
+            return A.sub_(B), g_div
         # g_div (p − q) + g_logp (onehot − p) = (g_div − g_logp) p − g_div q + g_logp onehot
         A.mul_(g_div - g_logp).sub_(B.mul_(g_div))
-        return _add_onehot_(A, targets, g_logp)
+        return _add_onehot_(A, targets, g_logp), None
     if plan == "reverse_kl":  # −p ⊙ (t − s + lse_s − lse_t + KL)
         B.sub_(A)  # t − s
         A.sub_(lse_s).exp_()  # p
         B.add_(lse_s - stats[1][sel] + stats[2][sel]).mul_(A)  # = −∂KL/∂z
         if g_logp is None:
-            return B.mul_(-g_div)
+            return B, -g_div
         B.mul_(-g_div).sub_(A.mul_(g_logp))
-        return _add_onehot_(B, targets, g_logp)
+        return _add_onehot_(B, targets, g_logp), None
     # forward_kl_topk: p · tail_factor outside the top-k, p_j − q_j (saved) on it; no teacher logits
     _, _, idx, tail_factor, g_top = stats
     A.sub_(lse_s).exp_()  # p
     if g_logp is None:
-        return A.mul_(tail_factor[sel]).scatter_(-1, idx[sel], g_top[sel]).mul_(g_div)
+        return A.mul_(tail_factor[sel]).scatter_(-1, idx[sel], g_top[sel]), g_div
     torch.mul(A, tail_factor[sel], out=B).scatter_(-1, idx[sel], g_top[sel]).mul_(g_div)
     B.sub_(A.mul_(g_logp))
-    return _add_onehot_(B, targets, g_logp)
+    return _add_onehot_(B, targets, g_logp), None
 
 
 def _weight_grads(plan, n, rows, chunk, s_hidden, t_hidden, weight, t_weight, bias, t_bias, targets, stats, g_div, g_logp, temperature, need_w, need_b, grad_h):
@@ -269,13 +272,15 @@ def _weight_grads(plan, n, rows, chunk, s_hidden, t_hidden, weight, t_weight, bi
         gl = g_logp[sel].unsqueeze(-1).to(dt) if g_logp is not None else None
         if gd is not None and plan in ("forward_kl", "reverse_kl"):
             _logits_into(b, t_hidden[sel], t_weight, t_bias, temperature)
-        G = _recompute_grad(plan, a, b, stats, sel, gd, gl, targets[sel])
-        if need_w:
-            torch.addmm(dW, G.t(), hs.to(dt), beta=1.0 if i else 0.0, alpha=inv_t, out=dW)
+        G, scale = _recompute_grad(plan, a, b, stats, sel, gd, gl, targets[sel])
+        if need_w:  # ∂W += Gᵀ (scale ⊙ h) / T
+            rows_h = hs.to(dt) * (inv_t if scale is None else scale * inv_t)
+            torch.addmm(dW, G.t(), rows_h, beta=1.0 if i else 0.0, out=dW)
         if need_b:
-            db.add_(G.sum(0), alpha=inv_t)
+            db.add_(G.sum(0) if scale is None else torch.mv(G.t(), scale.squeeze(-1)), alpha=inv_t)
         if gl is not None and grad_h is not None:
-            grad_h[sel] = _grad_to_hidden(G, weight, temperature)
+            dh = _grad_to_hidden(G, weight, temperature)
+            grad_h[sel] = dh if scale is None else dh.mul_(scale)
     return dW, db
 
 
