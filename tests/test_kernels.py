@@ -351,3 +351,138 @@ def test_default_chunk_size_bounds_the_buffer():
     assert kernels.default_chunk_size(151_936) == 220
     assert kernels.default_chunk_size(32_000) == 1048
     assert kernels.default_chunk_size(10**12) == 1
+
+
+# ----------------------------------------------------------------------------- the loss_weights hint
+
+
+@pytest.fixture
+def no_recompute(monkeypatch):
+    """Makes backward's recomputation of the logits an error: the hint must have made it unnecessary."""
+    from sgpo.kernels import chunked_head
+
+    def fail(*args, **kwargs):
+        raise AssertionError("backward recomputed the logits")
+
+    monkeypatch.setattr(chunked_head, "_weight_grads", fail)
+
+
+def hinted_distill(loss_weights):
+    def fn(*args, **kwargs):
+        return kernels.distill_terms(*args, chunk_size=4, loss_weights=loss_weights, **kwargs)
+
+    return fn
+
+
+@pytest.mark.parametrize("kind,topk", KINDS, ids=KIND_IDS)
+def test_hint_tensor_finishes_the_weight_gradient_in_forward(kind, topk, no_recompute):
+    student, teacher, weight, teacher_weight, bias, targets = make_case(13, 8, 37, torch.float32, seed=13)
+    w = torch.rand(13, generator=torch.Generator().manual_seed(4)) + 0.2
+    w[[1, 6]] = 0.0
+    g = 0.37 * w  # the loss is 0.37 · Σ w · div: proportional to the hint
+    kw = dict(teacher_weight=teacher_weight, kind=kind, topk=topk, temperature=0.8, bias=bias)
+    ref = run_distill(lm_head.distill_terms, student, teacher, weight, targets, g, None, **kw)
+    got = run_distill(hinted_distill(w), student, teacher, weight, targets, g, None, **kw)
+    assert_rel(got[0].divergence, ref[0].divergence, 1e-5, "divergence")
+    for name, a, e in zip(("d hidden", "d weight", "d bias"), got[1:], ref[1:]):
+        assert_rel(a, e, 1e-5, name)
+
+
+def test_hint_callable_with_a_mask_from_the_student_logp(no_recompute):
+    # the trainer's case: the weight of a position depends on log p(y) of this very forward pass
+    # (the proximal mask), so it is given as a callable evaluated chunk by chunk
+    student, teacher, weight, teacher_weight, bias, targets = make_case(13, 8, 37, torch.float64, seed=14, bias=False)
+    coef = torch.rand(13, generator=torch.Generator().manual_seed(5), dtype=torch.float64) + 0.5
+    threshold = -3.6  # keeps some positions and masks others (checked below)
+    calls = []
+
+    def loss_weights(rows, student_logp, teacher_logp):
+        calls.append(rows)
+        return coef[rows] * (student_logp > threshold)
+
+    s = student.clone().requires_grad_()
+    w = weight.clone().requires_grad_()
+    out = hinted_distill(loss_weights)(s, teacher, w, targets, teacher_weight=teacher_weight, temperature=0.9)
+    mask = out.student_logp.detach() > threshold
+    assert 0 < int(mask.sum()) < 13
+    (out.divergence * coef * mask).sum().backward()
+    assert calls == [slice(0, 4), slice(4, 8), slice(8, 12), slice(12, 13)]
+    ref = run_distill(lm_head.distill_terms, student, teacher, weight, targets, coef * mask, None, teacher_weight=teacher_weight, temperature=0.9)
+    assert_rel(s.grad, ref[1], 1e-10, "d hidden")
+    assert_rel(w.grad, ref[2], 1e-10, "d weight")
+
+
+@pytest.mark.parametrize("kind,topk", KINDS, ids=KIND_IDS)
+def test_a_wrong_hint_falls_back_to_the_exact_gradient(kind, topk):
+    student, teacher, weight, teacher_weight, bias, targets = make_case(13, 8, 37, torch.float64, seed=15)
+    gen = torch.Generator().manual_seed(6)
+    hint = torch.rand(13, generator=gen, dtype=torch.float64) + 0.5
+    g = torch.rand(13, generator=gen, dtype=torch.float64) + 0.5  # not proportional to the hint
+    kw = dict(teacher_weight=teacher_weight, kind=kind, topk=topk, bias=bias)
+    ref = run_distill(lm_head.distill_terms, student, teacher, weight, targets, g, None, **kw)
+    got = run_distill(hinted_distill(hint), student, teacher, weight, targets, g, None, **kw)
+    for name, a, e in zip(("d hidden", "d weight", "d bias"), got[1:], ref[1:]):
+        assert_rel(a, e, 1e-10, name)
+
+
+def test_hint_with_student_logp_gradient_and_a_second_backward():
+    # both outputs carry gradient (the log p(y) part is recomputed, the divergence part is not), and
+    # a second backward through the same graph (retain_graph) gives the same gradients again
+    student, teacher, weight, teacher_weight, bias, targets = make_case(9, 8, 31, torch.float64, seed=16)
+    gen = torch.Generator().manual_seed(7)
+    w, g_logp = torch.rand(9, generator=gen, dtype=torch.float64) + 0.5, torch.randn(9, generator=gen, dtype=torch.float64)
+    g_logp[2] = 0.0
+    ref = run_distill(lm_head.distill_terms, student, teacher, weight, targets, 2 * w, g_logp, teacher_weight=teacher_weight, bias=bias)
+    s, wt, b = (x.clone().requires_grad_() for x in (student, weight, bias))
+    out = kernels.distill_terms(s, teacher, wt, targets, teacher_weight=teacher_weight, bias=b, chunk_size=4, loss_weights=w)
+    loss = (out.divergence * 2 * w).sum() + (out.student_logp * g_logp).sum()
+    for _ in range(2):
+        s.grad = wt.grad = b.grad = None
+        loss.backward(retain_graph=True)
+        for name, a, e in zip(("d hidden", "d weight", "d bias"), (s.grad, wt.grad, b.grad), ref[1:]):
+            assert_rel(a, e, 1e-10, name)
+
+
+def test_hint_keeps_exact_zero():
+    student, _, weight, _, bias, targets = make_case(10, 8, 41, torch.float32, seed=17)
+    w = torch.rand(10) + 0.5
+    out, gh, gw, gb = run_distill(hinted_distill(w), student, student.clone(), weight, targets, w, None, bias=bias)
+    assert torch.equal(out.divergence, torch.zeros(10))
+    assert torch.equal(gw, torch.zeros_like(gw)) and torch.equal(gh, torch.zeros_like(gh)) and torch.equal(gb, torch.zeros_like(gb))
+
+
+def test_sampled_logps_hint_from_a_clipped_surrogate(no_recompute):
+    # RL term: L = −Σ min(ρA, clip(ρ, 0.8, 1.2) A) / N with ρ = exp(logp − old); its gradient w.r.t.
+    # logp is −A ρ / N where the unclipped branch is taken (A > 0: ρ ≤ 1.2; A < 0: ρ ≥ 0.8), else 0
+    n = 11
+    student, _, weight, _, bias, targets = make_case(n, 8, 43, torch.float64, seed=18)
+    gen = torch.Generator().manual_seed(8)
+    adv = torch.randn(n, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        old = lm_head.sampled_logps(student, weight, targets, 0.9, bias) + 0.3 * torch.randn(n, generator=gen, dtype=torch.float64)
+
+    def surrogate(logp):
+        ratio = (logp - old).exp()
+        return -torch.minimum(ratio * adv, ratio.clamp(0.8, 1.2) * adv).sum() / n
+
+    def loss_weights(rows, logp):
+        ratio = (logp - old[rows]).exp()
+        unclipped = torch.where(adv[rows] > 0, ratio <= 1.2, ratio >= 0.8)
+        return -adv[rows] * ratio * unclipped / n
+
+    res = []
+    for fn, kw in ((lm_head.sampled_logps, {}), (kernels.sampled_logps, {"chunk_size": 4, "loss_weights": loss_weights})):
+        hs, w, b = (x.clone().requires_grad_() for x in (student, weight, bias))
+        surrogate(fn(hs, w, targets, 0.9, b, **kw)).backward()
+        res.append((hs.grad, w.grad, b.grad))
+    for name, a, e in zip(("d hidden", "d weight", "d bias"), res[1], res[0]):
+        assert_rel(a, e, 1e-10, name)
+
+
+def test_hint_errors():
+    student, teacher, weight, _, _, targets = make_case(6, 8, 11, torch.float32)
+    with pytest.raises(ValueError, match=r"loss_weights must be a tensor shaped like targets \(6,\)"):
+        kernels.distill_terms(student, teacher, weight, targets, loss_weights=torch.ones(5))
+    w = weight.clone().requires_grad_()
+    with pytest.raises(ValueError, match="loss_weights gave 1 weights for positions 0:4; expected 4"):
+        kernels.sampled_logps(student, w, targets, chunk_size=4, loss_weights=lambda rows, logp: torch.ones(1))
