@@ -388,23 +388,24 @@ def test_hint_tensor_finishes_the_weight_gradient_in_forward(kind, topk, no_reco
         assert_rel(a, e, 1e-5, name)
 
 
-def test_hint_callable_with_a_mask_from_the_student_logp(no_recompute):
-    # the trainer's case: the weight of a position depends on log p(y) of this very forward pass
-    # (the proximal mask), so it is given as a callable evaluated chunk by chunk
+def test_hint_callable_with_masks_from_this_forward_pass(no_recompute):
+    # the trainer's case: the weight of a position depends on log p(y) (the proximal mask) and on
+    # the divergence (a KL cap) of this very forward pass, so it is a callable evaluated per chunk
     student, teacher, weight, teacher_weight, bias, targets = make_case(13, 8, 37, torch.float64, seed=14, bias=False)
     coef = torch.rand(13, generator=torch.Generator().manual_seed(5), dtype=torch.float64) + 0.5
     threshold = -3.6  # keeps some positions and masks others (checked below)
+    cap = lm_head.distill_terms(student, teacher, weight, targets, teacher_weight=teacher_weight, temperature=0.9).divergence.median().item()
     calls = []
 
-    def loss_weights(rows, student_logp, teacher_logp):
+    def loss_weights(rows, terms):
         calls.append(rows)
-        return coef[rows] * (student_logp > threshold)
+        return coef[rows] * (terms.student_logp > threshold) * (terms.divergence < cap)
 
     s = student.clone().requires_grad_()
     w = weight.clone().requires_grad_()
     out = hinted_distill(loss_weights)(s, teacher, w, targets, teacher_weight=teacher_weight, temperature=0.9)
-    mask = out.student_logp.detach() > threshold
-    assert 0 < int(mask.sum()) < 13
+    mask = (out.student_logp.detach() > threshold) & (out.divergence.detach() < cap)
+    assert 0 < int((out.student_logp.detach() <= threshold).sum()) and 0 < int(mask.sum()) < 13
     (out.divergence * coef * mask).sum().backward()
     assert calls == [slice(0, 4), slice(4, 8), slice(8, 12), slice(12, 13)]
     ref = run_distill(lm_head.distill_terms, student, teacher, weight, targets, coef * mask, None, teacher_weight=teacher_weight, temperature=0.9)

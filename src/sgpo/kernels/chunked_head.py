@@ -301,10 +301,10 @@ def _nonzero_or_none(g: torch.Tensor | None) -> torch.Tensor | None:
     return None if g is None or not bool(g.any()) else g
 
 
-def _hint_rows(hint, sel: slice, logps: tuple[torch.Tensor, ...], dtype, device) -> torch.Tensor:
-    """The caller's loss weights for rows `sel`: hint[sel], or hint(sel, *logps) for a callable. (c,)"""
+def _hint_rows(hint, sel: slice, chunk_values, dtype, device) -> torch.Tensor:
+    """The caller's loss weights for rows `sel`: hint[sel], or hint(sel, chunk_values) for a callable. (c,)"""
     k = _block_len(sel)
-    w = hint(sel, *logps) if callable(hint) else hint[sel]
+    w = hint(sel, chunk_values) if callable(hint) else hint[sel]
     w = torch.as_tensor(w, dtype=dtype, device=device).reshape(-1)
     if w.numel() != k:
         raise ValueError(f"loss_weights gave {w.numel()} weights for positions {sel.start}:{sel.stop}; expected {k}")
@@ -371,7 +371,7 @@ class _ChunkedDistill(torch.autograd.Function):
             if want_dh:
                 _grad_to_hidden(grad, weight, temperature, out=dh[sel])
             if hinted:
-                coefs[sel] = w = _hint_rows(hint, sel, (s_logp[sel], t_logp[sel]), dt, dev)
+                coefs[sel] = w = _hint_rows(hint, sel, DistillTerms(div[sel], s_logp[sel], t_logp[sel]), dt, dev)
                 _accumulate_head_grads(dW, db, grad, s_hidden[sel], w.unsqueeze(-1), temperature, first=sel.start == 0)
             if compute_grad:
                 blocks.append((lse_s, lse_t, *extra))
@@ -462,7 +462,7 @@ class _ChunkedSampledLogps(torch.autograd.Function):
             if want_dh:
                 _grad_to_hidden(a, weight, temperature, out=dh[sel])
             if hinted:
-                coefs[sel] = w = _hint_rows(hint, sel, (logp[sel],), dt, dev)
+                coefs[sel] = w = _hint_rows(hint, sel, logp[sel], dt, dev)
                 _accumulate_head_grads(dW, db, a, hidden[sel], w.unsqueeze(-1), temperature, first=sel.start == 0)
         del A
         if compute_grad:
@@ -583,7 +583,7 @@ def distill_terms(
     temperature: float = 1.0,
     bias: torch.Tensor | None = None,
     chunk_size: int | None = None,
-    loss_weights: torch.Tensor | Callable[[slice, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    loss_weights: torch.Tensor | Callable[[slice, DistillTerms], torch.Tensor] | None = None,
 ) -> DistillTerms:
     """Divergence and sampled-token log-probs at N positions, chunk by chunk.
 
@@ -594,9 +594,9 @@ def distill_terms(
 
     `loss_weights` (optional, a speed hint that never changes a result): the per-position weights
     w, up to one common factor, with which the caller will sum `divergence` into its loss — a
-    tensor shaped like `targets`, or a callable `(rows: slice, student_logp: (c,), teacher_logp:
-    (c,)) -> (c,)` called chunk by chunk in the forward pass with that chunk's detached log-probs
-    (for weights that depend on them, such as the proximal mask). The LM head's gradient is then
+    tensor shaped like `targets`, or a callable `(rows: slice, terms: DistillTerms) -> (c,)` called
+    chunk by chunk in the forward pass with that chunk's (detached) divergence and log-probs, for
+    weights that depend on them (the proximal mask, a KL cap). The LM head's gradient is then
     finished in the forward pass (4 instead of 6 N·H·V matmuls; one more (V, H) float32 buffer
     lives from forward to backward). If the gradient that reaches `divergence` is not proportional
     to w (to rounding), backward recomputes exactly as without the hint.
