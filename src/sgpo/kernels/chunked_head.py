@@ -31,6 +31,12 @@ Where each piece is computed, and why:
   (masked and zero-weight tokens cost nothing) — and accumulates ∂W (and ∂b) in float32 with one
   `addmm_` per chunk. The teacher side needs no recomputation for top-k (its top-k indices and
   p_top − q_top are saved, (N, k) each); forward and reverse KL recompute the teacher logits too.
+- Unless the caller says how it will weight the positions: with `loss_weights=` (a tensor, or a
+  callable evaluated chunk by chunk on the chunk's divergence and log-probs, as the trainer's
+  instance weight × proximal mask is), ∂W and ∂b are accumulated in the forward pass with those
+  weights, and backward only scales them — after checking that the gradient that arrived is
+  proportional to the weights given; if it is not, it recomputes as above, so the hint can make
+  the call faster but never wrong.
 - The gradient through `student_logp` (the trainer uses it only, detached, for the proximal mask)
   is handled in the same backward loop: when autograd passes no (or an all-zero) gradient for it,
   it costs nothing; when it is used, the affected rows' hidden gradients are recomputed from the
@@ -41,8 +47,10 @@ the saved per-position statistics ((N,) log-normalisers; for top-k (N, k) indice
 saved hidden-state gradient (N, H) in float32, and in backward the (V, H) float32 weight-gradient
 accumulator (which becomes `weight.grad`; it is the only weight-sized tensor). Compute: the plain
 path does 4 matmuls of N·H·V (student and teacher logits, ∂h, ∂W); this one does 6 for the
-positions that carry gradient (the logits twice) but never touches N × V memory, which on CPU is
-where the plain path spends most of its time (see benchmarks/kl_memory.py and docs/performance.md).
+positions that carry gradient (the logits twice), or 4 with `loss_weights`, and never touches
+N × V memory, which on CPU is where the plain path spends much of its time (see
+benchmarks/kl_memory.py and docs/performance.md). With `loss_weights`, the (V, H) float32
+accumulator exists from the forward pass on.
 
 Numerics: logits are computed in the weight's dtype as `F.linear` does (so half-precision matmuls
 match the plain path) and all softmax math is in float32 (float64 stays float64). Where the
