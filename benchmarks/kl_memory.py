@@ -9,7 +9,8 @@ freed-but-retained memory cannot hide or inflate the other's peak. The parent pr
 per T:
 
     {"T": …, "ref_peak_mb": …, "chunked_peak_mb": …, "mem_ratio": …, "ref_s": …, "chunked_s": …, "time_ratio": …,
-     "fused_peak_mb": …, "fused_mem_ratio": …, "fused_s": …, "fused_time_ratio": …}
+     "cpu_time_ratio": …, "fused_peak_mb": …, "fused_mem_ratio": …, "fused_s": …, "fused_time_ratio": …,
+     "fused_cpu_time_ratio": …}
 
 with ratios = chunked / reference (a run description goes to stderr). "chunked" is the plain
 drop-in call; "fused" is the same kernel told the loss weights in advance (`loss_weights=`, which the
@@ -30,15 +31,19 @@ What is measured, in each subprocess (CPU):
   /proc/self/clear_refs (Linux ≥ 4.0), so each phase has its own peak. Peak above the inputs =
   max over the two phases of VmHWM − VmRSS(before the forward pass) − the bytes of the weight
   gradient (V·H·4, which every path must produce and keep) while that buffer exists: in backward,
-  and for "fused", which accumulates it during the forward pass, from the forward pass on. RSS sees every torch CPU allocation (tracemalloc
-  does not), and the kernel-tracked high-water mark cannot miss a short spike the way sampling
-  can. The workers run with MALLOC_MMAP_THRESHOLD_=65536, so glibc maps every block of 64 KiB or
-  more and returns it on free: memory freed earlier (the warm-up) cannot sit in the baseline and be
-  reused unseen, and RSS follows the live tensors. Where clear_refs cannot be written, a background thread samples /proc/self/statm every
-  millisecond instead (the line on stderr says which method ran).
-- Repeats: `--repeats` rounds, each running a fresh reference process then a fresh chunked one, so
-  both see the same background load; reported: the minimum wall-clock time and the largest peak
-  of each over the rounds (process CPU time goes to stderr as a cross-check on a busy machine).
+  and for "fused", which accumulates it during the forward pass, from the forward pass on. RSS
+  sees every torch CPU allocation (tracemalloc does not), and the kernel-tracked high-water mark
+  cannot miss a short spike the way sampling can. The workers run with
+  MALLOC_MMAP_THRESHOLD_=65536, so glibc maps every block of 64 KiB or more and returns it on free:
+  memory freed earlier (the warm-up) cannot sit in the baseline and be reused unseen, and RSS
+  follows the live tensors. Where clear_refs cannot be written, a background thread samples
+  /proc/self/statm every millisecond instead (the line on stderr says which method ran).
+- Repeats: `--repeats` rounds, each running fresh reference, chunked and fused processes in turn,
+  so all see similar background load; reported: the minimum wall-clock time and the largest peak
+  of each over the rounds. On a shared machine the cores a process gets can change from one
+  process to the next, so the line also carries `cpu_time_ratio` / `fused_cpu_time_ratio`, the
+  ratios of the minimum process CPU times (the work done, whichever cores did it); stderr lists
+  every run.
 """
 
 from __future__ import annotations
@@ -214,7 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeats):  # interleaved, so all see the same background load
             for impl in impls:
                 runs[impl].append(run_case(args, impl, T))
-        best = {impl: {"peak_mb": max(r["peak_mb"] for r in rs), "seconds": min(r["seconds"] for r in rs)} for impl, rs in runs.items()}
+        best = {
+            impl: {"peak_mb": max(r["peak_mb"] for r in rs), "seconds": min(r["seconds"] for r in rs), "cpu_s": min(r["cpu_s"] for r in rs)}
+            for impl, rs in runs.items()
+        }
         detail = "; ".join(
             f"{impl}: wall s {[r['seconds'] for r in rs]}, cpu s {[r['cpu_s'] for r in rs]}, "
             f"peak MB forward {[r['fwd_mb'] for r in rs]} backward {[r['bwd_mb'] for r in rs]}"
@@ -230,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             "ref_s": ref["seconds"],
             "chunked_s": chk["seconds"],
             "time_ratio": round(chk["seconds"] / ref["seconds"], 4),
+            "cpu_time_ratio": round(chk["cpu_s"] / ref["cpu_s"], 4),
         }
         if args.fused:
             fus = best["fused"]
@@ -238,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                 fused_mem_ratio=round(fus["peak_mb"] / ref["peak_mb"], 4),
                 fused_s=fus["seconds"],
                 fused_time_ratio=round(fus["seconds"] / ref["seconds"], 4),
+                fused_cpu_time_ratio=round(fus["cpu_s"] / ref["cpu_s"], 4),
             )
         print(json.dumps(row), flush=True)
     return 0
