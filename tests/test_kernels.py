@@ -487,3 +487,36 @@ def test_hint_errors():
     w = weight.clone().requires_grad_()
     with pytest.raises(ValueError, match="loss_weights gave 1 weights for positions 0:4; expected 4"):
         kernels.sampled_logps(student, w, targets, chunk_size=4, loss_weights=lambda rows, logp: torch.ones(1))
+
+
+def test_the_documented_trainer_recipe_needs_no_recompute(no_recompute):
+    # docs/performance.md: instance weight × proximal keep-mask × KL-cap mask as the hint, and the
+    # loss built from the returned terms with the objectives' own proximal_keep_mask / cap_per_token
+    from sgpo.objectives import cap_per_token, proximal_keep_mask
+
+    n = 13
+    student, teacher, weight, teacher_weight, bias, targets = make_case(n, 8, 37, torch.float64, seed=19, bias=False)
+    gen = torch.Generator().manual_seed(9)
+    instance_weight = torch.rand(n, generator=gen, dtype=torch.float64)
+    instance_weight[:3] = 0.0  # a problem whose guided rollouts did no better
+    with torch.no_grad():
+        plain = lm_head.distill_terms(student, teacher, weight, targets, teacher_weight=teacher_weight, temperature=0.9)
+    old_logp = plain.student_logp + 0.4 * torch.randn(n, generator=gen, dtype=torch.float64)  # the policy moved
+    kl_cap = plain.divergence.median().item()
+    eps_low, eps_high, coef, n_tokens = 0.2, 0.28, 0.5, 40
+
+    def loss_weights(rows, terms):
+        w = instance_weight[rows] * proximal_keep_mask(terms.student_logp, old_logp[rows], terms.teacher_logp, eps_low, eps_high)
+        return w * (terms.divergence <= kl_cap)
+
+    grads = []
+    for fn, kw in ((lm_head.distill_terms, {}), (kernels.distill_terms, {"loss_weights": loss_weights, "chunk_size": 4})):
+        s, w = student.clone().requires_grad_(), weight.clone().requires_grad_()
+        terms = fn(s, teacher, w, targets, teacher_weight=teacher_weight, temperature=0.9, **kw)
+        keep = proximal_keep_mask(terms.student_logp, old_logp, terms.teacher_logp, eps_low, eps_high)
+        assert 0 < int(keep.sum()) < n  # the mask drops some tokens and keeps others
+        loss = coef * (cap_per_token(terms.divergence, kl_cap) * instance_weight * keep).sum() / n_tokens
+        loss.backward()
+        grads.append((s.grad, w.grad))
+    assert_rel(grads[1][0], grads[0][0], 1e-10, "d hidden")
+    assert_rel(grads[1][1], grads[0][1], 1e-10, "d weight")
