@@ -11,7 +11,7 @@ three alike. Prints the per-stage breakdown of each trainer (seconds per step), 
 
     {"trl_grpo_s": a, "grpo_s": b, "sgpo_s": c, "grpo_vs_trl": b/a, "sgpo_vs_grpo": c/b}
 
-usage: python benchmarks/step_time.py [--steps 10] [--warmup 2] [--head-chunk-size 0]
+usage: python benchmarks/step_time.py [--steps 10] [--warmup 2] [--rounds 2] [--head-implementation chunked|plain]
 """
 
 from __future__ import annotations
@@ -117,12 +117,14 @@ def run_trl(steps: int, warmup: int) -> tuple[list[float], dict]:
 
 
 def _accuracy(prompts, completions, answer, **kw):
+    """The real accuracy reward (math-verify in a process pool), plus a small length-parity term so
+    that a random policy's batch has non-zero advantages and a real gradient."""
     from sgpo.rewards import accuracy_reward
 
-    return accuracy_reward(prompts, completions, answer)
+    return [a + 0.5 * (len(c) % 2) for a, c in zip(accuracy_reward(prompts, completions, answer), completions)]
 
 
-def run_ours(steps: int, warmup: int, guided: int, head_chunk_size: int) -> tuple[list[float], dict]:
+def run_ours(steps: int, warmup: int, guided: int, head_implementation: str) -> tuple[list[float], dict]:
     tok = build_tiny_tokenizer()
     model = build_tiny_model(tok, hidden_size=HIDDEN, layers=LAYERS)
     rows = tiny_arithmetic_rows(64)
@@ -134,7 +136,7 @@ def run_ours(steps: int, warmup: int, guided: int, head_chunk_size: int) -> tupl
             distill_on="all",
             instance_weighting="constant",
             prompt_template="{problem}",
-            head_chunk_size=head_chunk_size,
+            head_implementation=head_implementation,
             **common(out, steps + warmup),
         )
         clock = StepClock()
@@ -154,10 +156,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps per trainer per round (≥ 10)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2, help="rounds, alternating the order of the trainers")
-    p.add_argument("--head-chunk-size", type=int, default=None, help="SGPOConfig.head_chunk_size (default: the config's)")
+    p.add_argument("--head-implementation", default="chunked", choices=["chunked", "plain"], help="SGPOConfig.head_implementation")
     a = p.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    chunk = SGPOConfig.__dataclass_fields__["head_chunk_size"].default if a.head_chunk_size is None else a.head_chunk_size
+    chunk = a.head_implementation
     runners = {
         "trl_grpo": lambda: run_trl(a.steps, a.warmup),
         "grpo": lambda: run_ours(a.steps, a.warmup, 0, chunk),
@@ -173,7 +175,7 @@ def main() -> None:
             stages[name].append(s)
             print(f"round {r} {name}: median {statistics.median(d):.3f}s over {len(d)} steps", file=sys.stderr)
     print(f"# setting: {PROBLEMS} problems x {G} completions x {MAX_LEN} tokens per step, SGPO +{G // 2} guided, "
-          f"Qwen2 hidden {HIDDEN} x {LAYERS} layers, head_chunk_size {chunk}, {torch.get_num_threads()} threads")
+          f"Qwen2 hidden {HIDDEN} x {LAYERS} layers, LM head {chunk}, {torch.get_num_threads()} threads")
     for name, runs in stages.items():
         keys = sorted({k for s in runs for k in s})
         breakdown = {k: round(statistics.mean(s.get(k, 0.0) for s in runs), 4) for k in keys}

@@ -141,9 +141,13 @@ class SGPOConfig(TrainingArguments):
     instance_weight_ema: float = field(
         default=0.0, metadata={"help": "EMA decay of the instance weight over the times a problem is seen (0 = off)."}
     )
-    head_chunk_size: int = field(
-        default=0,
-        metadata={"help": "Tokens per chunk of the memory-bounded LM-head path (0 = plain path that materialises the logits of the scored tokens)."},
+    head_implementation: str = field(
+        default="chunked",
+        metadata={"help": "How token log-probs and divergences are computed from the final hidden states: chunked (memory-bounded, never holds the tokens × vocabulary logits; see docs/performance.md) or plain (materialises them; the reference)."},
+    )
+    head_chunk_size: int | None = field(
+        default=None,
+        metadata={"help": "Token positions per chunk of the chunked LM-head path (default: a 128 MiB float32 (chunk, vocabulary) buffer)."},
     )
 
     def __post_init__(self) -> None:
@@ -203,8 +207,10 @@ class SGPOConfig(TrainingArguments):
             bad("max_completion_length", f"must be ≥ 1, got {self.max_completion_length}")
         if self.temperature <= 0:
             bad("temperature", "must be > 0 for training (log-probs are taken at this temperature)")
-        if self.head_chunk_size < 0:
-            bad("head_chunk_size", f"must be ≥ 0, got {self.head_chunk_size}")
+        if self.head_implementation not in ("chunked", "plain"):
+            bad("head_implementation", f"must be chunked or plain, got {self.head_implementation!r}")
+        if self.head_chunk_size is not None and self.head_chunk_size < 1:
+            bad("head_chunk_size", f"must be ≥ 1, got {self.head_chunk_size}")
 
     @property
     def is_grpo(self) -> bool:

@@ -45,11 +45,15 @@ from sgpo.objectives import (
     aggregate,
     cap_per_token,
     clipped_surrogate,
+    clipped_surrogate_grad,
     group_relative_advantages,
     instance_weights,
     k3_kl,
+    k3_kl_grad,
     proximal_keep_mask,
+    token_weights,
 )
+from sgpo import kernels
 from sgpo.objectives import lm_head as plain_head
 from sgpo.prompts import PromptFormat, tokenize_prompts
 from sgpo.rewards import RewardFunc, resolve_reward_func, reward_func_name
@@ -255,12 +259,7 @@ class SGPOTrainer(Trainer):
             self.ref_model.load_state_dict(model.state_dict())
             self.ref_model.requires_grad_(False).eval()
             self.ref_model = self.accelerator.prepare_model(self.ref_model, evaluation_mode=True)
-        if args.head_chunk_size:
-            from sgpo.kernels import chunked_head  # memory-bounded path (see docs/performance.md)
-
-            self._head_fns = chunked_head
-        else:
-            self._head_fns = plain_head
+        self._chunked = args.head_implementation == "chunked"
 
     # ------------------------------------------------------------------------------------ data
 
@@ -395,6 +394,22 @@ class SGPOTrainer(Trainer):
             self._add_metric(f"rewards/{name}", per_func[:, f_idx].sum().item(), len(values))
         return (per_func * self.reward_weights).sum(dim=1)
 
+    def _sampled_logps(self, hidden, weight, targets, bias, loss_weights=None) -> torch.Tensor:
+        """log π(targets) from hidden states (M, H) -> (M,), through the configured LM-head path.
+        `loss_weights` (chunked path only) is the per-token gradient factor the loss will apply, which
+        lets the kernel finish the LM head's gradient in the forward pass (it never changes a result)."""
+        T = self.args.temperature
+        if self._chunked:
+            return kernels.sampled_logps(hidden, weight, targets, T, bias, chunk_size=self.args.head_chunk_size, loss_weights=loss_weights)
+        return plain_head.sampled_logps(hidden, weight, targets, T, bias)
+
+    def _distill_terms(self, s_hidden, t_hidden, weight, targets, teacher_weight, bias, loss_weights=None):
+        args = self.args
+        kw = dict(teacher_weight=teacher_weight, kind=args.distill_divergence, topk=args.distill_topk, temperature=args.temperature, bias=bias)
+        if self._chunked:
+            return kernels.distill_terms(s_hidden, t_hidden, weight, targets, chunk_size=args.head_chunk_size, loss_weights=loss_weights, **kw)
+        return plain_head.distill_terms(s_hidden, t_hidden, weight, targets, **kw)
+
     def _lm_head(self, model) -> tuple[torch.Tensor, torch.Tensor | None]:
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
         return head.weight, getattr(head, "bias", None)
@@ -443,7 +458,7 @@ class SGPOTrainer(Trainer):
         mask = batch["completion_mask"].bool()
         out = torch.zeros(mask.shape, dtype=torch.float32, device=h.device)
         if mask.any():
-            out[mask] = self._head_fns.sampled_logps(h[mask], weight, batch["completion_ids"][mask], self.args.temperature, bias).float()
+            out[mask] = self._sampled_logps(h[mask], weight, batch["completion_ids"][mask], bias).float()
         return out
 
     @torch.no_grad()
@@ -611,23 +626,37 @@ class SGPOTrainer(Trainer):
         weight, bias = self._lm_head(model)
         scale = float(self.accelerator.num_processes)  # DDP averages gradients over processes
         targets = student["completion_ids"]
-        fns = self._head_fns
 
         # -- RL term on the autonomous rows
         a_mask = mb["auto_loss_mask"]
         sel = a_mask.bool()
+        agg_mode = LOSS_TYPE_TO_AGG_MODE[args.loss_type]
+        counts = mb["counts"]["auto"]
+        old = mb.get("old_logps")
+        ref = mb.get("ref_logps")
         logp = torch.zeros(a_mask.shape, dtype=torch.float32, device=hidden.device)
         if sel.any():
-            logp = logp.masked_scatter(sel, fns.sampled_logps(hidden[:n_auto][sel], weight, targets[:n_auto][sel], args.temperature, bias).float())
-        old = mb.get("old_logps")
+            adv_tok = mb["advantages"].unsqueeze(1).expand_as(a_mask)[sel]
+            agg_tok = token_weights(a_mask.float(), agg_mode, counts)[sel]
+            old_tok = None if old is None else old[sel]
+            ref_tok = None if ref is None else ref[sel]
+
+            def rl_grad(rows, lp):  # ∂L_RL/∂logp per token: lets the chunked head finish ∂W in forward
+                g = clipped_surrogate_grad(lp, lp if old_tok is None else old_tok[rows], adv_tok[rows], args.epsilon, args.epsilon_high, args.delta)
+                if ref_tok is not None:
+                    g = g + args.beta * k3_kl_grad(lp, ref_tok[rows])
+                return g * agg_tok[rows]
+
+            tok_logp = self._sampled_logps(hidden[:n_auto][sel], weight, targets[:n_auto][sel], bias, rl_grad)
+            logp = logp.masked_scatter(sel, tok_logp.float())
         old = logp.detach() if old is None else old
         pl = clipped_surrogate(logp, old, mb["advantages"], args.epsilon, args.epsilon_high, args.delta)
         per_token = pl.per_token_loss
-        if self.ref_model is not None:
-            kl_ref = k3_kl(logp, mb["ref_logps"])
+        if ref is not None:
+            kl_ref = k3_kl(logp, ref)
             per_token = per_token + args.beta * kl_ref
             self._add_metric("kl_ref", (kl_ref * a_mask).sum().item(), a_mask.sum().item())
-        rl_loss = aggregate(per_token, a_mask, LOSS_TYPE_TO_AGG_MODE[args.loss_type], mb["counts"]["auto"]) * scale
+        rl_loss = aggregate(per_token, a_mask, agg_mode, counts) * scale
         n_tok = a_mask.sum().item()
         self._add_metric("rl/loss", rl_loss.item() / scale, 0)
         self._add_metric("clip/low", (pl.low_clipped & sel).sum().item(), n_tok)
@@ -640,32 +669,36 @@ class SGPOTrainer(Trainer):
             d_mask = mb["distill_mask"].bool()
             s_h = hidden[n_auto:][d_mask]  # (Nd, H)
             d_targets = targets[n_auto:][d_mask]
+            w_tok = mb["distill_weights"].unsqueeze(1).expand_as(d_mask)[d_mask]
+            old_d = mb.get("distill_old_logps")
+            old_tok = None if old_d is None else old_d[d_mask]
+            el, eh, cap = args.distill_epsilon_low, args.distill_epsilon_high, args.distill_kl_cap
+
+            def keep_mask(s_logp, t_logp, rows=slice(None)):
+                if not args.distill_proximal:
+                    return torch.ones_like(s_logp)
+                old_r = s_logp.detach() if old_tok is None else old_tok[rows]
+                return proximal_keep_mask(s_logp, old_r, t_logp, el, eh)
+
             if args.distill_divergence == "imitation":
-                s_logp = fns.sampled_logps(s_h, weight, d_targets, args.temperature, bias).float()
-                div = -s_logp  # NLL of the guided tokens (trajectory imitation, ablation)
-                t_logp = torch.zeros_like(s_logp)  # "the teacher" wants every sampled token up
+                # NLL of the guided tokens (trajectory imitation, ablation); "the teacher" wants every token up
+                def nll_grad(rows, lp):
+                    return -w_tok[rows] * keep_mask(lp, torch.zeros_like(lp), rows)
+
+                s_logp = self._sampled_logps(s_h, weight, d_targets, bias, nll_grad).float()
+                div, t_logp = -s_logp, torch.zeros_like(s_logp)
             else:
-                terms = fns.distill_terms(
-                    s_h,
-                    mb["teacher_hidden"][d_mask],
-                    weight,
-                    d_targets,
-                    teacher_weight=mb.get("teacher_weight"),
-                    kind=args.distill_divergence,
-                    topk=args.distill_topk,
-                    temperature=args.temperature,
-                    bias=bias,
+                def distill_grad(rows, terms):  # ∂(Σ w·keep·min(D, cap))/∂D per token
+                    g = w_tok[rows] * keep_mask(terms.student_logp, terms.teacher_logp, rows)
+                    return g if cap is None else g * (terms.divergence <= cap)
+
+                terms = self._distill_terms(
+                    s_h, mb["teacher_hidden"][d_mask], weight, d_targets, mb.get("teacher_weight"), bias, distill_grad
                 )
                 div, s_logp, t_logp = terms.divergence.float(), terms.student_logp.float(), terms.teacher_logp.float()
-            keep = torch.ones_like(div)
-            if args.distill_proximal:
-                old_d = mb.get("distill_old_logps")
-                old_tok = s_logp.detach() if old_d is None else old_d[d_mask]
-                keep = proximal_keep_mask(s_logp, old_tok, t_logp, args.distill_epsilon_low, args.distill_epsilon_high)
-            capped = cap_per_token(div, args.distill_kl_cap)
-            w_tok = mb["distill_weights"].unsqueeze(1).expand_as(d_mask)[d_mask]
+            keep = keep_mask(s_logp, t_logp)
             n_global = max(mb["counts"]["distill_tokens"], 1.0)
-            distill_loss = args.distill_coef * (w_tok * keep * capped).sum() / n_global * scale
+            distill_loss = args.distill_coef * (w_tok * keep * cap_per_token(div, cap)).sum() / n_global * scale
             loss = loss + distill_loss
             n_d = float(d_mask.sum())
             self._add_metric("distill/loss", distill_loss.item() / scale, 0)

@@ -10,7 +10,7 @@
 """
 
 from sgpo.objectives.advantages import ADVANTAGE_ESTIMATORS, group_relative_advantages
-from sgpo.objectives.aggregation import AGGREGATIONS, LOSS_TYPE_TO_AGG_MODE, GlobalCounts, aggregate
+from sgpo.objectives.aggregation import AGGREGATIONS, LOSS_TYPE_TO_AGG_MODE, GlobalCounts, aggregate, token_weights
 from sgpo.objectives.divergence import (
     DIVERGENCES,
     forward_kl,
@@ -21,7 +21,15 @@ from sgpo.objectives.divergence import (
     token_divergence,
 )
 from sgpo.objectives.lm_head import DistillTerms, distill_terms, head_logits, sampled_logps
-from sgpo.objectives.policy_loss import POLICY_LOSSES, PolicyLossOutput, clipped_surrogate, k3_kl, shaped_off_policy
+from sgpo.objectives.policy_loss import (
+    POLICY_LOSSES,
+    PolicyLossOutput,
+    clipped_surrogate,
+    clipped_surrogate_grad,
+    k3_kl,
+    k3_kl_grad,
+    shaped_off_policy,
+)
 from sgpo.objectives.proximal import cap_per_token, proximal_keep_mask
 from sgpo.objectives.weighting import INSTANCE_WEIGHTS, InstanceWeightEMA, ema_update, instance_weights
 
@@ -39,6 +47,7 @@ __all__ = [
     "aggregate",
     "cap_per_token",
     "clipped_surrogate",
+    "clipped_surrogate_grad",
     "distill_terms",
     "ema_update",
     "forward_kl",
@@ -48,10 +57,12 @@ __all__ = [
     "head_logits",
     "instance_weights",
     "k3_kl",
+    "k3_kl_grad",
     "proximal_keep_mask",
     "reverse_kl",
     "reverse_kl_reference",
     "sampled_logps",
     "shaped_off_policy",
     "token_divergence",
+    "token_weights",
 ]

@@ -33,24 +33,34 @@ class GlobalCounts:
     max_completion_length: int = 1
 
 
-def _seq_mean_token_mean(x: torch.Tensor, mask: torch.Tensor, counts: GlobalCounts) -> torch.Tensor:
-    per_seq = (x * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)  # (N,)
-    return per_seq.sum() / max(counts.num_sequences, 1.0)
+def _seq_mean_token_mean(mask: torch.Tensor, counts: GlobalCounts) -> torch.Tensor:
+    return mask / mask.sum(-1, keepdim=True).clamp(min=1.0) / max(counts.num_sequences, 1.0)
 
 
-def _seq_mean_token_sum_norm(x: torch.Tensor, mask: torch.Tensor, counts: GlobalCounts) -> torch.Tensor:
-    return (x * mask).sum() / max(counts.num_sequences * counts.max_completion_length, 1.0)
+def _seq_mean_token_sum_norm(mask: torch.Tensor, counts: GlobalCounts) -> torch.Tensor:
+    return mask / max(counts.num_sequences * counts.max_completion_length, 1.0)
 
 
-def _token_mean(x: torch.Tensor, mask: torch.Tensor, counts: GlobalCounts) -> torch.Tensor:
-    return (x * mask).sum() / max(counts.num_tokens, 1.0)
+def _token_mean(mask: torch.Tensor, counts: GlobalCounts) -> torch.Tensor:
+    return mask / max(counts.num_tokens, 1.0)
 
 
-AGGREGATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor, GlobalCounts], torch.Tensor]] = {
+AGGREGATIONS: dict[str, Callable[[torch.Tensor, GlobalCounts], torch.Tensor]] = {
     "seq-mean-token-mean": _seq_mean_token_mean,
     "seq-mean-token-sum-norm": _seq_mean_token_sum_norm,
     "token-mean": _token_mean,
 }
+
+
+def token_weights(mask: torch.Tensor, mode: str, counts: GlobalCounts) -> torch.Tensor:
+    """The weight of each token in the aggregate: aggregate(x) = Σ x · token_weights.
+
+    mask: (N, T)  ->  (N, T), 0 where the mask is 0. (Also the per-token factor of the loss's
+    gradient, which the chunked LM head uses to finish its weight gradient in the forward pass.)
+    """
+    if mode not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {mode!r}; known: {', '.join(AGGREGATIONS)}")
+    return AGGREGATIONS[mode](mask, counts)
 
 
 def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str, counts: GlobalCounts) -> torch.Tensor:
@@ -59,6 +69,4 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str, counts: Gl
     per_token, mask: (N, T)  ->  scalar. Summing the results over every micro-batch of the step gives
     the loss of the whole step.
     """
-    if mode not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {mode!r}; known: {', '.join(AGGREGATIONS)}")
-    return AGGREGATIONS[mode](per_token, mask.to(per_token.dtype), counts)
+    return (per_token * token_weights(mask.to(per_token.dtype), mode, counts)).sum()

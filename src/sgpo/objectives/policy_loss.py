@@ -48,6 +48,34 @@ def clipped_surrogate(
     return PolicyLossOutput(per_token, low, high)
 
 
+def clipped_surrogate_grad(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    epsilon_low: float = 0.2,
+    epsilon_high: float = 0.2,
+    delta: float | None = None,
+) -> torch.Tensor:
+    """∂ℓ/∂logp of `clipped_surrogate`, per token, written out:
+
+        −A·ρ  where the unclipped branch is the minimum (and ρ ≤ δ when δ is set),
+        −A·ρ  where the clipped branch is the minimum but ρ lies inside [1−ε_low, 1+ε_high],
+        0     where the clipped branch is the minimum and ρ lies outside it.
+
+    (The chunked LM head uses it to finish its weight gradient in the forward pass.)
+    logp, old_logp: (N, T) or (M,); advantages broadcastable to them  ->  same shape, no grad
+    """
+    with torch.no_grad():
+        if advantages.dim() == 1 and logp.dim() == 2:
+            advantages = advantages.unsqueeze(1)
+        ratio = torch.exp(logp - old_logp)
+        unclipped = torch.clamp(ratio, max=delta) * advantages if delta is not None else ratio * advantages
+        clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high) * advantages
+        inside = (ratio >= 1 - epsilon_low) & (ratio <= 1 + epsilon_high)
+        live = torch.where(unclipped <= clipped, ratio <= delta if delta is not None else torch.ones_like(inside), inside)
+        return -advantages * ratio * live.to(ratio.dtype)
+
+
 def shaped_off_policy(logp: torch.Tensor, advantages: torch.Tensor, gamma: float = 0.1) -> torch.Tensor:
     """LUFFY's off-policy term with policy shaping, no clipping: ℓ = -A · f(p), f(p) = p / (p + γ).
 
@@ -66,6 +94,12 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """
     d = ref_logp - logp
     return torch.exp(d) - d - 1
+
+
+def k3_kl_grad(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """∂/∂logp of `k3_kl` = 1 − exp(ref − logp). Same shape, no grad."""
+    with torch.no_grad():
+        return 1.0 - torch.exp(ref_logp - logp)
 
 
 POLICY_LOSSES: dict[str, Callable[..., PolicyLossOutput]] = {
