@@ -244,3 +244,18 @@ def test_an_unimportable_judge_is_a_clear_error(monkeypatch):
         with pytest.raises(RuntimeError, match="could not read its task .*No module named 'sgpo_ghost_module'"):
             v.check_answers(["a"], ["b"])
         assert v._workers == []  # nothing left holding a task
+
+
+def test_a_script_without_main_guard_can_use_the_verifier(tmp_path):
+    # multiprocessing's spawn/forkserver children re-run an unguarded __main__ script, which then
+    # starts verifiers recursively: the workers are plain subprocesses, so this just works
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "train.py"
+    script.write_text('from sgpo.rewards import accuracy_reward\nprint(accuracy_reward(["x"], ["so \\\\boxed{1/2}"], ["0.5"]))\n')
+    env = dict(__import__("os").environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[1.0]"

@@ -19,22 +19,32 @@ the answers are. Only the extracted final answer (at most
 `answers.MAX_ANSWER_CHARS` characters) crosses the process boundary, never the full completion, and
 many answers never reach a worker at all: equal after normalisation, both integers, or one of them
 empty or absurdly long.
+
+Workers are fresh interpreters started with `subprocess` (`python -c ...`), talking over a socket
+pair. Not `multiprocessing`: its `spawn` / `forkserver` children re-run the parent's `__main__`
+script, so a training script without an `if __name__ == "__main__":` guard would start verifiers
+recursively and never get a worker up; and `fork` copies a multi-threaded trainer (torch's thread
+pools) in whatever state its locks are in.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-import multiprocessing as mp
 import os
 import pickle
 import re
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as _wait_ready
 
 from sgpo.answers import MAX_ANSWER_CHARS, extract_boxed
@@ -220,23 +230,42 @@ def _worker_main(conn, warm: bool = True) -> None:
             return
 
 
+def _worker_entry() -> None:
+    """Entry point of a worker interpreter: argv = [fd of its end of the socket pair, warm (0/1)]."""
+    _worker_main(Connection(int(sys.argv[1])), warm=sys.argv[2] == "1")
+
+
 class _Worker:
     """One checking process. Not `ready` until it has warmed up; `deadline` is when the parent stops
     waiting for it (its start-up, or the answer it holds)."""
 
-    def __init__(self, ctx, warm: bool = True):
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, warm), daemon=True, name="sgpo-verifier")
-        self.proc.start()
-        child.close()
+    def __init__(self, warm: bool = True):
+        parent, child = socket.socketpair()
+        # the parent's import path, as multiprocessing's spawn gives its children (a judge_fn's module)
+        code = "import json, sys; sys.path[:] = json.loads(sys.argv[3]); from sgpo.verify import _worker_entry; _worker_entry()"
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", code, str(child.fileno()), "1" if warm else "0", json.dumps(sys.path)],
+                pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+                start_new_session=True,  # Ctrl-C in the terminal is the parent's to handle
+            )
+        finally:
+            child.close()
+        self.conn = Connection(parent.detach())
         self.ready = False
         self.task: int | None = None
         self.deadline = time.monotonic() + WORKER_START_TIMEOUT
 
+    @property
+    def exitcode(self) -> int | None:
+        return self.proc.poll()
+
     def kill(self) -> None:
         try:
             self.proc.kill()
-            self.proc.join(timeout=5)
+            self.proc.wait(timeout=5)
         except Exception:  # noqa: BLE001
             pass
         self.conn.close()
@@ -244,10 +273,10 @@ class _Worker:
     def stop(self) -> None:
         try:
             self.conn.send(None)
-            self.proc.join(timeout=2)
+            self.proc.wait(timeout=2)
         except Exception:  # noqa: BLE001
             pass
-        if self.proc.is_alive():
+        if self.proc.poll() is None:
             self.kill()
         else:
             self.conn.close()
@@ -286,11 +315,6 @@ class Verifier:
         self._lock = threading.Lock()
 
     # -- worker management -----------------------------------------------------------------------
-    def _context(self):
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["sgpo.verify", "math_verify"])
-        return ctx
-
     def _discard_inherited(self) -> None:
         # a forked copy of this object must not talk to its parent's workers
         if os.getpid() != self._pid:
@@ -350,13 +374,12 @@ class Verifier:
     def _run_in_workers(self, todo, preds, golds, verdicts) -> None:
         self._discard_inherited()
         queue = deque(todo)
-        ctx = self._context()
         failed_starts = 0
         while queue or any(w.task is not None for w in self._workers):
             # as many workers as there is work for (new ones warm up while the others check)
             busy = sum(w.task is not None for w in self._workers)
             while len(self._workers) < min(self.num_workers, len(queue) + busy):
-                self._workers.append(_Worker(ctx, warm=self.judge_fn is None))  # a custom judge needs no warm-up
+                self._workers.append(_Worker(warm=self.judge_fn is None))  # a custom judge needs no warm-up
             # hand answers to ready, idle workers; the deadline runs from the hand-over
             for w in list(self._workers):
                 if queue and w.ready and w.task is None:
@@ -388,7 +411,7 @@ class Verifier:
                             self._drop(w)
                     elif msg is None:
                         logger.warning("a verifier worker died (exit code %s) on answer %d; scored 0",
-                                       w.proc.exitcode, w.task)
+                                       w.exitcode, w.task)
                         verdicts[w.task] = (False, True)
                         self._drop(w)
                     elif msg[0] == "error":
