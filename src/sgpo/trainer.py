@@ -371,11 +371,15 @@ class SGPOTrainer(Trainer):
 
         per_func = torch.zeros(len(completions), len(self.reward_funcs))
         for f_idx, (fn, name) in enumerate(zip(self.reward_funcs, self.reward_func_names)):
+            t_call = time.perf_counter()
             try:
                 values = fn(prompts=prompts, completions=completions, **columns)
             except Exception as exc:
                 culprit = ""
-                for j in range(len(completions)):  # find the first row that fails on its own
+                # find the first row that fails on its own — unless the call was slow to fail (a broken
+                # service, not a bad row): then retrying row by row would only multiply the wait
+                rows_to_try = range(len(completions)) if time.perf_counter() - t_call < 5.0 else range(0)
+                for j in rows_to_try:
                     try:
                         fn(prompts=prompts[j : j + 1], completions=completions[j : j + 1], **{k: v[j : j + 1] for k, v in columns.items()})
                     except Exception:  # noqa: BLE001
