@@ -1,29 +1,40 @@
-"""`sgpo demo`: until the strategy world lands, the smallest end-to-end SGPO run (tiny local model)."""
+"""`sgpo demo`: the strategy world end to end — warm-up, GRPO vs SGPO at equal budgets, evaluation.
+
+Writes DIR/results.json, DIR/plots/*.png, DIR/{grpo,sgpo}/report/index.html and prints the held-out
+accuracy table. A rerun of the same configuration resumes where an interrupted one stopped; a folder
+holding anything else is refused unless --overwrite (which starts clean).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sgpo demo", description=__doc__)
-    parser.add_argument("--out", default="runs/demo", help="output folder")
-    parser.add_argument("--overwrite", action="store_true", help="replace the output folder if it holds other files")
-    parser.add_argument("--quick", action="store_true", help="smallest settings")
+    parser = argparse.ArgumentParser(prog="sgpo demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    parser.add_argument("--quick", action="store_true", help="a smaller world, model and budget (about a minute; used by the smoke test)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the world, the model and every run (default 0)")
+    parser.add_argument("--overwrite", action="store_true", help="replace whatever the output folder holds and start clean")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        print(f"sgpo demo: error: {out} is not empty (use --overwrite)", file=sys.stderr)
+
+    from sgpo.demo import RESULTS_FILE, format_table, run_demo
+    from sgpo.world.pipeline import OutputDirError
+
+    try:
+        results = run_demo(args.out, seed=args.seed, quick=args.quick, overwrite=args.overwrite, progress=not args.no_progress)
+    except OutputDirError as exc:
+        print(f"sgpo demo: error: {exc}", file=sys.stderr)
         return 2
-    import shutil
-
-    shutil.rmtree(out, ignore_errors=True)
-    from sgpo.commands.train import main as train_main
-    from sgpo.testing import write_tiny_assets
-
-    assets = write_tiny_assets(out / "tiny")
-    recipe = Path(__file__).resolve().parents[3] / "recipes" / "tiny_cpu.yaml"
-    return train_main(["--config", str(recipe), "--model_name_or_path", str(assets / "model"), "--dataset_name",
-                       str(assets / "train.jsonl"), "--output_dir", str(out / "sgpo"), "--report_to", "none"])
+    print()
+    print("Held-out accuracy (greedy), per problem family:")
+    print(format_table(results["methods"]))
+    m = results["methods"]
+    print()
+    print(json.dumps({name: {k: round(v, 3) for k, v in r.items() if k.startswith("heldout")} for name, r in m.items()}))
+    print(f"wall time {results['wall_seconds']:.0f} s; written to {args.out}/{RESULTS_FILE}, {args.out}/plots/, "
+          f"{args.out}/grpo/report/index.html, {args.out}/sgpo/report/index.html")
+    return 0
