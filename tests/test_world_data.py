@@ -130,12 +130,23 @@ def test_rendered_strategy_never_holds_the_answer_or_list_numbers():
 )
 def test_extractor_rejects_bad_responses(mutate, reason):
     problem = "which value is the biggest ? list : 3 7 1 9 4"
-    response = "method : running maximum . 3 > 3 , 7 > 7 , 1 > 7 , 9 > 9 , 4 > 9 . answer : \\boxed{9}"
+    response = "method : running maximum . 3>3 7>7 1>7 9>9 4>9 . answer : \\boxed{9}"
     WorldExtractor().extract(problem, response, "9")  # the unmutated pair parses
     p, s = mutate(problem, response)
     with pytest.raises(ExtractionError) as err:
         WorldExtractor().extract(p, s, "9")
     assert err.value.reason == reason
+
+
+def test_extractor_checks_the_restated_target():
+    problem = "how many times does 3 appear ? list : 3 7 3"
+    response = "method : running count of the target . target : 3 . 3>1 7>1 3>2 . answer : \\boxed{2}"
+    strategy = WorldExtractor().extract(problem, response, "2")
+    assert "target" in strategy.approach
+    for bad in (response.replace("target : 3", "target : 7"), response.replace("target : 3 . ", "")):
+        with pytest.raises(ExtractionError) as err:
+            WorldExtractor().extract(problem, bad, "2")
+        assert err.value.reason in ("inconsistent_trace", "unparsable")
 
 
 def test_extractor_rejects_a_wrong_answer_and_names_the_row():

@@ -3,7 +3,7 @@
 `WorldExtractor` implements the project's `Extractor` interface, so the demo runs responses →
 strategies → training exactly like a run with an LLM extractor. It parses a response
 
-    method : <method phrase> . <x> > <v> , <x> > <v> , ... . answer : \\boxed{<answer>}
+    method : <method phrase> . [target : <t> .] <x>><v> <x>><v> ... . answer : \\boxed{<answer>}
 
 checks it (a known method, a trace over the problem's own list that follows that method's update
 rule, a boxed answer equal to the last running value and to the gold answer when one is given) and
@@ -21,11 +21,10 @@ from sgpo.strategies.base import ExtractionError, Extractor, Strategy, render_st
 from sgpo.world.families import FAMILY_BY_METHOD, Instance, parse_numbers
 
 _RESPONSE = re.compile(
-    r"^\s*method : (?P<method>[a-z ]+?) \. (?P<trace>.+?) \. answer : \\boxed\{(?P<answer>-?\d+)\}\s*$", re.S
+    r"^\s*method : (?P<method>[a-z ]+?) \. (?:target : (?P<target>\d+) \. )?(?P<trace>.+?) \. answer : \\boxed\{(?P<answer>-?\d+)\}\s*$", re.S
 )
-_STEP = re.compile(r"^(?P<x>\d+) > (?P<v>-?\d+)$")
+_STEP = re.compile(r"^(?P<x>\d+)>(?P<v>-?\d+)$")
 _DIGIT = re.compile(r"\d")
-FINAL_STEP = "the last kept value is the answer"
 
 
 def _question_target(problem: str) -> int | None:
@@ -48,10 +47,10 @@ class WorldExtractor(Extractor):
         if family is None:
             raise ExtractionError("unknown_method", f"{method!r} (known: {', '.join(FAMILY_BY_METHOD)})")
         pairs = []
-        for step in m["trace"].split(" , "):
-            s = _STEP.match(step.strip())
+        for step in m["trace"].split(" "):
+            s = _STEP.match(step)
             if s is None:
-                raise ExtractionError("unparsable", f"trace step {step!r} is not '<number> > <value>'")
+                raise ExtractionError("unparsable", f"trace step {step!r} is not '<number>><value>'")
             pairs.append((int(s["x"]), int(s["v"])))
         try:
             numbers = parse_numbers(problem)
@@ -60,8 +59,12 @@ class WorldExtractor(Extractor):
         if [x for x, _ in pairs] != numbers:
             raise ExtractionError("inconsistent_trace", "the trace does not walk through the problem's list")
         target = _question_target(problem) if family.has_target else None
-        if family.has_target and target is None:
-            raise ExtractionError("inconsistent_trace", f"method {method!r} needs one target number in the question")
+        if family.has_target and (target is None or m["target"] is None or int(m["target"]) != target):
+            raise ExtractionError(
+                "inconsistent_trace", f"method {method!r} needs the question's target number, restated before the trace"
+            )
+        if not family.has_target and m["target"] is not None:
+            raise ExtractionError("inconsistent_trace", f"method {method!r} has no target")
         if family.trace(Instance(tuple(numbers), target)) != [v for _, v in pairs]:
             raise ExtractionError("inconsistent_trace", f"the running values do not follow the {method!r} rule")
         boxed = m["answer"]
@@ -72,8 +75,8 @@ class WorldExtractor(Extractor):
         strategy = Strategy(
             approach=family.approach,
             key_insight=family.insight,
-            steps=[family.start_rule, family.update_rule, FINAL_STEP],
-            pitfalls=[family.pitfall],
+            steps=[family.start_rule, family.update_rule],
+            pitfalls=[family.pitfall] if family.pitfall else [],
         )
         leaked = [f for f in (strategy.approach, strategy.key_insight, *strategy.steps, *strategy.pitfalls) if _DIGIT.search(f)]
         if leaked:  # the lexicon is number-free; this guards edits to it

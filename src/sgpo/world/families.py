@@ -4,10 +4,14 @@ Every family is one *list procedure*: a running value is started on the first nu
 updated at every next number; the final running value is the answer (always one integer). A problem
 names its family only through a question phrased in everyday words ("which value is the biggest?"),
 drawn from a few paraphrases; the oracle's worked solution names the procedure ("method : running
-maximum"), then writes the trace `number > running value` for every number, then the boxed answer:
+maximum"), then writes the trace `number>running value` for every number, then the boxed answer:
 
     problem:  which value is the biggest ? list : 3 7 1 9 4
-    response: method : running maximum . 3 > 3 , 7 > 7 , 1 > 7 , 9 > 9 , 4 > 9 . answer : \\boxed{9}
+    response: method : running maximum . 3>3 7>7 1>7 9>9 4>9 . answer : \\boxed{9}
+
+A family with a parameter restates it before the trace (`target : 4 .`), so every step compares with
+a nearby token. (The trace is written without spaces around `>`: with Qwen2's pre-tokeniser, where every digit is its
+own token and a space before a digit is a token too, a step costs 4 tokens instead of 6.)
 
 The choice of procedure shows in the text exactly once, in the method phrase: every later token is a
 function of the method phrase and the problem. The method phrase is therefore the strategy-critical
@@ -43,8 +47,9 @@ class Family:
     `method` is the procedure's name, written by the oracle at the start of every solution.
     `start(x0, inst)` is the running value after the first number; `update(v, x, prev, inst)` the value
     after number `x` (with `prev` the number before it). The last running value is the answer.
-    The `approach`, `insight`, `start_rule`, `update_rule` and `pitfall` sentences are the abstract,
-    number-free description of the procedure that a reader (the extractor) knows for this method.
+    The `approach`, `insight`, `start_rule`, `update_rule` and (optional) `pitfall` phrases are the
+    abstract, number-free description of the procedure that a reader (the extractor) knows for this
+    method; they are terse because every guided prompt carries them and the model is tiny.
     """
 
     name: str
@@ -56,7 +61,7 @@ class Family:
     insight: str
     start_rule: str
     update_rule: str
-    pitfall: str
+    pitfall: str | None = None
     has_target: bool = False
 
     def trace(self, inst: Instance) -> list[int]:
@@ -81,8 +86,7 @@ FAMILIES: tuple[Family, ...] = (
         approach="keep a running maximum",
         insight="the largest number is never replaced",
         start_rule="keep the first number",
-        update_rule="keep the larger of the kept value and the next number",
-        pitfall="go to the end of the list",
+        update_rule="keep the larger of it and each next number",
     ),
     Family(
         name="min",
@@ -93,8 +97,7 @@ FAMILIES: tuple[Family, ...] = (
         approach="keep a running minimum",
         insight="the smallest number is never replaced",
         start_rule="keep the first number",
-        update_rule="keep the smaller of the kept value and the next number",
-        pitfall="go to the end of the list",
+        update_rule="keep the smaller of it and each next number",
     ),
     Family(
         name="sum_mod10",
@@ -106,10 +109,10 @@ FAMILIES: tuple[Family, ...] = (
         method="running sum of last digits",
         start=lambda x0, inst: x0,
         update=lambda v, x, prev, inst: (v + x) % 10,
-        approach="add the numbers keeping only the last digit",
+        approach="add up the numbers keeping only the last digit",
         insight="the last digit of a sum depends only on last digits",
         start_rule="keep the first number",
-        update_rule="add the next number and keep only the last digit",
+        update_rule="add each next number and keep the last digit",
         pitfall="drop the tens at every step",
     ),
     Family(
@@ -124,9 +127,8 @@ FAMILIES: tuple[Family, ...] = (
         update=lambda v, x, prev, inst: v + int(x == inst.target),
         approach="count the numbers equal to the target",
         insight="the target is the number named in the question",
-        start_rule="start at one if the first number is the target , else at zero",
-        update_rule="add one when the next number is the target",
-        pitfall="do not count the other numbers",
+        start_rule="count the first number if it is the target",
+        update_rule="add one for each next number equal to the target",
         has_target=True,
     ),
     Family(
@@ -142,7 +144,7 @@ FAMILIES: tuple[Family, ...] = (
         approach="count the numbers larger than the one before",
         insight="the first number is never a rise",
         start_rule="start at zero",
-        update_rule="add one when the next number is larger than the one before",
+        update_rule="add one when a number is larger than the one before",
         pitfall="equal neighbours are not a rise",
     ),
     Family(
@@ -156,10 +158,10 @@ FAMILIES: tuple[Family, ...] = (
         start=lambda x0, inst: int(x0 % 2 == 0),
         update=lambda v, x, prev, inst: v + int(x % 2 == 0),
         approach="count the even numbers",
-        insight="zero is even",
-        start_rule="start at one if the first number is even , else at zero",
-        update_rule="add one when the next number is even",
-        pitfall="odd numbers do not count",
+        insight="a number is even when halving it leaves no rest",
+        start_rule="count the first number if it is even",
+        update_rule="add one for each next number that is even",
+        pitfall="zero is even",
     ),
 )
 
@@ -180,8 +182,8 @@ def sample_instance(family: Family, rng: random.Random) -> Instance:
     numbers = tuple(rng.choice(DIGITS) for _ in range(n))
     target = None
     if family.has_target:
-        # a target taken from the list half of the time, so counts of zero are not the rule
-        target = rng.choice(numbers) if rng.random() < 0.5 else rng.choice(DIGITS)
+        # a number of the list: a count of zero would be a constant answer that needs no counting
+        target = rng.choice(numbers)
     return Instance(numbers, target)
 
 
@@ -197,8 +199,9 @@ def oracle_response(family: Family, inst: Instance) -> tuple[str, list[list[int]
     """The oracle's worked solution and its strategy-critical character spans ([start, end), into the
     response): the method phrase, where the choice of procedure shows."""
     values = family.trace(inst)
-    steps = " , ".join(f"{x} > {v}" for x, v in zip(inst.numbers, values))
-    response = f"{METHOD_PREFIX}{family.method} . {steps} . answer : \\boxed{{{values[-1]}}}"
+    steps = " ".join(f"{x}>{v}" for x, v in zip(inst.numbers, values))
+    setup = f"target : {inst.target} . " if family.has_target else ""
+    response = f"{METHOD_PREFIX}{family.method} . {setup}{steps} . answer : \\boxed{{{values[-1]}}}"
     start = len(METHOD_PREFIX)
     return response, [[start, start + len(family.method)]]
 

@@ -2,8 +2,14 @@
 
 Byte-level, so any text round-trips exactly (what the model writes can always be decoded and
 re-encoded); trained on the world's prompts, strategies and responses, so its words are single tokens
-and a prompt stays short. Numbers are split from punctuation by the byte-level pre-tokenizer, so a
-digit is never merged with a brace (`\\boxed{9}` is `\\`, `boxed`, `{`, `9`, `}`).
+and a prompt stays short.
+
+Its normaliser and pre-tokeniser are exactly Qwen2's (NFC; Qwen2's split regex, in which every digit
+is its own piece; byte-level): `AutoTokenizer.from_pretrained` on a folder that also holds a Qwen2
+model config builds a `Qwen2Tokenizer`, which re-creates Qwen2's pipeline around the saved vocabulary
+and merges whatever `tokenizer.json` says, and a tokenizer trained with any other pre-tokeniser would
+then split text differently from the one the model was trained with. With Qwen2's own pipeline the
+tokenizer is the same however it is loaded (and a digit is never merged with anything).
 
 Wrapped as a `PreTrainedTokenizerFast` with a ChatML-style chat template (`<|im_start|>role\\n ...
 <|im_end|>`), `<|im_end|>` as end-of-sequence and `<|endoftext|>` as padding, and saved with
@@ -31,11 +37,18 @@ ROLE_LINES = ["system\n", "user\n", "assistant\n"]
 
 def build_tokenizer(texts: Iterable[str], vocab_size: int = 640):
     """A `PreTrainedTokenizerFast` trained (deterministically) on `texts`."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -5,6 +5,14 @@ record's strategy) but shows *unguided* examples only for a few families (`auto_
 the model solves held-out problems of every family when it is given the strategy, and only those of
 the few families on its own: guided accuracy well above autonomous accuracy.
 
+A guided example also teaches, as a side effect, which procedure a question asks for (the question and
+the strategy always agree), and a model that learned that could solve every family on its own. So a
+share of the guided examples (`swap_fraction`) are *swapped*: the problem keeps its list and question,
+but the strategy and the worked solution are those of another family (computed by the oracle on the
+same list; the strategy extracted from that solution by `WorldExtractor`). Following the strategy is
+then the only way to predict the solution, and the question alone does not tell the procedure in
+guided training. Records on disk are never swapped: this is training data of the warm-up only.
+
 A plain loop rather than TRL's `SFTTrainer`: the batches mix two prompt kinds per step under a fixed
 ratio, the loss is on completion tokens only, guided and autonomous examples go through separate
 forward passes (they differ ~2x in length, so padding them together would waste half the compute on
@@ -39,6 +47,7 @@ class WarmupConfig:
     steps: int = 1200
     batch_size: int = 32  # examples per step, guided + autonomous
     guided_fraction: float = 0.75  # share of guided examples in a batch
+    swap_fraction: float = 0.25  # share of the guided examples whose strategy is another family's
     auto_families: Sequence[str] = ("max", "sum_mod10")  # the only families shown without a strategy
     learning_rate: float = 2e-3
     warmup_steps: int = 60
@@ -62,10 +71,26 @@ class Example:
 
 @dataclass
 class WarmupData:
-    """Tokenized examples: `guided` (every record), `auto` (records of the auto families)."""
+    """Tokenized examples: `guided` (every record), `swapped` (every record, with another family's
+    strategy and solution), `auto` (records of the auto families)."""
 
     guided: list[Example] = field(default_factory=list)
+    swapped: list[Example] = field(default_factory=list)
     auto: list[Example] = field(default_factory=list)
+
+
+def swapped_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """`record` with the strategy and worked solution of another family (one without a target, since
+    the question names none), on the same list; the family is drawn from a stream seeded by the id."""
+    from sgpo.strategies.base import render_strategy
+    from sgpo.world.extractor import WorldExtractor
+    from sgpo.world.families import FAMILIES, Instance, oracle_response, parse_numbers
+
+    rng = random.Random(f"sgpo-swap:{record['id']}")
+    other = rng.choice([f for f in FAMILIES if f.name != record["family"] and not f.has_target])
+    response, _ = oracle_response(other, Instance(tuple(parse_numbers(record["problem"]))))
+    strategy = WorldExtractor().extract(record["problem"], response)
+    return {**record, "family": other.name, "response": response, "strategy": render_strategy(strategy)}
 
 
 def build_examples(
@@ -73,6 +98,7 @@ def build_examples(
     tokenizer,
     auto_families: Sequence[str],
     prompt_format: PromptFormat = WORLD_PROMPT_FORMAT,
+    swap_fraction: float = 0.0,
 ) -> WarmupData:
     missing = [r["id"] for r in records if not r.get("strategy")]
     if missing:
@@ -82,12 +108,18 @@ def build_examples(
     if unknown:
         raise ValueError(f"auto_families {unknown} are not families of the warm-up records ({sorted(known)})")
     eos = tokenizer.eos_token_id
-    responses = tokenizer([r["response"] for r in records], add_special_tokens=False)["input_ids"]
-    completions = [list(ids) + [eos] for ids in responses]
-    guided_prompts = tokenize_prompts(
-        tokenizer, [prompt_format.render(tokenizer, r["problem"], r["strategy"]) for r in records], max_length=None
-    )
-    data = WarmupData(guided=[Example(p, c) for p, c in zip(guided_prompts, completions)])
+
+    def guided_examples(rows: Sequence[Mapping[str, Any]]) -> list[Example]:
+        responses = tokenizer([r["response"] for r in rows], add_special_tokens=False)["input_ids"]
+        prompts = tokenize_prompts(
+            tokenizer, [prompt_format.render(tokenizer, r["problem"], r["strategy"]) for r in rows], max_length=None
+        )
+        return [Example(p, list(c) + [eos]) for p, c in zip(prompts, responses)]
+
+    data = WarmupData(guided=guided_examples(records))
+    if swap_fraction > 0:
+        data.swapped = guided_examples([swapped_record(r) for r in records])
+    completions = [e.completion for e in data.guided]
     auto_idx = [i for i, r in enumerate(records) if r["family"] in set(auto_families)]
     auto_prompts = tokenize_prompts(
         tokenizer, [prompt_format.render(tokenizer, records[i]["problem"]) for i in auto_idx], max_length=None
@@ -100,7 +132,9 @@ def step_batch(data: WarmupData, cfg: WarmupConfig, step: int) -> tuple[list[Exa
     """(guided, auto) examples of step `step`: a pure function of (seed, step)."""
     rng = random.Random(f"sgpo-warmup:{cfg.seed}:{step}")
     n_guided = round(cfg.batch_size * cfg.guided_fraction) if data.auto else cfg.batch_size
-    guided = [data.guided[rng.randrange(len(data.guided))] for _ in range(n_guided)]
+    n_swapped = round(n_guided * cfg.swap_fraction) if data.swapped else 0
+    guided = [data.guided[rng.randrange(len(data.guided))] for _ in range(n_guided - n_swapped)]
+    guided += [data.swapped[rng.randrange(len(data.swapped))] for _ in range(n_swapped)]
     auto = [data.auto[rng.randrange(len(data.auto))] for _ in range(cfg.batch_size - n_guided)] if data.auto else []
     return guided, auto
 
@@ -156,7 +190,7 @@ def warmup(
     With `state_dir`, a checkpoint is kept there (see the module doc) and a previous one is resumed
     when its config equals `cfg`; a checkpoint of another config is refused, never mixed in.
     """
-    data = build_examples(records, tokenizer, cfg.auto_families, prompt_format)
+    data = build_examples(records, tokenizer, cfg.auto_families, prompt_format, cfg.swap_fraction)
     torch.manual_seed(cfg.seed)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -186,7 +220,6 @@ def warmup(
     pad_id = tokenizer.pad_token_id
     for step in range(start, cfg.steps):
         guided, auto = step_batch(data, cfg, step)
-        total, count = 0.0, 0
         opt.zero_grad(set_to_none=True)
         parts = [completion_nll(model, part, pad_id) for part in (guided, auto) if part]
         count = sum(n for _, n in parts)
