@@ -73,15 +73,22 @@ def test_model_saves_and_loads_by_path(tmp_path, tokenizer):
 
 
 def test_warmup_batches_mix_guided_and_autonomous_examples(world, tokenizer):
-    cfg = WarmupConfig(batch_size=8, guided_fraction=0.75, auto_families=("max",), seed=1)
-    data = build_examples(world["warmup"], tokenizer, cfg.auto_families)
-    assert len(data.guided) == len(world["warmup"])
-    assert len(data.auto) == sum(r["family"] == "max" for r in world["warmup"])
+    cfg = WarmupConfig(batch_size=8, guided_fraction=0.75, auto_families=("max",), swap_fraction=0.5, seed=1)
+    data = build_examples(world["warmup"], tokenizer, cfg.auto_families, swap_fraction=cfg.swap_fraction)
+    per_family = {f: sum(r["family"] == f for r in world["warmup"]) for f in data.guided}
+    assert {f: len(v) for f, v in data.guided.items()} == per_family
+    assert len(data.auto) == per_family["max"]
+    # every record is swapped once, onto a family without a target
+    assert sum(len(v) for v in data.swapped.values()) == len(world["warmup"])
+    assert "count_target" not in data.swapped and set(data.swapped) == set(data.guided) - {"count_target"}
     guided, auto = step_batch(data, cfg, 5)
     assert (len(guided), len(auto)) == (6, 2)  # round(8 * 0.75) guided, the rest autonomous
     assert step_batch(data, cfg, 5) == (guided, auto)  # a pure function of (seed, step)
-    # completions end with the end-of-sequence token; autonomous prompts are the shorter ones
     assert all(e.completion[-1] == tokenizer.eos_token_id for e in guided + auto)
+    # over many steps both kinds of guided example are drawn
+    drawn = [id(e) for t in range(40) for e in step_batch(data, cfg, t)[0]]
+    swapped_ids = {id(e) for v in data.swapped.values() for e in v}
+    assert 0 < sum(i in swapped_ids for i in drawn) < len(drawn)
     with pytest.raises(ValueError, match="auto_families"):
         build_examples(world["warmup"], tokenizer, ("median",))
 

@@ -31,7 +31,7 @@ SPLITS = ("heldout", "train", "warmup")
 class WorldSpec:
     """How many problems per family each split holds, and which families exist."""
 
-    per_family: Mapping[str, int] = field(default_factory=lambda: {"heldout": 50, "train": 64, "warmup": 1500})
+    per_family: Mapping[str, int] = field(default_factory=lambda: {"heldout": 50, "train": 64, "warmup": 1000})
     families: Sequence[str] | None = None  # None: all families
 
     def __post_init__(self) -> None:

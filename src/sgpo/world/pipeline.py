@@ -70,9 +70,9 @@ def make_config(seed: int = 0, quick: bool = False) -> WorldRunConfig:
     return WorldRunConfig(
         seed=seed,
         quick=True,
-        world=WorldSpec(per_family={"heldout": 20, "train": 16, "warmup": 400}),
+        world=WorldSpec(per_family={"heldout": 20, "train": 16, "warmup": 300}),
         model=ModelSpec(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2),
-        warmup=WarmupConfig(seed=seed, steps=200, batch_size=24, learning_rate=4e-3, warmup_steps=20, save_every=100),
+        warmup=WarmupConfig(seed=seed, steps=300, batch_size=16, learning_rate=4e-3, warmup_steps=25, save_every=100),
         eval_batch_size=120,
     )
 
@@ -308,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace whatever the output folder holds")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own bars only
     cfg = make_config(args.seed, args.quick)
     try:
         with Progress(enabled=not args.no_progress) as progress:

@@ -13,6 +13,10 @@ same list; the strategy extracted from that solution by `WorldExtractor`). Follo
 then the only way to predict the solution, and the question alone does not tell the procedure in
 guided training. Records on disk are never swapped: this is training data of the warm-up only.
 
+Guided examples are drawn by *strategy* family, uniformly, so every strategy is practised equally
+often: a family with a parameter (`count_target`, whose strategy needs the target named in the
+question) cannot be swapped in and is always drawn matched.
+
 A plain loop rather than TRL's `SFTTrainer`: the batches mix two prompt kinds per step under a fixed
 ratio, the loss is on completion tokens only, guided and autonomous examples go through separate
 forward passes (they differ ~2x in length, so padding them together would waste half the compute on
@@ -44,11 +48,11 @@ from sgpo.world.prompt import WORLD_PROMPT_FORMAT
 
 @dataclass(frozen=True)
 class WarmupConfig:
-    steps: int = 1200
-    batch_size: int = 32  # examples per step, guided + autonomous
+    steps: int = 900
+    batch_size: int = 24  # examples per step, guided + autonomous
     guided_fraction: float = 0.75  # share of guided examples in a batch
-    swap_fraction: float = 0.25  # share of the guided examples whose strategy is another family's
-    auto_families: Sequence[str] = ("max", "sum_mod10")  # the only families shown without a strategy
+    swap_fraction: float = 0.8  # share of a strategy's guided examples posed on another family's question
+    auto_families: Sequence[str] = ("max",)  # the only families shown without a strategy
     learning_rate: float = 2e-3
     warmup_steps: int = 60
     min_lr_ratio: float = 0.1  # cosine decay to this fraction of the learning rate
@@ -71,11 +75,12 @@ class Example:
 
 @dataclass
 class WarmupData:
-    """Tokenized examples: `guided` (every record), `swapped` (every record, with another family's
-    strategy and solution), `auto` (records of the auto families)."""
+    """Tokenized examples, by the family of the strategy they follow: `guided[f]` (the records of
+    family f), `swapped[f]` (records of other families given f's strategy and solution), and `auto`
+    (the records of the auto families, without strategy)."""
 
-    guided: list[Example] = field(default_factory=list)
-    swapped: list[Example] = field(default_factory=list)
+    guided: dict[str, list[Example]] = field(default_factory=dict)
+    swapped: dict[str, list[Example]] = field(default_factory=dict)
     auto: list[Example] = field(default_factory=list)
 
 
@@ -116,15 +121,21 @@ def build_examples(
         )
         return [Example(p, list(c) + [eos]) for p, c in zip(prompts, responses)]
 
-    data = WarmupData(guided=guided_examples(records))
+    def by_family(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Example]]:
+        out: dict[str, list[Example]] = {}
+        for r, e in zip(rows, guided_examples(rows)):
+            out.setdefault(r["family"], []).append(e)
+        return out
+
+    data = WarmupData(guided=by_family(records))
     if swap_fraction > 0:
-        data.swapped = guided_examples([swapped_record(r) for r in records])
-    completions = [e.completion for e in data.guided]
-    auto_idx = [i for i, r in enumerate(records) if r["family"] in set(auto_families)]
+        data.swapped = by_family([swapped_record(r) for r in records])
+    auto_rows = [r for r in records if r["family"] in set(auto_families)]
     auto_prompts = tokenize_prompts(
-        tokenizer, [prompt_format.render(tokenizer, records[i]["problem"]) for i in auto_idx], max_length=None
+        tokenizer, [prompt_format.render(tokenizer, r["problem"]) for r in auto_rows], max_length=None
     )
-    data.auto = [Example(p, completions[i]) for p, i in zip(auto_prompts, auto_idx)]
+    responses = tokenizer([r["response"] for r in auto_rows], add_special_tokens=False)["input_ids"]
+    data.auto = [Example(p, list(c) + [eos]) for p, c in zip(auto_prompts, responses)]
     return data
 
 
@@ -132,9 +143,13 @@ def step_batch(data: WarmupData, cfg: WarmupConfig, step: int) -> tuple[list[Exa
     """(guided, auto) examples of step `step`: a pure function of (seed, step)."""
     rng = random.Random(f"sgpo-warmup:{cfg.seed}:{step}")
     n_guided = round(cfg.batch_size * cfg.guided_fraction) if data.auto else cfg.batch_size
-    n_swapped = round(n_guided * cfg.swap_fraction) if data.swapped else 0
-    guided = [data.guided[rng.randrange(len(data.guided))] for _ in range(n_guided - n_swapped)]
-    guided += [data.swapped[rng.randrange(len(data.swapped))] for _ in range(n_swapped)]
+    families = sorted(data.guided)
+    guided = []
+    for _ in range(n_guided):
+        fam = families[rng.randrange(len(families))]
+        swapped = data.swapped.get(fam)
+        pool = swapped if swapped and rng.random() < cfg.swap_fraction else data.guided[fam]
+        guided.append(pool[rng.randrange(len(pool))])
     auto = [data.auto[rng.randrange(len(data.auto))] for _ in range(cfg.batch_size - n_guided)] if data.auto else []
     return guided, auto
 
@@ -198,6 +213,7 @@ def warmup(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.learning_rate,
         betas=(0.9, 0.98),
+        fused=all(p.device.type == "cpu" for p in model.parameters()) or None,  # one kernel, not 4 per tensor
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     start, losses = 0, []
