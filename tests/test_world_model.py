@@ -12,7 +12,7 @@ from sgpo.world.evaluate import heldout_accuracy, summarize
 from sgpo.world.extractor import fill_strategies
 from sgpo.world.generate import WorldSpec, build_world
 from sgpo.world.model import ModelSpec, build_model, load_model, num_parameters, save_model
-from sgpo.world.pipeline import OutputDirError, WorldRunConfig, make_config, prepare_out, run_world_stages
+from sgpo.world.pipeline import OutputDirError, WorldRunConfig, main, make_config, prepare_out, run_world_stages
 from sgpo.world.prompt import WORLD_PROMPT_FORMAT
 from sgpo.world.tokenizer import EOS_TOKEN, PAD_TOKEN, build_tokenizer, world_texts
 from sgpo.world.warmup import WarmupConfig, build_examples, step_batch, warmup
@@ -163,8 +163,10 @@ def test_pipeline_writes_every_stage_and_reruns_to_the_same_numbers(tmp_path):
     saved = json.loads((tmp_path / "a" / "warmup.json").read_text())
     assert saved["heldout"] == first["heldout"] and saved["seed"] == 0
     assert set(saved["wall_seconds"]) >= {"build world", "extract strategies", "warm-up", "held-out eval", "total"}
-    second = run_world_stages(tmp_path / "b", cfg)  # same seed, fresh folder: same numbers
+    second = run_world_stages(tmp_path / "b", cfg)  # same seed, fresh folder: same numbers and weights
     assert (second["heldout"], second["warmup_loss"]) == (first["heldout"], first["warmup_loss"])
+    for name in ("world/warmup.jsonl", "tokenizer/tokenizer.json", "warmup/model.safetensors"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     resumed = run_world_stages(tmp_path / "a", cfg)  # rerun in place: stages are skipped, numbers kept
     assert resumed["heldout"] == first["heldout"]
 
@@ -179,6 +181,19 @@ def test_pipeline_refuses_to_mix_runs(tmp_path):
         prepare_out(tmp_path / "run", micro_config(1))
     prepare_out(tmp_path / "run", micro_config(1), overwrite=True)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 1
+
+
+def test_cli_refuses_bad_options_and_foreign_folders(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path / "x"), "--bogus"])
+    assert exc.value.code == 2 and "--bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([])  # --out is required
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    assert main(["--out", str(tmp_path / "taken"), "--quick", "--no-progress"]) == 2
+    assert "other files" in capsys.readouterr().err
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
 
 
 def test_quick_setting_is_smaller_than_the_full_one():
