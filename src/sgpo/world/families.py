@@ -179,11 +179,14 @@ def get_family(name: str) -> Family:
 def sample_instance(family: Family, rng: random.Random) -> Instance:
     """A random list (and target) for `family`."""
     n = rng.randint(*LIST_LENGTH)
-    numbers = tuple(rng.choice(DIGITS) for _ in range(n))
-    target = None
-    if family.has_target:
-        # a number of the list: a count of zero would be a constant answer that needs no counting
-        target = rng.choice(numbers)
+    if not family.has_target:
+        return Instance(tuple(rng.choice(DIGITS) for _ in range(n)))
+    # the target occurs 0-3 times, uniformly: with random lists the count would be 0 or 1 most of the
+    # time, and always answering the most common count would score well without any counting
+    target = rng.choice(DIGITS)
+    hits = set(rng.sample(range(n), rng.randint(0, 3)))
+    others = [d for d in DIGITS if d != target]
+    numbers = tuple(target if i in hits else rng.choice(others) for i in range(n))
     return Instance(numbers, target)
 
 
