@@ -122,7 +122,7 @@ def _atomic_dir(final: Path, write: Callable[[Path], Any]) -> Path:
     return final
 
 
-def stage_world(out: Path, cfg: WorldRunConfig) -> dict[str, list[dict]]:
+def stage_world(out: Path, cfg: WorldRunConfig, advance=lambda done: None) -> dict[str, list[dict]]:
     """Oracle records of every split (strategy still empty), in `world/oracle/`."""
     folder = out / "world" / "oracle"
     if not folder.exists():
@@ -144,7 +144,7 @@ def stage_extract(out: Path, world: dict[str, list[dict]], advance=lambda done: 
     return result
 
 
-def stage_model(out: Path, cfg: WorldRunConfig, world: dict[str, list[dict]]):
+def stage_model(out: Path, cfg: WorldRunConfig, world: dict[str, list[dict]], advance=lambda done: None) -> Path:
     """The tokenizer (`tokenizer/`) and the initial model (`model-init/`), built once, loaded by path."""
     from transformers import AutoTokenizer
 
@@ -178,14 +178,15 @@ def stage_warmup(out: Path, cfg: WorldRunConfig, world: dict[str, list[dict]], a
     state_dir = out / "warmup-state"
     if final.exists():
         advance(cfg.warmup.steps)
-        return json.loads((final / "warmup_losses.json").read_text())
+        saved = json.loads((final / "warmup_losses.json").read_text())
+        return {k: saved[k] for k in ("first_loss", "last_loss", "steps")}
     model, tokenizer = load_model(out / "model-init")
     losses = warmup(model, tokenizer, world["warmup"], cfg.warmup, state_dir=state_dir, on_step=lambda s, _: advance(s))
     summary = {"first_loss": losses[0], "last_loss": losses[-1], "steps": len(losses)}
 
     def write(tmp: Path) -> None:
         save_model(model, tokenizer, tmp)
-        (tmp / "warmup_losses.json").write_text(json.dumps(summary))
+        (tmp / "warmup_losses.json").write_text(json.dumps({**summary, "losses": losses}))
 
     _atomic_dir(final, write)
     return summary
@@ -258,7 +259,7 @@ def run_world_stages(
     def timed(name: str, fn, *args, total: int = 1, **kwargs):
         t0 = time.perf_counter()
         with progress.stage(name, total) as advance:
-            result = fn(*args, advance=advance, **kwargs) if "advance" in fn.__code__.co_varnames else fn(*args, **kwargs)
+            result = fn(*args, advance=advance, **kwargs)
         walls[name] = round(time.perf_counter() - t0, 2)
         return result
 
