@@ -72,7 +72,7 @@ def _rates(flags: dict[str, list[bool]]) -> dict[str, float]:
     n = len(flags["auto"])
     auto = sum(flags["auto"]) / n if n else 0.0
     guided = sum(flags["guided"]) / n if n else 0.0
-    return {"auto": auto, "guided": guided, "gap": guided - auto, "n": n}
+    return {"auto": round(auto, 6), "guided": round(guided, 6), "gap": round(guided - auto, 6), "n": n}
 
 
 def summarize(records: Sequence[Mapping[str, Any]], correct: Mapping[str, Sequence[bool]]) -> dict[str, Any]:

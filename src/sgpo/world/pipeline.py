@@ -249,7 +249,11 @@ def set_determinism(seed: int) -> None:
 def run_world_stages(
     out: str | Path, cfg: WorldRunConfig, *, overwrite: bool = False, progress: Progress | None = None
 ) -> dict[str, Any]:
-    """Run (or resume) every stage; returns the content written to `warmup.json`."""
+    """Run (or resume) every stage; returns the content written to `warmup.json`.
+
+    `progress` is any object with a `stage(name, total)` context manager yielding an `advance(done)`
+    callback (`Progress()` draws rich bars; the default draws nothing).
+    """
     out = prepare_out(out, cfg, overwrite)
     set_determinism(cfg.seed)
     progress = progress or Progress(enabled=False)
@@ -269,12 +273,13 @@ def run_world_stages(
     losses = timed("warm-up", stage_warmup, out, cfg, world, total=cfg.warmup.steps)
     heldout = timed("held-out eval", stage_eval, out, cfg, world, total=2 * len(world["heldout"]))
     walls["total"] = round(time.perf_counter() - t_all, 2)
+    num_parameters = heldout.pop("num_parameters")
     results = {
         "seed": cfg.seed,
         "quick": cfg.quick,
         "heldout": heldout,
         "warmup_loss": losses,
-        "num_parameters": heldout.pop("num_parameters"),
+        "num_parameters": num_parameters,
         "wall_seconds": walls,
     }
     tmp = out / (RESULTS_FILE + ".tmp")
