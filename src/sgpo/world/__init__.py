@@ -1,0 +1,32 @@
+"""The strategy world: a procedurally generated task on which SGPO runs end to end without downloads.
+
+- `families`  — the problem families (list procedures) and the oracle that writes worked solutions
+- `generate`  — records of the `heldout`, `train` and `warmup` splits from a seed
+- `extractor` — `WorldExtractor`, the rule-based `Extractor` that turns solutions into strategies
+- `prompt`    — the world's `PromptFormat` (short templates, `\\boxed{}` answers)
+- `tokenizer`, `model` — a tokenizer and a tiny Qwen2 model built locally, saved by path
+- `warmup`    — the supervised warm-up into the guided >> autonomous regime
+- `evaluate`  — held-out accuracy, autonomous and guided, per family
+- `pipeline`  — the demo's first stages (`python -m sgpo.world.pipeline --out DIR [--quick]`)
+
+See docs/strategy-world.md. Importing this package does not import torch.
+"""
+
+from sgpo.world.extractor import WorldExtractor, fill_strategies
+from sgpo.world.families import FAMILIES, Family, get_family
+from sgpo.world.generate import SPLITS, WorldSpec, build_world, read_world, write_world
+from sgpo.world.prompt import WORLD_PROMPT_FORMAT
+
+__all__ = [
+    "FAMILIES",
+    "SPLITS",
+    "WORLD_PROMPT_FORMAT",
+    "Family",
+    "WorldExtractor",
+    "WorldSpec",
+    "build_world",
+    "fill_strategies",
+    "get_family",
+    "read_world",
+    "write_world",
+]

@@ -1,0 +1,86 @@
+"""Held-out accuracy of a model on world records, autonomous and guided, overall and per family.
+
+Everything goes through the project's own path: prompts from `PromptFormat.render` (chat template),
+`sgpo.rollout.generate_completions` (greedy at temperature 0) and `sgpo.verify.Verifier`.
+(One function, so it can be switched to `sgpo.evaluation.evaluate_records` when that lands.)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sgpo.prompts import PromptFormat, tokenize_prompts
+from sgpo.rollout import generate_completions
+from sgpo.verify import Verifier
+from sgpo.world.prompt import WORLD_PROMPT_FORMAT
+
+MODES = ("auto", "guided")
+
+
+def heldout_accuracy(
+    model,
+    tokenizer,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    prompt_format: PromptFormat = WORLD_PROMPT_FORMAT,
+    temperature: float = 0.0,
+    max_new_tokens: int = 64,
+    batch_size: int = 128,
+    verifier: Verifier | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """`{"auto": a, "guided": g, "gap": g - a, "n": N, "per_family": {family: {"auto", "guided", "gap", "n"}}}`.
+
+    Accuracy is the fraction of records whose completion's last `\\boxed{}` equals the gold answer
+    (one completion per record and mode; greedy by default). Guided prompts carry the record's
+    `strategy`; every record must have one. `on_progress(done, total)` is called after every batch
+    (total = 2 x records).
+    """
+    missing = [r.get("id", i) for i, r in enumerate(records) if not r.get("strategy")]
+    if missing:
+        raise ValueError(f"{len(missing)} record(s) have no strategy for the guided evaluation, e.g. id {missing[0]!r}")
+    own = verifier is None
+    verifier = verifier or Verifier()
+    correct: dict[str, list[bool]] = {m: [] for m in MODES}
+    golds = [str(r["answer"]) for r in records]
+    done, total = 0, len(MODES) * len(records)
+    try:
+        for mode in MODES:
+            texts = [
+                prompt_format.render(tokenizer, r["problem"], r["strategy"] if mode == "guided" else None) for r in records
+            ]
+            ids = tokenize_prompts(tokenizer, texts, max_length=None)
+            for start in range(0, len(ids), batch_size):
+                chunk = ids[start : start + batch_size]
+                gen = generate_completions(
+                    model, tokenizer, chunk, max_new_tokens=max_new_tokens, temperature=temperature
+                )
+                checks = verifier.check(gen.texts, golds[start : start + batch_size])
+                correct[mode] += [c.correct for c in checks]
+                done += len(chunk)
+                if on_progress is not None:
+                    on_progress(done, total)
+    finally:
+        if own:
+            verifier.close()
+    return summarize(records, correct)
+
+
+def _rates(flags: dict[str, list[bool]]) -> dict[str, float]:
+    n = len(flags["auto"])
+    auto = sum(flags["auto"]) / n if n else 0.0
+    guided = sum(flags["guided"]) / n if n else 0.0
+    return {"auto": round(auto, 6), "guided": round(guided, 6), "gap": round(guided - auto, 6), "n": n}
+
+
+def summarize(records: Sequence[Mapping[str, Any]], correct: Mapping[str, Sequence[bool]]) -> dict[str, Any]:
+    """Accuracy overall and per `family` from per-record verdicts of each mode."""
+    by_family: dict[str, dict[str, list[bool]]] = defaultdict(lambda: {m: [] for m in MODES})
+    for i, r in enumerate(records):
+        for m in MODES:
+            by_family[r.get("family", "?")][m].append(bool(correct[m][i]))
+    out = _rates({m: [bool(c) for c in correct[m]] for m in MODES})
+    out["per_family"] = {fam: _rates(flags) for fam, flags in sorted(by_family.items())}
+    return out

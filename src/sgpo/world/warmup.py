@@ -1,0 +1,254 @@
+"""Supervised warm-up: puts a fresh model in the regime SGPO is for.
+
+The warm-up teaches *strategy following* on every family (guided examples: the prompt carries the
+record's strategy) but shows *unguided* examples only for a few families (`auto_families`). After it,
+the model solves held-out problems of every family when it is given the strategy, and only those of
+the few families on its own: guided accuracy well above autonomous accuracy.
+
+A guided example also teaches, as a side effect, which procedure a question asks for (the question and
+the strategy always agree), and a model that learned that could solve every family on its own. So a
+share of the guided examples (`swap_fraction`) are *swapped*: the problem keeps its list and question,
+but the strategy and the worked solution are those of another family (computed by the oracle on the
+same list; the strategy extracted from that solution by `WorldExtractor`). Following the strategy is
+then the only way to predict the solution, and the question alone does not tell the procedure in
+guided training. Records on disk are never swapped: this is training data of the warm-up only.
+
+Guided examples are drawn by *strategy* family, uniformly, so every strategy is practised equally
+often: a family with a parameter (`count_target`, whose strategy needs the target named in the
+question) cannot be swapped in and is always drawn matched.
+
+A plain loop rather than TRL's `SFTTrainer`: the batches mix two prompt kinds per step under a fixed
+ratio, the loss is on completion tokens only, guided and autonomous examples go through separate
+forward passes (they differ ~2x in length, so padding them together would waste half the compute on
+2 CPU cores), and the run must be bit-for-bit repeatable and resumable at any checkpoint — the batch
+of step `t` is a pure function of `(seed, t)`, which a loop of ~60 lines gives directly.
+
+Checkpoints (`state.pt`: model, optimizer, scheduler, step) are written atomically every
+`save_every` steps; a rerun with the same config resumes from the last one and ends with the same
+weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sgpo.prompts import PromptFormat, tokenize_prompts
+from sgpo.rollout import pad
+from sgpo.world.prompt import WORLD_PROMPT_FORMAT
+
+
+@dataclass(frozen=True)
+class WarmupConfig:
+    steps: int = 900
+    batch_size: int = 24  # examples per step, guided + autonomous
+    guided_fraction: float = 0.75  # share of guided examples in a batch
+    swap_fraction: float = 0.8  # share of a strategy's guided examples posed on another family's question
+    auto_families: Sequence[str] = ("max",)  # the only families shown without a strategy
+    learning_rate: float = 2e-3
+    warmup_steps: int = 60
+    min_lr_ratio: float = 0.1  # cosine decay to this fraction of the learning rate
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    save_every: int = 200
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["auto_families"] = list(self.auto_families)
+        return d
+
+
+@dataclass
+class Example:
+    prompt: list[int]
+    completion: list[int]  # response tokens + end-of-sequence
+
+
+@dataclass
+class WarmupData:
+    """Tokenized examples, by the family of the strategy they follow: `guided[f]` (the records of
+    family f), `swapped[f]` (records of other families given f's strategy and solution), and `auto`
+    (the records of the auto families, without strategy)."""
+
+    guided: dict[str, list[Example]] = field(default_factory=dict)
+    swapped: dict[str, list[Example]] = field(default_factory=dict)
+    auto: list[Example] = field(default_factory=list)
+
+
+def swapped_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """`record` with the strategy and worked solution of another family (one without a target, since
+    the question names none), on the same list; the family is drawn from a stream seeded by the id."""
+    from sgpo.strategies.base import render_strategy
+    from sgpo.world.extractor import WorldExtractor
+    from sgpo.world.families import FAMILIES, Instance, oracle_response, parse_numbers
+
+    rng = random.Random(f"sgpo-swap:{record['id']}")
+    other = rng.choice([f for f in FAMILIES if f.name != record["family"] and not f.has_target])
+    response, _ = oracle_response(other, Instance(tuple(parse_numbers(record["problem"]))))
+    strategy = WorldExtractor().extract(record["problem"], response)
+    return {**record, "family": other.name, "response": response, "strategy": render_strategy(strategy)}
+
+
+def build_examples(
+    records: Sequence[Mapping[str, Any]],
+    tokenizer,
+    auto_families: Sequence[str],
+    prompt_format: PromptFormat = WORLD_PROMPT_FORMAT,
+    swap_fraction: float = 0.0,
+) -> WarmupData:
+    missing = [r["id"] for r in records if not r.get("strategy")]
+    if missing:
+        raise ValueError(f"warm-up records need a strategy; {len(missing)} have none, e.g. id {missing[0]!r}")
+    known = {r["family"] for r in records}
+    unknown = [f for f in auto_families if f not in known]
+    if unknown:
+        raise ValueError(f"auto_families {unknown} are not families of the warm-up records ({sorted(known)})")
+    eos = tokenizer.eos_token_id
+
+    def guided_examples(rows: Sequence[Mapping[str, Any]]) -> list[Example]:
+        responses = tokenizer([r["response"] for r in rows], add_special_tokens=False)["input_ids"]
+        prompts = tokenize_prompts(
+            tokenizer, [prompt_format.render(tokenizer, r["problem"], r["strategy"]) for r in rows], max_length=None
+        )
+        return [Example(p, list(c) + [eos]) for p, c in zip(prompts, responses)]
+
+    def by_family(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Example]]:
+        out: dict[str, list[Example]] = {}
+        for r, e in zip(rows, guided_examples(rows)):
+            out.setdefault(r["family"], []).append(e)
+        return out
+
+    data = WarmupData(guided=by_family(records))
+    if swap_fraction > 0:
+        data.swapped = by_family([swapped_record(r) for r in records])
+    auto_rows = [r for r in records if r["family"] in set(auto_families)]
+    auto_prompts = tokenize_prompts(
+        tokenizer, [prompt_format.render(tokenizer, r["problem"]) for r in auto_rows], max_length=None
+    )
+    responses = tokenizer([r["response"] for r in auto_rows], add_special_tokens=False)["input_ids"]
+    data.auto = [Example(p, list(c) + [eos]) for p, c in zip(auto_prompts, responses)]
+    return data
+
+
+def step_batch(data: WarmupData, cfg: WarmupConfig, step: int) -> tuple[list[Example], list[Example]]:
+    """(guided, auto) examples of step `step`: a pure function of (seed, step)."""
+    rng = random.Random(f"sgpo-warmup:{cfg.seed}:{step}")
+    n_guided = round(cfg.batch_size * cfg.guided_fraction) if data.auto else cfg.batch_size
+    families = sorted(data.guided)
+    guided = []
+    for _ in range(n_guided):
+        fam = families[rng.randrange(len(families))]
+        swapped = data.swapped.get(fam)
+        pool = swapped if swapped and rng.random() < cfg.swap_fraction else data.guided[fam]
+        guided.append(pool[rng.randrange(len(pool))])
+    auto = [data.auto[rng.randrange(len(data.auto))] for _ in range(cfg.batch_size - n_guided)] if data.auto else []
+    return guided, auto
+
+
+def completion_nll(model, examples: Sequence[Example], pad_id: int) -> tuple[torch.Tensor, int]:
+    """(sum of the completion tokens' negative log-likelihood, number of completion tokens)."""
+    seqs = [e.prompt + e.completion for e in examples]
+    ids, mask = pad(seqs, pad_id, "right")
+    labels = torch.full_like(ids, -100)
+    for i, e in enumerate(examples):
+        start = len(e.prompt)
+        labels[i, start : start + len(e.completion)] = torch.as_tensor(e.completion)
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    target = labels[:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), reduction="sum")
+    return nll, int((target != -100).sum())
+
+
+def lr_lambda(cfg: WarmupConfig) -> Callable[[int], float]:
+    """Linear warm-up over `warmup_steps`, then cosine decay to `min_lr_ratio` at `steps`."""
+
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def _save_state(path: Path, model, opt, sched, step: int, cfg: WarmupConfig, losses: list[float]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(
+        {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+         "config": cfg.to_dict(), "losses": losses},
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def warmup(
+    model,
+    tokenizer,
+    records: Sequence[Mapping[str, Any]],
+    cfg: WarmupConfig = WarmupConfig(),
+    *,
+    prompt_format: PromptFormat = WORLD_PROMPT_FORMAT,
+    state_dir: str | Path | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Train `model` in place; returns the loss of every step (resumed steps included).
+
+    With `state_dir`, a checkpoint is kept there (see the module doc) and a previous one is resumed
+    when its config equals `cfg`; a checkpoint of another config is refused, never mixed in.
+    """
+    data = build_examples(records, tokenizer, cfg.auto_families, prompt_format, cfg.swap_fraction)
+    torch.manual_seed(cfg.seed)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.learning_rate,
+        betas=(0.9, 0.98),
+        fused=all(p.device.type == "cpu" for p in model.parameters()) or None,  # one kernel, not 4 per tensor
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    start, losses = 0, []
+    state_path = None
+    if state_dir is not None:
+        state_path = Path(state_dir) / "state.pt"
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        if state_path.exists():
+            state = torch.load(state_path, weights_only=False)
+            if state["config"] != cfg.to_dict():
+                raise ValueError(
+                    f"{state_path}: a warm-up checkpoint of another config is there ({json.dumps(state['config'])}); "
+                    "remove it or use another output folder"
+                )
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            start, losses = state["step"], list(state["losses"])
+    model.train()
+    pad_id = tokenizer.pad_token_id
+    for step in range(start, cfg.steps):
+        guided, auto = step_batch(data, cfg, step)
+        opt.zero_grad(set_to_none=True)
+        parts = [completion_nll(model, part, pad_id) for part in (guided, auto) if part]
+        count = sum(n for _, n in parts)
+        loss = sum(nll for nll, _ in parts) / count
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        total = float(loss.detach())
+        losses.append(total)
+        if on_step is not None:
+            on_step(step + 1, total)
+        if state_path is not None and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
+            _save_state(state_path, model, opt, sched, step + 1, cfg, losses)
+    model.eval()
+    return losses

@@ -1,0 +1,203 @@
+"""The strategy world's tokenizer, tiny model, warm-up, evaluation and first demo stages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sgpo.prompts import tokenize_prompts
+from sgpo.world.evaluate import heldout_accuracy, summarize
+from sgpo.world.extractor import fill_strategies
+from sgpo.world.generate import WorldSpec, build_world
+from sgpo.world.model import ModelSpec, build_model, load_model, num_parameters, save_model
+from sgpo.world.pipeline import OutputDirError, WorldRunConfig, main, make_config, prepare_out, run_world_stages
+from sgpo.world.prompt import WORLD_PROMPT_FORMAT
+from sgpo.world.tokenizer import EOS_TOKEN, PAD_TOKEN, build_tokenizer, world_texts
+from sgpo.world.warmup import WarmupConfig, build_examples, step_batch, warmup
+
+SMALL = WorldSpec(per_family={"heldout": 4, "train": 2, "warmup": 20})
+MICRO_MODEL = ModelSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return {s: fill_strategies(rows) for s, rows in build_world(0, SMALL).items()}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(world):
+    return build_tokenizer(world_texts(world["warmup"], WORLD_PROMPT_FORMAT))
+
+
+def test_tokenizer_round_trips_the_world_and_is_deterministic(world, tokenizer):
+    again = build_tokenizer(world_texts(world["warmup"], WORLD_PROMPT_FORMAT))
+    assert tokenizer.get_vocab() == again.get_vocab()
+    assert tokenizer.pad_token == PAD_TOKEN and tokenizer.eos_token == EOS_TOKEN
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    rows = world["heldout"] + world["train"]  # text the tokenizer was not trained on
+    texts = [r["response"] for r in rows]
+    texts += [WORLD_PROMPT_FORMAT.render(tokenizer, r["problem"], s) for r in rows for s in (None, r["strategy"])]
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert tokenizer.decode(ids) == text
+    # words of the world are single tokens, and a digit never merges with a brace
+    ids = tokenizer("answer : \\boxed{7}", add_special_tokens=False)["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(ids)[-3:] == ["{", "7", "}"]
+
+
+def test_prompts_go_through_the_chat_template(world, tokenizer):
+    r = world["heldout"][0]
+    text = WORLD_PROMPT_FORMAT.render(tokenizer, r["problem"], r["strategy"])
+    assert text.startswith("<|im_start|>user\n" + r["problem"] + "\nstrategy :\n" + r["strategy"])
+    assert text.endswith("\\boxed{} .<|im_end|>\n<|im_start|>assistant\n")
+    ids = tokenize_prompts(tokenizer, [text], max_length=None)[0]
+    assert ids.count(tokenizer.convert_tokens_to_ids("<|im_start|>")) == 2
+
+
+def test_model_saves_and_loads_by_path(tmp_path, tokenizer):
+    model = build_model(tokenizer, ModelSpec(), seed=0)
+    # default spec: ~0.9 M parameters (tied embeddings counted once)
+    assert 0.7e6 < num_parameters(model) < 1.1e6
+    assert model.config.model_type == "qwen2"
+    small = build_model(tokenizer, MICRO_MODEL, seed=0)
+    assert torch.equal(small.model.embed_tokens.weight, build_model(tokenizer, MICRO_MODEL, seed=0).model.embed_tokens.weight)
+    save_model(small, tokenizer, tmp_path / "m")
+    loaded, loaded_tok = load_model(tmp_path / "m")
+    assert loaded_tok.get_vocab() == tokenizer.get_vocab() and loaded_tok.chat_template == tokenizer.chat_template
+    assert loaded.generation_config.eos_token_id == tokenizer.eos_token_id
+    x = torch.tensor([tokenizer("list : 1 2 3", add_special_tokens=False)["input_ids"]])
+    small.eval()
+    assert torch.equal(small(x).logits, loaded(x).logits)
+
+
+def test_warmup_batches_mix_guided_and_autonomous_examples(world, tokenizer):
+    cfg = WarmupConfig(batch_size=8, guided_fraction=0.75, auto_families=("max",), swap_fraction=0.5, seed=1)
+    data = build_examples(world["warmup"], tokenizer, cfg.auto_families, swap_fraction=cfg.swap_fraction)
+    per_family = {f: sum(r["family"] == f for r in world["warmup"]) for f in data.guided}
+    assert {f: len(v) for f, v in data.guided.items()} == per_family
+    assert len(data.auto) == per_family["max"]
+    # every record is swapped once, onto a family without a target
+    assert sum(len(v) for v in data.swapped.values()) == len(world["warmup"])
+    assert "count_target" not in data.swapped and set(data.swapped) == set(data.guided) - {"count_target"}
+    guided, auto = step_batch(data, cfg, 5)
+    assert (len(guided), len(auto)) == (6, 2)  # round(8 * 0.75) guided, the rest autonomous
+    assert step_batch(data, cfg, 5) == (guided, auto)  # a pure function of (seed, step)
+    assert all(e.completion[-1] == tokenizer.eos_token_id for e in guided + auto)
+    # over many steps both kinds of guided example are drawn
+    drawn = [id(e) for t in range(40) for e in step_batch(data, cfg, t)[0]]
+    swapped_ids = {id(e) for v in data.swapped.values() for e in v}
+    assert 0 < sum(i in swapped_ids for i in drawn) < len(drawn)
+    with pytest.raises(ValueError, match="auto_families"):
+        build_examples(world["warmup"], tokenizer, ("median",))
+
+
+def test_warmup_is_deterministic_and_resumes_to_the_same_weights(tmp_path, world, tokenizer):
+    cfg = WarmupConfig(steps=6, batch_size=6, save_every=3, warmup_steps=2, seed=0)
+
+    def fresh():
+        return build_model(tokenizer, MICRO_MODEL, seed=0)
+
+    m1 = fresh()
+    losses1 = warmup(m1, tokenizer, world["warmup"], cfg)
+    assert losses1[-1] < losses1[0]
+
+    m2 = fresh()
+
+    def interrupt(step, loss):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        warmup(m2, tokenizer, world["warmup"], cfg, state_dir=tmp_path, on_step=interrupt)
+    m3 = fresh()  # a new process would start from the initial model and find the checkpoint of step 3
+    losses3 = warmup(m3, tokenizer, world["warmup"], cfg, state_dir=tmp_path)
+    assert losses3 == losses1
+    for (n, a), (_, b) in zip(m1.state_dict().items(), m3.state_dict().items()):
+        assert torch.equal(a, b), n
+    with pytest.raises(ValueError, match="another config"):
+        warmup(fresh(), tokenizer, world["warmup"], WarmupConfig(steps=7, save_every=3), state_dir=tmp_path)
+
+
+def test_summarize_counts_per_family():
+    records = [{"family": "a"}, {"family": "a"}, {"family": "b"}, {"family": "b"}]
+    out = summarize(records, {"auto": [True, False, False, False], "guided": [True, True, True, False]})
+    # auto 1/4, guided 3/4; family a: auto 1/2 guided 2/2; family b: auto 0/2 guided 1/2
+    assert (out["auto"], out["guided"], out["gap"], out["n"]) == (0.25, 0.75, 0.5, 4)
+    assert out["per_family"]["a"] == {"auto": 0.5, "guided": 1.0, "gap": 0.5, "n": 2}
+    assert out["per_family"]["b"] == {"auto": 0.0, "guided": 0.5, "gap": 0.5, "n": 2}
+
+
+def test_heldout_accuracy_runs_the_real_generation_and_verifier(world, tokenizer):
+    model = build_model(tokenizer, MICRO_MODEL, seed=0)
+    progress = []
+    out = heldout_accuracy(
+        model, tokenizer, world["heldout"][:6], max_new_tokens=4, batch_size=4,
+        on_progress=lambda done, total: progress.append((done, total)),
+    )
+    assert progress == [(4, 12), (6, 12), (10, 12), (12, 12)]
+    assert out["n"] == 6 and set(out["per_family"]) == {r["family"] for r in world["heldout"][:6]}
+    # 4 random-init tokens cannot reach "\boxed{...}": every answer is wrong
+    assert out["auto"] == out["guided"] == 0.0
+    with pytest.raises(ValueError, match="no strategy"):
+        heldout_accuracy(model, tokenizer, [{**world["heldout"][0], "strategy": None}], max_new_tokens=2)
+
+
+def micro_config(seed: int = 0) -> WorldRunConfig:
+    return WorldRunConfig(
+        seed=seed,
+        world=WorldSpec(per_family={"heldout": 2, "train": 1, "warmup": 8}),
+        model=MICRO_MODEL,
+        warmup=WarmupConfig(steps=3, batch_size=4, warmup_steps=1, save_every=2, seed=seed),
+        eval_max_new_tokens=6,
+    )
+
+
+def test_pipeline_writes_every_stage_and_reruns_to_the_same_numbers(tmp_path):
+    cfg = micro_config()
+    first = run_world_stages(tmp_path / "a", cfg)
+    for path in ("config.json", "world/oracle/train.jsonl", "world/heldout.jsonl", "tokenizer/tokenizer.json",
+                 "model-init/model.safetensors", "warmup/model.safetensors", "warmup-state/state.pt", "warmup.json"):
+        assert (tmp_path / "a" / path).exists(), path
+    saved = json.loads((tmp_path / "a" / "warmup.json").read_text())
+    assert saved["heldout"] == first["heldout"] and saved["seed"] == 0
+    assert set(saved["wall_seconds"]) >= {"build world", "extract strategies", "warm-up", "held-out eval", "total"}
+    second = run_world_stages(tmp_path / "b", cfg)  # same seed, fresh folder: same numbers and weights
+    assert (second["heldout"], second["warmup_loss"]) == (first["heldout"], first["warmup_loss"])
+    for name in ("world/warmup.jsonl", "tokenizer/tokenizer.json", "warmup/model.safetensors"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    resumed = run_world_stages(tmp_path / "a", cfg)  # rerun in place: stages are skipped, numbers kept
+    assert resumed["heldout"] == first["heldout"]
+
+
+def test_pipeline_refuses_to_mix_runs(tmp_path):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputDirError, match="other files"):
+        prepare_out(tmp_path / "other", micro_config())
+    prepare_out(tmp_path / "run", micro_config(0))
+    with pytest.raises(OutputDirError, match="another configuration"):
+        prepare_out(tmp_path / "run", micro_config(1))
+    prepare_out(tmp_path / "run", micro_config(1), overwrite=True)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 1
+
+
+def test_cli_refuses_bad_options_and_foreign_folders(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path / "x"), "--bogus"])
+    assert exc.value.code == 2 and "--bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([])  # --out is required
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    assert main(["--out", str(tmp_path / "taken"), "--quick", "--no-progress"]) == 2
+    assert "other files" in capsys.readouterr().err
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
+
+
+def test_quick_setting_is_smaller_than_the_full_one():
+    full, quick = make_config(0), make_config(0, quick=True)
+    assert quick.quick and not full.quick
+    assert quick.warmup.steps < full.warmup.steps
+    assert sum(quick.world.per_family.values()) < sum(full.world.per_family.values())
