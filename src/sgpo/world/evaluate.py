@@ -1,8 +1,8 @@
 """Held-out accuracy of a model on world records, autonomous and guided, overall and per family.
 
-Everything goes through the project's own path: prompts from `PromptFormat.render` (chat template),
-`sgpo.rollout.generate_completions` (greedy at temperature 0) and `sgpo.verify.Verifier`.
-(One function, so it can be switched to `sgpo.evaluation.evaluate_records` when that lands.)
+Measured by the project's evaluation harness (`sgpo.evaluation.evaluate_records`: prompts from
+`PromptFormat.render` with the chat template, greedy decoding, `sgpo.verify.Verifier`), the same one
+`sgpo eval` uses.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sgpo.prompts import PromptFormat, tokenize_prompts
-from sgpo.rollout import generate_completions
+from sgpo.prompts import PromptFormat
 from sgpo.verify import Verifier
 from sgpo.world.prompt import WORLD_PROMPT_FORMAT
 
@@ -34,37 +33,24 @@ def heldout_accuracy(
     """`{"auto": a, "guided": g, "gap": g - a, "n": N, "per_family": {family: {"auto", "guided", "gap", "n"}}}`.
 
     Accuracy is the fraction of records whose completion's last `\\boxed{}` equals the gold answer
-    (one completion per record and mode; greedy by default). Guided prompts carry the record's
-    `strategy`; every record must have one. `on_progress(done, total)` is called after every batch
-    (total = 2 x records).
+    (one completion per record and mode; greedy by default), measured by the project's evaluation
+    harness (`sgpo.evaluation.evaluate_records`). Guided prompts carry the record's `strategy`; every
+    record must have one. `on_progress(done, total)` is called after each mode (total = 2 x records).
     """
+    from sgpo.evaluation import evaluate_records
+
     missing = [r.get("id", i) for i, r in enumerate(records) if not r.get("strategy")]
     if missing:
         raise ValueError(f"{len(missing)} record(s) have no strategy for the guided evaluation, e.g. id {missing[0]!r}")
-    own = verifier is None
-    verifier = verifier or Verifier()
-    correct: dict[str, list[bool]] = {m: [] for m in MODES}
-    golds = [str(r["answer"]) for r in records]
-    done, total = 0, len(MODES) * len(records)
-    try:
-        for mode in MODES:
-            texts = [
-                prompt_format.render(tokenizer, r["problem"], r["strategy"] if mode == "guided" else None) for r in records
-            ]
-            ids = tokenize_prompts(tokenizer, texts, max_length=None)
-            for start in range(0, len(ids), batch_size):
-                chunk = ids[start : start + batch_size]
-                gen = generate_completions(
-                    model, tokenizer, chunk, max_new_tokens=max_new_tokens, temperature=temperature
-                )
-                checks = verifier.check(gen.texts, golds[start : start + batch_size])
-                correct[mode] += [c.correct for c in checks]
-                done += len(chunk)
-                if on_progress is not None:
-                    on_progress(done, total)
-    finally:
-        if own:
-            verifier.close()
+    correct: dict[str, list[bool]] = {}
+    for j, mode in enumerate(MODES):
+        result = evaluate_records(
+            model, tokenizer, list(records), k=1, temperature=temperature, max_new_tokens=max_new_tokens,
+            guided=mode == "guided", prompt_format=prompt_format, batch_size=batch_size, verifier=verifier,
+        )
+        correct[mode] = [bool(s["correct"]) for s in result.samples]
+        if on_progress is not None:
+            on_progress((j + 1) * len(records), len(MODES) * len(records))
     return summarize(records, correct)
 
 

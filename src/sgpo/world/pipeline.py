@@ -131,14 +131,24 @@ def stage_world(out: Path, cfg: WorldRunConfig, advance=lambda done: None) -> di
 
 
 def stage_extract(out: Path, world: dict[str, list[dict]], advance=lambda done: None) -> dict[str, list[dict]]:
-    """Strategies extracted from the oracle responses (`WorldExtractor`), in `world/<split>.jsonl`."""
-    from sgpo.world.extractor import fill_strategies
+    """Strategies extracted from the oracle responses in `world/<split>.jsonl`, through the same
+    pipeline a real run uses (`sgpo.strategies.pipeline.extract_strategies`: schema, leak filter,
+    result cache) with the world's rule-based `WorldExtractor` as the extractor."""
+    from sgpo.strategies.base import ExtractionError
+    from sgpo.strategies.pipeline import extract_strategies
+    from sgpo.world.extractor import WorldExtractor
 
     result = {}
     for i, split in enumerate(SPLITS):
         path = out / "world" / f"{split}.jsonl"
         if not path.exists():
-            write_rows(path, fill_strategies(world[split]))
+            summary = extract_strategies(
+                out / "world" / "oracle" / f"{split}.jsonl", path, WorldExtractor(), concurrency=1, progress=False,
+                cache=out / "world" / "extraction-cache.sqlite",
+            )
+            if summary.ok != summary.rows:
+                path.unlink(missing_ok=True)
+                raise ExtractionError("world_extraction", f"{split}: {summary.format()}")
         result[split] = read_rows(path)
         advance(i + 1)
     return result
