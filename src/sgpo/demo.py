@@ -147,31 +147,33 @@ def stage_train(out: Path, cfg: DemoConfig, method: str, progress: Progress) -> 
     return final
 
 
+def method_result(heldout: dict[str, Any]) -> dict[str, Any]:
+    """The results.json entry of one model from `sgpo.world.evaluate.heldout_accuracy`'s output."""
+    return {
+        "heldout_auto": heldout["auto"],
+        "heldout_guided": heldout["guided"],
+        "per_family": {fam: {"auto": r["auto"], "guided": r["guided"]} for fam, r in heldout["per_family"].items()},
+    }
+
+
 def stage_eval(out: Path, cfg: DemoConfig, name: str, progress: Progress) -> dict[str, Any]:
-    """Greedy held-out accuracy of `out/<name>`, autonomous and guided, overall and per family."""
+    """Greedy held-out accuracy of `out/<name>`, autonomous and guided, overall and per family
+    (the evaluation harness, as for the warm-up checkpoint)."""
     path = out / "eval" / f"{name}.json"
     if path.exists():
         return json.loads(path.read_text())
     from sgpo.data import read_rows
-    from sgpo.evaluation import evaluate_records
-    from sgpo.evaluation.generation import load_model_and_tokenizer
-    from sgpo.world.prompt import WORLD_PROMPT_FORMAT
+    from sgpo.world.evaluate import heldout_accuracy
+    from sgpo.world.model import load_model
 
     records = read_rows(out / "world" / "heldout.jsonl")
-    model, tokenizer = load_model_and_tokenizer(str(out / name))
-    result: dict[str, Any] = {}
-    with progress.stage(f"evaluate {name}", 2) as advance:
-        for i, guided in enumerate((False, True)):
-            r = evaluate_records(
-                model, tokenizer, records, k=1, temperature=0.0, max_new_tokens=cfg.world.eval_max_new_tokens,
-                guided=guided, prompt_format=WORLD_PROMPT_FORMAT, batch_size=cfg.world.eval_batch_size,
-            )
-            key = "guided" if guided else "auto"
-            result[f"heldout_{key}"] = r.accuracy
-            result.setdefault("per_family", {})
-            for fam, acc in r.by_group("family").items():
-                result["per_family"].setdefault(fam, {})[key] = acc
-            advance(i + 1)
+    model, tokenizer = load_model(out / name)
+    with progress.stage(f"evaluate {name.upper()}", 2 * len(records)) as advance:
+        heldout = heldout_accuracy(
+            model, tokenizer, records, max_new_tokens=cfg.world.eval_max_new_tokens, batch_size=cfg.world.eval_batch_size,
+            on_progress=lambda done, total: advance(done),
+        )
+    result = method_result(heldout)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=1))
@@ -252,11 +254,12 @@ def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, overwrite: 
     cfg = make_demo_config(seed, quick)
     out = Path(out)
     with Progress(enabled=progress) as bars:
-        run_world_stages(out, cfg.world, overwrite=overwrite, progress=bars)  # checks / creates `out`
+        world = run_world_stages(out, cfg.world, overwrite=overwrite, progress=bars)  # checks / creates `out`
         _check_demo_config(out, cfg)
+        methods = {"warmup": method_result(world["heldout"])}
         for method in METHODS:
             stage_train(out, cfg, method, bars)
-        methods = {name: stage_eval(out, cfg, name, bars) for name in ("warmup", *METHODS)}
+            methods[method] = stage_eval(out, cfg, method, bars)
     write_plots(out, methods)
     from sgpo.evaluation.report import render_report
 
