@@ -283,3 +283,40 @@ def test_chunked_head_matches_plain_and_never_recomputes(tmp_path, tokenizer, ro
         assert logs[1]["clip/region"] > 0 and logs[1]["distill/masked_frac"] > 0  # the off-policy step clips and masks
     for n in finals["plain"]:
         torch.testing.assert_close(finals["chunked"][n], finals["plain"][n], atol=2e-5, rtol=1e-4, msg=lambda m: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("impl", ["plain", "chunked"])
+def test_distillation_kl_matches_direct_computation(tmp_path, tokenizer, tiny_model, rows, impl):
+    # The logged distill/kl is the mean over distilled tokens of KL(q_t ‖ p_t), with
+    # q_t = softmax(model(x ⊕ s ⊕ ỹ_<t)) and p_t = softmax(model(x ⊕ ỹ_<t)): recompute it here from full
+    # logits of one unpadded sequence at a time, independently of the trainer's packing, position ids,
+    # hidden-state slicing and LM-head path. A one-position misalignment between teacher and student
+    # would change every term.
+    from conftest import fixed_completion
+
+    with torch.no_grad():  # a random tiny model barely reacts to its context (KL ~1e-4, at float32's
+        for p in tiny_model.parameters():  # rounding level): sharpen it so the strategy shifts p_t
+            p.mul_(4.0)
+    args = config(tmp_path, per_device_train_batch_size=8, max_steps=1, distill_on="all", instance_weighting="constant",
+                  learning_rate=0.0, head_implementation=impl, head_chunk_size=5)
+    trainer = FixedRolloutTrainer(tiny_model, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows)
+    data = trainer.train_dataset
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in data:
+            for k in range(args.num_guided_generations):
+                guided = list(row["_guided_ids"])
+                y = fixed_completion(tokenizer, tuple(guided), k)
+                for_context = []
+                for ctx in (guided, list(row["_prompt_ids"])):
+                    ids = torch.tensor([ctx + y])
+                    logits = tiny_model(input_ids=ids).logits[0, len(ctx) - 1 : len(ctx) - 1 + len(y)]
+                    for_context.append(torch.log_softmax(logits.double(), -1))
+                log_q, log_p = for_context
+                total += (log_q.exp() * (log_q - log_p)).sum().item()
+                count += len(y)
+    trainer.train()
+    logged = [m for m in metrics(tmp_path) if "loss" in m][0]
+    assert logged["distill/tokens"] == count
+    assert total / count > 0.05, total / count
+    assert logged["distill/kl"] == pytest.approx(total / count, rel=1e-5)
