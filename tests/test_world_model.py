@@ -67,6 +67,11 @@ def test_model_saves_and_loads_by_path(tmp_path, tokenizer):
     loaded, loaded_tok = load_model(tmp_path / "m")
     assert loaded_tok.get_vocab() == tokenizer.get_vocab() and loaded_tok.chat_template == tokenizer.chat_template
     assert loaded.generation_config.eos_token_id == tokenizer.eos_token_id
+    # the folder carries the world's prompt format, so `sgpo eval` / `sgpo selectivity` use it
+    from sgpo.prompts import PromptFormat
+    from sgpo.world.prompt import WORLD_PROMPT_FORMAT
+
+    assert PromptFormat.from_file(tmp_path / "m" / "prompt_format.json") == WORLD_PROMPT_FORMAT
     x = torch.tensor([tokenizer("list : 1 2 3", add_special_tokens=False)["input_ids"]])
     small.eval()
     assert torch.equal(small(x).logits, loaded(x).logits)

@@ -60,9 +60,14 @@ def num_parameters(model) -> int:
 
 
 def save_model(model, tokenizer, path: str | Path) -> Path:
-    """Model, generation config and tokenizer in one folder, loadable by `from_pretrained(path)`."""
+    """Model, generation config, tokenizer and the world's prompt format (`prompt_format.json`) in one
+    folder, loadable by `from_pretrained(path)`; `sgpo eval` / `sgpo selectivity` then prompt it the
+    way it was trained."""
+    from sgpo.world.prompt import WORLD_PROMPT_FORMAT
+
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
+    WORLD_PROMPT_FORMAT.save(path)
     return Path(path)
 
 
