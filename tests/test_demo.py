@@ -31,8 +31,12 @@ def test_quick_demo_writes_results_plots_reports_and_prints_the_table(quick_demo
     assert set(results) == {"methods", "wall_seconds", "seed"}
     assert list(results["methods"]) == ["warmup", "grpo", "sgpo"]
     for r in results["methods"].values():
+        assert set(r) == {"heldout_auto", "heldout_guided"}  # exactly the documented keys
         assert 0.0 <= r["heldout_auto"] <= 1.0 and 0.0 <= r["heldout_guided"] <= 1.0
-        assert len(r["per_family"]) >= 6
+    per_family = json.loads((out / "per_family.json").read_text())["methods"]
+    assert list(per_family) == ["warmup", "grpo", "sgpo"]
+    for fams in per_family.values():
+        assert len(fams) >= 6 and all(set(f) == {"auto", "guided"} for f in fams.values())
     assert results["seed"] == 0 and results["wall_seconds"] > 0
     for png in ("reward_curves.png", "heldout_accuracy.png"):
         assert (out / "plots" / png).stat().st_size > 5_000

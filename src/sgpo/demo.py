@@ -4,7 +4,7 @@
       → GRPO  (num_generations = 8 autonomous)                      ┐ same warm-up start, same
       → SGPO  (num_generations = 4 autonomous + 4 guided)            ┘ steps, same rollouts/problem
       → held-out evaluation of warm-up, GRPO and SGPO (autonomous, and guided for reference)
-      → table, DIR/results.json, DIR/plots/*.png, DIR/<method>/report/index.html
+      → table, DIR/results.json (+ DIR/per_family.json), DIR/plots/*.png, DIR/<method>/report/index.html
 
 The first stages are `sgpo.world.pipeline`'s; this module adds the two training runs, their
 evaluation and the outputs. Every stage writes its output atomically and is skipped when it is
@@ -28,6 +28,7 @@ from sgpo.world.pipeline import OutputDirError, Progress, WorldRunConfig, make_c
 METHODS = ("grpo", "sgpo")
 DEMO_CONFIG_FILE = "demo_config.json"
 RESULTS_FILE = "results.json"
+PER_FAMILY_FILE = "per_family.json"
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,8 @@ def format_table(methods: dict[str, dict[str, Any]]) -> str:
 
 
 def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the whole demo; returns the content of `results.json`."""
+    """Run (or resume) the whole demo; returns `results.json`'s content with each method's `per_family`
+    figures inside (written to `per_family.json`)."""
     t0 = time.perf_counter()
     cfg = make_demo_config(seed, quick)
     out = Path(out)
@@ -268,8 +270,15 @@ def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, overwrite: 
     for method in METHODS:
         render_report(out / method)
     results = {"methods": methods, "wall_seconds": round(time.perf_counter() - t0, 1), "seed": seed}
-    tmp = out / (RESULTS_FILE + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, out / RESULTS_FILE)
+    # results.json has exactly the documented keys; the per-family figures go next to it
+    headline = {m: {k: r[k] for k in ("heldout_auto", "heldout_guided")} for m, r in methods.items()}
+    _write_json(out / PER_FAMILY_FILE, {"methods": {m: r["per_family"] for m, r in methods.items()}, "seed": seed})
+    _write_json(out / RESULTS_FILE, {**results, "methods": headline})
     return results
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
 

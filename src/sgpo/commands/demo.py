@@ -1,7 +1,7 @@
 """`sgpo demo`: the strategy world end to end — warm-up, GRPO vs SGPO at equal budgets, evaluation.
 
-Writes DIR/results.json, DIR/plots/*.png, DIR/{grpo,sgpo}/report/index.html and prints the held-out
-accuracy table. A rerun of the same configuration resumes where an interrupted one stopped; a folder
+Writes DIR/results.json, DIR/per_family.json, DIR/plots/*.png, DIR/{grpo,sgpo}/report/index.html and
+prints the held-out accuracy table. A rerun of the same configuration resumes where an interrupted one stopped; a folder
 holding anything else is refused unless --overwrite (which starts clean).
 """
 
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
-    from sgpo.demo import RESULTS_FILE, format_table, run_demo
+    from sgpo.demo import PER_FAMILY_FILE, RESULTS_FILE, format_table, run_demo
     from sgpo.world.pipeline import OutputDirError
 
     try:
@@ -35,6 +35,6 @@ def main(argv: list[str] | None = None) -> int:
     m = results["methods"]
     print()
     print(json.dumps({name: {k: round(v, 3) for k, v in r.items() if k.startswith("heldout")} for name, r in m.items()}))
-    print(f"wall time {results['wall_seconds']:.0f} s; written to {args.out}/{RESULTS_FILE}, {args.out}/plots/, "
+    print(f"wall time {results['wall_seconds']:.0f} s; written to {args.out}/{RESULTS_FILE}, {args.out}/{PER_FAMILY_FILE}, {args.out}/plots/, "
           f"{args.out}/grpo/report/index.html, {args.out}/sgpo/report/index.html")
     return 0
