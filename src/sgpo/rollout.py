@@ -106,7 +106,10 @@ def generate_completions(
         repetition_penalty=repetition_penalty,
     )
     if do_sample:
-        gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k if top_k else None)
+        # top_k=0 must reach GenerationConfig as 0: transformers 5 reads None as "unset" and fills in
+        # its default top_k=50, which would sample from a truncated distribution while the trainer
+        # scores log-probs under the full one
+        gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k or 0)
         if min_p is not None:
             gen_kwargs["min_p"] = min_p
     gen_kwargs.update(generation_kwargs or {})
@@ -115,21 +118,11 @@ def generate_completions(
     was_training = model.training
     model.eval()
     bs = batch_size or max(1, len(prompt_ids))
-    completions: list[list[int]] = []
     try:
-        for start in range(0, len(prompt_ids), bs):
-            chunk = prompt_ids[start : start + bs]
-            ids, mask = pad(chunk, tokenizer.pad_token_id, "left")
-            out = model.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gen_config
-            )
-            new = out[:, ids.shape[1] :].cpu()
-            if eos:
-                keep = completion_mask_from_ids(new, eos)
-            else:
-                keep = torch.ones_like(new)
-            for row, k in zip(new, keep):
-                completions.append(row[: int(k.sum())].tolist())
+        # inference mode (not just no_grad): ~10% faster decoding on CPU; the outputs leave as lists
+        # and are re-padded below, so no inference tensor reaches a later autograd pass
+        with torch.inference_mode():
+            completions = _generate_chunks(model, tokenizer, prompt_ids, bs, gen_config, eos, device)
     finally:
         model.train(was_training)
     p_ids, p_mask = pad(prompt_ids, tokenizer.pad_token_id, "left")
@@ -138,3 +131,17 @@ def generate_completions(
         c_ids, c_mask = pad(completions, tokenizer.pad_token_id, "right", length=1)
     texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
     return Generation(p_ids, p_mask, c_ids, c_mask, texts)
+
+
+def _generate_chunks(model, tokenizer, prompt_ids, bs: int, gen_config, eos: list[int], device) -> list[list[int]]:
+    """Completion token lists (EOS kept, padding dropped), `bs` prompts per `generate` call."""
+    completions: list[list[int]] = []
+    for start in range(0, len(prompt_ids), bs):
+        chunk = prompt_ids[start : start + bs]
+        ids, mask = pad(chunk, tokenizer.pad_token_id, "left")
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gen_config)
+        new = out[:, ids.shape[1] :].cpu()
+        keep = completion_mask_from_ids(new, eos) if eos else torch.ones_like(new)
+        for row, k in zip(new, keep):
+            completions.append(row[: int(k.sum())].tolist())
+    return completions
