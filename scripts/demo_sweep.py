@@ -1,0 +1,69 @@
+"""Train GRPO and SGPO again from a finished demo's warm-up checkpoint under other shared settings.
+
+    python scripts/demo_sweep.py --demo runs/demo --out runs/demo-sweep --set learning_rate=2e-4 --set learning_rate=5e-5
+
+Each `--set` is one setting of `sgpo.demo.TrainSettings` fields (comma-separated `field=value`
+pairs), applied to both methods alike. The demo's world and warm-up are reused (linked, not copied or
+retrained), so one setting costs the two training runs and their evaluation (~3 min on 2 cores).
+Prints one JSON line per setting: `{"setting": ..., "grpo": {...}, "sgpo": {...}}` with held-out
+autonomous / guided accuracy overall and per family, and the number of zero-gradient steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from dataclasses import fields, replace
+from pathlib import Path
+
+from sgpo.demo import METHODS, make_demo_config, stage_eval, stage_train
+from sgpo.world.pipeline import Progress
+
+
+def parse_setting(text: str) -> dict:
+    known = {f.name: f.type for f in fields(make_demo_config().train)}
+    out = {}
+    for pair in text.split(","):
+        key, _, value = pair.partition("=")
+        if key not in known:
+            raise SystemExit(f"--set {text!r}: unknown field {key!r}; fields: {', '.join(known)}")
+        current = getattr(make_demo_config().train, key)
+        out[key] = type(current)(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--demo", required=True, help="a finished `sgpo demo` folder (full, not --quick)")
+    ap.add_argument("--out", required=True, help="where the sweep's runs go (one sub-folder per setting)")
+    ap.add_argument("--set", dest="settings", action="append", required=True, help="field=value[,field=value]")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    demo = Path(args.demo).resolve()
+    for need in ("world/train.jsonl", "world/heldout.jsonl", "warmup/model.safetensors"):
+        if not (demo / need).exists():
+            raise SystemExit(f"{demo}: not a finished demo folder ({need} missing)")
+    base = make_demo_config(args.seed, quick=False)
+    for text in args.settings:
+        cfg = replace(base, train=replace(base.train, **parse_setting(text)))
+        run = Path(args.out) / text.replace(",", "_").replace("=", "-")
+        shutil.rmtree(run, ignore_errors=True)
+        run.mkdir(parents=True)
+        for d in ("world", "warmup"):
+            os.symlink(demo / d, run / d)
+        result = {"setting": text}
+        for method in METHODS:
+            stage_train(run, cfg, method, Progress(enabled=False))
+            r = stage_eval(run, cfg, method, Progress(enabled=False))
+            logs = [json.loads(x) for x in (run / method / "metrics.jsonl").read_text().splitlines()]
+            r["zero_gradient_steps"] = sum(1 for x in logs if x.get("grad_norm") == 0.0)
+            result[method] = r
+        print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
