@@ -20,18 +20,19 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from sgpo.demo import METHODS, make_demo_config, stage_eval, stage_train
+from sgpo.evaluation.report import read_metrics
 from sgpo.world.pipeline import Progress
 
 
-def parse_setting(text: str) -> dict:
-    known = {f.name: f.type for f in fields(make_demo_config().train)}
+def parse_setting(text: str, defaults) -> dict:
+    """`"field=value,field=value"` -> `{field: value}`, each value of the type of its default."""
+    known = [f.name for f in fields(defaults)]
     out = {}
     for pair in text.split(","):
         key, _, value = pair.partition("=")
         if key not in known:
             raise SystemExit(f"--set {text!r}: unknown field {key!r}; fields: {', '.join(known)}")
-        current = getattr(make_demo_config().train, key)
-        out[key] = type(current)(value)
+        out[key] = type(getattr(defaults, key))(value)
     return out
 
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{demo}: not a finished demo folder ({need} missing)")
     base = make_demo_config(args.seed, quick=False)
     for text in args.settings:
-        cfg = replace(base, train=replace(base.train, **parse_setting(text)))
+        cfg = replace(base, train=replace(base.train, **parse_setting(text, base.train)))
         run = Path(args.out) / text.replace(",", "_").replace("=", "-")
         shutil.rmtree(run, ignore_errors=True)
         run.mkdir(parents=True)
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         for method in METHODS:
             stage_train(run, cfg, method, Progress(enabled=False))
             r = stage_eval(run, cfg, method, Progress(enabled=False))
-            logs = [json.loads(x) for x in (run / method / "metrics.jsonl").read_text().splitlines()]
+            logs, _ = read_metrics(run / method / "metrics.jsonl")
             r["zero_gradient_steps"] = sum(1 for x in logs if x.get("grad_norm") == 0.0)
             result[method] = r
         print(json.dumps(result), flush=True)

@@ -42,6 +42,29 @@ def _source_name(source: Any) -> str:
     return f"<{type(source).__name__}>"
 
 
+def iter_jsonl(path: str | os.PathLike):
+    """`(line number, value, None)` for each non-blank line of a JSONL file, or `(line number, None,
+    the json.JSONDecodeError)` where a line does not parse; the caller decides to raise or skip."""
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line), None
+            except json.JSONDecodeError as exc:
+                yield lineno, None, exc
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write `obj` as indented JSON, atomically (a temporary file renamed over `path`), so a reader or
+    an interrupted run never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a `.jsonl`, `.json` (a list of objects, or {"data": [...]}) or `.parquet` file into dicts."""
     path = Path(path)
@@ -50,17 +73,12 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         rows = []
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}: line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}: line {lineno}: expected a JSON object, got {type(row).__name__}")
-                rows.append(row)
+        for lineno, row, exc in iter_jsonl(path):
+            if exc is not None:
+                raise DataError(f"{path}: line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})")
+            if not isinstance(row, dict):
+                raise DataError(f"{path}: line {lineno}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
         return rows
     if suffix == ".json":
         try:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sgpo.data import write_json
 from sgpo.world.pipeline import OutputDirError, Progress, WorldRunConfig, make_config, prepare_out, run_world_stages
 
 METHODS = ("grpo", "sgpo")
@@ -101,9 +102,7 @@ def _check_demo_config(out: Path, cfg: DemoConfig) -> None:
         if json.loads(path.read_text()) != cfg.to_dict():
             raise OutputDirError(f"{out}: holds a demo run of another configuration ({path}); pass --overwrite to replace it")
         return
-    tmp = path.with_name(DEMO_CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(cfg.to_dict(), indent=1))
-    os.replace(tmp, path)
+    write_json(path, cfg.to_dict())
 
 
 def stage_train(out: Path, cfg: DemoConfig, method: str, progress: Progress) -> Path:
@@ -179,9 +178,7 @@ def stage_eval(out: Path, cfg: DemoConfig, name: str, progress: Progress) -> dic
         )
     result = method_result(heldout)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, path)
+    write_json(path, result)
     return result
 
 
@@ -195,13 +192,14 @@ def write_plots(out: Path, methods: dict[str, dict[str, Any]]) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from sgpo.evaluation.report import read_metrics
+
     folder = out / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4))
     colours = {"grpo": "tab:gray", "sgpo": "tab:blue"}
     for method in METHODS:
-        logs = [json.loads(line) for line in (out / method / "metrics.jsonl").read_text().splitlines()]
-        logs = [m for m in logs if "reward/auto" in m]
+        logs = [m for m in read_metrics(out / method / "metrics.jsonl")[0] if "reward/auto" in m]
         ax.plot([m["step"] for m in logs], [m["reward/auto"] for m in logs], label=f"{method.upper()} autonomous", color=colours[method])
         if method == "sgpo":
             ax.plot([m["step"] for m in logs if "reward/guided" in m], [m["reward/guided"] for m in logs if "reward/guided" in m],
@@ -273,13 +271,7 @@ def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, overwrite: 
     results = {"methods": methods, "wall_seconds": round(time.perf_counter() - t0, 1), "seed": seed}
     # results.json has exactly the documented keys; the per-family figures go next to it
     headline = {m: {k: r[k] for k in ("heldout_auto", "heldout_guided")} for m, r in methods.items()}
-    _write_json(out / PER_FAMILY_FILE, {"methods": {m: r["per_family"] for m, r in methods.items()}, "seed": seed})
-    _write_json(out / RESULTS_FILE, {**results, "methods": headline})
+    write_json(out / PER_FAMILY_FILE, {"methods": {m: r["per_family"] for m, r in methods.items()}, "seed": seed})
+    write_json(out / RESULTS_FILE, {**results, "methods": headline})
     return results
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 

@@ -500,15 +500,11 @@ class SGPOTrainer(Trainer):
         correct = rewards >= args.correct_reward_threshold
         auto_idx = (~guided_t).nonzero().squeeze(1)  # problem-major, Ga per problem
         acc_auto = correct[auto_idx].view(n_prob, Ga).float().mean(1)  # (n_prob,)
-        has_guided = torch.zeros(n_prob, dtype=torch.bool)
-        acc_guided = torch.zeros(n_prob)
-        guided_reward = torch.zeros(n_prob)
-        for i in range(n_prob):
-            sel = (owner_t == i) & guided_t
-            if sel.any():
-                has_guided[i] = True
-                acc_guided[i] = correct[sel].float().mean()
-                guided_reward[i] = rewards[sel].mean()
+        g_owner = owner_t[guided_t]  # the problem of each guided row
+        n_guided = torch.bincount(g_owner, minlength=n_prob)  # (n_prob,)
+        has_guided = n_guided > 0
+        acc_guided = torch.zeros(n_prob).index_add_(0, g_owner, correct[guided_t].float()) / n_guided.clamp(min=1)
+        guided_reward = torch.zeros(n_prob).index_add_(0, g_owner, rewards[guided_t].float()) / n_guided.clamp(min=1)
 
         # 3. advantages on the autonomous group (gathered: batch-scaled std is global, as TRL)
         auto_rewards = rewards[auto_idx]
@@ -539,6 +535,7 @@ class SGPOTrainer(Trainer):
             teacher_bias = None if head_b is None else head_b.detach().clone()
         need_teacher = distill and args.distill_divergence != "imitation"
         micro: list[dict] = []
+        a_pos = {j: q for q, j in enumerate(auto_idx.tolist())}  # row -> index into `advantages`
         local_counts = torch.zeros(S, 3)  # auto sequences, auto tokens, distilled tokens
         for k in range(S):
             probs = range(k * B, (k + 1) * B)
@@ -556,12 +553,17 @@ class SGPOTrainer(Trainer):
             mb: dict[str, Any] = {"student": student, "n_auto": n_auto}
             dev = self.accelerator.device
             mb["auto_loss_mask"] = pad([[1] * int(loss_mask_rows[j].sum()) for j in a_rows], 0, "right", length=C)[0].to(dev)
-            a_pos = {j: q for q, j in enumerate(auto_idx.tolist())}
             mb["advantages"] = advantages[[a_pos[j] for j in a_rows]].to(dev)
             auto_part = {key: val[:n_auto] for key, val in student.items()}
             if reuse:
+                # one no-grad pass for the old log-probs of the autonomous rows and, when the proximal
+                # mask needs them, of the distilled rows (both under the unguided prompt)
+                both = bool(d_rows) and args.distill_proximal
                 with self._timed("time/old_logps_s"):
-                    mb["old_logps"] = self._score_logps(self.model, auto_part, head_w, head_b)
+                    old_logps = self._score_logps(self.model, student if both else auto_part, head_w, head_b)
+                mb["old_logps"] = old_logps[:n_auto]
+                if both:
+                    mb["distill_old_logps"] = old_logps[n_auto:]
             if self.ref_model is not None:
                 ref_w, ref_b = self._lm_head(self.ref_model)
                 with self._timed("time/reference_s"):
@@ -574,10 +576,6 @@ class SGPOTrainer(Trainer):
                     with self._timed("time/teacher_s"):
                         mb["teacher_hidden"] = self._score_hidden(self.model, teacher)
                     mb["teacher_weight"], mb["teacher_bias"] = teacher_weight, teacher_bias
-                if reuse and args.distill_proximal:
-                    student_d = {key: val[n_auto:] for key, val in student.items()}
-                    with self._timed("time/old_logps_s"):
-                        mb["distill_old_logps"] = self._score_logps(self.model, student_d, head_w, head_b)
             micro.append(mb)
 
         step_counts = local_counts.view(S // GA, GA, 3).sum(1).to(self.accelerator.device)

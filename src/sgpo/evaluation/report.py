@@ -62,19 +62,15 @@ _X_KEYS = ("step", "epoch")
 def read_metrics(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of a metrics.jsonl and warnings about the lines skipped (invalid JSON — e.g. the last line
     of a run still being written — or not an object)."""
+    from sgpo.data import iter_jsonl
+
     rows, warnings = [], []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                warnings.append(f"{path}: line {lineno}: skipped, invalid JSON ({exc.msg})")
-                continue
-            if not isinstance(row, dict):
-                warnings.append(f"{path}: line {lineno}: skipped, not a JSON object")
-                continue
+    for lineno, row, exc in iter_jsonl(path):
+        if exc is not None:
+            warnings.append(f"{path}: line {lineno}: skipped, invalid JSON ({exc.msg})")
+        elif not isinstance(row, dict):
+            warnings.append(f"{path}: line {lineno}: skipped, not a JSON object")
+        else:
             rows.append(row)
     return rows, warnings
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sgpo.data import read_rows, write_rows
+from sgpo.data import read_rows, write_json, write_rows
 from sgpo.evaluation.benchmarks import Benchmark
 from sgpo.evaluation.harness import EvalResult, eval_settings, evaluate_records
 from sgpo.prompts import PromptFormat
@@ -96,9 +96,7 @@ def markdown_table(doc: dict[str, Any]) -> str:
 
 def _write_outputs(out_dir: Path, doc: dict[str, Any]) -> None:
     doc["average"] = average(doc["benchmarks"])
-    tmp = out_dir / "results.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(out_dir / "results.json")
+    write_json(out_dir / "results.json", doc)
     (out_dir / "results.md").write_text(markdown_table(doc), encoding="utf-8")
 
 

@@ -20,6 +20,17 @@ class PolicyLossOutput:
     high_clipped: torch.Tensor
 
 
+def _surrogate_branches(logp, old_logp, advantages, epsilon_low, epsilon_high, delta):
+    """(A broadcast to logp, ρ, unclipped ρ·A (ρ capped at δ when set), clip(ρ, 1−ε_low, 1+ε_high)·A).
+    A of shape (N,) with logp of shape (N, T) becomes (N, 1)."""
+    if advantages.dim() == 1 and logp.dim() == 2:
+        advantages = advantages.unsqueeze(1)  # (N, 1)
+    ratio = torch.exp(logp - old_logp)
+    unclipped = (torch.clamp(ratio, max=delta) if delta is not None else ratio) * advantages
+    clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high) * advantages
+    return advantages, ratio, unclipped, clipped
+
+
 def clipped_surrogate(
     logp: torch.Tensor,
     old_logp: torch.Tensor,
@@ -37,12 +48,8 @@ def clipped_surrogate(
 
     logp, old_logp: (N, T); advantages: (N,) or (N, T)  ->  per_token_loss: (N, T)
     """
-    if advantages.dim() == 1:
-        advantages = advantages.unsqueeze(1)  # (N, 1)
-    ratio = torch.exp(logp - old_logp)  # (N, T)
-    clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
-    unclipped = torch.clamp(ratio, max=delta) if delta is not None else ratio
-    per_token = -torch.min(unclipped * advantages, clipped * advantages)
+    advantages, ratio, unclipped, clipped = _surrogate_branches(logp, old_logp, advantages, epsilon_low, epsilon_high, delta)
+    per_token = -torch.min(unclipped, clipped)
     low = (ratio < 1 - epsilon_low) & (advantages < 0)
     high = (ratio > 1 + epsilon_high) & (advantages > 0)
     return PolicyLossOutput(per_token, low, high)
@@ -66,11 +73,7 @@ def clipped_surrogate_grad(
     logp, old_logp: (N, T) or (M,); advantages broadcastable to them  ->  same shape, no grad
     """
     with torch.no_grad():
-        if advantages.dim() == 1 and logp.dim() == 2:
-            advantages = advantages.unsqueeze(1)
-        ratio = torch.exp(logp - old_logp)
-        unclipped = torch.clamp(ratio, max=delta) * advantages if delta is not None else ratio * advantages
-        clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high) * advantages
+        advantages, ratio, unclipped, clipped = _surrogate_branches(logp, old_logp, advantages, epsilon_low, epsilon_high, delta)
         inside = (ratio >= 1 - epsilon_low) & (ratio <= 1 + epsilon_high)
         live = torch.where(unclipped <= clipped, ratio <= delta if delta is not None else torch.ones_like(inside), inside)
         return -advantages * ratio * live.to(ratio.dtype)

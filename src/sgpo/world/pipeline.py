@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sgpo.data import read_rows, write_rows
+from sgpo.data import read_rows, write_json, write_rows
 from sgpo.world.generate import SPLITS, WorldSpec, build_world, write_world
 from sgpo.world.model import ModelSpec
 from sgpo.world.warmup import WarmupConfig
@@ -240,9 +240,7 @@ def prepare_out(out: str | Path, cfg: WorldRunConfig, overwrite: bool = False) -
             )
     out.mkdir(parents=True, exist_ok=True)
     if not cfg_path.exists():
-        tmp = cfg_path.with_name(CONFIG_FILE + ".tmp")
-        tmp.write_text(json.dumps(cfg.to_dict(), indent=1))
-        os.replace(tmp, cfg_path)
+        write_json(cfg_path, cfg.to_dict())
     return out
 
 
@@ -292,9 +290,7 @@ def run_world_stages(
         "num_parameters": num_parameters,
         "wall_seconds": walls,
     }
-    tmp = out / (RESULTS_FILE + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, out / RESULTS_FILE)
+    write_json(out / RESULTS_FILE, results)
     return results
 
 
