@@ -1,5 +1,6 @@
 """Multi-process training with real processes: `accelerate launch --cpu --num_processes 2` (gloo)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -19,25 +20,47 @@ def env():
     return e
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("loss_type", ["dapo"])
-def test_two_processes_give_the_single_process_update(tmp_path, loss_type):
-    single = tmp_path / "single" / "delta.pt"
-    single.parent.mkdir()
-    subprocess.run([sys.executable, str(SCRIPT), str(single), "4", loss_type], check=True, env=env(), capture_output=True, timeout=300)
+def run_single(out: Path, *args: str) -> None:
+    out.parent.mkdir()
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(out), *args], env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
 
-    ddp = tmp_path / "ddp" / "delta.pt"
-    ddp.parent.mkdir()
+
+def run_two_processes(out: Path, *args: str) -> None:
+    out.parent.mkdir()
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     # `--cpu` makes accelerate use its single-process launcher; `--multi_gpu` starts torchrun, and the
     # script's `use_cpu=True` then selects MULTI_CPU with the gloo backend.
     cmd = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", "29517", str(SCRIPT), str(ddp), "2", loss_type]
+           "--dynamo_backend", "no", "--main_process_port", "29517", str(SCRIPT), str(out), *args]
     proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "processes=2" in proc.stdout
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", ["plain", "masked"])
+def test_two_processes_give_the_single_process_update(tmp_path, scenario):
+    # "masked": every completion of the first process's problems is truncated and masked, so its
+    # micro-batch has nothing to train on; it must contribute a zero gradient, not crash or hang
+    run_single(single := tmp_path / "single" / "delta.pt", "4", "dapo", scenario)
+    run_two_processes(ddp := tmp_path / "ddp" / "delta.pt", "2", "dapo", scenario)
     a, b = torch.load(single), torch.load(ddp)
     assert any(v.abs().max() > 0 for v in a.values())
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=0, msg=name)
+
+
+@pytest.mark.slow
+def test_instance_weight_ema_is_global_and_survives_resume(tmp_path):
+    # with a shuffled order a problem lands on different processes in different epochs: the EMA must
+    # still be one history per problem, the same on every process, equal to the 1-process run's, and
+    # the same again after resuming from a checkpoint
+    run_single(single := tmp_path / "single" / "ema", "4", "dapo", "ema")
+    run_two_processes(ddp := tmp_path / "ddp" / "ema", "2", "dapo", "ema")
+    reference = json.loads(Path(f"{single}.straight.rank0.json").read_text())
+    assert len(reference) == 8 and len(set(reference.values())) > 1  # every problem seen, values differ
+    for name in ("straight", "resumed"):
+        assert json.loads(Path(f"{single}.{name}.rank0.json").read_text()) == pytest.approx(reference)
+        for rank in (0, 1):
+            assert json.loads(Path(f"{ddp}.{name}.rank{rank}.json").read_text()) == pytest.approx(reference), (name, rank)

@@ -320,3 +320,61 @@ def test_distillation_kl_matches_direct_computation(tmp_path, tokenizer, tiny_mo
     assert logged["distill/tokens"] == count
     assert total / count > 0.05, total / count
     assert logged["distill/kl"] == pytest.approx(total / count, rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------ run folders and early checks
+
+
+def test_output_dir_holding_a_run_is_refused_unless_overwritten(tmp_path, tokenizer, rows):
+    from sgpo.testing import build_tiny_model
+    from sgpo.trainer import OutputDirError
+
+    def run(**kw):
+        t = FixedRolloutTrainer(build_tiny_model(tokenizer), config(tmp_path, max_steps=1, **kw), processing_class=tokenizer,
+                                reward_funcs=[even_answer_reward], train_dataset=rows)
+        t.train()
+
+    run()
+    first = (tmp_path / "out" / "metrics.jsonl").read_text()
+    with pytest.raises(OutputDirError, match=r"already holds a run \(metrics.jsonl\).*--overwrite_output_dir"):
+        run()
+    assert (tmp_path / "out" / "metrics.jsonl").read_text() == first  # nothing was touched
+    run(overwrite_output_dir=True)
+    steps = [m["step"] for m in metrics(tmp_path) if "loss" in m]
+    assert steps == [1]  # a fresh metrics.jsonl, not two runs mixed
+
+
+def test_run_folder_keeps_the_resolved_settings(tmp_path, tokenizer, tiny_model, rows):
+    import yaml
+
+    trainer = FixedRolloutTrainer(tiny_model, config(tmp_path, max_steps=1, distill_coef=0.5), processing_class=tokenizer,
+                                  reward_funcs=[even_answer_reward], train_dataset=rows)
+    trainer.train()
+    saved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
+    assert saved["distill_coef"] == 0.5 and saved["num_generations"] == 3 and saved["epsilon_high"] == 0.2
+    assert "2 problems per optimizer step per process" in trainer.batch_summary()
+    assert "1 optimizer steps" in trainer.batch_summary()
+
+
+def test_no_problem_with_a_strategy_is_one_clear_error(tmp_path, tokenizer, tiny_model, rows):
+    for r in rows:
+        r["strategy"] = None
+    with pytest.raises(DataError, match=r"none of the 8 problems has a usable strategy.*--num_guided_generations 0 --distill_coef 0.*sgpo extract"):
+        SGPOTrainer(tiny_model, config(tmp_path), processing_class=tokenizer, train_dataset=rows)
+    # GRPO on the same data is fine
+    SGPOTrainer(tiny_model, config(tmp_path, num_guided_generations=0, distill_coef=0.0), processing_class=tokenizer, train_dataset=rows)
+
+
+def test_data_is_checked_before_the_model_is_loaded(tmp_path, tokenizer):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "x", "answer": "1"}) + "\n")
+    # the model path does not exist: a DataError (not the loader's OSError) shows the data came first
+    with pytest.raises(DataError, match="missing column 'problem'"):
+        SGPOTrainer(str(tmp_path / "no-such-model"), config(tmp_path), processing_class=tokenizer, train_dataset=str(bad))
+
+
+def test_illegal_numbers_fail_in_the_config(tmp_path):
+    with pytest.raises(ValueError, match=r"SGPOConfig.learning_rate: must be ≥ 0"):
+        SGPOConfig(output_dir=str(tmp_path), learning_rate=-1e-3)
+    with pytest.raises(ValueError, match=r"SGPOConfig.num_generations: must be ≥ 2"):
+        SGPOConfig(output_dir=str(tmp_path), num_generations=1)

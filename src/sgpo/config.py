@@ -16,10 +16,8 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-from sgpo.objectives import DIVERGENCES, INSTANCE_WEIGHTS, LOSS_TYPE_TO_AGG_MODE
+from sgpo.objectives import DISTILL_TERMS, INSTANCE_WEIGHTS, LOSS_TYPE_TO_AGG_MODE
 from sgpo.prompts import DEFAULT_GUIDED_PROMPT_TEMPLATE, DEFAULT_PROMPT_TEMPLATE
-
-DISTILL_KINDS = tuple(DIVERGENCES) + ("imitation",)
 
 
 @dataclass
@@ -30,6 +28,10 @@ class SGPOConfig(TrainingArguments):
     report_to: None | str | list[str] = field(
         default="tensorboard",
         metadata={"help": "Logging integrations (tensorboard, wandb, trackio, none, all). metrics.jsonl is always written."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start a fresh run in an output_dir that holds another run (its metrics.jsonl and checkpoints are removed). Without it such a folder is refused unless the run is resumed."},
     )
     remove_unused_columns: bool | None = field(
         default=False, metadata={"help": "Kept False: every data set column is passed to the reward functions."}
@@ -174,8 +176,10 @@ class SGPOConfig(TrainingArguments):
         def bad(name: str, msg: str) -> None:
             raise ValueError(f"SGPOConfig.{name}: {msg}")
 
-        if self.num_generations < 1:
-            bad("num_generations", f"must be ≥ 1, got {self.num_generations}")
+        if self.num_generations < 2:
+            bad("num_generations", f"must be ≥ 2 (a group of one has no relative advantage, so the RL term would be 0), got {self.num_generations}")
+        if self.learning_rate < 0:
+            bad("learning_rate", f"must be ≥ 0, got {self.learning_rate}")
         if self.num_guided_generations < 0:
             bad("num_guided_generations", f"must be ≥ 0, got {self.num_guided_generations}")
         if self.distill_coef < 0:
@@ -188,8 +192,8 @@ class SGPOConfig(TrainingArguments):
             bad("scale_rewards", f"must be group, batch or none, got {self.scale_rewards!r}")
         if self.distill_on not in ("correct", "all"):
             bad("distill_on", f"must be correct or all, got {self.distill_on!r}")
-        if self.distill_divergence not in DISTILL_KINDS:
-            bad("distill_divergence", f"must be one of {', '.join(DISTILL_KINDS)}, got {self.distill_divergence!r}")
+        if self.distill_divergence not in DISTILL_TERMS:
+            bad("distill_divergence", f"must be one of {', '.join(DISTILL_TERMS)}, got {self.distill_divergence!r}")
         if self.distill_topk is not None and (self.distill_topk < 1 or self.distill_divergence != "forward_kl"):
             bad("distill_topk", "must be ≥ 1 and is only defined for distill_divergence=forward_kl")
         if self.instance_weighting not in INSTANCE_WEIGHTS:

@@ -1,32 +1,38 @@
 """`SGPOTrainer`: GRPO-style RL on autonomous rollouts plus strategy distillation on guided ones.
 
-Orchestration only: every formula lives in `sgpo.objectives`. One generation batch, per process:
+Orchestration only. The maths is one function, `sgpo.objectives.sgpo_loss`; the rollout of a
+generation batch is a chain of named stages in `sgpo.stages` (docs/algorithm.md, "One step"):
 
-1. sample `num_generations` autonomous completions y ~ π_old(·|x) and `num_guided_generations`
-   guided completions ỹ ~ π_old(·|x ⊕ s) per problem, in one padded `generate` call;
-2. score them with the reward functions; acc_auto / acc_guided per problem;
-3. group-relative advantages on the autonomous group;
-4. instance weights w_i; pick the guided completions to distil on (`distill_on`);
-5. no-grad passes, batched: π_old(y_t) of the autonomous tokens and π_old(ỹ_t | x) of the distilled
-   tokens when the batch is reused over several optimizer steps, the reference model when beta > 0,
-   and the teacher's final hidden states on (x ⊕ s, ỹ) — the teacher is the same policy *at rollout
-   time*, so its distribution is fixed for the whole batch (the LM-head weight is snapshotted too when
-   the batch outlives one optimizer step);
-6. split into `steps_per_generation` micro-batches, with loss normalisers counted over each whole
-   optimizer step and all processes (so the loss does not depend on how the batch is split).
+    plan → sample → score → advantages → weights and selection → micro-batches → no-grad passes
+
+1. plan: per problem `num_generations` autonomous prompts x and `num_guided_generations` guided
+   prompts x ⊕ s; sample: all of them in one call of `_generate` (HF `generate`; the hook other
+   engines replace);
+2. score: the reward functions, correctness, acc_auto / acc_guided per problem;
+3. advantages: group-relative, on the autonomous group (gathered over processes);
+4. weights and selection: w_i (with the EMA over the whole generation batch, all processes), the
+   guided completions to distil on (`distill_on`);
+5. micro-batches: `steps_per_generation` micro-batches of whole problems, the loss normalisers
+   counted over each whole optimizer step and all processes;
+6. no-grad passes: π_old(y_t) and π_old(ỹ_t | x) when the batch is reused over several optimizer
+   steps, the reference model when beta > 0, and the teacher's final hidden states on x ⊕ s ⊕ ỹ —
+   the teacher is the policy *at rollout time*, so its LM head (weight and bias) is snapshotted when
+   the batch outlives one optimizer step.
 
 Each micro-step then runs one student forward (autonomous and distilled rows together, *without*
-the strategy) and adds L_RL + λ · Σ w_i m_t D_t / N (DESIGN §1.7).
+the strategy) and `sgpo_loss`.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
+import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,28 +42,33 @@ from torch.utils.data import DataLoader, Sampler
 from transformers import AutoModelForCausalLM, PreTrainedModel, Trainer, TrainerCallback
 
 from sgpo.config import SGPOConfig
-from sgpo.modeling import load_tokenizer
 from sgpo.data import ColumnMap, DataError, count_missing_strategies, load_problems
+from sgpo.modeling import load_tokenizer
 from sgpo.objectives import (
-    LOSS_TYPE_TO_AGG_MODE,
     GlobalCounts,
     InstanceWeightEMA,
-    aggregate,
-    cap_per_token,
-    clipped_surrogate,
-    clipped_surrogate_grad,
+    LossConfig,
+    LossInputs,
     group_relative_advantages,
-    instance_weights,
-    k3_kl,
-    k3_kl_grad,
-    proximal_keep_mask,
-    token_weights,
+    head_functions,
+    sgpo_loss,
 )
-from sgpo import kernels
-from sgpo.objectives import lm_head as plain_head
 from sgpo.prompts import PromptFormat, tokenize_prompts
 from sgpo.rewards import RewardFunc, resolve_reward_func, reward_func_name
-from sgpo.rollout import Generation, eos_ids, generate_completions, pad
+from sgpo.rollout import Generation, eos_ids, generate_completions
+from sgpo.stages import (
+    MicroBatch,
+    Packed,
+    completion_facts,
+    completion_hidden,
+    group_stats,
+    local_counts,
+    no_grad_hidden,
+    plan_rollouts,
+    problem_weights,
+    select,
+    split_micro_batches,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +76,17 @@ logger = logging.getLogger(__name__)
 _PROMPT_IDS, _GUIDED_IDS, _PROMPT_TEXT, _GUIDED_TEXT = "_prompt_ids", "_guided_ids", "_prompt_text", "_guided_text"
 _INTERNAL = (_PROMPT_IDS, _GUIDED_IDS, _PROMPT_TEXT, _GUIDED_TEXT)
 STATE_FILE = "sgpo_state.json"
+BUFFER_FILE = "rollout_buffer_rank{rank}.pt"  # a checkpoint taken inside a generation period keeps its rollouts
+CONFIG_FILE = "config.yaml"
+RUN_ARTIFACTS = ("metrics.jsonl", "trainer_state.json", "model.safetensors")
 
 
 class RewardFunctionError(RuntimeError):
     """A reward function raised, or returned the wrong number of values, or a NaN / None."""
+
+
+class OutputDirError(FileExistsError):
+    """The output folder holds another run and the new one would mix with it."""
 
 
 # ---------------------------------------------------------------------------------------- sampling
@@ -109,7 +127,7 @@ def _identity_collate(rows: list[dict]) -> list[dict]:
     return rows
 
 
-# ---------------------------------------------------------------------------------------- metrics
+# ---------------------------------------------------------------------------------------- callbacks
 
 
 class MetricsJSONLCallback(TrainerCallback):
@@ -129,15 +147,18 @@ class MetricsJSONLCallback(TrainerCallback):
 
 
 class _StepSyncCallback(TrainerCallback):
-    """Keeps the micro-step counter in line with a (possibly resumed) global step."""
+    """Keeps the micro-step counter in line with a (possibly resumed) global step, and hands a
+    resumed run the rollouts of the generation period its checkpoint was taken in."""
 
     def __init__(self, trainer: "SGPOTrainer"):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.trainer._step = state.global_step * args.gradient_accumulation_steps
-        self.trainer._buffer = None
-        self.trainer._last_log_time = time.perf_counter()
+        t = self.trainer
+        t._step = state.global_step * args.gradient_accumulation_steps
+        t._buffer, t._resume_buffer = t._resume_buffer, None
+        t._last_log_time = time.perf_counter()
+        t._last_logged_step = state.global_step
 
 
 # ---------------------------------------------------------------------------------------- trainer
@@ -155,6 +176,9 @@ class SGPOTrainer(Trainer):
             registry names or `module:function` strings (`args.reward_funcs` when None).
         train_dataset: a `datasets.Dataset`, or a path to a JSONL / JSON / parquet file, with columns
             `problem`, `answer`, and optionally `strategy` and `id` (names set in `args`).
+
+    The data set is loaded, validated and tokenized before the model is loaded, so a bad row or an
+    over-long prompt fails in seconds, not after the weights are read.
     """
 
     _tag_names = ["sgpo"]
@@ -178,39 +202,10 @@ class SGPOTrainer(Trainer):
         if train_dataset is None:
             raise DataError("SGPOTrainer needs a train_dataset (a datasets.Dataset or a .jsonl/.json/.parquet path)")
 
-        # -- model and tokenizer
-        if isinstance(model, str):
-            init_kwargs = dict(args.model_init_kwargs or {})
-            if isinstance(init_kwargs.get("dtype"), str) and init_kwargs["dtype"] != "auto":
-                init_kwargs["dtype"] = getattr(torch, init_kwargs["dtype"])
-            model_path = model
-            model = AutoModelForCausalLM.from_pretrained(model_path, **init_kwargs)
-            if processing_class is None:
-                processing_class = load_tokenizer(model_path)
-        if processing_class is None:
-            processing_class = load_tokenizer(model.config._name_or_path)
-        tokenizer = processing_class
-        if tokenizer.pad_token is None:
-            if tokenizer.eos_token is None:
-                raise ValueError(
-                    "the tokenizer has neither a pad token nor an EOS token; set tokenizer.pad_token before training"
-                )
-            logger.warning("the tokenizer has no pad token; using its EOS token %r for padding", tokenizer.eos_token)
-            tokenizer.pad_token = tokenizer.eos_token
-        for attr in ("final_logit_softcapping", "logit_scale"):
-            if getattr(model.config, attr, None) not in (None, 1.0):
-                raise NotImplementedError(
-                    f"models with config.{attr} are not supported yet: SGPO applies the LM head itself to score tokens"
-                )
-        if args.disable_dropout:
-            for module in model.modules():
-                if isinstance(module, torch.nn.Dropout):
-                    module.p = 0.0
-
-        # -- reward functions
+        # -- reward functions (cheap: resolve names before anything heavy)
         if reward_funcs is None:
             reward_funcs = list(args.reward_funcs)
-        if isinstance(reward_funcs, (str,)) or callable(reward_funcs):
+        if isinstance(reward_funcs, str) or callable(reward_funcs):
             reward_funcs = [reward_funcs]
         self.reward_funcs: list[RewardFunc] = [resolve_reward_func(f) for f in reward_funcs]
         if not self.reward_funcs:
@@ -221,7 +216,17 @@ class SGPOTrainer(Trainer):
             raise ValueError(f"reward_weights has {len(weights)} values for {len(self.reward_funcs)} reward functions")
         self.reward_weights = torch.tensor(weights, dtype=torch.float32)
 
-        # -- data: validate everything and tokenize every prompt up front, so bad rows fail now, not at step 9,000
+        # -- tokenizer, then the data: every row validated and every prompt tokenized before the model loads
+        if processing_class is None:
+            processing_class = load_tokenizer(model if isinstance(model, str) else model.config._name_or_path)
+        tokenizer = processing_class
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise ValueError(
+                    "the tokenizer has neither a pad token nor an EOS token; set tokenizer.pad_token before training"
+                )
+            logger.warning("the tokenizer has no pad token; using its EOS token %r for padding", tokenizer.eos_token)
+            tokenizer.pad_token = tokenizer.eos_token
         self.prompt_format = PromptFormat(
             template=args.prompt_template,
             guided_template=args.guided_prompt_template,
@@ -232,6 +237,25 @@ class SGPOTrainer(Trainer):
         source_name = train_dataset if isinstance(train_dataset, str) else "train_dataset"
         dataset = load_problems(train_dataset, columns=columns, require_strategy=args.require_strategy)
         dataset = self._tokenize_dataset(dataset, tokenizer, args, source_name)
+
+        # -- the model
+        if isinstance(model, str):
+            init_kwargs = dict(args.model_init_kwargs or {})
+            if isinstance(init_kwargs.get("dtype"), str) and init_kwargs["dtype"] != "auto":
+                init_kwargs["dtype"] = getattr(torch, init_kwargs["dtype"])
+            model = AutoModelForCausalLM.from_pretrained(model, **init_kwargs)
+        for attr in ("final_logit_softcapping", "logit_scale"):
+            if getattr(model.config, attr, None) not in (None, 1.0):
+                raise NotImplementedError(
+                    f"models with config.{attr} are not supported yet: SGPO applies the LM head itself to score tokens"
+                )
+        if args.disable_dropout:
+            for module in model.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = 0.0
+        ref_model = None
+        if args.beta > 0:  # a frozen copy of the initial policy (deep copy: keeps any custom head)
+            ref_model = copy.deepcopy(model).requires_grad_(False).eval()
 
         super().__init__(
             model=model,
@@ -245,27 +269,30 @@ class SGPOTrainer(Trainer):
         self.add_callback(MetricsJSONLCallback(Path(args.output_dir) / "metrics.jsonl"))
         self.add_callback(_StepSyncCallback(self))
 
+        self.loss_config = LossConfig.from_args(args)
         self._eos = eos_ids(tokenizer, model)
         self._step = 0
-        self._buffer: list[dict] | None = None
+        self._buffer: list[MicroBatch] | None = None
+        self._resume_buffer: list[MicroBatch] | None = None
         self._ema = InstanceWeightEMA(args.instance_weight_ema)
         self._metric_keys: list[str] = self._all_metric_keys()
         self._sums: dict[str, float] = defaultdict(float)
         self._counts: dict[str, float] = defaultdict(float)
         self._last_log_time = time.perf_counter()
-        self.ref_model = None
-        if args.beta > 0:
-            self.ref_model = AutoModelForCausalLM.from_config(model.config)
-            self.ref_model.load_state_dict(model.state_dict())
-            self.ref_model.requires_grad_(False).eval()
-            self.ref_model = self.accelerator.prepare_model(self.ref_model, evaluation_mode=True)
-        self._chunked = args.head_implementation == "chunked"
+        self._last_logged_step = 0
+        self.ref_model = None if ref_model is None else self.accelerator.prepare_model(ref_model, evaluation_mode=True)
 
     # ------------------------------------------------------------------------------------ data
 
     def _tokenize_dataset(self, dataset, tokenizer, args: SGPOConfig, source_name: str):
         n_missing = count_missing_strategies(dataset)
         guided = args.num_guided_generations > 0
+        if guided and n_missing == len(dataset):
+            raise DataError(
+                f"{source_name}: none of the {len(dataset)} problems has a usable strategy (column "
+                f"{args.strategy_column!r} missing or empty), so there is nothing to distil: train GRPO with "
+                "--num_guided_generations 0 --distill_coef 0, or add strategies with `sgpo extract`"
+            )
         if guided and n_missing:
             logger.warning(
                 "%s: %d of %d problems have no usable strategy (missing, empty or not a string); "
@@ -330,7 +357,7 @@ class SGPOTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------ rollouts
 
-    def _prepare_inputs(self, generation_batch: list[dict]) -> dict:
+    def _prepare_inputs(self, generation_batch: list[dict]) -> MicroBatch:
         args = self.args
         period = args.steps_per_generation * args.num_iterations
         if self._buffer is None or self._step % period == 0:
@@ -340,7 +367,7 @@ class SGPOTrainer(Trainer):
         return micro
 
     def _generate(self, prompt_ids: list[list[int]]) -> Generation:
-        """Sample one completion per prompt (override to plug in another generation engine)."""
+        """Stage "sample": one completion per prompt (override to plug in another generation engine)."""
         args = self.args
         model = self.accelerator.unwrap_model(self.model)
         return generate_completions(
@@ -360,7 +387,7 @@ class SGPOTrainer(Trainer):
     def _compute_rewards(
         self, prompts: list[str], completions: list[str], rows: list[dict], guided: list[bool]
     ) -> torch.Tensor:
-        """(n,) weighted sum of the reward functions; errors name the function and the row."""
+        """Stage "score": (n,) weighted sum of the reward functions; errors name the function and the row."""
         keys = [k for k in rows[0] if k not in _INTERNAL]
         columns = {k: [r[k] for r in rows] for k in keys}
         columns["guided"] = list(guided)
@@ -398,213 +425,159 @@ class SGPOTrainer(Trainer):
             self._add_metric(f"rewards/{name}", per_func[:, f_idx].sum().item(), len(values))
         return (per_func * self.reward_weights).sum(dim=1)
 
-    def _sampled_logps(self, hidden, weight, targets, bias, loss_weights=None) -> torch.Tensor:
-        """log π(targets) from hidden states (M, H) -> (M,), through the configured LM-head path.
-        `loss_weights` (chunked path only) is the per-token gradient factor the loss will apply, which
-        lets the kernel finish the LM head's gradient in the forward pass (it never changes a result)."""
-        T = self.args.temperature
-        if self._chunked:
-            return kernels.sampled_logps(hidden, weight, targets, T, bias, chunk_size=self.args.head_chunk_size, loss_weights=loss_weights)
-        return plain_head.sampled_logps(hidden, weight, targets, T, bias)
+    def _advantages(self, auto_rewards: torch.Tensor) -> torch.Tensor:
+        """Stage "advantages": group-relative, over the rewards of every process (a batch-scaled std
+        is global, as in TRL); this process's share. (B·Ga,) -> (B·Ga,)"""
+        gathered = self.accelerator.gather(auto_rewards.to(self.accelerator.device)).cpu()
+        advantages = group_relative_advantages(gathered, self.args.num_generations, self.args.scale_rewards)
+        n, rank = len(auto_rewards), self.accelerator.process_index
+        return advantages[rank * n : (rank + 1) * n]
 
-    def _distill_terms(self, s_hidden, t_hidden, weight, targets, teacher_weight, bias, loss_weights=None):
+    def _instance_weights(self, stats, problems: list[dict]) -> torch.Tensor:
+        """Stage "weights": w_i (B,), smoothed by the per-problem EMA when it is on. The EMA sees the
+        problems of every process, so its state is the same on every rank (and in every checkpoint)."""
+        weights = problem_weights(stats, self.args.instance_weighting)
+        if self._ema.decay == 0.0:
+            return weights
+        from accelerate.utils import gather_object
+
+        ids = [str(p["id"]) for p in problems]
+        device = self.accelerator.device
+        if self.accelerator.num_processes > 1:
+            ids = gather_object(ids)
+        all_w = self.accelerator.gather(weights.to(device)).cpu()
+        has = self.accelerator.gather(stats.has_guided.long().to(device)).cpu().bool()
+        smoothed = torch.zeros_like(all_w)
+        if has.any():
+            smoothed[has] = self._ema([ids[i] for i in has.nonzero().squeeze(1).tolist()], all_w[has])
+        n, rank = len(problems), self.accelerator.process_index
+        return smoothed[rank * n : (rank + 1) * n]
+
+    @torch.no_grad()
+    def _generate_and_score(self, problems: list[dict]) -> list[MicroBatch]:
         args = self.args
-        kw = dict(teacher_weight=teacher_weight, kind=args.distill_divergence, topk=args.distill_topk, temperature=args.temperature, bias=bias)
-        if self._chunked:
-            return kernels.distill_terms(s_hidden, t_hidden, weight, targets, chunk_size=args.head_chunk_size, loss_weights=loss_weights, **kw)
-        return plain_head.distill_terms(s_hidden, t_hidden, weight, targets, **kw)
+        t0 = time.perf_counter()
+        S, GA = args.steps_per_generation, args.gradient_accumulation_steps
+        if len(problems) % S:
+            raise RuntimeError(f"generation batch of {len(problems)} problems does not split into {S} micro-batches")
+        distill = args.distill_coef > 0
+
+        # 1. plan and sample
+        plan = plan_rollouts(
+            [p[_PROMPT_IDS] for p in problems], [p[_PROMPT_TEXT] for p in problems],
+            [p[_GUIDED_IDS] if p["strategy"] is not None else None for p in problems],
+            [p[_GUIDED_TEXT] for p in problems], args.num_generations, args.num_guided_generations,
+            self.processing_class.pad_token_id,
+        )  # fmt: skip
+        with self._timed("time/generate_s"):
+            gen = self._generate(plan.prompt_ids)
+        lengths, truncated = completion_facts(gen, self._eos)
+
+        # 2. score
+        with self._timed("time/rewards_s"):
+            rows = [problems[i] for i in plan.owner.tolist()]
+            rewards = self._compute_rewards(plan.prompt_texts, gen.texts, rows, plan.guided.tolist())
+        stats = group_stats(rewards, plan, args.correct_reward_threshold)
+
+        # 3. advantages (per row; 0 on guided rows)
+        auto = ~plan.guided
+        advantages = torch.zeros(len(rewards))
+        advantages[auto] = self._advantages(rewards[auto])
+
+        # 4. weights and selection
+        weights = self._instance_weights(stats, problems)
+        sel = select(gen, truncated, plan, stats.correct, weights, args.distill_on, args.mask_truncated_completions, distill)
+
+        # 5. micro-batches, with the normalisers of each optimizer step over all processes
+        need_teacher = distill and args.distill_divergence != "imitation"
+        micro = split_micro_batches(gen, plan, sel, advantages, S, with_teacher=need_teacher)
+        counts = local_counts(plan, sel, S).view(S // GA, GA, 3).sum(1).to(self.accelerator.device)
+        counts = self.accelerator.reduce(counts, reduction="sum").cpu()
+        device = self.accelerator.device
+        for k, mb in enumerate(micro):
+            c = counts[k // GA]
+            mb.auto_counts = GlobalCounts(float(c[0]), float(c[1]), args.max_completion_length)
+            mb.distill_tokens = float(c[2])
+            micro[k] = mb.to(device)
+
+        # 6. no-grad passes
+        self._no_grad_passes(micro)
+
+        self._log_rollout(plan, rewards, stats, weights, sel, lengths, truncated)
+        self._add_metric("time/generate_and_score_s", time.perf_counter() - t0, 1)
+        return micro
+
+    def _no_grad_passes(self, micro: list[MicroBatch]) -> None:
+        """Stage "no-grad passes": old, reference and teacher quantities of every micro-batch.
+
+        The old log-probs are needed only when the batch outlives one optimizer step (otherwise
+        π_old = π_θ and the loss uses the detached current log-probs); the teacher is the policy at
+        rollout time, so its LM head is snapshotted in that case too."""
+        args = self.args
+        reuse = args.steps_per_generation > args.gradient_accumulation_steps or args.num_iterations > 1
+        head_w, head_b = self._lm_head(self.model)
+        t_w = t_b = None
+        if reuse and any(mb.teacher is not None for mb in micro):
+            t_w = head_w.detach().clone()
+            t_b = None if head_b is None else head_b.detach().clone()
+        fmb = args.forward_micro_batch_size
+        for mb in micro:
+            na = mb.n_auto
+            if reuse:
+                # one pass for the old log-probs of the autonomous rows and, when the proximal mask
+                # needs them, of the distilled rows (both under the autonomous prompt)
+                both = mb.student.num_rows > na and args.distill_proximal
+                rows = mb.student if both else mb.student.rows(slice(0, na))
+                mask = torch.cat([mb.auto_mask, mb.distill_mask]) if both else mb.auto_mask
+                with self._timed("time/old_logps_s"):
+                    old = self._score_logps(self.model, rows, mask, head_w, head_b)
+                mb.old_logps = old[:na]
+                if both:
+                    mb.distill_old_logps = old[na:]
+            if self.ref_model is not None:
+                ref_w, ref_b = self._lm_head(self.ref_model)
+                with self._timed("time/reference_s"):
+                    mb.ref_logps = self._score_logps(self.ref_model, mb.student.rows(slice(0, na)), mb.auto_mask, ref_w, ref_b)
+            if mb.teacher is not None:
+                with self._timed("time/teacher_s"):
+                    mb.teacher_hidden = no_grad_hidden(self.model, mb.teacher, fmb)
+                mb.teacher_weight, mb.teacher_bias = t_w, t_b
+
+    @torch.no_grad()
+    def _score_logps(self, model, rows: Packed, mask: torch.Tensor, weight, bias) -> torch.Tensor:
+        """No-grad log-probs of the completion tokens under `mask`. -> (R, C), 0 elsewhere"""
+        h = no_grad_hidden(model, rows, self.args.forward_micro_batch_size)
+        sel = mask.bool()
+        out = torch.zeros(sel.shape, dtype=torch.float32, device=h.device)
+        if sel.any():
+            sampled_logps, _ = head_functions(self.loss_config.head)
+            kw = {"chunk_size": self.args.head_chunk_size} if self.loss_config.head == "chunked" else {}
+            out[sel] = sampled_logps(h[sel], weight, rows.completion_ids[sel], self.args.temperature, bias, **kw).float()
+        return out
 
     def _lm_head(self, model) -> tuple[torch.Tensor, torch.Tensor | None]:
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
         return head.weight, getattr(head, "bias", None)
 
-    def _completion_hidden(
-        self, model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor, completion_mask: torch.Tensor
-    ) -> torch.Tensor:
-        """Final hidden states that predict each completion token. (R,P),(R,P),(R,C),(R,C) -> (R,C,H)"""
-        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-        attention = torch.cat([prompt_mask, completion_mask], dim=1)
-        position_ids = (attention.cumsum(1) - 1).clamp(min=0)
-        out = model(
-            input_ids=input_ids,
-            attention_mask=attention,
-            position_ids=position_ids,
-            output_hidden_states=True,
-            logits_to_keep=1,  # the LM head is applied by sgpo.objectives, to the scored tokens only
-            use_cache=False,
-        )
-        P, C = prompt_ids.shape[1], completion_ids.shape[1]
-        return out.hidden_states[-1][:, P - 1 : P - 1 + C]
-
-    def _pack(self, prompts: Sequence[Sequence[int]], completions: Sequence[torch.Tensor], C: int | None = None) -> dict:
-        """Left-pad prompts and right-pad completions (given as 1-D tensors of real tokens)."""
-        pad_id = self.processing_class.pad_token_id
-        p_ids, p_mask = pad(prompts, pad_id, "left")
-        c_ids, c_mask = pad([c.tolist() for c in completions], pad_id, "right", length=C)
-        device = self.accelerator.device
-        return {"prompt_ids": p_ids.to(device), "prompt_mask": p_mask.to(device), "completion_ids": c_ids.to(device), "completion_mask": c_mask.to(device)}
-
-    @torch.no_grad()
-    def _score_hidden(self, model, batch: dict) -> torch.Tensor:
-        """No-grad completion hidden states of a packed batch, in forward micro-batches. -> (R, C, H)"""
-        R = batch["prompt_ids"].shape[0]
-        step = self.args.forward_micro_batch_size or max(R, 1)
-        chunks = [
-            self._completion_hidden(model, *(batch[k][s : s + step] for k in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")))
-            for s in range(0, R, step)
-        ]
-        return torch.cat(chunks, dim=0)
-
-    @torch.no_grad()
-    def _score_logps(self, model, batch: dict, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """No-grad log-probs of the completion tokens. -> (R, C), 0 at padding"""
-        h = self._score_hidden(model, batch)
-        mask = batch["completion_mask"].bool()
-        out = torch.zeros(mask.shape, dtype=torch.float32, device=h.device)
-        if mask.any():
-            out[mask] = self._sampled_logps(h[mask], weight, batch["completion_ids"][mask], bias).float()
-        return out
-
-    @torch.no_grad()
-    def _generate_and_score(self, problems: list[dict]) -> list[dict]:
-        args = self.args
-        t0 = time.perf_counter()
-        Ga, Gg = args.num_generations, args.num_guided_generations
-        n_prob = len(problems)
-        S, GA = args.steps_per_generation, args.gradient_accumulation_steps
-        if n_prob % S:
-            raise RuntimeError(f"generation batch of {n_prob} problems does not split into {S} micro-batches")
-        B = n_prob // S
-
-        # 1. sample autonomous and guided completions in one call
-        gen_prompts, gen_texts, owner, guided = [], [], [], []
-        for i, row in enumerate(problems):
-            for _ in range(Ga):
-                gen_prompts.append(row[_PROMPT_IDS]), gen_texts.append(row[_PROMPT_TEXT]), owner.append(i), guided.append(False)
-            if Gg and row["strategy"] is not None:
-                for _ in range(Gg):
-                    gen_prompts.append(row[_GUIDED_IDS]), gen_texts.append(row[_GUIDED_TEXT]), owner.append(i), guided.append(True)
-        with self._timed("time/generate_s"):
-            gen = self._generate(gen_prompts)
-        lengths = gen.completion_mask.sum(1)  # (n,)
-        completions = [gen.completion_ids[j, : int(lengths[j])] for j in range(len(gen_prompts))]
-        last = gen.completion_ids.gather(1, (lengths - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
-        has_eos = torch.isin(last, torch.tensor(self._eos or [-1])) & (lengths > 0)
-        truncated = ~has_eos
-        guided_t = torch.tensor(guided)
-        owner_t = torch.tensor(owner)
-
-        # 2. rewards, correctness, per-problem accuracies
-        with self._timed("time/rewards_s"):
-            rewards = self._compute_rewards(gen_texts, gen.texts, [problems[i] for i in owner], guided)
-        correct = rewards >= args.correct_reward_threshold
-        auto_idx = (~guided_t).nonzero().squeeze(1)  # problem-major, Ga per problem
-        acc_auto = correct[auto_idx].view(n_prob, Ga).float().mean(1)  # (n_prob,)
-        g_owner = owner_t[guided_t]  # the problem of each guided row
-        n_guided = torch.bincount(g_owner, minlength=n_prob)  # (n_prob,)
-        has_guided = n_guided > 0
-        acc_guided = torch.zeros(n_prob).index_add_(0, g_owner, correct[guided_t].float()) / n_guided.clamp(min=1)
-        guided_reward = torch.zeros(n_prob).index_add_(0, g_owner, rewards[guided_t].float()) / n_guided.clamp(min=1)
-
-        # 3. advantages on the autonomous group (gathered: batch-scaled std is global, as TRL)
-        auto_rewards = rewards[auto_idx]
-        all_rewards = self.accelerator.gather(auto_rewards.to(self.accelerator.device)).cpu()
-        advantages_all = group_relative_advantages(all_rewards, Ga, args.scale_rewards)
-        rank = self.accelerator.process_index
-        advantages = advantages_all[rank * len(auto_rewards) : (rank + 1) * len(auto_rewards)]
-
-        # 4. instance weights and the guided completions to distil on
-        distill = args.distill_coef > 0 and bool(has_guided.any())
-        weights = torch.zeros(n_prob)
-        if has_guided.any():
-            raw = instance_weights(args.instance_weighting, acc_auto, acc_guided)
-            ids = [str(problems[i]["id"]) for i in range(n_prob) if has_guided[i]]
-            weights[has_guided] = self._ema(ids, raw[has_guided].float())
-        loss_mask_rows = gen.completion_mask.clone()
-        if args.mask_truncated_completions:
-            loss_mask_rows[truncated] = 0
-        selected = guided_t & (correct if args.distill_on == "correct" else torch.ones_like(correct))
-        selected &= loss_mask_rows.sum(1) > 0
-
-        # 5. micro-batches: rows per micro-batch, global normalisers per optimizer step
-        head_w, head_b = self._lm_head(self.model)
-        reuse = S > GA or args.num_iterations > 1
-        teacher_weight = teacher_bias = None
-        if distill and reuse:
-            teacher_weight = head_w.detach().clone()
-            teacher_bias = None if head_b is None else head_b.detach().clone()
-        need_teacher = distill and args.distill_divergence != "imitation"
-        micro: list[dict] = []
-        a_pos = {j: q for q, j in enumerate(auto_idx.tolist())}  # row -> index into `advantages`
-        local_counts = torch.zeros(S, 3)  # auto sequences, auto tokens, distilled tokens
-        for k in range(S):
-            probs = range(k * B, (k + 1) * B)
-            a_rows = [int(j) for j in auto_idx if owner[int(j)] in probs]
-            d_all = [j for j in range(len(owner)) if owner[j] in probs and bool(selected[j])]
-            d_rows = [j for j in d_all if weights[owner[j]] > 0] if distill else []
-            local_counts[k, 0] = len(a_rows)
-            local_counts[k, 1] = loss_mask_rows[a_rows].sum()
-            local_counts[k, 2] = loss_mask_rows[d_all].sum() if d_all else 0
-            C = max([int(lengths[j]) for j in a_rows + d_rows] + [1])
-            student = self._pack(
-                [problems[owner[j]][_PROMPT_IDS] for j in a_rows + d_rows], [completions[j] for j in a_rows + d_rows], C
-            )
-            n_auto = len(a_rows)
-            mb: dict[str, Any] = {"student": student, "n_auto": n_auto}
-            dev = self.accelerator.device
-            mb["auto_loss_mask"] = pad([[1] * int(loss_mask_rows[j].sum()) for j in a_rows], 0, "right", length=C)[0].to(dev)
-            mb["advantages"] = advantages[[a_pos[j] for j in a_rows]].to(dev)
-            auto_part = {key: val[:n_auto] for key, val in student.items()}
-            if reuse:
-                # one no-grad pass for the old log-probs of the autonomous rows and, when the proximal
-                # mask needs them, of the distilled rows (both under the unguided prompt)
-                both = bool(d_rows) and args.distill_proximal
-                with self._timed("time/old_logps_s"):
-                    old_logps = self._score_logps(self.model, student if both else auto_part, head_w, head_b)
-                mb["old_logps"] = old_logps[:n_auto]
-                if both:
-                    mb["distill_old_logps"] = old_logps[n_auto:]
-            if self.ref_model is not None:
-                ref_w, ref_b = self._lm_head(self.ref_model)
-                with self._timed("time/reference_s"):
-                    mb["ref_logps"] = self._score_logps(self.ref_model, auto_part, ref_w, ref_b)
-            if d_rows:
-                mb["distill_weights"] = torch.tensor([float(weights[owner[j]]) for j in d_rows], device=dev)
-                mb["distill_mask"] = pad([[1] * int(loss_mask_rows[j].sum()) for j in d_rows], 0, "right", length=C)[0].to(dev)
-                if need_teacher:
-                    teacher = self._pack([problems[owner[j]][_GUIDED_IDS] for j in d_rows], [completions[j] for j in d_rows], C)
-                    with self._timed("time/teacher_s"):
-                        mb["teacher_hidden"] = self._score_hidden(self.model, teacher)
-                    mb["teacher_weight"], mb["teacher_bias"] = teacher_weight, teacher_bias
-            micro.append(mb)
-
-        step_counts = local_counts.view(S // GA, GA, 3).sum(1).to(self.accelerator.device)
-        step_counts = self.accelerator.reduce(step_counts, reduction="sum").cpu()
-        for k, mb in enumerate(micro):
-            c = step_counts[k // GA]
-            mb["counts"] = {"auto": GlobalCounts(float(c[0]), float(c[1]), args.max_completion_length), "distill_tokens": float(c[2])}
-
-        # 6. metrics of this generation batch
-        auto_len = lengths[auto_idx].float()
-        self._add_metric("reward/auto", rewards[auto_idx].sum().item(), len(auto_idx))
-        self._add_metric("accuracy/auto", acc_auto.sum().item(), n_prob)
-        self._add_metric("completion_length/auto", auto_len.sum().item(), len(auto_idx))
+    def _log_rollout(self, plan, rewards, stats, weights, sel, lengths, truncated) -> None:
+        """Metrics of one generation batch (this process; the logger sums over processes)."""
+        auto = ~plan.guided
+        n_prob, Gg = plan.num_problems, self.args.num_guided_generations
+        self._add_metric("reward/auto", rewards[auto].sum().item(), int(auto.sum()))
+        self._add_metric("accuracy/auto", stats.acc_auto.sum().item(), n_prob)
+        self._add_metric("completion_length/auto", lengths[auto].float().sum().item(), int(auto.sum()))
         self._add_metric("completions/truncated_frac", truncated.float().sum().item(), len(truncated))
         self._add_metric("tokens/generated", float(lengths.sum()), 0)
-        if has_guided.any():
-            g = has_guided
-            g_rows = guided_t.nonzero().squeeze(1)
-            auto_reward_per_problem = rewards[auto_idx].view(n_prob, Ga).mean(1)
-            self._add_metric("reward/guided", rewards[g_rows].sum().item(), len(g_rows))
-            self._add_metric("reward/gap", (guided_reward[g] - auto_reward_per_problem[g]).sum().item(), int(g.sum()))
-            self._add_metric("accuracy/guided", acc_guided[g].sum().item(), int(g.sum()))
-            self._add_metric("completion_length/guided", lengths[g_rows].float().sum().item(), len(g_rows))
+        g = stats.has_guided
+        if g.any():
+            self._add_metric("reward/guided", rewards[plan.guided].sum().item(), int(plan.guided.sum()))
+            self._add_metric("reward/gap", (stats.reward_guided[g] - stats.reward_auto[g]).sum().item(), int(g.sum()))
+            self._add_metric("accuracy/guided", stats.acc_guided[g].sum().item(), int(g.sum()))
+            self._add_metric("completion_length/guided", lengths[plan.guided].float().sum().item(), int(plan.guided.sum()))
             self._add_metric("distill/weight_mean", weights[g].sum().item(), int(g.sum()))
             self._add_metric("distill/weighted_frac", (weights[g] > 0).float().sum().item(), int(g.sum()))
-            self._add_metric("distill/selected_sequences", float(selected.sum()), 1)
-        self._add_metric("problems/without_strategy_frac", float((~has_guided).sum()) if Gg else 0.0, n_prob)
-        self._add_metric("time/generate_and_score_s", time.perf_counter() - t0, 1)
-        return micro
+            self._add_metric("distill/selected_sequences", float(sel.selected.sum()), 0)
+        self._add_metric("problems/without_strategy_frac", float((~g).sum()) if Gg else 0.0, n_prob)
 
     # ------------------------------------------------------------------------------------ loss
 
@@ -617,97 +590,27 @@ class SGPOTrainer(Trainer):
         self._add_metric("time/train_step_s", time.perf_counter() - t0 - gen_time, 0)
         return loss
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss(self, model, inputs: MicroBatch, return_outputs=False, num_items_in_batch=None):
         if return_outputs:
             raise ValueError("SGPOTrainer does not return outputs")
-        args = self.args
-        mb = inputs
-        student = mb["student"]
-        n_auto = mb["n_auto"]
-        hidden = self._completion_hidden(model, student["prompt_ids"], student["prompt_mask"], student["completion_ids"], student["completion_mask"])
+        mb, na = inputs, inputs.n_auto
+        hidden = completion_hidden(model, mb.student)  # (Na + Nd, C, H), one forward without the strategy
         weight, bias = self._lm_head(model)
-        scale = float(self.accelerator.num_processes)  # DDP averages gradients over processes
-        targets = student["completion_ids"]
-
-        # -- RL term on the autonomous rows
-        a_mask = mb["auto_loss_mask"]
-        sel = a_mask.bool()
-        agg_mode = LOSS_TYPE_TO_AGG_MODE[args.loss_type]
-        counts = mb["counts"]["auto"]
-        old = mb.get("old_logps")
-        ref = mb.get("ref_logps")
-        logp = torch.zeros(a_mask.shape, dtype=torch.float32, device=hidden.device)
-        if sel.any():
-            adv_tok = mb["advantages"].unsqueeze(1).expand_as(a_mask)[sel]
-            agg_tok = token_weights(a_mask.float(), agg_mode, counts)[sel]
-            old_tok = None if old is None else old[sel]
-            ref_tok = None if ref is None else ref[sel]
-
-            def rl_grad(rows, lp):  # ∂L_RL/∂logp per token: lets the chunked head finish ∂W in forward
-                g = clipped_surrogate_grad(lp, lp if old_tok is None else old_tok[rows], adv_tok[rows], args.epsilon, args.epsilon_high, args.delta)
-                if ref_tok is not None:
-                    g = g + args.beta * k3_kl_grad(lp, ref_tok[rows])
-                return g * agg_tok[rows]
-
-            tok_logp = self._sampled_logps(hidden[:n_auto][sel], weight, targets[:n_auto][sel], bias, rl_grad)
-            logp = logp.masked_scatter(sel, tok_logp.float())
-        old = logp.detach() if old is None else old
-        pl = clipped_surrogate(logp, old, mb["advantages"], args.epsilon, args.epsilon_high, args.delta)
-        per_token = pl.per_token_loss
-        if ref is not None:
-            kl_ref = k3_kl(logp, ref)
-            per_token = per_token + args.beta * kl_ref
-            self._add_metric("kl_ref", (kl_ref * a_mask).sum().item(), a_mask.sum().item())
-        rl_loss = aggregate(per_token, a_mask, agg_mode, counts) * scale
-        n_tok = a_mask.sum().item()
-        self._add_metric("rl/loss", rl_loss.item() / scale, 0)
-        self._add_metric("clip/low", (pl.low_clipped & sel).sum().item(), n_tok)
-        self._add_metric("clip/high", (pl.high_clipped & sel).sum().item(), n_tok)
-        self._add_metric("clip/region", ((pl.low_clipped | pl.high_clipped) & sel).sum().item(), n_tok)
-        loss = rl_loss
-
-        # -- distillation term on the selected guided rows (student context: no strategy)
-        if "distill_mask" in mb:
-            d_mask = mb["distill_mask"].bool()
-            s_h = hidden[n_auto:][d_mask]  # (Nd, H)
-            d_targets = targets[n_auto:][d_mask]
-            w_tok = mb["distill_weights"].unsqueeze(1).expand_as(d_mask)[d_mask]
-            old_d = mb.get("distill_old_logps")
-            old_tok = None if old_d is None else old_d[d_mask]
-            el, eh, cap = args.distill_epsilon_low, args.distill_epsilon_high, args.distill_kl_cap
-
-            def keep_mask(s_logp, t_logp, rows=slice(None)):
-                if not args.distill_proximal:
-                    return torch.ones_like(s_logp)
-                old_r = s_logp.detach() if old_tok is None else old_tok[rows]
-                return proximal_keep_mask(s_logp, old_r, t_logp, el, eh)
-
-            if args.distill_divergence == "imitation":
-                # NLL of the guided tokens (trajectory imitation, ablation); "the teacher" wants every token up
-                def nll_grad(rows, lp):
-                    return -w_tok[rows] * keep_mask(lp, torch.zeros_like(lp), rows)
-
-                s_logp = self._sampled_logps(s_h, weight, d_targets, bias, nll_grad).float()
-                div, t_logp = -s_logp, torch.zeros_like(s_logp)
-            else:
-                def distill_grad(rows, terms):  # ∂(Σ w·keep·min(D, cap))/∂D per token
-                    g = w_tok[rows] * keep_mask(terms.student_logp, terms.teacher_logp, rows)
-                    return g if cap is None else g * (terms.divergence <= cap)
-
-                terms = self._distill_terms(
-                    s_h, mb["teacher_hidden"][d_mask], weight, d_targets, mb.get("teacher_weight"), bias, distill_grad
-                )
-                div, s_logp, t_logp = terms.divergence.float(), terms.student_logp.float(), terms.teacher_logp.float()
-            keep = keep_mask(s_logp, t_logp)
-            n_global = max(mb["counts"]["distill_tokens"], 1.0)
-            distill_loss = args.distill_coef * (w_tok * keep * cap_per_token(div, cap)).sum() / n_global * scale
-            loss = loss + distill_loss
-            n_d = float(d_mask.sum())
-            self._add_metric("distill/loss", distill_loss.item() / scale, 0)
-            self._add_metric("distill/kl", div.detach().sum().item(), n_d)
-            self._add_metric("distill/masked_frac", (1 - keep).sum().item(), n_d)
-            self._add_metric("distill/tokens", n_d, 0)
-        return loss
+        ids = mb.student.completion_ids
+        out = sgpo_loss(
+            LossInputs(
+                head_weight=weight, head_bias=bias,
+                auto_hidden=hidden[:na], auto_ids=ids[:na], auto_mask=mb.auto_mask, advantages=mb.advantages,
+                auto_counts=mb.auto_counts, old_logps=mb.old_logps, ref_logps=mb.ref_logps, is_weights=mb.is_weights,
+                distill_hidden=hidden[na:], distill_ids=ids[na:], distill_mask=mb.distill_mask,
+                distill_weights=mb.distill_weights, teacher_hidden=mb.teacher_hidden, teacher_weight=mb.teacher_weight,
+                teacher_bias=mb.teacher_bias, distill_old_logps=mb.distill_old_logps, distill_tokens=mb.distill_tokens,
+            ),
+            self.loss_config,
+        )  # fmt: skip
+        for key, (total, count) in out.metrics.items():
+            self._add_metric(key, total, count)
+        return out.loss * self.accelerator.num_processes  # DDP averages gradients over processes
 
     # ------------------------------------------------------------------------------------ logging
 
@@ -718,7 +621,7 @@ class SGPOTrainer(Trainer):
             "distill/weight_mean", "distill/weighted_frac", "distill/selected_sequences", "distill/kl",
             "distill/masked_frac", "distill/loss", "distill/tokens", "rl/loss", "clip/low", "clip/high",
             "clip/region", "kl_ref", "problems/without_strategy_frac", "tokens/generated",
-        ]
+        ]  # fmt: skip
         keys += [f"time/{k}_s" for k in ("generate_and_score", "generate", "rewards", "old_logps", "reference", "teacher", "train_step")]
         return keys + [f"rewards/{n}" for n in self.reward_func_names]
 
@@ -745,7 +648,7 @@ class SGPOTrainer(Trainer):
                 device=self.accelerator.device,
             )
             vals = self.accelerator.reduce(vals, reduction="sum").cpu()
-            steps = max(self.state.global_step - getattr(self, "_last_logged_step", 0), 1)
+            steps = max(self.state.global_step - self._last_logged_step, 1)
             now = time.perf_counter()
             for k, (total, count, present) in zip(keys, vals.tolist()):
                 if not present:
@@ -773,14 +676,22 @@ class SGPOTrainer(Trainer):
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
-        if self.args.should_save:
-            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-            folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            if folder.is_dir():
-                (folder / STATE_FILE).write_text(json.dumps({"instance_weight_ema": self._ema.state_dict()}))
+        folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.args.should_save and folder.is_dir():
+            (folder / STATE_FILE).write_text(json.dumps({"instance_weight_ema": self._ema.state_dict()}))
+        period = self.args.steps_per_generation * self.args.num_iterations
+        if self._buffer is not None and self._step % period:
+            # inside a generation period: the rest of the period trains on these rollouts (π_old,
+            # the teacher and the samples are of the policy at the start of the period), so a resumed
+            # run needs them, not a fresh sample from the current policy
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / BUFFER_FILE.format(rank=self.accelerator.process_index)
+            torch.save([mb.to("cpu") for mb in self._buffer], path)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        path = None
         if resume_from_checkpoint:
             from transformers.trainer_utils import get_last_checkpoint
 
@@ -792,5 +703,61 @@ class SGPOTrainer(Trainer):
             state_file = Path(path) / STATE_FILE
             if state_file.exists():
                 self._ema.load_state_dict(json.loads(state_file.read_text())["instance_weight_ema"])
-            resume_from_checkpoint = path
+            buffer = Path(path) / BUFFER_FILE.format(rank=self.accelerator.process_index)
+            if buffer.exists():
+                self._resume_buffer = [mb.to(self.accelerator.device) for mb in torch.load(buffer, weights_only=False)]
+            resume_from_checkpoint = str(path)
+        self._prepare_output_dir(path)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _prepare_output_dir(self, resume_path: str | None) -> None:
+        """A fresh run refuses an output folder that holds another run (unless `overwrite_output_dir`,
+        which clears its metrics and checkpoints); a resumed run keeps the metrics up to its step.
+        The resolved settings are written to `config.yaml` and the batch sizes are logged."""
+        args = self.args
+        out = Path(args.output_dir)
+        metrics = out / "metrics.jsonl"
+        previous = []
+        if resume_path is None:  # every process looks (the same folder), so every process raises alike
+            previous = sorted(p.name for p in out.glob("checkpoint-*")) + [n for n in RUN_ARTIFACTS if (out / n).exists()]
+            if previous and not args.overwrite_output_dir:
+                raise OutputDirError(
+                    f"output_dir {out} already holds a run ({', '.join(previous[:3])}{', …' if len(previous) > 3 else ''}): "
+                    "resume it with --resume_from_checkpoint true, pick another --output_dir, or pass --overwrite_output_dir"
+                )
+        self.accelerator.wait_for_everyone()
+        if self.is_world_process_zero():
+            for name in previous:
+                target = out / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+            if previous:
+                logger.warning("overwrite_output_dir: removed %s from %s", ", ".join(previous), out)
+            if resume_path is not None and metrics.exists():
+                step = json.loads((Path(resume_path) / "trainer_state.json").read_text()).get("global_step", 0)
+                kept = [line for line in metrics.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+                metrics.write_text("".join(line + "\n" for line in kept))
+            out.mkdir(parents=True, exist_ok=True)
+            import yaml
+
+            (out / CONFIG_FILE).write_text(yaml.safe_dump(args.to_dict(), sort_keys=False))
+            logger.info("%s", self.batch_summary())
+        self.accelerator.wait_for_everyone()
+
+    def batch_summary(self) -> str:
+        """Problems and completions per optimizer step, per process and over all processes, and the
+        number of optimizer steps the run will take."""
+        a, n = self.args, self.accelerator.num_processes
+        per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps
+        completions = a.num_generations + a.num_guided_generations
+        steps_per_batch = a.steps_per_generation // a.gradient_accumulation_steps * a.num_iterations
+        if a.max_steps > 0:
+            total = a.max_steps
+        else:
+            batches = len(self.train_dataset) // (a.per_device_train_batch_size * a.steps_per_generation * n)
+            total = math.ceil(a.num_train_epochs * batches * steps_per_batch)
+        return (
+            f"effective batch: {per_step} problems per optimizer step per process ({per_step * n} over {n} "
+            f"process{'es' if n > 1 else ''}), each with {a.num_generations} autonomous + {a.num_guided_generations} "
+            f"guided completions (at most {per_step * completions} completions per process, {per_step * completions * n} "
+            f"in all); one generation batch serves {steps_per_batch} optimizer step(s); {total} optimizer steps"
+        )

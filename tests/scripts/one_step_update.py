@@ -1,10 +1,19 @@
-"""One SGD step of SGPO with fixed rollouts; the main process saves the parameter update (= lr·grad).
+"""SGPO with fixed rollouts, run directly (one process) or with `accelerate launch` (2 gloo processes):
+every loss normaliser and the instance-weight EMA are global, so both runs must agree.
 
-Run directly (one process) or with `accelerate launch --cpu --num_processes 2` (gloo): the update
-must be the same, because every loss normaliser is counted over all processes.
-usage: one_step_update.py OUT_FILE PER_DEVICE_BATCH_SIZE LOSS_TYPE
+usage: one_step_update.py OUT_FILE PER_DEVICE_BATCH_SIZE LOSS_TYPE [SCENARIO]
+
+Scenarios:
+  plain    one SGD step; the main process saves the parameter update (= lr·grad) to OUT_FILE
+  masked   the same, but every completion of problems add-0 and add-1 is truncated (no EOS) and
+           mask_truncated_completions is on: with 2 processes the first one's micro-batch has nothing
+           to train on, and the update must still equal the 1-process one (no crash, no hang)
+  ema      four steps with a shuffled order and instance_weight_ema = 0.5, checkpoints every 2 steps,
+           then a second trainer resumes from checkpoint-2 and trains to step 4; every process saves
+           its EMA state after each run to OUT_FILE.straight.rank{R}.json / OUT_FILE.resumed.rank{R}.json
 """
 
+import json
 import sys
 from pathlib import Path
 
@@ -14,14 +23,44 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (conftest
 
 from conftest import FixedRolloutTrainer, even_answer_reward  # noqa: E402
 from sgpo.config import SGPOConfig  # noqa: E402
+from sgpo.rollout import Generation, pad  # noqa: E402
 from sgpo.testing import build_tiny_model, build_tiny_tokenizer, tiny_arithmetic_rows  # noqa: E402
 
+TRUNCATED_IDS = ("add-0", "add-1")
 
-def main(out: str, per_device: int, loss_type: str) -> None:
-    tokenizer = build_tiny_tokenizer()
-    model = build_tiny_model(tokenizer)
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    args = SGPOConfig(
+
+def id_reward(prompts, completions, id, guided, **_):
+    """Problem add-i: the k-th autonomous completion is correct iff k < i mod 3, the k-th guided one iff
+    k < 1 + i mod 2 — accuracies, and so instance weights, that differ from problem to problem."""
+    from collections import Counter
+
+    seen, out = Counter(), []
+    for pid, g in zip(id, guided):
+        i, k = int(pid.split("-")[1]), seen[(pid, g)]
+        seen[(pid, g)] += 1
+        out.append(float(k < (1 + i % 2 if g else i % 3)))
+    return out
+
+
+class TruncatingTrainer(FixedRolloutTrainer):
+    """Completions of TRUNCATED_IDS lose their EOS (cut at max_completion_length, as generate would)."""
+
+    def _generate(self, prompt_ids):
+        gen = super()._generate(prompt_ids)
+        owner = {}
+        for row in self.train_dataset:
+            owner[tuple(row["_prompt_ids"])] = owner[tuple(row["_guided_ids"])] = row["id"]
+        tok = self.processing_class
+        completions = []
+        for p, ids, m in zip(prompt_ids, gen.completion_ids, gen.completion_mask):
+            c = ids[m.bool()].tolist()
+            completions.append(c[:-1] if owner[tuple(p)] in TRUNCATED_IDS else c)
+        c_ids, c_mask = pad(completions, tok.pad_token_id, "right")
+        return Generation(gen.prompt_ids, gen.prompt_mask, c_ids, c_mask, tok.batch_decode(completions, skip_special_tokens=True))
+
+
+def config(out: str, per_device: int, loss_type: str, **kw) -> SGPOConfig:
+    base = dict(
         output_dir=str(Path(out).parent / "run"),
         per_device_train_batch_size=per_device,
         num_generations=3,
@@ -40,13 +79,41 @@ def main(out: str, per_device: int, loss_type: str) -> None:
         save_strategy="no",
         use_cpu=True,
     )
-    trainer = FixedRolloutTrainer(model, args, processing_class=tokenizer, reward_funcs=[even_answer_reward],
-                                  train_dataset=tiny_arithmetic_rows(8))
+    base.update(kw)
+    return SGPOConfig(**base)
+
+
+def one_step(out: str, per_device: int, loss_type: str, scenario: str) -> None:
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(tokenizer)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    cls, extra = (TruncatingTrainer, dict(mask_truncated_completions=True)) if scenario == "masked" else (FixedRolloutTrainer, {})
+    trainer = cls(model, config(out, per_device, loss_type, **extra), processing_class=tokenizer,
+                  reward_funcs=[even_answer_reward], train_dataset=tiny_arithmetic_rows(8))
     trainer.train()
     if trainer.is_world_process_zero():
         torch.save({n: before[n] - p.detach() for n, p in model.named_parameters()}, out)
         print(f"processes={trainer.accelerator.num_processes}")
 
 
+def ema_runs(out: str, per_device: int, loss_type: str) -> None:
+    tokenizer = build_tiny_tokenizer()
+    common = dict(max_steps=4, shuffle_dataset=True, instance_weighting="marginal", instance_weight_ema=0.5,
+                  save_strategy="steps", save_steps=2, learning_rate=0.1, seed=3)
+    for name in ("straight", "resumed"):
+        args = config(out, per_device, loss_type, overwrite_output_dir=name == "straight", **common)
+        trainer = FixedRolloutTrainer(build_tiny_model(tokenizer), args, processing_class=tokenizer,
+                                      reward_funcs=[id_reward], train_dataset=tiny_arithmetic_rows(8))
+        trainer.train(resume_from_checkpoint=str(Path(args.output_dir) / "checkpoint-2") if name == "resumed" else None)
+        rank = trainer.accelerator.process_index
+        Path(f"{out}.{name}.rank{rank}.json").write_text(json.dumps(trainer._ema.values, sort_keys=True))
+    if trainer.is_world_process_zero():
+        print(f"processes={trainer.accelerator.num_processes}")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+    scenario = sys.argv[4] if len(sys.argv) > 4 else "plain"
+    if scenario == "ema":
+        ema_runs(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+    else:
+        one_step(sys.argv[1], int(sys.argv[2]), sys.argv[3], scenario)

@@ -586,6 +586,7 @@ def distill_terms(
     targets: torch.Tensor,
     *,
     teacher_weight: torch.Tensor | None = None,
+    teacher_bias: torch.Tensor | None = None,
     kind: str = "forward_kl",
     topk: int | None = None,
     temperature: float = 1.0,
@@ -597,7 +598,7 @@ def distill_terms(
 
     Same inputs and result as `sgpo.objectives.lm_head.distill_terms`: student_hidden (N, H) with
     grad; teacher_hidden (N, H) no grad; weight (V, H) the student's LM head (`teacher_weight` the
-    rollout-time snapshot, if the policy moved since); targets (N,). `divergence` and `student_logp`
+    rollout-time snapshot, if the policy moved since, and `teacher_bias` likewise); targets (N,). `divergence` and `student_logp`
     are differentiable w.r.t. student_hidden, weight and bias; `teacher_logp` is not.
 
     `loss_weights` (optional, a speed hint that never changes a result): the per-position weights
@@ -620,7 +621,10 @@ def distill_terms(
     if t_w.shape != weight.shape:
         raise ValueError(f"teacher_weight has shape {tuple(t_w.shape)}; it must match weight {tuple(weight.shape)}")
     h_t = teacher_hidden.detach().reshape(h_s.shape)
-    t_b = None if bias is None else bias.detach()
+    t_b = bias if teacher_bias is None else teacher_bias
+    t_b = None if t_b is None else t_b.detach()
+    if t_b is not None and t_b.shape != (t_w.shape[0],):
+        raise ValueError(f"teacher_bias has shape {tuple(t_b.shape)}; it must be ({t_w.shape[0]},)")
     hint = _check_hint(loss_weights, targets)
     compute_grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (student_hidden, weight, bias))
     div, s_logp, t_logp = _ChunkedDistill.apply(

@@ -1,4 +1,6 @@
-"""SGPO's objectives: pure functions over tensors (no trainer imports), registries by name.
+"""SGPO's objectives: pure functions over tensors (no trainer imports), registries by name where the
+config dispatches on one (`loss_type` → `AGGREGATIONS`, `distill_divergence` → `DIVERGENCES`,
+`instance_weighting` → `INSTANCE_WEIGHTS`).
 
 - `advantages`   group-relative advantages (`scale_rewards` group / batch / none)
 - `policy_loss`  clipped surrogate (GRPO family), LUFFY's shaped off-policy term, k3 reference KL
@@ -7,9 +9,12 @@
 - `weighting`    adaptive per-problem weights (marginal / deficit / constant) and their EMA
 - `aggregation`  per-token → scalar with global normalisers (loss_type grpo / dr_grpo / dapo)
 - `lm_head`      log-probs and divergences from hidden states and the LM head (plain path)
+- `loss`         the whole SGPO loss of a micro-batch: `sgpo_loss(LossInputs, LossConfig) -> LossOutputs`
+
+Each formula is written out next to its function in docs/algorithm.md.
 """
 
-from sgpo.objectives.advantages import ADVANTAGE_ESTIMATORS, group_relative_advantages
+from sgpo.objectives.advantages import group_relative_advantages
 from sgpo.objectives.aggregation import AGGREGATIONS, LOSS_TYPE_TO_AGG_MODE, GlobalCounts, aggregate, token_weights
 from sgpo.objectives.divergence import (
     DIVERGENCES,
@@ -21,8 +26,8 @@ from sgpo.objectives.divergence import (
     token_divergence,
 )
 from sgpo.objectives.lm_head import DistillTerms, distill_terms, head_logits, sampled_logps
+from sgpo.objectives.loss import DISTILL_TERMS, LossConfig, LossInputs, LossOutputs, head_functions, sgpo_loss
 from sgpo.objectives.policy_loss import (
-    POLICY_LOSSES,
     PolicyLossOutput,
     clipped_surrogate,
     clipped_surrogate_grad,
@@ -34,15 +39,17 @@ from sgpo.objectives.proximal import cap_per_token, proximal_keep_mask
 from sgpo.objectives.weighting import INSTANCE_WEIGHTS, InstanceWeightEMA, ema_update, instance_weights
 
 __all__ = [
-    "ADVANTAGE_ESTIMATORS",
     "AGGREGATIONS",
+    "DISTILL_TERMS",
     "DIVERGENCES",
     "INSTANCE_WEIGHTS",
     "LOSS_TYPE_TO_AGG_MODE",
-    "POLICY_LOSSES",
     "DistillTerms",
     "GlobalCounts",
     "InstanceWeightEMA",
+    "LossConfig",
+    "LossInputs",
+    "LossOutputs",
     "PolicyLossOutput",
     "aggregate",
     "cap_per_token",
@@ -54,6 +61,7 @@ __all__ = [
     "forward_kl_reference",
     "forward_kl_topk_reference",
     "group_relative_advantages",
+    "head_functions",
     "head_logits",
     "instance_weights",
     "k3_kl",
@@ -62,6 +70,7 @@ __all__ = [
     "reverse_kl",
     "reverse_kl_reference",
     "sampled_logps",
+    "sgpo_loss",
     "shaped_off_policy",
     "token_divergence",
     "token_weights",

@@ -5,8 +5,6 @@ Shapes: B problems, G completions per problem, rewards laid out problem-major as
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 ADVANTAGE_EPS = 1e-4  # as TRL: A = (r - mean) / (std + 1e-4)
@@ -39,8 +37,3 @@ def group_relative_advantages(rewards: torch.Tensor, group_size: int, scale_rewa
     else:
         raise ValueError(f"scale_rewards must be 'group', 'batch' or 'none', got {scale_rewards!r}")
     return centred / (std + ADVANTAGE_EPS)
-
-
-ADVANTAGE_ESTIMATORS: dict[str, Callable[..., torch.Tensor]] = {
-    "grpo": group_relative_advantages,
-}

@@ -53,6 +53,7 @@ def distill_terms(
     targets: torch.Tensor,
     *,
     teacher_weight: torch.Tensor | None = None,
+    teacher_bias: torch.Tensor | None = None,
     kind: str = "forward_kl",
     topk: int | None = None,
     temperature: float = 1.0,
@@ -60,13 +61,15 @@ def distill_terms(
 ) -> DistillTerms:
     """Divergence and sampled-token log-probs at N positions.
 
-    student_hidden (N, H) with grad; teacher_hidden (N, H) no grad; weight (V, H) the LM head (the
-    student's; `teacher_weight` is the rollout-time snapshot when the policy moved since); targets (N,).
+    student_hidden (N, H) with grad; teacher_hidden (N, H) no grad; weight (V, H) and bias (V,) the
+    LM head (the student's; `teacher_weight` / `teacher_bias` are the rollout-time snapshots when the
+    policy moved since, else the student's are used, detached); targets (N,).
     """
     s_logits = head_logits(student_hidden, weight, temperature, bias)  # (N, V)
     with torch.no_grad():
         t_w = weight if teacher_weight is None else teacher_weight
-        t_logits = head_logits(teacher_hidden, t_w.detach(), temperature, None if bias is None else bias.detach())
+        t_b = bias if teacher_bias is None else teacher_bias
+        t_logits = head_logits(teacher_hidden, t_w.detach(), temperature, None if t_b is None else t_b.detach())
         t_logp = t_logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     div = token_divergence(s_logits, t_logits, kind, topk)
     s_logp = s_logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)

@@ -5,7 +5,6 @@ Shapes: N sequences, T completion positions. Log-probs are of the sampled tokens
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -80,7 +79,8 @@ def clipped_surrogate_grad(
 
 
 def shaped_off_policy(logp: torch.Tensor, advantages: torch.Tensor, gamma: float = 0.1) -> torch.Tensor:
-    """LUFFY's off-policy term with policy shaping, no clipping: ℓ = -A · f(p), f(p) = p / (p + γ).
+    """LUFFY's off-policy term with policy shaping, no clipping: ℓ = -A · f(p), f(p) = p / (p + γ)
+    (for the LUFFY baseline of the experiment harness; not part of SGPO's loss).
 
     logp: (N, T); advantages: (N,) or (N, T)  ->  (N, T)
     """
@@ -103,8 +103,3 @@ def k3_kl_grad(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """∂/∂logp of `k3_kl` = 1 − exp(ref − logp). Same shape, no grad."""
     with torch.no_grad():
         return 1.0 - torch.exp(ref_logp - logp)
-
-
-POLICY_LOSSES: dict[str, Callable[..., PolicyLossOutput]] = {
-    "clip": clipped_surrogate,
-}

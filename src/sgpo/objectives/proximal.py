@@ -1,4 +1,4 @@
-"""The proximal constraint on the distillation term (DESIGN §1.5).
+"""The proximal constraint on the distillation term (docs/algorithm.md §5).
 
 The student ratio of the sampled token, ρ_t = π_θ(ỹ_t | x, ỹ_<t) / π_old(ỹ_t | x, ỹ_<t), says how far
 the optimizer steps taken on this generation batch have already moved that token. A token leaves the

@@ -1,4 +1,4 @@
-"""Adaptive per-problem distillation weights ("when to distill", DESIGN §1.6).
+"""Adaptive per-problem distillation weights ("when to distill", docs/algorithm.md §6).
 
 Shapes: B problems. acc_auto / acc_guided are the fractions of correct autonomous / guided
 completions of each problem in this generation batch.

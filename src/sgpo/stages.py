@@ -1,0 +1,298 @@
+"""The rollout of one generation batch, as a chain of named stages (docs/algorithm.md, "One step").
+
+    plan → sample → score → advantages → weights and selection → micro-batches → no-grad passes
+
+`SGPOTrainer._generate_and_score` runs them in this order; each is a function over tensors (rows
+of completions, problem-major) that can be tested and replaced on its own — `sample` is the
+trainer's `_generate` hook (Hugging Face `generate`, or vLLM). Shapes: B problems in this process's
+share of the generation batch, n sampled completions (per problem `num_generations` autonomous
+ones, then `num_guided_generations` guided ones if it has a strategy), C completion positions, S
+micro-batches, H hidden size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+from sgpo.objectives import GlobalCounts, instance_weights
+from sgpo.rollout import Generation, pad
+
+Tensor = torch.Tensor
+
+
+# ---------------------------------------------------------------------------------------- rows
+
+
+@dataclass
+class Packed:
+    """Rows of prompt ⊕ completion for one forward pass: prompts left-padded, completions right-padded."""
+
+    prompt_ids: Tensor  # (R, P)
+    prompt_mask: Tensor  # (R, P)
+    completion_ids: Tensor  # (R, C)
+    completion_mask: Tensor  # (R, C)
+
+    @property
+    def num_rows(self) -> int:
+        return self.prompt_ids.shape[0]
+
+    def to(self, device) -> "Packed":
+        return Packed(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+    def rows(self, index: Tensor | slice) -> "Packed":
+        return Packed(*(getattr(self, f.name)[index] for f in fields(self)))
+
+
+def trim(ids: Tensor, mask: Tensor, side: str) -> tuple[Tensor, Tensor]:
+    """Drop the columns that are padding in every row (leading ones for "left", trailing for "right");
+    at least one column is kept. (R, L), (R, L) -> (R, L')"""
+    used = mask.any(0).nonzero().squeeze(1)
+    if used.numel() == 0:
+        return ids[:, :1], mask[:, :1]
+    if side == "left":
+        return ids[:, int(used[0]) :], mask[:, int(used[0]) :]
+    return ids[:, : int(used[-1]) + 1], mask[:, : int(used[-1]) + 1]
+
+
+def pack(prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor, completion_mask: Tensor) -> Packed:
+    """Rows of left-padded prompts and right-padded completions, trimmed of all-padding columns."""
+    p, pm = trim(prompt_ids, prompt_mask, "left")
+    c, cm = trim(completion_ids, completion_mask, "right")
+    return Packed(p, pm, c, cm)
+
+
+# ---------------------------------------------------------------------------------------- 1. plan
+
+
+@dataclass
+class RolloutPlan:
+    """What to sample: n prompts, problem-major (per problem Ga copies of x, then Gg copies of x ⊕ s)."""
+
+    prompt_ids: list[list[int]]  # n prompts
+    prompt_texts: list[str]  # n rendered prompts (what reward functions see as `prompts`)
+    owner: Tensor  # (n,) long, the problem of each row
+    guided: Tensor  # (n,) bool
+    problem_prompts: tuple[Tensor, Tensor]  # (B, P) left-padded autonomous prompts x and their mask
+    num_problems: int
+    num_generations: int
+
+
+def plan_rollouts(
+    prompt_ids: Sequence[Sequence[int]],
+    prompt_texts: Sequence[str],
+    guided_ids: Sequence[Sequence[int] | None],
+    guided_texts: Sequence[str],
+    num_generations: int,
+    num_guided_generations: int,
+    pad_id: int,
+) -> RolloutPlan:
+    """The sampling plan of B problems; a problem whose `guided_ids` is None gets no guided rows."""
+    B = len(prompt_ids)
+    has = torch.tensor([g is not None for g in guided_ids], dtype=torch.bool) if num_guided_generations else torch.zeros(B, dtype=torch.bool)
+    per_problem = num_generations + num_guided_generations * has.long()  # (B,)
+    owner = torch.repeat_interleave(torch.arange(B), per_problem)  # (n,)
+    # position of each row inside its problem's block: the first Ga are autonomous
+    starts = torch.cumsum(per_problem, 0) - per_problem
+    guided = (torch.arange(len(owner)) - starts[owner]) >= num_generations
+    ids: list[list[int]] = []
+    texts: list[str] = []
+    for i in range(B):
+        ids += [list(prompt_ids[i])] * num_generations
+        texts += [prompt_texts[i]] * num_generations
+        if has[i]:
+            ids += [list(guided_ids[i])] * num_guided_generations
+            texts += [guided_texts[i]] * num_guided_generations
+    return RolloutPlan(ids, texts, owner, guided, pad(prompt_ids, pad_id, "left"), B, num_generations)
+
+
+# ---------------------------------------------------------------------------------------- 2. sample
+
+
+def completion_facts(gen: Generation, eos: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """(lengths (n,), truncated (n,) bool): a completion is truncated when it does not end in EOS."""
+    lengths = gen.completion_mask.sum(1)
+    last = gen.completion_ids.gather(1, (lengths - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
+    ends = torch.isin(last, torch.tensor(list(eos) or [-1])) & (lengths > 0)
+    return lengths, ~ends
+
+
+# ---------------------------------------------------------------------------------------- 3. score
+
+
+@dataclass
+class GroupStats:
+    """Per-problem outcomes of the rollouts. (B,) each; the guided ones are 0 where `has_guided` is False."""
+
+    correct: Tensor  # (n,) bool: reward ≥ correct_reward_threshold
+    acc_auto: Tensor
+    acc_guided: Tensor
+    reward_auto: Tensor
+    reward_guided: Tensor
+    has_guided: Tensor  # bool
+
+
+def group_stats(rewards: Tensor, plan: RolloutPlan, threshold: float) -> GroupStats:
+    """Accuracies and mean rewards of the autonomous and the guided group of each problem."""
+    correct = rewards >= threshold
+    B = plan.num_problems
+
+    def mean_over(rows: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        count = torch.bincount(plan.owner[rows], minlength=B)
+        total = torch.zeros(B).index_add_(0, plan.owner[rows], values[rows].float())
+        return total / count.clamp(min=1), count
+
+    acc_auto, _ = mean_over(~plan.guided, correct)
+    reward_auto, _ = mean_over(~plan.guided, rewards)
+    acc_guided, n_guided = mean_over(plan.guided, correct)
+    reward_guided, _ = mean_over(plan.guided, rewards)
+    return GroupStats(correct, acc_auto, acc_guided, reward_auto, reward_guided, n_guided > 0)
+
+
+# ---------------------------------------------------------------------------------------- 5. weights and selection
+
+
+def problem_weights(stats: GroupStats, mode: str) -> Tensor:
+    """w_i (B,) from the accuracies (0 for problems without guided rollouts); docs/algorithm.md §6."""
+    raw = instance_weights(mode, stats.acc_auto, stats.acc_guided).float()
+    return torch.where(stats.has_guided, raw, torch.zeros_like(raw))
+
+
+@dataclass
+class Selection:
+    loss_mask: Tensor  # (n, C) tokens in the loss (EOS included; truncated rows zeroed when masked)
+    selected: Tensor  # (n,) bool: guided rows chosen by distill_on (they count in N)
+    distilled: Tensor  # (n,) bool: selected rows whose problem has w_i > 0 (the ones actually computed)
+    row_weight: Tensor  # (n,) w of each row's problem
+
+
+def select(
+    gen: Generation, truncated: Tensor, plan: RolloutPlan, correct: Tensor, weights: Tensor, distill_on: str,
+    mask_truncated: bool, distill: bool,
+) -> Selection:
+    """The loss mask of every row and the guided rows to distil on (docs/algorithm.md §4)."""
+    loss_mask = gen.completion_mask.clone()
+    if mask_truncated:
+        loss_mask[truncated] = 0
+    chosen = correct if distill_on == "correct" else torch.ones_like(correct)
+    selected = plan.guided & chosen & (loss_mask.sum(1) > 0)
+    row_weight = weights[plan.owner]
+    distilled = selected & (row_weight > 0) if distill else torch.zeros_like(selected)
+    return Selection(loss_mask, selected, distilled, row_weight)
+
+
+# ---------------------------------------------------------------------------------------- 6. micro-batches
+
+
+@dataclass
+class MicroBatch:
+    """One micro-step's rows. The student rows are the Na autonomous rows, then the Nd distilled ones,
+    all with the autonomous prompt x; the teacher rows are the distilled ones with x ⊕ s."""
+
+    student: Packed
+    n_auto: int
+    auto_mask: Tensor  # (Na, C)
+    advantages: Tensor  # (Na,)
+    distill_mask: Tensor  # (Nd, C)
+    distill_weights: Tensor  # (Nd,)
+    teacher: Packed | None  # Nd rows, or None when nothing is distilled
+    auto_counts: GlobalCounts | None = None  # set once the step's counts are reduced over processes
+    distill_tokens: float = 0.0
+    # filled by the no-grad passes (7.)
+    old_logps: Tensor | None = None  # (Na, C)
+    distill_old_logps: Tensor | None = None  # (Nd, C)
+    ref_logps: Tensor | None = None  # (Na, C)
+    teacher_hidden: Tensor | None = None  # (Nd, C, H)
+    teacher_weight: Tensor | None = None  # (V, H) rollout-time LM head, when the batch is reused
+    teacher_bias: Tensor | None = None  # (V,)
+    is_weights: Tensor | None = None  # (Na, C)
+
+    def to(self, device) -> "MicroBatch":
+        moved = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            moved[f.name] = v.to(device) if isinstance(v, (Tensor, Packed)) else v
+        return replace(self, **moved)
+
+
+def local_counts(plan: RolloutPlan, sel: Selection, num_micro: int) -> Tensor:
+    """(S, 3) per micro-batch of this process: autonomous sequences, autonomous tokens, selected guided
+    tokens. Summed over the micro-batches of an optimizer step and over processes they are the
+    normalisers of that step (docs/algorithm.md §7)."""
+    micro = plan.owner // (plan.num_problems // num_micro)  # (n,)
+    tokens = sel.loss_mask.sum(1).float()
+    auto = ~plan.guided
+    out = torch.zeros(num_micro, 3)
+    out[:, 0].index_add_(0, micro[auto], torch.ones(int(auto.sum())))
+    out[:, 1].index_add_(0, micro[auto], tokens[auto])
+    out[:, 2].index_add_(0, micro[sel.selected], tokens[sel.selected])
+    return out
+
+
+def split_micro_batches(
+    gen: Generation, plan: RolloutPlan, sel: Selection, advantages: Tensor, num_micro: int, with_teacher: bool
+) -> list[MicroBatch]:
+    """Split the rows into `num_micro` micro-batches of B / S whole problems each.
+
+    advantages: (n,) per row (0 on guided rows). The student rows take the problem's autonomous
+    prompt x whatever they were sampled with; the teacher rows keep their guided prompt x ⊕ s.
+    """
+    micro = plan.owner // (plan.num_problems // num_micro)
+    p_ids, p_mask = plan.problem_prompts
+    out = []
+    for k in range(num_micro):
+        auto_rows = ((micro == k) & ~plan.guided).nonzero().squeeze(1)
+        d_rows = ((micro == k) & sel.distilled).nonzero().squeeze(1)
+        rows = torch.cat([auto_rows, d_rows])
+        owners = plan.owner[rows]
+        student = pack(p_ids[owners], p_mask[owners], gen.completion_ids[rows], gen.completion_mask[rows])
+        C = student.completion_ids.shape[1]
+        loss_mask = sel.loss_mask[rows, :C]
+        # the student's completion mask is the loss mask widened by nothing: padding stays padding
+        na = len(auto_rows)
+        teacher = None
+        if with_teacher and len(d_rows):
+            t_ids, t_mask = trim(gen.prompt_ids[d_rows], gen.prompt_mask[d_rows], "left")
+            teacher = Packed(t_ids, t_mask, student.completion_ids[na:], student.completion_mask[na:])
+        out.append(
+            MicroBatch(
+                student=student,
+                n_auto=na,
+                auto_mask=loss_mask[:na],
+                advantages=advantages[auto_rows],
+                distill_mask=loss_mask[na:],
+                distill_weights=sel.row_weight[d_rows],
+                teacher=teacher,
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------- 7. no-grad passes
+
+
+def completion_hidden(model, rows: Packed) -> Tensor:
+    """Final hidden states that predict each completion token: (R, C, H).
+
+    Position ids count real tokens only, so left padding does not shift them. The model's own LM
+    head is applied to one position only: `sgpo.objectives` applies it to the tokens it scores."""
+    input_ids = torch.cat([rows.prompt_ids, rows.completion_ids], dim=1)
+    attention = torch.cat([rows.prompt_mask, rows.completion_mask], dim=1)
+    position_ids = (attention.cumsum(1) - 1).clamp(min=0)
+    out = model(
+        input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
+        output_hidden_states=True, logits_to_keep=1, use_cache=False,
+    )  # fmt: skip
+    P, C = rows.prompt_ids.shape[1], rows.completion_ids.shape[1]
+    return out.hidden_states[-1][:, P - 1 : P - 1 + C]
+
+
+@torch.no_grad()
+def no_grad_hidden(model, rows: Packed, micro_batch_size: int | None = None) -> Tensor:
+    """`completion_hidden` without gradient, `micro_batch_size` rows per forward. -> (R, C, H)"""
+    R = rows.num_rows
+    step = micro_batch_size or max(R, 1)
+    parts = [completion_hidden(model, rows.rows(slice(s, s + step))) for s in range(0, R, step)]
+    return torch.cat(parts, dim=0)
