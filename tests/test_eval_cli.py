@@ -11,7 +11,8 @@ import pytest
 from test_eval_fixtures import ORACLE_TEXT, tiny_models, write_jsonl  # noqa: F401 - fixture
 
 from sgpo.commands.eval import main as eval_main
-from sgpo.evaluation import load_benchmarks, make_generator, run_suite
+from sgpo.evaluation import EvalConfig, load_benchmarks, make_generator, run_suite
+from sgpo.sampling import SamplingConfig
 from sgpo.verify import Verifier
 
 WORLD = [  # a strategy-world split as the world helper writes it; the oracle answers 4
@@ -80,14 +81,16 @@ def test_suite_resumes_finished_benchmarks(tiny_models, tmp_path):
     f = write_jsonl(tmp_path / "heldout.jsonl", WORLD)
     benches = load_benchmarks(f"{f},second={f}")
     gen = CountingGenerator(make_generator(str(tiny_models["oracle"])))
+    config = EvalConfig(SamplingConfig(max_new_tokens=16))
     with Verifier(num_workers=1) as v:
-        kw = dict(model_name="oracle", max_new_tokens=16, verifier=v)
-        first = run_suite(gen, benches, tmp_path / "out", **kw)
+        kw = dict(model=str(tiny_models["oracle"]), verifier=v)
+        first = run_suite(gen, benches, tmp_path / "out", config, **kw)
         assert gen.prompts == 8
-        again = run_suite(gen, benches, tmp_path / "out", **kw)
+        again = run_suite(gen, benches, tmp_path / "out", config, **kw)
         assert gen.prompts == 8  # nothing sampled again
         assert again["benchmarks"] == first["benchmarks"]
-        run_suite(gen, benches[:1], tmp_path / "out", **dict(kw, max_new_tokens=17))  # other settings: sampled
+        longer = EvalConfig(SamplingConfig(max_new_tokens=17))
+        run_suite(gen, benches[:1], tmp_path / "out", longer, **kw)  # other settings: sampled
         assert gen.prompts == 12
-        run_suite(gen, benches[:1], tmp_path / "out", overwrite=True, **kw)
+        run_suite(gen, benches[:1], tmp_path / "out", config, overwrite=True, **kw)
         assert gen.prompts == 16
