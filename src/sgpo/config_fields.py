@@ -48,10 +48,11 @@ BATCH_SIZE_HELP = (
 )
 
 
-def grouped_fields(names: list[str], sgpo_fields: set[str]) -> list[tuple[str, str, list[str]]]:
+def grouped_fields(names: list[str], sgpo_fields: set[str] | None) -> list[tuple[str, str, list[str]]]:
     """`names` (a config's field names, in their order) by topic: the groups of `FIELD_GROUPS` with the
     fields present, "other SGPO settings" (in `sgpo_fields`, named in no group), "run (common
     TrainingArguments)" (`COMMON_TRAINING_ARGUMENTS`), then "other TrainingArguments" (the rest).
+    With `sgpo_fields=None` (which fields are ours is not known) the rest is "other settings".
     Empty groups are left out."""
     present = set(names)
     placed: set[str] = set()
@@ -64,9 +65,13 @@ def grouped_fields(names: list[str], sgpo_fields: set[str]) -> list[tuple[str, s
 
     for title, description, fields in FIELD_GROUPS:
         add(title, description, [f for f in fields if f in present and f not in placed])
-    add("other SGPO settings", "", [n for n in names if n in sgpo_fields and n not in placed])
+    if sgpo_fields is not None:
+        add("other SGPO settings", "", [n for n in names if n in sgpo_fields and n not in placed])
     add("run (common TrainingArguments)", "where the run goes and how long it is",
         [f for f in COMMON_TRAINING_ARGUMENTS if f in present and f not in placed])
-    add("other TrainingArguments", "inherited from transformers.TrainingArguments, as documented there",
-        [n for n in names if n not in placed])
+    rest = [n for n in names if n not in placed]
+    if sgpo_fields is None:
+        add("other settings", "", rest)
+    else:
+        add("other TrainingArguments", "inherited from transformers.TrainingArguments, as documented there", rest)
     return out
