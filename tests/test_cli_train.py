@@ -22,14 +22,28 @@ def sgpo(*args, cwd=None):
     return python("-m", "sgpo", *args, cwd=cwd)
 
 
+def readme_block(heading: str) -> list[list[str]]:
+    """The commands of the first ```bash block under `heading` in the README (comments dropped)."""
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index(heading):].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+
+
 @pytest.mark.slow
-def test_readme_tiny_run_moves_every_part_of_the_method(tmp_path):
-    # the README's Train block, in a fresh folder: the recipe's own relative paths (runs/tiny/...)
-    proc = python("-m", "sgpo.testing", "runs/tiny", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = sgpo("train", "--config", str(ROOT / "recipes" / "tiny_cpu.yaml"), "--report_to", "none", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    logs = [json.loads(line) for line in (tmp_path / "runs" / "tiny" / "sgpo" / "metrics.jsonl").read_text().splitlines()]
+def test_readme_train_block_runs_and_the_tiny_run_moves_every_part_of_the_method(tmp_path):
+    # the README's Train block, top to bottom in a fresh folder (accelerate launch aside): the
+    # recipe's own relative paths (runs/tiny/...), the GRPO run in its own folder
+    commands = [c for c in readme_block("## Train") if c[0] != "accelerate"]
+    assert [c[:2] for c in commands] == [["python", "-m"], ["sgpo", "train"], ["sgpo", "train"], ["sgpo", "report"]]
+    for cmd in commands:
+        argv = cmd[1:] if cmd[0] == "python" else ["-m", "sgpo", *cmd[1:]]
+        argv = [str(ROOT / a) if a.startswith("recipes/") else a for a in argv]
+        proc = python(*argv, cwd=tmp_path)
+        assert proc.returncode == 0, (cmd, proc.stderr[-3000:])
+    runs = tmp_path / "runs" / "tiny"
+    logs = [json.loads(line) for line in (runs / "sgpo" / "metrics.jsonl").read_text().splitlines()]
     steps = [m for m in logs if "loss" in m]
     assert [m["step"] for m in steps] == [1, 2, 3, 4]
     first = steps[0]
@@ -38,6 +52,9 @@ def test_readme_tiny_run_moves_every_part_of_the_method(tmp_path):
     assert first["reward/auto"] > 0 and first["reward/guided"] > first["reward/auto"]
     assert first["distill/weight_mean"] > 0 and first["distill/kl"] > 0 and first["rl/loss"] != 0
     assert any(0 < m["completions/truncated_frac"] < 1 for m in steps)
+    grpo = [json.loads(line) for line in (runs / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in grpo if "loss" in m] == [1, 2, 3, 4] and "distill/kl" not in grpo[0]
+    assert (runs / "sgpo" / "report" / "index.html").is_file()
 
 
 @pytest.mark.slow
