@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 COMMAND = "train"
+_OPTION = re.compile(r"^--([A-Za-z][\w-]*)(=.*)?$")  # an option (a value such as "--- note" is not one)
 
 
 @dataclass
@@ -104,8 +106,9 @@ def normalized_argv(parser: argparse.ArgumentParser, argv: list[str]) -> list[st
     for token in out:
         if token == "--":
             break
-        if token.startswith("--") and token != "--config":
-            name = token[2:].split("=", 1)[0]
+        option = _OPTION.match(token)
+        if option and token != "--config":
+            name = option.group(1)
             if f"--{name}" not in parser._option_string_actions:  # noqa: SLF001
                 raise RecipeError(f"unknown option --{name}{_nearest(name.replace('-', '_'), known)}")
     return out
