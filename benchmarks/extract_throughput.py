@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-items", type=int, default=40, help="at least this many items per case (default: 40)")
     args = parser.parse_args(argv)
 
-    from sgpo.strategies.pipeline import extract_strategies
+    from sgpo.strategies.pipeline import ExtractionConfig, extract_strategies
 
     server = subprocess.Popen(
         [sys.executable, "-m", "sgpo.strategies.scripted_server", "--latency", str(args.latency)],
@@ -51,9 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 start = time.perf_counter()
                 summary = extract_strategies(
-                    inp, Path(tmp) / "out.jsonl", "openai",
-                    extractor_options={"model": "scripted", "base_url": base_url, "timeout": 30.0},
-                    concurrency=conc, progress=False,
+                    inp, Path(tmp) / "out.jsonl", "openai", ExtractionConfig(concurrency=conc),
+                    extractor_options={"model": "scripted", "base_url": base_url, "timeout": 30.0}, progress=False,
                 )
                 wall = time.perf_counter() - start
             ideal = conc / args.latency

@@ -10,6 +10,7 @@ from test_eval_fixtures import ORACLE_TEXT, tiny_models, write_jsonl  # noqa: F4
 from sgpo.data import DataError
 from sgpo.evaluation import (
     BENCHMARKS,
+    EvalConfig,
     EvalResult,
     avg_at_k,
     evaluate_records,
@@ -23,6 +24,7 @@ from sgpo.evaluation import (
 from sgpo.evaluation.generation import select_backend
 from sgpo.evaluation.metrics import pass_k_values
 from sgpo.evaluation.suite import average, markdown_table
+from sgpo.sampling import SamplingConfig
 from sgpo.verify import Verifier
 
 # ----------------------------------------------------------------------------- metrics
@@ -149,7 +151,7 @@ RECORDS = [  # the oracle always answers 4
 
 def test_evaluate_records_greedy(oracle):
     model, tok = oracle
-    res = evaluate_records(model, tok, RECORDS, max_new_tokens=16, verifier=Verifier(num_workers=0))
+    res = evaluate_records(model, tok, RECORDS, EvalConfig(SamplingConfig(max_new_tokens=16)), verifier=Verifier(num_workers=0))
     assert isinstance(res, EvalResult)
     assert res.n == 3 and res.k == 1 and res.num_timeouts == 0
     assert res.accuracy == pytest.approx(2 / 3) and res.pass_at_k == {1: pytest.approx(2 / 3)}
@@ -166,26 +168,26 @@ def test_evaluate_records_greedy(oracle):
 
 def test_evaluate_records_sampled_guided_and_truncated(oracle):
     model, tok = oracle
-    res = evaluate_records(model, tok, RECORDS, k=3, temperature=1.0, max_new_tokens=16, guided=True, seed=0,
-                           verifier=Verifier(num_workers=0))
+    config = EvalConfig(SamplingConfig(k=3, temperature=1.0, max_new_tokens=16, seed=0), guided=True)
+    res = evaluate_records(model, tok, RECORDS, config, verifier=Verifier(num_workers=0))
     assert len(res.samples) == 9 and [s["sample_index"] for s in res.samples[:3]] == [0, 1, 2]
     assert "A strategy that solves problems of this kind:\nadd, then check" in res.samples[8]["prompt"]
     # the oracle's margin makes sampling deterministic: avg@3 = pass@3 = 2/3
     assert res.accuracy == pytest.approx(2 / 3) and res.pass_at_k[3] == pytest.approx(2 / 3)
     assert res.greedy_accuracy is None and "greedy_accuracy" not in res.summary()
     # a token limit shorter than the answer: no box, not finished
-    short = evaluate_records(model, tok, RECORDS[:1], max_new_tokens=3, verifier=Verifier(num_workers=0))
+    short = evaluate_records(model, tok, RECORDS[:1], EvalConfig(SamplingConfig(max_new_tokens=3)), verifier=Verifier(num_workers=0))
     assert short.samples[0]["finished"] is False and short.samples[0]["extracted"] is None and short.truncated_fraction == 1.0
 
 
 def test_evaluate_records_rejects_bad_input(oracle):
     model, tok = oracle
     with pytest.raises(ValueError, match="temperature 0"):
-        evaluate_records(model, tok, RECORDS, k=4)
+        evaluate_records(model, tok, RECORDS, EvalConfig(SamplingConfig(k=4)))
     with pytest.raises(DataError, match=r"record 1 \(id x\): column 'answer'"):
         evaluate_records(model, tok, [RECORDS[0], {"id": "x", "problem": "p", "answer": ""}])
     with pytest.raises(DataError, match=r"record 0 \(id q\): guided evaluation needs a non-empty 'strategy'"):
-        evaluate_records(model, tok, [{"id": "q", "problem": "p", "answer": "1"}], guided=True)
+        evaluate_records(model, tok, [{"id": "q", "problem": "p", "answer": "1"}], EvalConfig(guided=True))
 
 
 def test_backend_selection_without_a_gpu(monkeypatch):

@@ -186,7 +186,7 @@ def test_vllm_backend_without_vllm_says_how_to_install(monkeypatch):
 
 def test_python_api_with_an_extractor_instance_and_a_list_input(tmp_path):
     from sgpo.data import read_rows
-    from sgpo.strategies.pipeline import extract_strategies
+    from sgpo.strategies.pipeline import ExtractionConfig, extract_strategies
 
     class Flaky(Echo):
         name = "flaky"
@@ -204,7 +204,7 @@ def test_python_api_with_an_extractor_instance_and_a_list_input(tmp_path):
 
     rows = [{"problem": "p1", "response": "fine"}, {"problem": "p2", "response": "bad"}, {"problem": "p3", "response": "bug", "answer": 3}]
     ex = Flaky(prefix="Use ")
-    summary = extract_strategies(rows, tmp_path / "o.jsonl", ex, concurrency=2, progress=False)
+    summary = extract_strategies(rows, tmp_path / "o.jsonl", ex, config=ExtractionConfig(concurrency=2), progress=False)
     got = read_rows(tmp_path / "o.jsonl")
     assert [(r["status"], r["reason"]) for r in got] == [("ok", None), ("failed", "no_rule"), ("failed", "extractor_error")]
     assert got[2]["detail"] == "KeyError: 'oops'"

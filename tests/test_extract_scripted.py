@@ -13,7 +13,7 @@ import pytest
 
 from sgpo.data import DataError, read_rows
 from sgpo.strategies.base import ExtractorConfigError, Strategy
-from sgpo.strategies.pipeline import extract_strategies
+from sgpo.strategies.pipeline import ExtractionConfig, extract_strategies
 from sgpo.strategies.scripted_server import DEFAULT_STRATEGY_JSON, Drop, Fail, Reply, ScriptedServer
 
 VALID = json.dumps({"approach": "Use symmetry.", "key_insight": "Paired terms cancel.", "steps": ["Pair the terms.", "Sum the pairs."]})
@@ -72,7 +72,7 @@ def test_every_reply_kind_ends_as_it_should_and_reruns_redo_only_transient_failu
     out = tmp_path / "out.jsonl"
     with ScriptedServer({m: c[0] for m, c in CASES.items()}) as srv:
         t0 = time.time()
-        summary = extract_strategies(inp, out, "openai", extractor_options=dict(OPTS, base_url=srv.base_url), concurrency=6, progress=False)
+        summary = extract_strategies(inp, out, "openai", extractor_options=dict(OPTS, base_url=srv.base_url), config=ExtractionConfig(concurrency=6), progress=False)
         wall = time.time() - t0
         for m, (_, _, _, _, n_requests) in CASES.items():
             assert srv.count(m) == n_requests, m
@@ -122,7 +122,7 @@ def test_every_reply_kind_ends_as_it_should_and_reruns_redo_only_transient_failu
     assert set(s2.failed) == {"invalid_json", "no_json", "schema", "truncated", "http_400"}
     # --retry-failed redoes the rest; rejected items are final and not asked again
     with ScriptedServer(healthy) as srv:
-        s3 = extract_strategies(inp, out, "openai", extractor_options=dict(OPTS, base_url=srv.base_url), retry_failed=True, progress=False)
+        s3 = extract_strategies(inp, out, "openai", extractor_options=dict(OPTS, base_url=srv.base_url), config=ExtractionConfig(retry_failed=True), progress=False)
         assert sorted(r.marker for r in srv.requests) == ["CASE-400", "CASE-malformed", "CASE-nojson", "CASE-schema", "CASE-truncated"]
     assert s3.failed == {} and sum(s3.rejected.values()) == 3 and s3.ok == len(rows) - 3
     assert len(read_rows(out)) == len(rows)
@@ -131,14 +131,14 @@ def test_every_reply_kind_ends_as_it_should_and_reruns_redo_only_transient_failu
 def test_structured_output_falls_back_once_and_sticks(tmp_path):
     inp = write_jsonl(tmp_path / "in.jsonl", [{"problem": f"P{i}", "response": "R \\boxed{9}"} for i in range(4)])
     with ScriptedServer(default=Reply(VALID), reject_response_formats={"json_schema"}) as srv:
-        s = extract_strategies(inp, tmp_path / "o.jsonl", "openai", extractor_options=dict(OPTS, base_url=srv.base_url), concurrency=1, progress=False)
+        s = extract_strategies(inp, tmp_path / "o.jsonl", "openai", extractor_options=dict(OPTS, base_url=srv.base_url), config=ExtractionConfig(concurrency=1), progress=False)
         kinds = [(r.body.get("response_format") or {}).get("type") for r in srv.requests]
         schema = srv.requests[0].body["response_format"]["json_schema"]["schema"]
     assert s.ok == 4
     assert kinds == ["json_schema", "json_object", "json_object", "json_object", "json_object"]
     assert set(schema["required"]) == {"approach", "key_insight", "steps"}
     with ScriptedServer(default=Reply(VALID), reject_response_formats={"json_schema", "json_object"}) as srv:
-        s = extract_strategies(inp, tmp_path / "o2.jsonl", "openai", extractor_options=dict(OPTS, base_url=srv.base_url), concurrency=1, progress=False)
+        s = extract_strategies(inp, tmp_path / "o2.jsonl", "openai", extractor_options=dict(OPTS, base_url=srv.base_url), config=ExtractionConfig(concurrency=1), progress=False)
         kinds = [(r.body.get("response_format") or {}).get("type") for r in srv.requests]
     assert s.ok == 4 and kinds == ["json_schema", "json_object", None, None, None, None]
 
@@ -149,10 +149,10 @@ def test_auth_error_stops_the_run_and_keeps_finished_items(tmp_path):
     out = tmp_path / "o.jsonl"
     with ScriptedServer({"CASE-auth": [Fail(401, message="invalid api key")]}, default=Reply(VALID)) as srv:
         with pytest.raises(ExtractorConfigError, match="HTTP 401.*check --base-url, --model and the API key"):
-            extract_strategies(inp, out, "openai", extractor_options=dict(OPTS, base_url=srv.base_url), concurrency=1, progress=False)
+            extract_strategies(inp, out, "openai", extractor_options=dict(OPTS, base_url=srv.base_url), config=ExtractionConfig(concurrency=1), progress=False)
     assert not out.exists()
     with ScriptedServer(default=Reply(VALID)) as srv:
-        s = extract_strategies(inp, out, "openai", extractor_options=dict(OPTS, base_url=srv.base_url), concurrency=1, progress=False)
+        s = extract_strategies(inp, out, "openai", extractor_options=dict(OPTS, base_url=srv.base_url), config=ExtractionConfig(concurrency=1), progress=False)
         assert srv.count() == 3  # the three finished before the 401 were kept
     assert s.ok == 6 and s.from_cache == 3
 
@@ -272,3 +272,44 @@ def test_kill_minus_9_then_rerun_gives_every_row_exactly_once(tmp_path):
     assert all(r["status"] == "ok" for r in got)
     assert len(asked) == n - done
     assert done_count() == n
+
+
+def _closed_port() -> int:
+    """A loopback port where nothing listens (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_stops_at_once_when_nothing_listens_at_the_endpoint(tmp_path, capsys):
+    from sgpo.cli import main
+
+    inp = write_jsonl(tmp_path / "in.jsonl", rows_for(["CASE-valid", "CASE-prose", "CASE-fenced"]))
+    out = tmp_path / "out.jsonl"
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    rc = main(["extract", "--input", str(inp), "--output", str(out), "--base_url", url, "--model", "m",
+               "--max-retries", "1", "--retry-base", "0.01", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    (line,) = [x for x in err.splitlines() if x.strip()]  # one line, no traceback, no per-item failures
+    assert line.startswith(f"sgpo extract: error: cannot reach {url}") and "is the server running?" in line
+    assert not out.exists()
+    with sqlite3.connect(tmp_path / "out.jsonl.cache.sqlite") as db:  # no item was attempted
+        assert db.execute("select count(*) from results").fetchone()[0] == 0
+
+
+def test_cli_exit_status_is_1_when_every_item_failed(tmp_path, capsys):
+    from sgpo.cli import main
+
+    inp = write_jsonl(tmp_path / "in.jsonl", rows_for(["CASE-valid", "CASE-prose"]))
+    args = ["extract", "--input", str(inp), "--model", "m", "--max-retries", "0", "--no-progress"]
+    with ScriptedServer(default=Fail(500)) as srv:  # the endpoint answers, but every request fails
+        rc = main([*args, "--output", str(tmp_path / "all.jsonl"), "--base-url", srv.base_url])
+    err = capsys.readouterr().err
+    assert rc == 1 and "sgpo extract: error: every item failed (server_error 2)" in err
+    assert [r["reason"] for r in read_rows(tmp_path / "all.jsonl")] == ["server_error", "server_error"]
+    with ScriptedServer({"CASE-prose": [Fail(500)]}) as srv:  # one of two fails: a normal run
+        rc = main([*args, "--output", str(tmp_path / "some.jsonl"), "--base-url", srv.base_url])
+    assert rc == 0 and "sgpo extract: error" not in capsys.readouterr().err

@@ -21,7 +21,7 @@ from test_extract_tiny import build_model, build_tokenizer, teach
 
 from sgpo.data import read_rows
 from sgpo.strategies.backends.transformers_local import chat_prompt
-from sgpo.strategies.pipeline import extract_strategies
+from sgpo.strategies.pipeline import ExtractionConfig, extract_strategies
 from sgpo.strategies.prompt import get_prompt
 
 STRATEGY = {
@@ -126,7 +126,7 @@ def _check_well_formed(got, rows, model_path):
 def _extract(tmp_path, out_name, backend, model_path, **options):
     out = tmp_path / out_name
     summary = extract_strategies(_write(tmp_path, ROWS), out, backend, extractor_options={"model": str(model_path), **options},
-                                 concurrency=2, progress=False)
+                                 config=ExtractionConfig(concurrency=2), progress=False)
     got = read_rows(out)
     _check_well_formed(got, ROWS, model_path)
     return summary, got

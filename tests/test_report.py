@@ -128,3 +128,41 @@ def test_report_errors_and_reader(tmp_path, capsys):
     assert xs == [1.0, 2.0] and ys[0] == 2.0 and math.isnan(ys[1])
     # centred window of 3, shrinking at the ends: [(1+2)/2, (1+2+3)/3, (2+3+4)/3, (3+4)/2]
     assert moving_average([1.0, 2.0, 3.0, 4.0], 3) == pytest.approx([1.5, 2.0, 3.0, 3.5])
+
+
+def test_report_warns_when_steps_go_backwards(tmp_path, capsys):
+    # a GRPO run written after an SGPO run into the same folder: steps restart at 1
+    run = write_run(tmp_path / "run", sgpo_rows(30) + sgpo_rows(10))
+    assert report_main([str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "sgpo report: warning:" in err and "steps go backwards, first at row 31: step 1 after step 30 (row 30)" in err
+    assert "mixes several runs" in (run / "report" / "index.html").read_text()
+    # one run, with the trainer's final summary row repeating the last step: no warning
+    clean = write_run(tmp_path / "clean", sgpo_rows(30) + [{"step": 30, "train_runtime": 1.0}])
+    assert report_main([str(clean)]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_report_shows_the_run_settings_by_topic(tmp_path):
+    import yaml
+
+    run = write_run(tmp_path / "run", sgpo_rows(10))
+    settings = {"output_dir": str(run), "learning_rate": 1e-5, "num_generations": 4, "distill_coef": 0.5,
+                "instance_weighting": "marginal", "reward_funcs": ["accuracy"], "adam_beta1": 0.9}
+    (run / "config.yaml").write_text(yaml.safe_dump(settings), encoding="utf-8")
+    assert report_main([str(run)]) == 0
+    page = parse(run / "report" / "index.html")
+    assert "Settings" in page.headings
+    cells = page.cells
+    last = {c: i for i, c in enumerate(cells)}  # the settings tables come last on the page
+    for key, shown in [("num_generations", "4"), ("distill_coef", "0.5"), ("instance_weighting", "marginal"),
+                       ("reward_funcs", '["accuracy"]'), ("learning_rate", "1e-05"), ("adam_beta1", "0.9")]:
+        assert cells[last[key] + 1] == shown
+    text = (run / "report" / "index.html").read_text()
+    # grouped: the rollouts table comes before the distillation one, the rest is folded away
+    assert text.index("num_generations") < text.index("distill_coef") < text.index("adam_beta1")
+    assert "<summary>other settings (1)</summary>" in text
+    # a broken file is a warning, not a crash
+    (run / "config.yaml").write_text("a: [1,\n", encoding="utf-8")
+    assert report_main([str(run)]) == 0
+    assert "config.yaml: not shown, not readable YAML" in (run / "report" / "index.html").read_text()

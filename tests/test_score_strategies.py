@@ -3,12 +3,15 @@ of n candidates per problem is kept. The policy is a tiny model taught here to a
 "zebra" strategy is in the prompt and 3 otherwise, so every accuracy is known by construction."""
 
 import json
+from dataclasses import replace
+
 import pytest
 from test_extract_tiny import build_model, build_tokenizer, teach
 
 from sgpo.data import DataError, read_rows
 from sgpo.prompts import DEFAULT_GUIDED_PROMPT_TEMPLATE, DEFAULT_PROMPT_TEMPLATE, PromptFormat
 from sgpo.data import ColumnMap
+from sgpo.sampling import SamplingConfig
 from sgpo.strategies.scoring import ScoringConfig, best_index, group_candidates, score_strategies, strategy_score
 from sgpo.verify import Verifier
 
@@ -77,7 +80,7 @@ def test_scores_and_best_candidate(policy, tmp_path):
     model, tok, _ = policy
     inp = tmp_path / "cands.jsonl"
     inp.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    cfg = ScoringConfig(k=2, max_candidates=2, max_new_tokens=3, temperature=0.0)
+    cfg = ScoringConfig(SamplingConfig(k=2, max_new_tokens=3, temperature=0.0, seed=0), max_candidates=2)
     with Verifier(num_workers=0) as verifier:
         summary = score_strategies(inp, tmp_path / "best.jsonl", model, tok, config=cfg, verifier=verifier,
                                    candidates_output=tmp_path / "all.jsonl", progress=False)
@@ -98,7 +101,7 @@ def test_scores_and_best_candidate(policy, tmp_path):
         assert summary.mean_auto_accuracy == pytest.approx(0.5) and summary.mean_best_score == pytest.approx(0.5)
 
         # rerun: everything comes from the cache, same result; min_score drops the useless strategy of P2
-        again = score_strategies(inp, tmp_path / "best.jsonl", model, tok, config=ScoringConfig(k=2, max_candidates=2, max_new_tokens=3, temperature=0.0, min_score=0.5),
+        again = score_strategies(inp, tmp_path / "best.jsonl", model, tok, config=replace(cfg, min_score=0.5),
                                  verifier=verifier, progress=False)
         assert again.rollouts == 0 and again.from_cache == 6 and again.kept == 1
         got2 = read_rows(tmp_path / "best.jsonl")
@@ -121,8 +124,7 @@ def test_cli_scores_from_a_saved_policy(policy, tmp_path, capsys):
     assert (row["id"], row["strategy_score"]) == ("p1-zebra", 1.0)
     assert "scored 2 candidate strategies of 1/1 problems" in err
     assert json.loads((tmp_path / "s.json").read_text())["candidates_scored"] == 2
-    with pytest.raises(SystemExit) as exit_:
-        main(["--input", str(inp), "--output", str(out), "--model", str(path), "--k", "0"])
-    assert exit_.value.code == 2 and "--k must be >= 1" in capsys.readouterr().err
+    assert main(["--input", str(inp), "--output", str(out), "--model", str(path), "--k", "0"]) == 2
+    assert "sgpo score-strategies: error: --k must be >= 1" in capsys.readouterr().err
     assert main(["--input", str(tmp_path / "missing.jsonl"), "--output", str(out), "--model", str(path)]) == 2
     assert "missing.jsonl: no such file" in capsys.readouterr().err

@@ -206,7 +206,8 @@ def load_problems(
     def missing(i: int, col: str, row: Mapping[str, Any]) -> DataError:
         hint = ""
         if i == 0:
-            hint = f" Map another column with `{[k for k, v in required if v == col][0]}_column`." if any(
+            field = [k for k, v in required if v == col][0]
+            hint = f" Map another column with `{field}_column` (--{field}-column on the command line)." if any(
                 v == col for _, v in required
             ) else ""
         return DataError(

@@ -28,3 +28,48 @@ def load_tokenizer(name_or_path: str, **kwargs):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+
+
+def _looks_local(name: str) -> bool:
+    """A path rather than a hub id (`org/name`): starts like a path, or has more than one `/`."""
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+
+
+def model_source_error(name: str, hub_timeout: float = 10.0) -> str | None:
+    """Why `name` cannot be loaded as a model, in one line; None when it can (as far as can be told
+    without loading it). Cheap: run it before anything slow.
+
+    A local folder must hold `config.json`; a path that does not exist is reported as such. A hub id
+    is fine when the Hugging Face cache has it; otherwise, with `HF_HUB_OFFLINE` set it is an error
+    at once, and without it the hub is asked about it once (`hub_timeout` seconds at most), so that
+    a machine without network fails in a second instead of after a minute of retries.
+    """
+    path = Path(name).expanduser()
+    if path.exists():
+        if path.is_dir() and not (path / "config.json").is_file():
+            return f"{name}: a folder without config.json, not a saved model (save_pretrained writes one)"
+        return None
+    if _looks_local(name):
+        return f"{name}: no such model folder"
+    import huggingface_hub
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+
+    try:
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return None
+    except HFValidationError:
+        return f"{name}: no such model folder, and not a valid hub id (org/name)"
+    if constants.HF_HUB_OFFLINE:
+        return f"{name}: no such model folder, and not in the Hugging Face cache (HF_HUB_OFFLINE is set)"
+    try:
+        huggingface_hub.model_info(name, timeout=hub_timeout)
+    except GatedRepoError:
+        return f"{name}: a gated model on the Hugging Face hub; accept its licence on the hub and log in (hf auth login)"
+    except RepositoryNotFoundError:
+        return f"{name}: no such model folder, and no such model on the Hugging Face hub (or a private one: log in with hf auth login)"
+    except Exception as exc:  # noqa: BLE001 - any transport failure: the hub cannot be reached
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        return (f"{name}: no such model folder, not in the Hugging Face cache, and the hub ({constants.ENDPOINT}) "
+                f"cannot be reached ({reason}); give a local folder, or download the model where the hub is reachable")
+    return None

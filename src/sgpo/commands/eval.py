@@ -1,33 +1,36 @@
 """`sgpo eval`: evaluate a model on math benchmarks (avg@k, pass@k, greedy accuracy, 95% intervals).
 
-    sgpo eval --model runs/demo/sgpo --benchmark math500,aime24 --data-dir data/ --k 4 --out runs/demo/sgpo/eval
+    sgpo eval --model runs/demo/sgpo --benchmark math500,aime24 --data-dir data/ --k 4
 
-Writes OUT/results.json, OUT/results.md and OUT/samples/NAME.jsonl (see `sgpo.evaluation.suite`).
+Writes OUT/results.json, OUT/results.md and OUT/samples/NAME.jsonl (see `sgpo.evaluation.suite`);
+OUT defaults to MODEL/eval/TAG for a model folder, where `sgpo report MODEL` shows it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+
+COMMAND = "eval"
 
 
 def build_parser() -> argparse.ArgumentParser:
     from sgpo.evaluation.benchmarks import BENCHMARKS
-    from sgpo.evaluation.options import add_model_arguments, add_prompt_arguments
+    from sgpo.evaluation.options import add_column_arguments, add_model_arguments, add_prompt_arguments
 
     p = argparse.ArgumentParser(
         prog="sgpo eval",
         description="Evaluate a model on math benchmarks: k samples per problem, answers checked with "
-        "math-verify; avg@k, unbiased pass@k, greedy accuracy and 95% intervals, per benchmark and averaged.",
+        "math-verify; avg@k, unbiased pass@k, greedy accuracy and 95% intervals, per benchmark and averaged. "
+        "Options may be written with dashes or underscores (--max-new-tokens, --max_new_tokens).",
     )
     add_model_arguments(p)
-    p.add_argument("--benchmark", required=True, metavar="NAME|FILE[,...]",
+    p.add_argument("--benchmark", "--input", "--data", dest="benchmark", required=True, metavar="NAME|FILE[,...]",
                    help=f"comma-separated benchmarks: registry names ({', '.join(BENCHMARKS)}), JSONL/JSON/parquet "
                    "files with problem and answer columns (e.g. a strategy-world split), or LABEL=FILE")
     p.add_argument("--data-dir", default=None,
-                   help="folder with local copies of registry benchmarks (NAME.jsonl, .json, .parquet or a "
-                   "save_to_disk folder NAME/); no network is used for them then")
+                   help="folder with local copies of registry benchmarks (NAME.jsonl, .json, .parquet, "
+                   "NAME/test.jsonl or .parquet, or a save_to_disk folder NAME/); no network is used for them then")
     p.add_argument("--k", type=int, default=1, help="samples per problem (default 1)")
     p.add_argument("--temperature", type=float, default=None,
                    help="sampling temperature; 0 = greedy (default: 0 when k = 1, else 0.6)")
@@ -45,58 +48,65 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generation backend (default auto: vLLM when installed and a GPU is present, else HF generate)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds allowed to check one answer (default 5)")
     p.add_argument("--workers", type=int, default=None, help="answer-checking processes (default: min(4, CPUs))")
-    p.add_argument("--out", default=None, help="output folder (default: eval/<model folder name>)")
+    p.add_argument("--out", "--output", dest="out", default=None,
+                   help="output folder (default: MODEL/eval/TAG for a model folder, where `sgpo report MODEL` finds "
+                   "it, else eval/ORG__NAME/TAG; TAG names the benchmarks and the mode, e.g. math500+aime24-k8-t0.6)")
     p.add_argument("--overwrite", action="store_true",
-                   help="evaluate everything again instead of reading back benchmarks finished with the same settings")
+                   help="evaluate everything again instead of reading back benchmarks this model finished with the same settings")
     add_prompt_arguments(p)
+    add_column_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from sgpo.commands.common import check_model, error, parse_args
+
+    parser = build_parser()
+    args = parse_args(parser, argv)
+    if args.k < 1 or args.max_new_tokens < 1 or (args.limit is not None and args.limit < 1):
+        return error(COMMAND, "--k, --max-new-tokens and --limit must be >= 1")
+    temperature = args.temperature if args.temperature is not None else (0.0 if args.k == 1 else 0.6)
+    if temperature == 0 and args.k > 1:
+        return error(COMMAND, f"--k {args.k} with temperature 0 samples the same greedy completion {args.k} times; "
+                     "give --temperature > 0 (or --k 1)")
+    from pathlib import Path
+
     from sgpo.data import DataError
     from sgpo.evaluation.benchmarks import load_benchmarks
-    from sgpo.evaluation.harness import make_generator
-    from sgpo.evaluation.options import prompt_format_from_args
-    from sgpo.evaluation.suite import markdown_table, run_suite
+    from sgpo.evaluation.harness import EvalConfig, make_generator
+    from sgpo.evaluation.options import columns_from_args, prompt_format_from_args
+    from sgpo.evaluation.suite import default_out_dir, markdown_table, run_suite
+    from sgpo.sampling import SamplingConfig
     from sgpo.verify import Verifier
 
     def say(msg: str) -> None:
         print(f"[sgpo eval] {msg}", file=sys.stderr, flush=True)
 
-    if args.k < 1 or args.max_new_tokens < 1 or (args.limit is not None and args.limit < 1):
-        say("--k, --max-new-tokens and --limit must be >= 1")
-        return 2
-    temperature = args.temperature if args.temperature is not None else (0.0 if args.k == 1 else 0.6)
-    if temperature == 0 and args.k > 1:
-        say(f"--k {args.k} with temperature 0 samples the same greedy completion {args.k} times; "
-            "give --temperature > 0 (or --k 1)")
-        return 2
     try:
+        sampling = SamplingConfig(k=args.k, temperature=temperature, top_p=args.top_p,
+                                  max_new_tokens=args.max_new_tokens, seed=args.seed)
         fmt, origin = prompt_format_from_args(args)
-        benches = load_benchmarks(args.benchmark, args.data_dir, args.limit)
+        benches = load_benchmarks(args.benchmark, args.data_dir, args.limit, columns_from_args(args))
     except (DataError, ValueError) as exc:
-        say(f"error: {exc}")
-        return 1
-    out = Path(args.out) if args.out else Path("eval") / Path(str(args.model)).name
+        return error(COMMAND, str(exc), 1)
+    if (code := check_model(COMMAND, args.model)) is not None:
+        return code
+    config = EvalConfig(sampling, guided=args.guided, prompt_format=fmt, batch_size=args.batch_size, backend=args.backend)
+    out = Path(args.out) if args.out else default_out_dir(args.model, benches, config)
     say(f"prompt format: {origin}; benchmarks: " + ", ".join(f"{b.name} ({len(b)})" for b in benches))
     say(f"k={args.k} temperature={temperature} top_p={args.top_p} max_new_tokens={args.max_new_tokens} seed={args.seed}")
     try:
         gen = make_generator(args.model, backend=args.backend, batch_size=args.batch_size,
                              device=args.device, dtype=args.dtype)
     except (RuntimeError, OSError, ValueError) as exc:
-        say(f"error: cannot load {args.model}: {exc}")
-        return 1
+        return error(COMMAND, f"cannot load {args.model}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", 1)
     say(f"generation backend: {gen.name}")
     with Verifier(num_workers=args.workers, timeout=args.timeout) as verifier:
         try:
-            doc = run_suite(gen, benches, out, model_name=str(args.model), k=args.k, temperature=temperature,
-                            top_p=args.top_p, max_new_tokens=args.max_new_tokens, guided=args.guided,
-                            prompt_format=fmt, seed=args.seed, verifier=verifier, greedy=args.greedy,
+            doc = run_suite(gen, benches, out, config, model=str(args.model), verifier=verifier, greedy=args.greedy,
                             overwrite=args.overwrite, progress=say)
         except DataError as exc:
-            say(f"error: {exc}")
-            return 1
+            return error(COMMAND, str(exc), 1)
     print(markdown_table(doc), end="")
     say(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'samples'}/")
     return 0

@@ -17,7 +17,11 @@ EPILOG = """examples:
   sgpo extract --input world.jsonl --output world-strategies.jsonl --backend sgpo.world.extractor:WorldExtractor
 
 Reruns with the same output (or --cache) skip finished items; kill -9 loses only items in flight.
+The endpoint is probed once before the first item: when nothing listens there the run stops at once.
+The exit status is 1 when every item failed. Options may be written with dashes or underscores.
 """
+
+COMMAND = "extract"
 
 
 def _backend_arg(text: str) -> tuple[str, Any]:
@@ -38,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     io = p.add_argument_group("input and output")
-    io.add_argument("--input", required=True, help="a .jsonl/.json/.parquet file, a save_to_disk folder or a hub data set with `problem` and `response` (optional `answer`, `id`)")
-    io.add_argument("--output", required=True, help="output file, one row per input row (.jsonl or .parquet)")
+    io.add_argument("--input", "--data", dest="input", required=True, help="a .jsonl/.json/.parquet file, a save_to_disk folder or a hub data set with `problem` and `response` (optional `answer`, `id`)")
+    io.add_argument("--output", "--out", dest="output", required=True, help="output file, one row per input row (.jsonl or .parquet)")
     io.add_argument("--cache", default=None, help="result cache (SQLite) that makes reruns resume (default: OUTPUT.cache.sqlite)")
     io.add_argument("--limit", type=int, default=None, help="only the first N input rows (a trial run)")
     io.add_argument("--problem-column", default="problem", help="input column with the problem (default: problem)")
@@ -55,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key; the key is never logged or written (default: OPENAI_API_KEY)")
     be.add_argument("--prompt-version", default="v1", help="extraction prompt version (default: v1)")
     be.add_argument("--temperature", type=float, default=0.0, help="sampling temperature of the extractor model (default: 0)")
-    be.add_argument("--max-tokens", type=int, default=2048, help="token limit of one extractor reply (default: 2048)")
+    be.add_argument("--max-tokens", "--max-new-tokens", dest="max_tokens", type=int, default=2048, help="token limit of one extractor reply (default: 2048)")
     be.add_argument("--response-format", choices=["auto", "json_schema", "json_object", "none"], default="auto", help="structured-output mode to request; auto falls back when the endpoint rejects one (default: auto)")
     be.add_argument("--device", default=None, help="device of the in-process transformers backend (default: cuda if available, else cpu)")
     be.add_argument("--backend-arg", action="append", type=_backend_arg, default=[], metavar="KEY=VALUE", help="extra constructor argument of the backend (VALUE parsed as JSON when it is JSON); repeatable")
@@ -79,13 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    from sgpo.commands.common import error, parse_args
+
+    args = parse_args(build_parser(), argv)
     for name in ("concurrency", "max_tokens"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            return error(COMMAND, f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.max_retries < 0 or args.timeout <= 0:
-        parser.error("--max-retries must be >= 0 and --timeout > 0")
+        return error(COMMAND, "--max-retries must be >= 0 and --timeout > 0")
     from sgpo.strategies.base import ExtractorConfigError
     from sgpo.strategies.registry import accepted_options, resolve_backend
 
@@ -96,11 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise ExtractorConfigError(f"backend {args.backend!r} takes no option(s) {', '.join(unknown)}")
     except ExtractorConfigError as exc:
-        print(f"sgpo extract: error: {exc}", file=sys.stderr)
-        return 2
+        return error(COMMAND, str(exc))
     from sgpo.data import DataError
     from sgpo.strategies.leak import LeakConfig
-    from sgpo.strategies.pipeline import InputColumns, extract_strategies
+    from sgpo.strategies.pipeline import ExtractionConfig, InputColumns, extract_strategies
 
     options: dict[str, Any] = dict(
         model=args.model,
@@ -116,38 +120,42 @@ def main(argv: list[str] | None = None) -> int:
         retry_cap=args.retry_cap,
         device=args.device,
     )
-    leak = LeakConfig(
-        check_gold_answer=not args.no_gold_check,
-        check_response_answer=not args.no_response_answer_check,
-        reject_boxed=not args.allow_boxed,
-        max_problem_numbers=args.max_problem_numbers,
+    config = ExtractionConfig(
+        concurrency=args.concurrency,
+        batch_size=args.batch_size,
+        leak=LeakConfig(
+            check_gold_answer=not args.no_gold_check,
+            check_response_answer=not args.no_response_answer_check,
+            reject_boxed=not args.allow_boxed,
+            max_problem_numbers=args.max_problem_numbers,
+        ),
+        columns=InputColumns(args.problem_column, args.response_column, args.answer_column, args.id_column),
+        retry_failed=args.retry_failed,
+        limit=args.limit,
     )
-    columns = InputColumns(args.problem_column, args.response_column, args.answer_column, args.id_column)
     try:
         summary = extract_strategies(
             args.input,
             args.output,
             args.backend,
+            config,
             extractor_options=options,
             strict_extractor_options=dict(args.backend_arg),
-            concurrency=args.concurrency,
-            batch_size=args.batch_size,
             cache=args.cache,
-            leak=leak,
-            columns=columns,
-            retry_failed=args.retry_failed,
-            limit=args.limit,
             progress=not args.no_progress,
         )
     except (DataError, ExtractorConfigError, ValueError) as exc:
-        print(f"sgpo extract: error: {exc}", file=sys.stderr)
-        return 2
+        return error(COMMAND, str(exc))
     except KeyboardInterrupt:
         print("sgpo extract: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     from sgpo.strategies.progress import report_summary
 
     report_summary(summary, args.summary_json)
+    failed = sum(summary.failed.values())
+    if summary.rows and failed == summary.rows:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(summary.failed.items(), key=lambda kv: -kv[1]))
+        return error(COMMAND, f"every item failed ({reasons}); nothing was extracted (see the output's detail column)", 1)
     return 0
 
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
+COMMAND = "score-strategies"
+
 EPILOG = """example:
   sgpo score-strategies --input strategies.jsonl --output best.jsonl --model Qwen/Qwen2.5-Math-1.5B \\
       --k 8 --max-candidates 4 --max-new-tokens 1024
 
 The input is typically `sgpo extract` output (rows with status != ok are ignored), with several rows
-(candidate strategies) per problem. Reruns with the same output (or --cache) resume.
+(candidate strategies) per problem. Reruns with the same output (or --cache) resume. Options may be
+written with dashes or underscores (--max-new-tokens, --max_new_tokens).
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sgpo.prompts import DEFAULT_GUIDED_PROMPT_TEMPLATE, DEFAULT_PROMPT_TEMPLATE
+    from sgpo.evaluation.options import add_column_arguments, add_prompt_arguments
 
     p = argparse.ArgumentParser(
         prog="sgpo score-strategies",
@@ -24,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--input", required=True, help="file / data set with problem, answer and strategy columns")
-    p.add_argument("--output", required=True, help="one row per problem with the best strategy and its score (.jsonl / .parquet)")
+    p.add_argument("--input", "--data", dest="input", required=True, help="file / data set with problem, answer and strategy columns")
+    p.add_argument("--output", "--out", dest="output", required=True, help="one row per problem with the best strategy and its score (.jsonl / .parquet)")
     p.add_argument("--model", required=True, help="the policy: a local path or hub id")
     p.add_argument("--candidates-output", default=None, help="also write every candidate with its score here")
     p.add_argument("--cache", default=None, help="rollout-result cache (SQLite) for resuming (default: OUTPUT.cache.sqlite)")
@@ -39,60 +42,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-prompt-length", type=int, default=None, help="error out on longer prompts (never truncated; default: no limit)")
     p.add_argument("--min-score", type=float, default=None, help="drop the strategy of problems whose best score is below this")
     p.add_argument("--device", default=None, help="device for the policy (default: cuda if available, else cpu)")
-    p.add_argument("--problem-column", default="problem", help="column with the problem (default: problem)")
-    p.add_argument("--answer-column", default="answer", help="column with the gold answer (default: answer)")
-    p.add_argument("--strategy-column", default="strategy", help="column with the rendered strategy (default: strategy)")
     p.add_argument("--group-by", default="problem", help="column identifying a problem; rows sharing it are candidates of one problem (default: problem)")
-    p.add_argument("--prompt-template", default=DEFAULT_PROMPT_TEMPLATE, help="autonomous prompt template with {problem} (default: the trainer's)")
-    p.add_argument("--guided-template", default=DEFAULT_GUIDED_PROMPT_TEMPLATE, help="guided prompt template with {problem} and {strategy} (default: the trainer's)")
-    p.add_argument("--system-prompt", default=None, help="optional system prompt (default: none)")
     p.add_argument("--summary-json", default=None, help="also write the run summary to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar / progress lines")
+    add_column_arguments(p, row_id=False)
+    add_prompt_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    from sgpo.commands.common import check_model, error, parse_args
+
+    args = parse_args(build_parser(), argv)
     for name in ("k", "max_candidates", "max_new_tokens"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            return error(COMMAND, f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if (code := check_model(COMMAND, args.model)) is not None:
+        return code
     from sgpo.data import DataError
-    from sgpo.prompts import PromptFormat, PromptTooLongError
-    from sgpo.data import ColumnMap
+    from sgpo.evaluation.options import columns_from_args, prompt_format_from_args
+    from sgpo.prompts import PromptTooLongError
+    from sgpo.sampling import SamplingConfig
     from sgpo.strategies.scoring import ScoringConfig, score_strategies
 
     try:
         import torch
 
+        fmt, _ = prompt_format_from_args(args)
         config = ScoringConfig(
-            k=args.k,
+            sampling=SamplingConfig(k=args.k, temperature=args.temperature, top_p=args.top_p,
+                                    max_new_tokens=args.max_new_tokens, seed=args.seed),
             max_candidates=args.max_candidates,
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_p=args.top_p,
             batch_size=args.batch_size,
-            seed=args.seed,
             max_prompt_length=args.max_prompt_length,
             min_score=args.min_score,
+            prompt_format=fmt,
+            columns=columns_from_args(args),
+            group_by=args.group_by,
         )
-        fmt = PromptFormat(template=args.prompt_template, guided_template=args.guided_template, system_prompt=args.system_prompt)
         summary = score_strategies(
             args.input,
             args.output,
             args.model,
             config=config,
-            prompt_format=fmt,
-            columns=ColumnMap(problem=args.problem_column, answer=args.answer_column, strategy=args.strategy_column),
-            group_by=args.group_by,
             cache=args.cache,
             candidates_output=args.candidates_output,
             device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
             progress=not args.no_progress,
         )
     except (DataError, PromptTooLongError, ValueError, OSError) as exc:
-        print(f"sgpo score-strategies: error: {exc}", file=sys.stderr)
-        return 2
+        return error(COMMAND, str(exc))
     from sgpo.strategies.progress import report_summary
 
     report_summary(summary, args.summary_json)

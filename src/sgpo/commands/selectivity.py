@@ -1,6 +1,6 @@
 """`sgpo selectivity`: per-token KL(teacher ‖ student) on guided trajectories, as an HTML view.
 
-    sgpo selectivity --model runs/demo/warmup --data runs/demo/data/heldout.jsonl --n 50 --out runs/demo/selectivity
+    sgpo selectivity --model runs/demo/warmup --input runs/demo/world/heldout.jsonl --limit 50 --out runs/demo/selectivity
 
 Writes OUT/selectivity.html, OUT/summary.json, OUT/tokens.jsonl, OUT/kl_concentration.png.
 """
@@ -11,21 +11,24 @@ import argparse
 import sys
 from pathlib import Path
 
+COMMAND = "selectivity"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from sgpo.evaluation.options import add_model_arguments, add_prompt_arguments
+    from sgpo.evaluation.options import add_column_arguments, add_model_arguments, add_prompt_arguments
 
     p = argparse.ArgumentParser(
         prog="sgpo selectivity",
         description="Per-token KL(teacher || student) on guided trajectories: teacher = the model with the "
         "strategy in its prompt, student = the same model without it, scoring the same tokens. Trajectories are "
-        "the rows' 'response' column, or one completion sampled with the strategy when a row has none.",
+        "the rows' 'response' column, or one completion sampled with the strategy when a row has none. "
+        "Options may be written with dashes or underscores (--max-new-tokens, --max_new_tokens).",
     )
     add_model_arguments(p)
-    p.add_argument("--data", required=True, help="JSONL/JSON/parquet with problem, strategy and optionally "
+    p.add_argument("--input", "--data", dest="input", required=True, help="JSONL/JSON/parquet with problem, strategy and optionally "
                    "response and critical_spans ([[start, end], ...] character offsets into response, end exclusive)")
-    p.add_argument("--n", type=int, default=None, help="use the first N rows (default: all)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--limit", "--n", dest="limit", type=int, default=None, help="use the first N rows (default: all)")
+    p.add_argument("--out", "--output", dest="out", required=True, help="output folder")
     p.add_argument("--max-new-tokens", type=int, default=256,
                    help="token limit when a guided completion has to be sampled (default 256)")
     p.add_argument("--temperature", type=float, default=0.0,
@@ -34,47 +37,49 @@ def build_parser() -> argparse.ArgumentParser:
                    help="temperature applied to both distributions before the KL (default 1, as the trainer)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     add_prompt_arguments(p)
+    add_column_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from sgpo.commands.common import check_model, error, parse_args
+
+    args = parse_args(build_parser(), argv)
+    if (args.limit is not None and args.limit < 1) or args.max_new_tokens < 1 or args.kl_temperature <= 0:
+        return error(COMMAND, "--limit and --max-new-tokens must be >= 1 and --kl-temperature > 0")
     import matplotlib
 
     matplotlib.use("Agg")
     from sgpo.data import DataError, load_problems
     from sgpo.evaluation.generation import load_model_and_tokenizer
-    from sgpo.evaluation.options import prompt_format_from_args
+    from sgpo.evaluation.options import columns_from_args, prompt_format_from_args
     from sgpo.evaluation.selectivity import build_trajectories, score_trajectories, summarize, write_outputs
 
     def say(msg: str) -> None:
         print(f"[sgpo selectivity] {msg}", file=sys.stderr, flush=True)
 
-    if (args.n is not None and args.n < 1) or args.max_new_tokens < 1 or args.kl_temperature <= 0:
-        say("--n and --max-new-tokens must be >= 1 and --kl-temperature > 0")
-        return 2
     try:
         fmt, origin = prompt_format_from_args(args)
-        rows = load_problems(args.data, require_answer=False, require_strategy=True).to_list()
+        rows = load_problems(args.input, columns=columns_from_args(args), require_answer=False,
+                             require_strategy=True).to_list()
     except (DataError, ValueError) as exc:
-        say(f"error: {exc}")
-        return 1
-    rows = rows[: args.n] if args.n else rows
+        return error(COMMAND, str(exc), 1)
+    rows = rows[: args.limit] if args.limit else rows
+    if (code := check_model(COMMAND, args.model)) is not None:
+        return code
     try:
         model, tokenizer = load_model_and_tokenizer(args.model, device=args.device, dtype=args.dtype)
     except (OSError, ValueError) as exc:
-        say(f"error: cannot load {args.model}: {exc}")
-        return 1
-    say(f"{len(rows)} rows from {args.data}; prompt format: {origin}")
+        return error(COMMAND, f"cannot load {args.model}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", 1)
+    say(f"{len(rows)} rows from {args.input}; prompt format: {origin}")
     try:
-        trajs = build_trajectories(model, tokenizer, rows, prompt_format=fmt, source_name=str(args.data),
+        trajs = build_trajectories(model, tokenizer, rows, prompt_format=fmt, source_name=str(args.input),
                                    max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
     except DataError as exc:
-        say(f"error: {exc}")
-        return 1
+        return error(COMMAND, str(exc), 1)
     score_trajectories(model, tokenizer, trajs, prompt_format=fmt, temperature=args.kl_temperature)
     summary = summarize(trajs)
-    summary.update(model=str(args.model), data=str(args.data), prompt_format=origin, kl_temperature=args.kl_temperature)
+    summary.update(model=str(args.model), data=str(args.input), prompt_format=origin, kl_temperature=args.kl_temperature)
     paths = write_outputs(trajs, summary, Path(args.out), title=f"Selectivity of KL(teacher ‖ student): {Path(str(args.model)).name}")
     tops = ", ".join(f"top {k}: {'–' if v is None else f'{100 * v:.1f}%'}" for k, v in summary["top_mass_share"].items())
     say(f"{summary['tokens']} tokens; KL mass on {tops}")

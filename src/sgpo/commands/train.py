@@ -3,12 +3,24 @@
 Every field of `SGPOConfig` (TRL names where the concept is the same) and of `TrainScriptArguments`
 can be set in the recipe and overridden on the command line, as TRL's scripts do. Scale with
 `accelerate launch -m sgpo train --config …` (DDP / DeepSpeed, as for any Trainer).
+
+Checked before anything is loaded, each with one error line: the recipe's keys (an unknown key is
+named, with the nearest field), unknown options, the model path (or hub id: the cache, else one
+quick question to the hub), and `--resume_from_checkpoint true|last`, which means the last
+`checkpoint-*` folder of `output_dir`.
 """
 
 from __future__ import annotations
 
+import argparse
+import difflib
+import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+COMMAND = "train"
+_OPTION = re.compile(r"^--([A-Za-z][\w-]*)(=.*)?$")  # an option (a value such as "--- note" is not one)
 
 
 @dataclass
@@ -21,22 +33,150 @@ class TrainScriptArguments:
     tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Tokenizer (defaults to the model's)."})
 
 
-def main(argv: list[str] | None = None) -> int:
+class RecipeError(ValueError):
+    """A recipe file or a command-line option that cannot be used; the message is one line."""
+
+
+def build_parser():
+    """TRL's parser over `TrainScriptArguments` and `SGPOConfig`, with `--help` grouped by topic."""
     from trl import TrlParser
 
     from sgpo.config import SGPOConfig
 
-    parser = TrlParser((TrainScriptArguments, SGPOConfig), prog="sgpo train")
+    parser = TrlParser(
+        (TrainScriptArguments, SGPOConfig), prog="sgpo train",
+        usage="sgpo train --config RECIPE.yaml [--option value ...]   (all options: below, by topic)",
+        description="Train a policy with SGPO (or GRPO: --distill_coef 0 --num_guided_generations 0) from a YAML "
+        "recipe. Every option below can be a recipe key; options on the command line override the recipe. "
+        "Options may be written with underscores or dashes (--max_steps, --max-steps).",
+    )
+    _group_options(parser)
+    return parser
+
+
+def _group_options(parser: argparse.ArgumentParser) -> None:
+    """Re-file the options into the topic groups of `sgpo.config_fields` (recipe first, the inherited
+    TrainingArguments last) and give `per_device_train_batch_size` its meaning here."""
+    from transformers import TrainingArguments
+
+    from sgpo.config import SGPOConfig
+    from sgpo.config_fields import BATCH_SIZE_HELP, grouped_fields
+
+    inherited = {f.name for f in fields(TrainingArguments)}
+    names = [f.name for f in fields(TrainScriptArguments)] + [f.name for f in fields(SGPOConfig)]
+    ours = {f.name for f in fields(TrainScriptArguments)} | ({f.name for f in fields(SGPOConfig)} - inherited)
+    default_group = next(g for g in parser._action_groups if any(a.dest == "learning_rate" for a in g._group_actions))  # noqa: SLF001
+    recipe = parser.add_argument_group("recipe")
+    recipe.add_argument("--config", metavar="RECIPE.yaml", default=argparse.SUPPRESS,
+                        help="YAML recipe: any option below as `key: value` (e.g. recipes/tiny_cpu.yaml)")
+    by_dest: dict[str, list[argparse.Action]] = {}
+    for action in default_group._group_actions:  # noqa: SLF001
+        by_dest.setdefault(action.dest, []).append(action)
+    for title, description, group_names in grouped_fields(names, ours):
+        group = parser.add_argument_group(title, description or None)
+        for name in group_names:
+            for action in by_dest.get(name, []):
+                default_group._group_actions.remove(action)  # noqa: SLF001
+                group._group_actions.append(action)  # noqa: SLF001
+                if name == "per_device_train_batch_size":
+                    action.help = BATCH_SIZE_HELP
+
+
+def _known_dests(parser: argparse.ArgumentParser) -> list[str]:
+    return sorted({a.dest for a in parser._actions if a.dest not in ("help", "config")})  # noqa: SLF001
+
+
+def _nearest(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def normalized_argv(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """`--config=X` as `--config X` (TRL reads only that form), negative numbers as values
+    (`--learning_rate -1e-3`); raises `RecipeError` for an unknown option, naming the nearest one."""
+    from sgpo.commands.common import join_negative_values
+
+    out: list[str] = []
+    for token in join_negative_values(argv):
+        if token.startswith("--config="):
+            out += ["--config", token.split("=", 1)[1]]
+        else:
+            out.append(token)
+    known = _known_dests(parser)
+    for token in out:
+        if token == "--":
+            break
+        option = _OPTION.match(token)
+        if option and token != "--config":
+            name = option.group(1)
+            if f"--{name}" not in parser._option_string_actions:  # noqa: SLF001
+                raise RecipeError(f"unknown option --{name}{_nearest(name.replace('-', '_'), known)}")
+    return out
+
+
+def check_recipe(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """The recipe named by `--config` exists, is a YAML mapping and has only known keys (plus TRL's
+    `env`); raises `RecipeError` naming the file and the first problem."""
+    import yaml
+
+    if "--config" not in argv:
+        return
+    i = argv.index("--config")
+    if i + 1 >= len(argv):
+        raise RecipeError("--config needs a recipe file")
+    path = Path(argv[i + 1])
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such recipe file")
+    try:
+        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise RecipeError(f"{path}: not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"{path}: a recipe is a YAML mapping of option: value, got {type(recipe).__name__}")
+    known = _known_dests(parser)
+    for key in recipe:
+        if key != "env" and key not in known:
+            raise RecipeError(f"{path}: unknown key {key!r}{_nearest(str(key), known)}")
+
+
+def resolve_resume(value, output_dir: str) -> str | None:
+    """`--resume_from_checkpoint`: true / last → the last `checkpoint-*` folder of `output_dir`;
+    false / none / unset → None; anything else must be a checkpoint folder. Raises `RecipeError`."""
+    if value is None or value is False or str(value).strip().lower() in ("false", "none", "no", ""):
+        return None
+    if value is True or str(value).strip().lower() in ("true", "last", "yes"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        if last is None:
+            raise RecipeError(f"--resume_from_checkpoint {value}: no checkpoint-* folder in {output_dir} to resume from")
+        return last
+    if not Path(str(value)).is_dir():
+        raise RecipeError(f"--resume_from_checkpoint {value}: no such checkpoint folder (or give true / last)")
+    return str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sgpo.commands.common import check_model, error
+
+    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        argv = normalized_argv(parser, argv)
+        check_recipe(parser, argv)
         script_args, config = parser.parse_args_and_config(argv)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"sgpo train: error: {exc}", file=sys.stderr)
-        return 2
+        resume = resolve_resume(config.resume_from_checkpoint, config.output_dir)
+    except (RecipeError, ValueError, FileNotFoundError) as exc:
+        return error(COMMAND, str(exc))
     missing = [f"--{n}" for n in ("model_name_or_path", "dataset_name") if getattr(script_args, n) is None]
     if missing:
-        print(f"sgpo train: error: {' and '.join(missing)} must be given (in the recipe or on the command line)", file=sys.stderr)
-        return 2
+        return error(COMMAND, f"{' and '.join(missing)} must be given (in the recipe or on the command line)")
+    for name in (script_args.model_name_or_path, script_args.tokenizer_name_or_path):
+        if name is not None and (code := check_model(COMMAND, name)) is not None:
+            return code
+    config.resume_from_checkpoint = resume
 
     from sgpo.data import DataError, load_rows
     from sgpo.modeling import load_tokenizer
@@ -49,11 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         if script_args.dataset_split != "train":
             data, _ = load_rows(script_args.dataset_name, split=script_args.dataset_split)
         trainer = SGPOTrainer(model=script_args.model_name_or_path, args=config, processing_class=tokenizer, train_dataset=data)
-        trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+        trainer.train(resume_from_checkpoint=resume)
         trainer.save_model(config.output_dir)
     except (DataError, PromptTooLongError, RewardFunctionError) as exc:
-        print(f"sgpo train: error: {exc}", file=sys.stderr)
-        return 1
+        return error(COMMAND, str(exc), 1)
     if trainer.is_world_process_zero():
         print(f"sgpo train: model and tokenizer saved to {config.output_dir} (metrics: {config.output_dir}/metrics.jsonl)")
     return 0

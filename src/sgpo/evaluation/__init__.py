@@ -10,16 +10,18 @@
 """
 
 from sgpo.evaluation.benchmarks import BENCHMARKS, Benchmark, BenchmarkSpec, load_benchmark, load_benchmarks
-from sgpo.evaluation.harness import EvalResult, evaluate_records, make_generator
+from sgpo.evaluation.harness import EvalConfig, EvalResult, evaluate_records, make_generator
 from sgpo.evaluation.metrics import avg_at_k, interval95, mean_pass_at_k, pass_at_k, wilson_interval
-from sgpo.evaluation.suite import markdown_table, run_suite
+from sgpo.evaluation.suite import default_out_dir, markdown_table, model_identity, run_suite
 
 __all__ = [
     "BENCHMARKS",
     "Benchmark",
     "BenchmarkSpec",
+    "EvalConfig",
     "EvalResult",
     "avg_at_k",
+    "default_out_dir",
     "evaluate_records",
     "interval95",
     "load_benchmark",
@@ -27,6 +29,7 @@ __all__ = [
     "make_generator",
     "markdown_table",
     "mean_pass_at_k",
+    "model_identity",
     "pass_at_k",
     "run_suite",
     "wilson_interval",

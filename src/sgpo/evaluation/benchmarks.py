@@ -1,15 +1,17 @@
 """Benchmark registry and loading: named math benchmarks, local files, strategy-world splits.
 
 A benchmark is given as
-- a registry name (`math500`, `aime24`, ...): read from `DATA_DIR/<name>.jsonl|.json|.parquet` (or a
-  `save_to_disk` folder `DATA_DIR/<name>`) when a data folder is given — no network then — else
-  from the Hugging Face hub;
+- a registry name (`math500`, `aime24`, ...): read from `DATA_DIR/<name>.jsonl|.json|.parquet`, from
+  `DATA_DIR/<name>/test.jsonl|.json|.parquet` (the layout RL-for-math repositories ship), or from a
+  `save_to_disk` folder `DATA_DIR/<name>` when a data folder is given — no network then — else from
+  the Hugging Face hub;
 - a path to a `.jsonl` / `.json` / `.parquet` file or `save_to_disk` folder with `problem` and
   `answer` columns (any other columns, e.g. the strategy world's `strategy`, `family`, are kept);
 - `label=path`, to name a file in the tables.
 
 Hub column names are mapped to `problem` / `answer` (`question` → `problem`, OlympiadBench's
-`final_answer` list → one answer); a local copy may keep either the hub's or the canonical names.
+`final_answer` list → one answer); a local copy may keep either the hub's or the canonical names, and
+other names are given with a `ColumnMap` (`sgpo eval --problem-column ... --answer-column ...`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sgpo.data import FILE_SUFFIXES, DataError, load_problems, read_rows
+from sgpo.data import FILE_SUFFIXES, ColumnMap, DataError, load_problems, read_rows
 
 
 @dataclass(frozen=True)
@@ -86,16 +88,20 @@ def _first_present(row: dict, names) -> str | None:
     return next((c for c in names if c in row), None)
 
 
-def canonical_rows(rows: list[dict[str, Any]], spec: BenchmarkSpec | None = None) -> list[dict[str, Any]]:
-    """Rows with `problem`, `answer` (and `id` when the source has one) under their canonical names;
-    the other columns are kept. Rows missing a column are passed through for `load_problems` to name."""
-    problem_cols = ((spec.problem,) if spec else ()) + _PROBLEM_ALIASES
-    answer_cols = ((spec.answer,) if spec else ()) + _ANSWER_ALIASES
+def canonical_rows(rows: list[dict[str, Any]], spec: BenchmarkSpec | None = None,
+                   columns: ColumnMap = ColumnMap()) -> list[dict[str, Any]]:
+    """Rows with `problem`, `answer` (and `id`, `strategy` when the source has them) under their
+    canonical names; the columns named in `columns` come first, then the registry's, then the usual
+    aliases. The other columns are kept. Rows missing a column are passed through for
+    `load_problems` to name."""
+    problem_cols = (columns.problem,) + ((spec.problem,) if spec else ()) + _PROBLEM_ALIASES
+    answer_cols = (columns.answer,) + ((spec.answer,) if spec else ()) + _ANSWER_ALIASES
+    id_cols = (columns.id,) + _ID_ALIASES
     out = []
     for row in rows:
         row = dict(row)
         pcol, acol, icol = (_first_present(row, problem_cols), _first_present(row, answer_cols),
-                            _first_present(row, _ID_ALIASES))
+                            _first_present(row, id_cols))
         if pcol is not None and pcol != "problem":
             row["problem"] = row.pop(pcol)
         if spec is not None and spec.context and isinstance(row.get(spec.context), str) and row[spec.context].strip():
@@ -104,6 +110,8 @@ def canonical_rows(rows: list[dict[str, Any]], spec: BenchmarkSpec | None = None
             row["answer"] = _answer_text(row.pop(acol))
         if icol is not None and icol != "id":
             row["id"] = row.pop(icol)
+        if columns.strategy != "strategy" and columns.strategy in row:
+            row["strategy"] = row.pop(columns.strategy)
         out.append(row)
     return out
 
@@ -118,9 +126,12 @@ def _validated(rows: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 
 
 def _local_copy(data_dir: Path, name: str) -> Path | None:
-    for suffix in FILE_SUFFIXES:
-        if (data_dir / f"{name}{suffix}").is_file():
-            return data_dir / f"{name}{suffix}"
+    """`DATA_DIR/NAME.{jsonl,json,parquet}`, else `DATA_DIR/NAME/test.{jsonl,json,parquet}`, else the
+    folder `DATA_DIR/NAME` (read as a `save_to_disk` folder); None when there is none of them."""
+    for candidate in [data_dir / f"{name}{suffix}" for suffix in FILE_SUFFIXES] + [
+            data_dir / name / f"test{suffix}" for suffix in FILE_SUFFIXES]:
+        if candidate.is_file():
+            return candidate
     return data_dir / name if (data_dir / name).is_dir() else None
 
 
@@ -154,9 +165,11 @@ def _read_hub(spec: BenchmarkSpec) -> list[dict[str, Any]]:
     return ds.to_list()
 
 
-def load_benchmark(spec: str, data_dir: str | os.PathLike | None = None, limit: int | None = None) -> Benchmark:
+def load_benchmark(spec: str, data_dir: str | os.PathLike | None = None, limit: int | None = None,
+                   columns: ColumnMap = ColumnMap()) -> Benchmark:
     """Load one benchmark given by registry name, path, or `label=path` (see the module docstring).
-    `limit` keeps the first N problems."""
+    `limit` keeps the first N problems; `columns` names the source's columns when they are not the
+    canonical ones."""
     label, _, target = spec.partition("=") if "=" in spec and not Path(spec).exists() else ("", "", spec)
     label, target = label.strip(), target.strip()
     if target in BENCHMARKS:
@@ -164,7 +177,8 @@ def load_benchmark(spec: str, data_dir: str | os.PathLike | None = None, limit: 
         local = _local_copy(Path(data_dir), target) if data_dir is not None else None
         if data_dir is not None and local is None:
             raise DataError(
-                f"{target}: no {target}.jsonl/.json/.parquet file or {target}/ folder in --data-dir {data_dir}"
+                f"{target}: no {target}.jsonl/.json/.parquet file, {target}/test.jsonl/.json/.parquet file or "
+                f"save_to_disk folder {target}/ in --data-dir {data_dir}"
             )
         rows, source = (_read_local(local), str(local)) if local else (_read_hub(bspec), f"hf:{bspec.hf_id}")
         name = label or target
@@ -175,20 +189,21 @@ def load_benchmark(spec: str, data_dir: str | os.PathLike | None = None, limit: 
             raise DataError(f"{target}: not a known benchmark ({known}) and no such file or folder")
         bspec, rows, source = None, _read_local(path), str(path)
         name = label or (path.stem if path.is_file() else path.name)
-    rows = canonical_rows(rows, bspec)
+    rows = canonical_rows(rows, bspec, columns)
     if limit is not None:
         rows = rows[:limit]
     return Benchmark(name=name, source=source, records=_validated(rows, source))
 
 
-def load_benchmarks(specs: str, data_dir: str | os.PathLike | None = None, limit: int | None = None) -> list[Benchmark]:
+def load_benchmarks(specs: str, data_dir: str | os.PathLike | None = None, limit: int | None = None,
+                    columns: ColumnMap = ColumnMap()) -> list[Benchmark]:
     """Load a comma-separated list of benchmarks (names must be unique)."""
     items = [s.strip() for s in specs.split(",") if s.strip()]
     if not items:
         raise DataError("no benchmark given")
     out: list[Benchmark] = []
     for item in items:
-        bench = load_benchmark(item, data_dir, limit)
+        bench = load_benchmark(item, data_dir, limit, columns)
         if any(b.name == bench.name for b in out):
             raise DataError(f"two benchmarks are named {bench.name!r}; name one with label=path")
         out.append(bench)

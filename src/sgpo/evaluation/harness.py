@@ -15,6 +15,7 @@ from sgpo.data import DataError
 from sgpo.evaluation import metrics
 from sgpo.evaluation.generation import HFGenerator, VLLMGenerator, is_generator, load_model_and_tokenizer, select_backend
 from sgpo.prompts import PromptFormat
+from sgpo.sampling import SamplingConfig
 
 
 @dataclass
@@ -158,77 +159,68 @@ def make_generator(model, tokenizer=None, *, backend: str = "auto", batch_size: 
     return HFGenerator(model, tokenizer, batch_size)
 
 
-def evaluate_records(
-    model,
-    tokenizer,
-    records: Sequence[Mapping[str, Any]],
-    *,
-    k: int = 1,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    max_new_tokens: int = 512,
-    guided: bool = False,
-    prompt_format: PromptFormat | None = None,
-    batch_size: int | None = None,
-    verifier=None,
-    seed: int | None = None,
-    backend: str = "auto",
-) -> EvalResult:
-    """Sample `k` completions per record and check their last `\\boxed{}` against `answer`.
+@dataclass(frozen=True)
+class EvalConfig:
+    """What an evaluation run samples and how: the sampling settings, guided prompts or not (the
+    record's `strategy` in the prompt, through `prompt_format.guided_template`), the prompt format,
+    sequences per `generate` call of the HF backend (`batch_size`, None: all at once) and the
+    generation `backend` ("auto", "hf" or "vllm", see `generation.select_backend`)."""
+
+    sampling: SamplingConfig = SamplingConfig()
+    guided: bool = False
+    prompt_format: PromptFormat = PromptFormat()
+    batch_size: int | None = None
+    backend: str = "auto"
+
+
+def evaluate_records(model, tokenizer, records: Sequence[Mapping[str, Any]], config: EvalConfig = EvalConfig(),
+                     *, verifier=None) -> EvalResult:
+    """Sample `config.sampling.k` completions per record and check their last `\\boxed{}` against `answer`.
 
     model: a loaded HF causal LM (then `tokenizer` is required), a path to one (loaded here; vLLM is
-    used when installed and a GPU is present, see `backend`), or a generator from `make_generator`.
-    records: dicts with `problem`, `answer`, optional `id`, and `strategy` when `guided` (the strategy
-    goes into the prompt through `prompt_format.guided_template`). Other columns are kept for
-    `EvalResult.by_group`. `temperature == 0` is greedy decoding (then k must be 1).
+    used when installed and a GPU is present, see `config.backend`), or a generator from `make_generator`.
+    records: dicts with `problem`, `answer`, optional `id`, and `strategy` when `config.guided`. Other
+    columns are kept for `EvalResult.by_group`. Temperature 0 is greedy decoding (then k must be 1).
     verifier: a `sgpo.verify.Verifier` (default: the shared process-wide one).
     """
     from sgpo.verify import default_verifier
 
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if temperature == 0 and k > 1:
-        raise ValueError(f"k={k} with temperature 0 would sample the same greedy completion {k} times; "
+    s = config.sampling
+    if s.temperature == 0 and s.k > 1:
+        raise ValueError(f"k={s.k} with temperature 0 would sample the same greedy completion {s.k} times; "
                          "use k=1 for greedy accuracy or a temperature > 0 for avg@k")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    recs = _checked_records(records, guided)
-    gen = make_generator(model, tokenizer, backend=backend, batch_size=batch_size)
+    recs = _checked_records(records, config.guided)
+    gen = make_generator(model, tokenizer, backend=config.backend, batch_size=config.batch_size)
     tok = gen.tokenizer
-    fmt = prompt_format or PromptFormat()
+    fmt = config.prompt_format
     prompts = [
-        fmt.render(tok, r["problem"], _strategy_text(r.get("strategy"), i, r["id"]) if guided else None)
+        fmt.render(tok, r["problem"], _strategy_text(r.get("strategy"), i, r["id"]) if config.guided else None)
         for i, r in enumerate(recs)
     ]
-    completions = gen.generate(prompts, k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                               seed=seed, add_special_tokens=not fmt.applies_chat_template(tok))
+    completions = gen.generate(prompts, k=s.k, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                               seed=s.seed, add_special_tokens=not fmt.applies_chat_template(tok))
     flat = [c for group in completions for c in group]
-    golds = [r["answer"] for r in recs for _ in range(k)]
+    golds = [r["answer"] for r in recs for _ in range(s.k)]
     checks = (verifier or default_verifier()).check([c.text for c in flat], golds)
     samples = []
     for i, rec in enumerate(recs):
-        for j in range(k):
-            c, chk = flat[i * k + j], checks[i * k + j]
+        for j in range(s.k):
+            c, chk = flat[i * s.k + j], checks[i * s.k + j]
             samples.append({
                 "id": rec["id"], "sample_index": j, "prompt": prompts[i], "completion": c.text,
                 "extracted": chk.extracted, "answer": rec["answer"], "correct": chk.correct,
                 "timed_out": chk.timed_out, "completion_tokens": c.num_tokens, "finished": c.finished,
             })
-    settings = eval_settings(k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                             guided=guided, seed=seed, backend=gen.name, prompt_format=fmt)
-    return EvalResult(records=recs, samples=samples, k=k, settings=settings)
+    return EvalResult(records=recs, samples=samples, k=s.k, settings=eval_settings(config, gen.name))
 
 
-def eval_settings(*, k, temperature, top_p, max_new_tokens, guided, seed, backend, prompt_format: PromptFormat) -> dict:
-    """Everything that decides what a sample is; two runs with equal settings are interchangeable."""
-    fmt = prompt_format
+def eval_settings(config: EvalConfig, backend: str) -> dict:
+    """Everything that decides what a sample is (`backend`: the generator actually used); two runs
+    with equal settings are interchangeable."""
+    s, fmt = config.sampling, config.prompt_format
     return {
-        "k": k, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
-        "guided": guided, "seed": seed, "backend": backend,
+        "k": s.k, "temperature": s.temperature, "top_p": s.top_p, "max_new_tokens": s.max_new_tokens,
+        "guided": config.guided, "seed": s.seed, "backend": backend,
         "prompt_format": {"template": fmt.template, "guided_template": fmt.guided_template,
                           "system_prompt": fmt.system_prompt, "use_chat_template": fmt.use_chat_template},
     }

@@ -1,4 +1,5 @@
-"""Command-line options shared by `sgpo eval` and `sgpo selectivity`: model loading and prompts.
+"""Command-line options shared by `sgpo eval`, `sgpo selectivity` and `sgpo score-strategies`: model
+loading, prompts, data columns.
 
 Prompt format resolution, first match wins, then the single-field options override it:
 1. `--prompt-format FILE.json`;
@@ -29,10 +30,28 @@ def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--prompt-format", default=None, metavar="FILE",
                    help=f"JSON file with template / guided_template / system_prompt / use_chat_template "
                         f"(default: MODEL/{PROMPT_FORMAT_FILE} if present, else the built-in format)")
-    g.add_argument("--template", default=None, help="autonomous prompt template; must contain {problem}")
-    g.add_argument("--guided-template", default=None, help="guided prompt template; must contain {problem} and {strategy}")
+    g.add_argument("--template", "--prompt-template", default=None, help="autonomous prompt template; must contain {problem}")
+    g.add_argument("--guided-template", "--guided-prompt-template", default=None, help="guided prompt template; must contain {problem} and {strategy}")
     g.add_argument("--system-prompt", default=None, help="system message put before the user turn")
     g.add_argument("--no-chat-template", action="store_true", help="use the prompt text as is, without the chat template")
+
+
+def add_column_arguments(parser: argparse.ArgumentParser, strategy: bool = True, row_id: bool = True) -> None:
+    g = parser.add_argument_group("columns")
+    g.add_argument("--problem-column", default="problem", help="column with the problem (default: problem)")
+    g.add_argument("--answer-column", default="answer", help="column with the gold answer (default: answer)")
+    if strategy:
+        g.add_argument("--strategy-column", default="strategy", help="column with the rendered strategy (default: strategy)")
+    if row_id:
+        g.add_argument("--id-column", default="id", help="column with the row id (default: id)")
+
+
+def columns_from_args(args: argparse.Namespace):
+    """The `sgpo.data.ColumnMap` of `add_column_arguments`' options."""
+    from sgpo.data import ColumnMap
+
+    return ColumnMap(problem=args.problem_column, answer=args.answer_column,
+                     strategy=getattr(args, "strategy_column", "strategy"), id=getattr(args, "id_column", "id"))
 
 
 def prompt_format_from_args(args: argparse.Namespace) -> tuple[PromptFormat, str]:

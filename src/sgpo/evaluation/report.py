@@ -1,12 +1,14 @@
 """The HTML report of a training run: the curves a researcher would otherwise rebuild in a notebook.
 
 Reads `RUN_DIR/metrics.jsonl` (one JSON object per logged step, as `SGPOTrainer` writes it; missing
-keys are fine — a GRPO run has no guided or distillation curves) and every evaluation
-`results.json` under RUN_DIR, and writes `RUN_DIR/report/index.html` with one PNG per panel:
+keys are fine — a GRPO run has no guided or distillation curves), the run's settings
+`RUN_DIR/config.yaml` when present, and every evaluation `results.json` under RUN_DIR (`sgpo eval`
+writes to `MODEL/eval/…` by default), and writes `RUN_DIR/report/index.html` with one PNG per panel:
 autonomous vs guided reward, their gap, the mean instance weight, the distillation KL, the fraction
 of tokens masked by the proximal constraint, completion lengths, losses, clipping, and the eval
-table (with a bar chart). Logged keys that no panel claims are plotted by prefix under "Other
-metrics", so nothing logged is silently left out.
+table (with a bar chart), and the settings by topic. Logged keys that no panel claims are plotted by
+prefix under "Other metrics", so nothing logged is silently left out. Steps that go backwards in
+metrics.jsonl (two runs written into one folder) are warned about, on the page and to the caller.
 
 Curves with more than 30 points are drawn raw (thin) with a centred moving average over ~1/25 of the
 run on top.
@@ -18,6 +20,7 @@ import html
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +76,59 @@ def read_metrics(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
         else:
             rows.append(row)
     return rows, warnings
+
+
+def step_warnings(rows: list[dict[str, Any]], name: str = "metrics.jsonl") -> list[str]:
+    """One warning when `step` goes backwards somewhere in `rows`: the file mixes runs (a second run
+    written into the same output folder, or a resume that did not cut the file), so its curves
+    interleave them. Equal steps (the trainer's final summary row) are fine."""
+    backwards = []
+    prev: tuple[int, float] | None = None
+    for i, row in enumerate(rows):
+        step = row.get("step")
+        if not _is_number(step):
+            continue
+        if prev is not None and step < prev[1]:
+            backwards.append((i, step, prev))
+        prev = (i, step)
+    if not backwards:
+        return []
+    i, step, (j, before) = backwards[0]
+    more = f" ({len(backwards)} places)" if len(backwards) > 1 else ""
+    return [f"{name}: steps go backwards{more}, first at row {i + 1}: step {step:g} after step {before:g} (row {j + 1}). "
+            "The file mixes several runs (e.g. a second run written into the same output folder); the curves "
+            "below interleave them. Give each run its own --output_dir."]
+
+
+def read_settings(run_dir: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """The run's settings from `run_dir/config.yaml` (the resolved training config, written by the
+    trainer) and warnings; (None, []) when there is no such file."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None, []
+    import yaml
+
+    try:
+        settings = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        return None, [f"{path}: not shown, not readable YAML ({str(exc).splitlines()[0]})"]
+    if not isinstance(settings, dict):
+        return None, [f"{path}: not shown, not a mapping of setting: value"]
+    return settings, []
+
+
+def _settings_html(settings: dict[str, Any]) -> str:
+    from sgpo.config_fields import grouped_fields
+
+    def show(v: Any) -> str:
+        return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
+
+    parts = ["<h2>Settings</h2><p>From <code>config.yaml</code>.</p>"]
+    for title, _, names in grouped_fields([str(k) for k in settings], None):
+        table = _html_table(["setting", "value"], [[n, show(settings[n])] for n in names], caption=html.escape(title))
+        parts.append(f"<details><summary>{html.escape(title)} ({len(names)})</summary>{table}</details>"
+                     if title == "other settings" else table)
+    return "\n".join(parts)
 
 
 def _is_number(v: Any) -> bool:
@@ -256,9 +312,12 @@ td:first-child, th:first-child { text-align: left; } caption { text-align: left;
 """
 
 
-def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+def render_report(run_dir: str | Path, out_dir: str | Path | None = None,
+                  on_warning: Callable[[str], None] | None = None) -> Path:
     """Write the report of the run in `run_dir` (default folder `run_dir/report`); returns the path
-    of `index.html`. Raises FileNotFoundError when the run has neither metrics nor eval results."""
+    of `index.html`. Raises FileNotFoundError when the run has neither metrics nor eval results.
+    Warnings (lines skipped, steps going backwards, an unreadable config.yaml) are shown on the page
+    and passed to `on_warning`."""
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "report"
     if not run_dir.is_dir():
@@ -268,6 +327,11 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     evals = find_eval_results(run_dir, out_dir)
     if not rows and not evals:
         raise FileNotFoundError(f"{run_dir}: nothing to report: no metrics.jsonl with rows and no eval results.json")
+    settings, settings_warnings = read_settings(run_dir)
+    warnings = step_warnings(rows, str(metrics_path)) + settings_warnings + warnings
+    for w in warnings:
+        if on_warning is not None:
+            on_warning(w)
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.png"):
         old.unlink()
@@ -347,6 +411,8 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Pat
                 f"<figure><img src='{f}' alt='{html.escape(t)}'></figure>" for f, t, _ in other_figs) + "</div>")
         if final_values:
             parts.append(_html_table(["metric", "value"], final_values))
+    if settings:
+        parts.append(_settings_html(settings))
     parts.append("</body></html>")
     index = out_dir / "index.html"
     index.write_text("\n".join(parts), encoding="utf-8")

@@ -6,22 +6,29 @@ OUT/samples/NAME.jsonl          one line per sample (prompt, completion, extract
 OUT/samples/NAME.greedy.jsonl   the greedy pass, when asked for next to sampling
 
 The outputs are rewritten after every benchmark, so an interrupted run keeps what it finished; run
-again with the same settings and the finished benchmarks are read back instead of sampled again.
+again with the same model (`model_identity`: the same files, not just the same folder name) and the
+same settings and the finished benchmarks are read back instead of sampled again.
+
+`default_out_dir` is where `sgpo eval` writes when no `--out` is given: inside the model's folder
+(`MODEL/eval/TAG`), where `sgpo report MODEL` finds it, one folder per benchmark set and sampling mode.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import re
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from sgpo.data import read_rows, write_json, write_rows
 from sgpo.evaluation.benchmarks import Benchmark
-from sgpo.evaluation.harness import EvalResult, eval_settings, evaluate_records
-from sgpo.prompts import PromptFormat
+from sgpo.evaluation.harness import EvalConfig, EvalResult, eval_settings, evaluate_records
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +37,63 @@ def _json_roundtrip(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
+#: files of a model folder that decide its outputs: weights, config, tokenizer, chat template
+MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".json", ".model", ".txt", ".jinja")
+
+
+def model_identity(model: str | os.PathLike) -> dict[str, Any]:
+    """What makes two evaluated models the same, for reading results back.
+
+    A local folder (or file): its resolved path and, for each top-level file with a suffix in
+    `MODEL_FILE_SUFFIXES`, its name, size and modification time in ns. Anything else (a hub id, a
+    label): `{"name": model}`, plus the commit of the hub cache's snapshot when the id is cached.
+
+    Sizes and modification times rather than a hash of the contents: hashing reads every weight byte
+    (minutes for a large model, at every start), and a hash of the safetensors header alone (tensor
+    names, dtypes, shapes, offsets) is the same for every checkpoint of one architecture, so it cannot
+    tell two trainings apart. Saving a model rewrites its files, so new weights always get a new
+    fingerprint; a copy that does not keep the times (`cp` without `-p`) or a `touch` gets a new one
+    too — that costs a re-evaluation, never a wrong read-back.
+    """
+    path = Path(str(model)).expanduser()
+    if path.exists():
+        path = path.resolve()
+        files = [path] if path.is_file() else sorted(
+            p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MODEL_FILE_SUFFIXES)
+        stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+        return {"path": str(path), "files": [list(s) for s in stats]}
+    identity: dict[str, Any] = {"name": str(model)}
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(str(model), "config.json")
+        if isinstance(cached, str):  # .../snapshots/<commit>/config.json
+            identity["revision"] = Path(cached).parent.name
+    except Exception:  # noqa: BLE001 - not a valid hub id: the name alone identifies it
+        pass
+    return identity
+
+
+def default_out_dir(model: str | os.PathLike, benchmarks: Sequence[Benchmark], config: EvalConfig) -> Path:
+    """`MODEL/eval/TAG` for a local model folder (found there by `sgpo report MODEL`), else
+    `eval/ORG__NAME/TAG`. TAG names the benchmarks and the sampling mode, e.g. `math500+aime24-k8-t0.6`,
+    `heldout-guided`, so two evaluations of one model with other benchmarks or modes keep both."""
+    s = config.sampling
+    tag = "+".join(b.name for b in benchmarks)
+    tag += (f"-k{s.k}" if s.k > 1 else "") + (f"-t{s.temperature:g}" if s.temperature > 0 else "")
+    tag += "-guided" if config.guided else ""
+    tag = re.sub(r"[^A-Za-z0-9._+=-]", "_", tag)
+    if len(tag) > 100:
+        tag = tag[:80] + "-" + hashlib.sha256(tag.encode()).hexdigest()[:12]
+    path = Path(str(model)).expanduser()
+    if path.is_dir():
+        return path / "eval" / tag
+    return Path("eval") / re.sub(r"[^A-Za-z0-9._-]", "_", str(model).replace("/", "__")) / tag
+
+
 def _resumed(out_dir: Path, previous: dict, bench: Benchmark, settings: dict, tag: str) -> EvalResult | None:
-    """The result of an earlier run of this benchmark with the same settings, read back from disk."""
+    """The result of an earlier run of this benchmark with the same settings, read back from disk
+    (the caller has checked that `previous` is of the same model)."""
     entry = previous.get("benchmarks", {}).get(bench.name, {})
     entry = entry.get("greedy_run", {}) if tag == "greedy" else entry
     path = out_dir / "samples" / f"{bench.name}{'.greedy' if tag == 'greedy' else ''}.jsonl"
@@ -104,57 +166,58 @@ def run_suite(
     generator,
     benchmarks: Sequence[Benchmark],
     out_dir: str | Path,
+    config: EvalConfig = EvalConfig(),
     *,
-    model_name: str,
-    k: int = 1,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    max_new_tokens: int = 512,
-    guided: bool = False,
-    prompt_format: PromptFormat | None = None,
-    seed: int | None = None,
-    verifier=None,
+    model: str | os.PathLike,
     greedy: bool = False,
     overwrite: bool = False,
+    verifier=None,
     progress=None,
 ) -> dict[str, Any]:
     """Evaluate `generator` (see `harness.make_generator`) on each benchmark; write and return the
-    results document. `greedy=True` adds a greedy pass when sampling (temperature > 0)."""
+    results document. `model` is the path or hub id the generator was loaded from (or a label):
+    results in `out_dir` are read back only when they are of the same `model_identity(model)` and
+    settings. `greedy=True` adds a greedy pass when sampling (temperature > 0)."""
     out_dir = Path(out_dir)
     (out_dir / "samples").mkdir(parents=True, exist_ok=True)
-    fmt = prompt_format or PromptFormat()
+    identity = _json_roundtrip(model_identity(model))
     previous: dict[str, Any] = {}
     if not overwrite and (out_dir / "results.json").is_file():
         try:
             previous = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             logger.warning("%s/results.json is not valid JSON; starting over", out_dir)
+        if previous and previous.get("model_identity") != identity:
+            if progress:
+                progress(f"{out_dir} holds results of another model ({previous.get('model', '?')}, or its files "
+                         "changed since); evaluating again")
+            previous = {}
     doc: dict[str, Any] = {
-        "model": model_name,
+        "model": str(model),
+        "model_identity": identity,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "settings": _json_roundtrip(eval_settings(k=k, temperature=temperature, top_p=top_p,
-                                                  max_new_tokens=max_new_tokens, guided=guided, seed=seed,
-                                                  backend=generator.name, prompt_format=fmt)),
+        "settings": _json_roundtrip(eval_settings(config, generator.name)),
         "benchmarks": {},
         "average": {},
     }
-    passes = [("main", k, temperature)] + ([("greedy", 1, 0.0)] if greedy and temperature > 0 else [])
+    s = config.sampling
+    passes = [("main", config)]
+    if greedy and s.temperature > 0:
+        passes.append(("greedy", replace(config, sampling=replace(s, k=1, temperature=0.0))))
     for bench in benchmarks:
         entry: dict[str, Any] = {}
-        for tag, kk, temp in passes:
-            settings = eval_settings(k=kk, temperature=temp, top_p=top_p, max_new_tokens=max_new_tokens,
-                                     guided=guided, seed=seed, backend=generator.name, prompt_format=fmt)
+        for tag, cfg in passes:
+            label = f"{bench.name}{' (greedy)' if tag == 'greedy' else ''}"
+            settings = eval_settings(cfg, generator.name)
             result = _resumed(out_dir, previous, bench, settings, tag)
             if result is not None:
                 if progress:
-                    progress(f"{bench.name}{' (greedy)' if tag == 'greedy' else ''}: read back from an earlier run "
-                             "with the same settings (--overwrite to run it again)")
+                    progress(f"{label}: read back from an earlier run of this model with the same settings "
+                             "(--overwrite to run it again)")
             else:
                 if progress:
-                    progress(f"{bench.name}: {len(bench)} problems × {kk} sample(s){' (greedy)' if tag == 'greedy' else ''}")
-                result = evaluate_records(generator, None, bench.records, k=kk, temperature=temp, top_p=top_p,
-                                          max_new_tokens=max_new_tokens, guided=guided, prompt_format=fmt,
-                                          verifier=verifier, seed=seed)
+                    progress(f"{label}: {len(bench)} problems × {cfg.sampling.k} sample(s)")
+                result = evaluate_records(generator, None, bench.records, cfg, verifier=verifier)
             samples_path = out_dir / "samples" / f"{bench.name}{'.greedy' if tag == 'greedy' else ''}.jsonl"
             write_rows(samples_path, result.samples)
             summary = _json_roundtrip(result.summary())

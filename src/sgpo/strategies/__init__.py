@@ -20,6 +20,7 @@ from sgpo.strategies.base import (
 
 _LAZY = {
     "extract_strategies": "sgpo.strategies.pipeline",
+    "ExtractionConfig": "sgpo.strategies.pipeline",
     "ExtractionSummary": "sgpo.strategies.pipeline",
     "InputColumns": "sgpo.strategies.pipeline",
     "build_extractor": "sgpo.strategies.registry",

@@ -95,6 +95,11 @@ class Extractor(ABC):
                 out.append(exc)
         return out
 
+    def probe(self) -> None:
+        """Called once before the first item of a run is sent: raise `ExtractorConfigError` when the
+        extractor cannot work at all (e.g. nothing listens at its endpoint), so the run stops with one
+        error instead of failing every item. The default checks nothing."""
+
     def provenance(self) -> dict[str, Any]:
         """The provenance columns of every output row this extractor produces."""
         return {"extractor": self.name, "extractor_model": self.model, "prompt_version": self.prompt_version}

@@ -1,6 +1,6 @@
 """The extraction run: input rows -> extractor -> leak filter -> result cache -> output file.
 
-`extract_strategies(input, output, extractor, ...)` reads a JSONL / JSON / parquet file, a
+`extract_strategies(input, output, extractor, config)` reads a JSONL / JSON / parquet file, a
 `datasets.Dataset` or a list of dicts with `problem` and `response` (optional `answer`, `id`), and
 writes exactly one output row per input row, in input order: the input columns plus
 
@@ -16,7 +16,9 @@ SQLite result cache (`ResultStore`) under its content hash (problem, response, a
 model, prompt version), so a rerun skips what is done, `kill -9` loses at most the items in flight,
 and rows with identical content are extracted once. Failures are recorded per item and never stop the
 run; transient ones (rate limits, timeouts, 5xx, connection errors) are retried on the next run, the
-others only with `retry_failed=True`. The output file is written at the end, atomically.
+others only with `retry_failed=True`. The output file is written at the end, atomically. Before the
+first request the extractor is probed once (`Extractor.probe`), so an endpoint where nothing listens
+stops the run with one error instead of failing every item after its retries.
 """
 
 from __future__ import annotations
@@ -52,6 +54,25 @@ class InputColumns:
     response: str = "response"
     answer: str = "answer"
     id: str = "id"
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    """How a run reads its input and drives the extractor: `concurrency` requests in flight,
+    `batch_size` items per extractor call (None: the extractor's own), the leak filter's settings,
+    the input's `columns`, `retry_failed` (also redo items that failed for non-transient reasons)
+    and `limit` (only the first N input rows)."""
+
+    concurrency: int = 8
+    batch_size: int | None = None
+    leak: LeakConfig = LeakConfig()
+    columns: InputColumns = InputColumns()
+    retry_failed: bool = False
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
 
 
 @dataclass
@@ -213,16 +234,11 @@ def extract_strategies(
     input: Any,
     output: str | os.PathLike,
     extractor: Extractor | str,
+    config: ExtractionConfig = ExtractionConfig(),
     *,
     extractor_options: dict[str, Any] | None = None,
     strict_extractor_options: dict[str, Any] | None = None,
-    concurrency: int = 8,
-    batch_size: int | None = None,
     cache: str | os.PathLike | None = None,
-    leak: LeakConfig | LeakFilter | None = None,
-    columns: InputColumns = InputColumns(),
-    retry_failed: bool = False,
-    limit: int | None = None,
     progress: bool = True,
 ) -> ExtractionSummary:
     """Extract a strategy for every input row and write the output file; returns the summary.
@@ -230,23 +246,20 @@ def extract_strategies(
     `extractor` is an `Extractor` instance, or a backend name / `module:Class` import path built with
     `extractor_options` (those its constructor does not take are dropped) and `strict_extractor_options`
     (all must be taken), see `sgpo.strategies.registry`. Raises `DataError` for bad input (before any
-    request is made) and `ExtractorConfigError` when the extractor cannot work at all (the items done
-    so far stay in the cache; no output is written).
+    request is made) and `ExtractorConfigError` when the extractor cannot work at all — its probe
+    fails, or a reply says so (the items done so far stay in the cache; no output is written).
     """
     output = Path(output)
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise DataError(f"{output}: output must end in {', '.join(OUTPUT_SUFFIXES)}")
-    if concurrency < 1:
-        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-    rows, requests, source_name = read_items(input, columns, limit)
+    rows, requests, source_name = read_items(input, config.columns, config.limit)
 
     owns_extractor = isinstance(extractor, str)
     if isinstance(extractor, str):
         from sgpo.strategies.registry import build_extractor
 
         extractor = build_extractor(extractor, strict_extractor_options, **(extractor_options or {}))
-    owns_leak = not isinstance(leak, LeakFilter)
-    leak_filter = leak if isinstance(leak, LeakFilter) else LeakFilter(leak)
+    leak_filter = LeakFilter(config.leak)
     cache_path = Path(cache) if cache is not None else default_cache_path(output)
     store = ResultStore(cache_path)
     try:
@@ -267,11 +280,13 @@ def extract_strategies(
             rec = stored.get(key)
             if rec is None:
                 return True
-            return rec["status"] == "failed" and (retry_failed or rec.get("reason") in TRANSIENT_REASONS)
+            return rec["status"] == "failed" and (config.retry_failed or rec.get("reason") in TRANSIENT_REASONS)
 
         todo = [k for k in unique if needs_work(k)]
-        workers = max(1, min(concurrency, extractor.max_concurrency or concurrency))
-        size = max(1, batch_size or extractor.batch_size or 1)
+        if todo:
+            extractor.probe()
+        workers = max(1, min(config.concurrency, extractor.max_concurrency or config.concurrency))
+        size = max(1, config.batch_size or extractor.batch_size or 1)
         batches = [[(k, unique[k]) for k in todo[i : i + size]] for i in range(0, len(todo), size)]
         bar = RunProgress(len(todo), enabled=progress)
         start = time.monotonic()
@@ -300,8 +315,7 @@ def extract_strategies(
         )
     finally:
         store.close()
-        if owns_leak:
-            leak_filter.close()
+        leak_filter.close()
         if owns_extractor:
             extractor.close()
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from sgpo.data import ColumnMap, DataError, load_rows, write_rows
 from sgpo.prompts import PromptFormat
+from sgpo.sampling import SamplingConfig
 from sgpo.strategies.progress import RunProgress
 from sgpo.strategies.store import ResultStore, content_hash
 
@@ -52,21 +53,25 @@ def best_index(scores: Sequence[float]) -> int:
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """Rollout settings of the scoring run (all part of the cache key)."""
+    """Settings of a scoring run: the rollouts (`sampling`: k completions per prompt, temperature,
+    top-p, token limit, seed), at most `max_candidates` candidates per problem, prompts per generate
+    call (`batch_size`, None: all of one problem), the longest prompt allowed (`max_prompt_length`,
+    never truncated), `min_score` below which a problem keeps no strategy, the prompt format, and the
+    input's columns (`columns`; rows sharing the `group_by` column's value are one problem's
+    candidates). The sampling settings and the prompt format are part of the rollout cache key."""
 
-    k: int = 8
+    sampling: SamplingConfig = SamplingConfig(k=8, temperature=1.0, seed=0)
     max_candidates: int = 4
-    max_new_tokens: int = 512
-    temperature: float = 1.0
-    top_p: float = 1.0
     batch_size: int | None = None
-    seed: int = 0
     max_prompt_length: int | None = None
     min_score: float | None = None
+    prompt_format: PromptFormat = PromptFormat()
+    columns: ColumnMap = ColumnMap()
+    group_by: str = "problem"
 
     def __post_init__(self) -> None:
-        if self.k < 1 or self.max_candidates < 1:
-            raise ValueError(f"k and max_candidates must be >= 1 (got k={self.k}, max_candidates={self.max_candidates})")
+        if self.max_candidates < 1:
+            raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
 
 
 @dataclass
@@ -145,21 +150,16 @@ def score_strategies(
     output: str | os.PathLike,
     model: Any,
     tokenizer: Any = None,
-    *,
     config: ScoringConfig = ScoringConfig(),
-    prompt_format: PromptFormat = PromptFormat(),
-    columns: ColumnMap = ColumnMap(),
-    group_by: str = "problem",
+    *,
     verifier: Any = None,
     cache: str | os.PathLike | None = None,
     candidates_output: str | os.PathLike | None = None,
     device: str | None = None,
     progress: bool = True,
 ) -> ScoringSummary:
-    """Score candidate strategies with a policy (a path / hub id, or a loaded model + tokenizer).
-
-    `columns` names the problem / answer / strategy columns; rows sharing the `group_by` column's
-    value are the candidates of one problem."""
+    """Score candidate strategies with a policy (a path / hub id, or a loaded model + tokenizer) under
+    `config`; write one row per problem to `output` (and every candidate to `candidates_output`)."""
     import torch
 
     from sgpo.prompts import tokenize_prompts
@@ -171,7 +171,8 @@ def score_strategies(
     if not rows:
         raise DataError(f"{name}: no rows to score")
     output = Path(output)
-    groups = group_candidates(rows, columns, group_by, config.max_candidates, name)
+    columns, sampling, prompt_format = config.columns, config.sampling, config.prompt_format
+    groups = group_candidates(rows, columns, config.group_by, config.max_candidates, name)
     model_id = _model_id(model)
     if isinstance(model, (str, os.PathLike)):
         from transformers import AutoModelForCausalLM
@@ -191,10 +192,10 @@ def score_strategies(
     cache_path = Path(cache) if cache is not None else Path(str(output) + ".cache.sqlite")
     store = ResultStore(cache_path, table="scores")
     fmt = asdict(prompt_format)
-    sampling = {k: v for k, v in asdict(config).items() if k in ("k", "max_new_tokens", "temperature", "top_p", "seed")}
+    sampling_key = asdict(sampling)  # {k, temperature, top_p, max_new_tokens, seed}: the key of earlier versions
 
     def key_of(g: _Group, strategy: str | None) -> str:
-        return content_hash("sgpo-score-v1", model_id, fmt, sampling, g.problem, g.answer, strategy)
+        return content_hash("sgpo-score-v1", model_id, fmt, sampling_key, g.problem, g.answer, strategy)
 
     bar = RunProgress(len(groups), label="score", enabled=progress)
     out_rows: list[dict[str, Any]] = []
@@ -210,25 +211,25 @@ def score_strategies(
             from_cache += sum(1 for k in keys.values() if k in have)
             missing = [s for s, k in keys.items() if k not in have]
             if missing:
-                texts = [prompt_format.render(tokenizer, g.problem, s) for s in missing for _ in range(config.k)]
-                names = [f"{g.key!r}{' guided' if s else ' autonomous'}" for s in missing for _ in range(config.k)]
+                texts = [prompt_format.render(tokenizer, g.problem, s) for s in missing for _ in range(sampling.k)]
+                names = [f"{g.key!r}{' guided' if s else ' autonomous'}" for s in missing for _ in range(sampling.k)]
                 ids = tokenize_prompts(tokenizer, texts, max_length=config.max_prompt_length, row_names=names,
                                        add_special_tokens=not prompt_format.applies_chat_template(tokenizer))
-                torch.manual_seed((int(keys[None][:8], 16) + config.seed) % (2**31))
+                torch.manual_seed((int(keys[None][:8], 16) + (sampling.seed or 0)) % (2**31))
                 gen = generate_completions(
                     model,
                     tokenizer,
                     ids,
-                    max_new_tokens=config.max_new_tokens,
-                    temperature=config.temperature,
-                    top_p=config.top_p,
+                    max_new_tokens=sampling.max_new_tokens,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
                     batch_size=config.batch_size,
                 )
                 checks = verifier.check(gen.texts, [g.answer] * len(gen.texts))
                 n_rollouts += len(checks)
                 new = {}
                 for j, s in enumerate(missing):
-                    part = checks[j * config.k : (j + 1) * config.k]
+                    part = checks[j * sampling.k : (j + 1) * sampling.k]
                     new[keys[s]] = {"correct": [c.correct for c in part], "timed_out": sum(c.timed_out for c in part)}
                 store.put_many(new)
                 have.update(new)
@@ -255,7 +256,7 @@ def score_strategies(
                     cand_rows.append({**rows[i], "strategy_score": sc, "guided_accuracy": sum(c) / len(c), "auto_accuracy": auto_acc, "chosen": i == g.candidates[b]})
             else:
                 base.update(strategy=None, strategy_score=None, guided_accuracy=None, auto_accuracy=None)
-            base.update(num_candidates=len(strategies), scoring_k=config.k, scoring_model=model_id)
+            base.update(num_candidates=len(strategies), scoring_k=sampling.k, scoring_model=model_id)
             out_rows.append(base)
             bar.advance("scored" if strategies else "no_candidate")
     finally:

@@ -37,17 +37,17 @@ def heldout_accuracy(
     harness (`sgpo.evaluation.evaluate_records`). Guided prompts carry the record's `strategy`; every
     record must have one. `on_progress(done, total)` is called after each mode (total = 2 x records).
     """
-    from sgpo.evaluation import evaluate_records
+    from sgpo.evaluation.harness import EvalConfig, evaluate_records
+    from sgpo.sampling import SamplingConfig
 
     missing = [r.get("id", i) for i, r in enumerate(records) if not r.get("strategy")]
     if missing:
         raise ValueError(f"{len(missing)} record(s) have no strategy for the guided evaluation, e.g. id {missing[0]!r}")
     correct: dict[str, list[bool]] = {}
     for j, mode in enumerate(MODES):
-        result = evaluate_records(
-            model, tokenizer, list(records), k=1, temperature=temperature, max_new_tokens=max_new_tokens,
-            guided=mode == "guided", prompt_format=prompt_format, batch_size=batch_size, verifier=verifier,
-        )
+        config = EvalConfig(SamplingConfig(k=1, temperature=temperature, max_new_tokens=max_new_tokens),
+                            guided=mode == "guided", prompt_format=prompt_format, batch_size=batch_size)
+        result = evaluate_records(model, tokenizer, list(records), config, verifier=verifier)
         correct[mode] = [bool(s["correct"]) for s in result.samples]
         if on_progress is not None:
             on_progress((j + 1) * len(records), len(MODES) * len(records))

@@ -135,7 +135,7 @@ def stage_extract(out: Path, world: dict[str, list[dict]], advance=lambda done: 
     pipeline a real run uses (`sgpo.strategies.pipeline.extract_strategies`: schema, leak filter,
     result cache) with the world's rule-based `WorldExtractor` as the extractor."""
     from sgpo.strategies.base import ExtractionError
-    from sgpo.strategies.pipeline import extract_strategies
+    from sgpo.strategies.pipeline import ExtractionConfig, extract_strategies
     from sgpo.world.extractor import WorldExtractor
 
     result = {}
@@ -143,8 +143,8 @@ def stage_extract(out: Path, world: dict[str, list[dict]], advance=lambda done: 
         path = out / "world" / f"{split}.jsonl"
         if not path.exists():
             summary = extract_strategies(
-                out / "world" / "oracle" / f"{split}.jsonl", path, WorldExtractor(), concurrency=1, progress=False,
-                cache=out / "world" / "extraction-cache.sqlite",
+                out / "world" / "oracle" / f"{split}.jsonl", path, WorldExtractor(), ExtractionConfig(concurrency=1),
+                progress=False, cache=out / "world" / "extraction-cache.sqlite",
             )
             if summary.ok != summary.rows:
                 path.unlink(missing_ok=True)

@@ -16,6 +16,11 @@ exponential backoff and jitter (`RetryPolicy`); when the retries are spent the i
 `rate_limited`, `server_error`, `timeout` or `connection_error`. Other 4xx fail the item
 (`http_<code>`), except 401 / 403 / 404 (bad key, no access, unknown model), which stop the run with
 `ExtractorConfigError` since every item would fail alike.
+
+Before the first item, `probe` asks the endpoint for its model list once (no retries, 10 s at most):
+when nothing listens there (connection refused, unknown host) the run stops at once with one error,
+instead of spending every item's retries on it. Any HTTP answer passes the probe (servers without a
+model list answer 404); only 401 / 403 stop the run there, as they would on the first item.
 """
 
 from __future__ import annotations
@@ -175,6 +180,27 @@ class OpenAICompatExtractor(Extractor):
             raise ExtractionError("empty_response", "the reply has no choices")
         choice = resp.choices[0]
         return choice.message.content, choice.finish_reason
+
+    def probe(self, timeout: float = 10.0) -> None:
+        import openai
+
+        try:
+            self._client.with_options(timeout=timeout, max_retries=0).models.list()
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise ExtractorConfigError(
+                f"{self.base_url}: HTTP {exc.status_code} ({self._scrub(snippet(exc.message))}); check the API key "
+                f"(read from {self.api_key_source}) and --base-url"
+            ) from None
+        except openai.APITimeoutError:
+            log.warning("%s: no answer to a model-list request within %.0f s; starting anyway", self.base_url, timeout)
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
+            raise ExtractorConfigError(
+                f"cannot reach {self.base_url} ({self._scrub(snippet(f'{type(cause).__name__}: {cause}'))}); "
+                "is the server running? check --base-url"
+            ) from None
+        except openai.APIStatusError:
+            pass  # something answered: the chat requests will tell the rest
 
     def extract(self, problem: str, response: str, answer: str | None = None) -> Strategy:
         text, finish = self._complete(self.prompt.messages(problem, response, answer))
