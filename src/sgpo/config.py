@@ -16,6 +16,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+from sgpo.config_fields import BATCH_SIZE_HELP
 from sgpo.objectives import DISTILL_TERMS, INSTANCE_WEIGHTS, LOSS_TYPE_TO_AGG_MODE
 from sgpo.prompts import DEFAULT_GUIDED_PROMPT_TEMPLATE, DEFAULT_PROMPT_TEMPLATE
 
@@ -23,6 +24,7 @@ from sgpo.prompts import DEFAULT_GUIDED_PROMPT_TEMPLATE, DEFAULT_PROMPT_TEMPLATE
 @dataclass
 class SGPOConfig(TrainingArguments):
     # ------------------------------------------------------------------ overridden defaults
+    per_device_train_batch_size: int = field(default=8, metadata={"help": BATCH_SIZE_HELP})
     learning_rate: float = field(default=1e-6, metadata={"help": "Initial learning rate for AdamW (TRL's GRPO default)."})
     logging_steps: float = field(default=10, metadata={"help": "Log every this many optimizer steps."})
     report_to: None | str | list[str] = field(

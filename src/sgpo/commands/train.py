@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     from sgpo.data import DataError, load_rows
     from sgpo.modeling import load_tokenizer
     from sgpo.prompts import PromptTooLongError
-    from sgpo.trainer import RewardFunctionError, SGPOTrainer
+    from sgpo.trainer import OutputDirError, RewardFunctionError, SGPOTrainer
 
     try:
         tokenizer = load_tokenizer(script_args.tokenizer_name_or_path or script_args.model_name_or_path)
@@ -189,9 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         if script_args.dataset_split != "train":
             data, _ = load_rows(script_args.dataset_name, split=script_args.dataset_split)
         trainer = SGPOTrainer(model=script_args.model_name_or_path, args=config, processing_class=tokenizer, train_dataset=data)
+        if trainer.is_world_process_zero():
+            print(f"sgpo {COMMAND}: {trainer.batch_summary()}", flush=True)
         trainer.train(resume_from_checkpoint=resume)
         trainer.save_model(config.output_dir)
-    except (DataError, PromptTooLongError, RewardFunctionError) as exc:
+    except (DataError, PromptTooLongError, RewardFunctionError, OutputDirError) as exc:
         return error(COMMAND, str(exc), 1)
     if trainer.is_world_process_zero():
         print(f"sgpo train: model and tokenizer saved to {config.output_dir} (metrics: {config.output_dir}/metrics.jsonl)")
