@@ -137,8 +137,11 @@ def test_model_and_checkpoint_mistakes_are_one_line(tmp_path, capsys):
 
     base = ["train", "--config", str(ROOT / "recipes" / "tiny_cpu.yaml"), "--dataset_name", str(tmp_path / "d.jsonl"),
             "--output_dir", str(tmp_path / "out")]
-    # a negative number is a value (argparse alone: "expected one argument"); the model check comes next
-    assert main([*base, "--learning_rate", "-1e-3", "--model_name_or_path", str(tmp_path / "nope")]) == 1
+    # a negative number is a value (argparse alone: "expected one argument"), and an illegal one is named
+    # by the config before any model is looked at
+    assert main([*base, "--learning_rate", "-1e-3", "--model_name_or_path", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err == "sgpo train: error: SGPOConfig.learning_rate: must be ≥ 0, got -0.001\n"
+    assert main([*base, "--model_name_or_path", str(tmp_path / "nope")]) == 1
     assert capsys.readouterr().err == f"sgpo train: error: {tmp_path / 'nope'}: no such model folder\n"
     assets = write_tiny_assets(tmp_path / "tiny", warm_up=False)
     capsys.readouterr()
