@@ -7,6 +7,7 @@
 - `weighting`    adaptive per-problem weights (marginal / deficit / constant) and their EMA
 - `aggregation`  per-token → scalar with global normalisers (loss_type grpo / dr_grpo / dapo)
 - `lm_head`      log-probs and divergences from hidden states and the LM head (plain path)
+- `importance_sampling`  bounded π_trainer / π_sampler ratios for rollouts from another engine (vLLM)
 """
 
 from sgpo.objectives.advantages import ADVANTAGE_ESTIMATORS, group_relative_advantages
@@ -19,6 +20,12 @@ from sgpo.objectives.divergence import (
     reverse_kl,
     reverse_kl_reference,
     token_divergence,
+)
+from sgpo.objectives.importance_sampling import (
+    IS_MODES,
+    SamplerCorrectionStats,
+    sampler_correction,
+    sampler_correction_stats,
 )
 from sgpo.objectives.lm_head import DistillTerms, distill_terms, head_logits, sampled_logps
 from sgpo.objectives.policy_loss import (
@@ -38,12 +45,14 @@ __all__ = [
     "AGGREGATIONS",
     "DIVERGENCES",
     "INSTANCE_WEIGHTS",
+    "IS_MODES",
     "LOSS_TYPE_TO_AGG_MODE",
     "POLICY_LOSSES",
     "DistillTerms",
     "GlobalCounts",
     "InstanceWeightEMA",
     "PolicyLossOutput",
+    "SamplerCorrectionStats",
     "aggregate",
     "cap_per_token",
     "clipped_surrogate",
@@ -61,6 +70,8 @@ __all__ = [
     "proximal_keep_mask",
     "reverse_kl",
     "reverse_kl_reference",
+    "sampler_correction",
+    "sampler_correction_stats",
     "sampled_logps",
     "shaped_off_policy",
     "token_divergence",
