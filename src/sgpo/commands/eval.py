@@ -88,15 +88,18 @@ def main(argv: list[str] | None = None) -> int:
         say(f"error: cannot load {args.model}: {exc}")
         return 1
     say(f"generation backend: {gen.name}")
-    with Verifier(num_workers=args.workers, timeout=args.timeout) as verifier:
-        try:
+    try:
+        with Verifier(num_workers=args.workers, timeout=args.timeout) as verifier:
             doc = run_suite(gen, benches, out, model_name=str(args.model), k=args.k, temperature=temperature,
                             top_p=args.top_p, max_new_tokens=args.max_new_tokens, guided=args.guided,
                             prompt_format=fmt, seed=args.seed, verifier=verifier, greedy=args.greedy,
                             overwrite=args.overwrite, progress=say)
-        except DataError as exc:
-            say(f"error: {exc}")
-            return 1
+    except DataError as exc:
+        say(f"error: {exc}")
+        return 1
+    finally:
+        if hasattr(gen, "close"):  # an in-process vLLM engine: free it for whatever runs next
+            gen.close()
     print(markdown_table(doc), end="")
     say(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'samples'}/")
     return 0
