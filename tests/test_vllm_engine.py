@@ -40,9 +40,12 @@ def engine(tied, tokenizer, tmp_path_factory):
         output_dir=str(tmp_path_factory.mktemp("out")), use_vllm=True, temperature=TEMPERATURE,
         max_completion_length=MAX_TOKENS, num_guided_generations=0, distill_coef=0.0, report_to="none",
     )
+    threads = torch.get_num_threads()
+    torch.manual_seed(123)
     gen = make_vllm_generator(model, tokenizer, args, eos_ids(tokenizer, model))
     assert isinstance(gen, ColocatedVLLM)
     gen.model = model  # the weights the engine holds now (tests that push others put these back)
+    gen.process_after_start = {"draws": torch.rand(3), "threads_before": threads, "threads_after": torch.get_num_threads()}
     yield gen
     gen.close()
 
@@ -68,6 +71,14 @@ def trainer_logps(model, gen: Generation, temperature: float) -> torch.Tensor:
 def gap_to(model, gen: Generation, temperature: float = TEMPERATURE) -> float:
     """Largest |log π_sampler − log π_trainer| over the sampled tokens."""
     return (trainer_logps(model, gen, temperature) - gen.sampler_logps[gen.completion_mask.bool()]).abs().max().item()
+
+
+def test_starting_the_engine_leaves_the_process_random_state_and_threads_alone(engine):
+    # vLLM seeds the global generators when it starts in-process; build_llm puts the caller's state back
+    after = engine.process_after_start
+    torch.manual_seed(123)
+    assert torch.equal(after["draws"], torch.rand(3))
+    assert after["threads_after"] == after["threads_before"]
 
 
 def test_rows_follow_the_prompts_and_their_counts(engine, tokenizer):

@@ -107,7 +107,8 @@ class SamplingSettings:
 
     `stop_token_ids` are all end-of-sequence ids (`sgpo.rollout.eos_ids`); a completion ends with the
     first one, which it keeps (as the HF path does). `seed`: None samples from the engine's random
-    state; an int seeds request i with seed + i (reproducible, e.g. for evaluation).
+    state; an int seeds request i with seed + i (reproducible, e.g. for evaluation; in-process engine
+    only).
     """
 
     max_tokens: int
@@ -296,7 +297,8 @@ def shutdown_llm(llm) -> None:
 def _random_states():
     import numpy as np
 
-    return random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda
 
 
 def _restore_random_states(states) -> None:
@@ -305,6 +307,8 @@ def _restore_random_states(states) -> None:
     random.setstate(states[0])
     np.random.set_state(states[1])
     torch.set_rng_state(states[2])
+    if states[3] is not None:
+        torch.cuda.set_rng_state_all(states[3])
 
 
 class ColocatedVLLM(_WeightVersion):
@@ -482,6 +486,8 @@ class VLLMServerClient(_WeightVersion):
     ) -> Generation:
         """As `ColocatedVLLM.generate`: one request per distinct n (the server's n samples per prompt)."""
         sampling = sampling or self.sampling
+        if sampling.seed is not None:
+            raise ValueError("seeded sampling (SamplingSettings.seed) is supported by the in-process engine only")
         counts = _counts(n, len(prompt_ids))
         by_row: dict[tuple[int, int], tuple[list[int], list[float]]] = {}
         for k in sorted(set(counts) - {0}):
@@ -490,8 +496,6 @@ class VLLMServerClient(_WeightVersion):
                 "model": self.model, "prompt": [list(prompt_ids[i]) for i in group], "n": k, "logprobs": 0,
                 "return_token_ids": True, **sampling.request_body(),
             }
-            if sampling.seed is not None:
-                body["seed"] = sampling.seed
             choices = self._request("POST", "/v1/completions", body)["choices"]
             for choice in choices:  # prompt-major: choice index = position in group · n + sample
                 g, j = divmod(int(choice["index"]), k)
