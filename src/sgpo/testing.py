@@ -1,7 +1,8 @@
 """Tiny, locally built assets for smoke tests and CPU recipes (no downloads).
 
 `build_tiny_tokenizer()` is a word-level tokenizer with a chat template; `build_tiny_model()` a
-random Qwen2 of a few thousand parameters (`build_vllm_tiny_model()`: one vLLM's CPU attention runs); `tiny_arithmetic_rows()` problems in the data format.
+random Qwen2 of a few thousand parameters (`build_vllm_tiny_model()`: one whose head dimension vLLM's
+CPU attention runs); `tiny_arithmetic_rows()` problems in the data format.
 `python -m sgpo.testing DIR` writes all three to DIR (model + tokenizer in DIR/model, problems in
 DIR/train.jsonl), for `sgpo train --config recipes/tiny_cpu.yaml`.
 """
