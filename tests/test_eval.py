@@ -191,15 +191,20 @@ def test_evaluate_records_rejects_bad_input(oracle):
 
 
 def test_backend_selection_without_a_gpu(monkeypatch):
-    """vLLM is never chosen without a GPU, even when installed (vllm's presence is faked here; the
-    vLLM path itself cannot run on these CPU machines)."""
+    """auto never chooses vLLM without a GPU, even when installed; asked for by name it runs on the
+    CPU build (vllm's presence and the GPU are faked here; tests/test_vllm_eval_extract.py runs it)."""
     import sgpo.evaluation.generation as generation
 
     monkeypatch.setattr(generation, "vllm_installed", lambda: True)
     monkeypatch.setattr(generation, "cuda_available", lambda: False)
     assert select_backend("auto", "some/model") == "hf"
-    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+    assert select_backend("vllm", "some/model") == "vllm"
+    with pytest.raises(RuntimeError, match="the model must be given as a path"):
+        select_backend("vllm", object())
+    monkeypatch.setattr(generation, "vllm_installed", lambda: False)
+    with pytest.raises(RuntimeError, match="vllm is not installed"):
         select_backend("vllm", "some/model")
+    monkeypatch.setattr(generation, "vllm_installed", lambda: True)
     # with a (mocked) GPU and vllm present, auto picks vLLM for a path, never for a loaded model
     monkeypatch.setattr(generation, "cuda_available", lambda: True)
     assert select_backend("auto", "some/model") == "vllm"

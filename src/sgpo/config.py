@@ -154,6 +154,72 @@ class SGPOConfig(TrainingArguments):
         metadata={"help": "Token positions per chunk of the chunked LM-head path (default: a 128 MiB float32 (chunk, vocabulary) buffer)."},
     )
 
+    # ------------------------------------------------------------------ vLLM rollouts (docs/vllm.md)
+    # TRL's names and defaults (`GRPOConfig`); the CPU-only and server weight-sync fields are ours.
+    use_vllm: bool = field(
+        default=False,
+        metadata={"help": "Sample rollouts with vLLM instead of Hugging Face generate (needs the vllm package; see docs/vllm.md)."},
+    )
+    vllm_mode: str = field(
+        default="colocate",
+        metadata={"help": "colocate: an in-process engine beside the trainer, weights pushed in memory; server: a separately started vLLM server (vllm_server_* fields)."},
+    )
+    vllm_gpu_memory_utilization: float = field(
+        default=0.3,
+        metadata={"help": "Fraction of the GPU's memory the colocated engine may take (weights, activations, KV cache). Ignored when vllm_kv_cache_memory_bytes is set (always the case on a CPU)."},
+    )
+    vllm_tensor_parallel_size: int = field(
+        default=1, metadata={"help": "Tensor-parallel size of the colocated engine (GPUs only; 1 on a CPU)."}
+    )
+    vllm_max_model_length: int | None = field(
+        default=None,
+        metadata={"help": "Context window of the engine: at least the longest prompt plus max_completion_length (a longer request raises). None = the model config's."},
+    )
+    vllm_kv_cache_memory_bytes: int | None = field(
+        default=None,
+        metadata={"help": "KV-cache size of the colocated engine in bytes; overrides vllm_gpu_memory_utilization. None = 256 MiB on a CPU (a memory fraction is unreliable on a shared machine), the memory fraction on a GPU."},
+    )
+    vllm_enforce_eager: bool | None = field(
+        default=None,
+        metadata={"help": "Run the colocated engine eagerly (no torch.compile / CUDA graphs). None = True on a CPU, False on a GPU."},
+    )
+    vllm_server_base_url: str | None = field(
+        default=None,
+        metadata={"help": "Base URL of the vLLM server (e.g. http://gpu-host:8000); vllm_server_host and vllm_server_port are ignored when set."},
+    )
+    vllm_server_host: str = field(default="0.0.0.0", metadata={"help": "Host of the vLLM server (when vllm_server_base_url is not set)."})
+    vllm_server_port: int = field(default=8000, metadata={"help": "Port of the vLLM server (when vllm_server_base_url is not set)."})
+    vllm_server_timeout: float = field(
+        default=240.0, metadata={"help": "Seconds to wait for the vLLM server to answer its health check before giving up."}
+    )
+    vllm_server_weight_sync: str = field(
+        default="nccl",
+        metadata={"help": "How server mode pushes the weights: nccl (vLLM's NCCL weight transfer through TRL's client; GPUs only, start the server with `trl vllm-serve`) or disk (safetensors written to vllm_server_weights_dir and reloaded by the server; any hardware, needs a folder both can read and a server started with VLLM_SERVER_DEV_MODE=1)."},
+    )
+    vllm_server_weights_dir: str | None = field(
+        default=None, metadata={"help": "Folder for vllm_server_weight_sync=disk (default: OUTPUT_DIR/vllm_weights)."}
+    )
+    vllm_group_port: int = field(
+        default=51216, metadata={"help": "Port of the NCCL weight-update group (vllm_server_weight_sync=nccl)."}
+    )
+    vllm_importance_sampling_correction: bool = field(
+        default=True,
+        metadata={"help": "Reweight the RL term by the bounded ratio π_trainer / π_sampler of the sampled tokens, correcting the mismatch between vLLM's and the trainer's log-probs (TRL's truncated importance sampling)."},
+    )
+    vllm_importance_sampling_mode: str = field(
+        default="sequence_mask",
+        metadata={"help": "token_truncate, token_mask, sequence_truncate or sequence_mask: one ratio per token or per sequence; ratios outside [clip_min, clip_max] clipped (truncate) or zeroed (mask). TRL's modes."},
+    )
+    vllm_importance_sampling_clip_max: float | None = field(
+        default=3.0, metadata={"help": "Upper bound C_max of the importance ratio (None = none)."}
+    )
+    vllm_importance_sampling_clip_min: float | None = field(
+        default=None, metadata={"help": "Lower bound C_min of the importance ratio (None = none)."}
+    )
+    vllm_importance_sampling_cap: float | None = field(
+        default=None, metadata={"help": "Deprecated in TRL: the old name of vllm_importance_sampling_clip_max, which it replaces when set."}
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
         import json
@@ -217,6 +283,49 @@ class SGPOConfig(TrainingArguments):
             bad("head_implementation", f"must be chunked or plain, got {self.head_implementation!r}")
         if self.head_chunk_size is not None and self.head_chunk_size < 1:
             bad("head_chunk_size", f"must be ≥ 1, got {self.head_chunk_size}")
+        self._validate_vllm(bad)
+
+    def _validate_vllm(self, bad) -> None:
+        """The vLLM fields (cheap checks only: nothing is imported from vllm here)."""
+        from sgpo.objectives import IS_MODES
+        from sgpo.vllm_engine import sampling_kwargs_from_generation_kwargs
+
+        if self.vllm_importance_sampling_cap is not None:
+            self.vllm_importance_sampling_clip_max = self.vllm_importance_sampling_cap
+        if self.vllm_mode not in ("colocate", "server"):
+            bad("vllm_mode", f"must be colocate or server, got {self.vllm_mode!r}")
+        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
+            bad("vllm_gpu_memory_utilization", f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
+        if self.vllm_tensor_parallel_size < 1:
+            bad("vllm_tensor_parallel_size", f"must be ≥ 1, got {self.vllm_tensor_parallel_size}")
+        if self.vllm_max_model_length is not None and self.vllm_max_model_length <= self.max_completion_length:
+            bad("vllm_max_model_length", f"({self.vllm_max_model_length}) must exceed max_completion_length ({self.max_completion_length})")
+        if self.vllm_kv_cache_memory_bytes is not None and self.vllm_kv_cache_memory_bytes < 2**20:
+            bad("vllm_kv_cache_memory_bytes", f"must be at least 1 MiB (1048576), got {self.vllm_kv_cache_memory_bytes}")
+        if not 0 < self.vllm_server_port < 65536:
+            bad("vllm_server_port", f"must be a TCP port (1-65535), got {self.vllm_server_port}")
+        if not 0 < self.vllm_group_port < 65536:
+            bad("vllm_group_port", f"must be a TCP port (1-65535), got {self.vllm_group_port}")
+        if self.vllm_server_timeout <= 0:
+            bad("vllm_server_timeout", f"must be > 0, got {self.vllm_server_timeout}")
+        if self.vllm_server_weight_sync not in ("nccl", "disk"):
+            bad("vllm_server_weight_sync", f"must be nccl or disk, got {self.vllm_server_weight_sync!r}")
+        if self.vllm_importance_sampling_mode not in IS_MODES:
+            bad("vllm_importance_sampling_mode", f"must be one of {', '.join(IS_MODES)}, got {self.vllm_importance_sampling_mode!r}")
+        lo, hi = self.vllm_importance_sampling_clip_min, self.vllm_importance_sampling_clip_max
+        if hi is not None and hi <= 0:
+            bad("vllm_importance_sampling_clip_max", f"must be > 0, got {hi}")
+        if lo is not None and lo < 0:
+            bad("vllm_importance_sampling_clip_min", f"must be ≥ 0, got {lo}")
+        if lo is not None and hi is not None and lo >= hi:
+            bad("vllm_importance_sampling_clip_min", f"({lo}) must be less than vllm_importance_sampling_clip_max ({hi})")
+        if self.vllm_importance_sampling_mode.endswith("truncate") and lo is None and hi is None:
+            bad("vllm_importance_sampling_clip_max", f"{self.vllm_importance_sampling_mode} needs clip_max or clip_min")
+        if self.use_vllm:
+            try:  # the HF generation_kwargs must have a vLLM meaning
+                sampling_kwargs_from_generation_kwargs(self.generation_kwargs or {})
+            except ValueError as exc:
+                bad("generation_kwargs", str(exc))
 
     @property
     def is_grpo(self) -> bool:

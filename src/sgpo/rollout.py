@@ -20,6 +20,10 @@ class Generation:
     completion_ids / completion_mask: (N, C) right-padded; the mask covers the tokens up to and
                                       including the first end-of-sequence token
     texts:                            N decoded completions (special tokens skipped)
+    sampler_logps:                    (N, C) float32 log-probs of the sampled tokens under the
+                                      distribution they were sampled from (temperature, top-k/top-p
+                                      applied), 0 at padding; from engines that report them (vLLM,
+                                      `sgpo.vllm_engine`), None from Hugging Face `generate`
     """
 
     prompt_ids: torch.Tensor
@@ -27,6 +31,7 @@ class Generation:
     completion_ids: torch.Tensor
     completion_mask: torch.Tensor
     texts: list[str]
+    sampler_logps: torch.Tensor | None = None
 
     @property
     def completion_lengths(self) -> torch.Tensor:  # (N,)

@@ -1,7 +1,8 @@
 """Tiny, locally built assets for smoke tests and CPU recipes (no downloads).
 
 `build_tiny_tokenizer()` is a word-level tokenizer with a chat template; `build_tiny_model()` a
-random Qwen2 of a few thousand parameters; `tiny_arithmetic_rows()` problems in the data format.
+random Qwen2 of a few thousand parameters (`build_vllm_tiny_model()`: one whose head dimension vLLM's
+CPU attention runs); `tiny_arithmetic_rows()` problems in the data format.
 `warm_up_tiny_model()` gives the random model a few seconds of supervised warm-up so that a first
 training run shows every part of the method moving (see its docstring).
 
@@ -44,6 +45,19 @@ def build_tiny_tokenizer():
 
 
 def build_tiny_model(tokenizer, hidden_size: int = 32, layers: int = 2, seed: int = 0, tie_word_embeddings: bool = False):
+    return _tiny_qwen2(tokenizer, hidden_size, layers, 4, 2, 512, seed, tie_word_embeddings)
+
+
+def build_vllm_tiny_model(
+    tokenizer, layers: int = 2, head_dim: int = 32, heads: int = 2, seed: int = 0, tie_word_embeddings: bool = False,
+    max_position_embeddings: int = 512,
+):
+    """A random Qwen2 that vLLM's CPU attention can run: head_dim ≥ 32 (32, 64, 80, …), hidden size
+    heads × head_dim, one key/value head per two query heads (grouped-query attention, as Qwen2)."""
+    return _tiny_qwen2(tokenizer, heads * head_dim, layers, heads, max(1, heads // 2), max_position_embeddings, seed, tie_word_embeddings)
+
+
+def _tiny_qwen2(tokenizer, hidden_size, layers, heads, kv_heads, max_positions, seed, tie_word_embeddings):
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -52,9 +66,9 @@ def build_tiny_model(tokenizer, hidden_size: int = 32, layers: int = 2, seed: in
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
         num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=tie_word_embeddings,

@@ -101,12 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, OSError, ValueError) as exc:
         return error(COMMAND, f"cannot load {args.model}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", 1)
     say(f"generation backend: {gen.name}")
-    with Verifier(num_workers=args.workers, timeout=args.timeout) as verifier:
-        try:
+    try:
+        with Verifier(num_workers=args.workers, timeout=args.timeout) as verifier:
             doc = run_suite(gen, benches, out, config, model=str(args.model), verifier=verifier, greedy=args.greedy,
                             overwrite=args.overwrite, progress=say)
-        except DataError as exc:
-            return error(COMMAND, str(exc), 1)
+    except DataError as exc:
+        return error(COMMAND, str(exc), 1)
+    finally:
+        if hasattr(gen, "close"):  # an in-process vLLM engine: free it for whatever runs next
+            gen.close()
     print(markdown_table(doc), end="")
     say(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'samples'}/")
     return 0

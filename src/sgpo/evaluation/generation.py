@@ -1,8 +1,10 @@
-"""Sampling k completions per prompt: Hugging Face `generate` (any device), or vLLM on a GPU.
+"""Sampling k completions per prompt: Hugging Face `generate` (any device), or vLLM.
 
-`select_backend` picks vLLM only when it is installed, a CUDA GPU is present and the model is given
-as a path (vLLM loads its own copy of the weights); everything else goes through
-`sgpo.rollout.generate_completions`, the sampler the trainer uses. vLLM is imported lazily.
+`select_backend("auto")` picks vLLM only when it is installed, a CUDA GPU is present and the model is
+given as a path (vLLM loads its own copy of the weights); `"vllm"` asks for it on any hardware (its CPU
+build runs here, see docs/vllm.md). Everything else goes through `sgpo.rollout.generate_completions`,
+the sampler the trainer uses; the vLLM path samples the same way (`sgpo.vllm_engine`). vLLM is
+imported lazily.
 """
 
 from __future__ import annotations
@@ -56,9 +58,7 @@ def select_backend(requested: str, model) -> str:
     if requested == "vllm":
         problems = []
         if not vllm_installed():
-            problems.append("vllm is not installed (pip install 'sgpo[vllm]')")
-        if not cuda_available():
-            problems.append("no CUDA GPU is visible")
+            problems.append("vllm is not installed (`make vllm`, or pip install vllm on a CUDA machine)")
         if not is_path:
             problems.append("the model must be given as a path (vLLM loads its own copy)")
         if problems:
@@ -108,41 +108,58 @@ class HFGenerator:
         repeated = [p for p in ids for _ in range(k)]
         gen = generate_completions(self.model, self.tokenizer, repeated, max_new_tokens=max_new_tokens,
                                    temperature=temperature, top_p=top_p, batch_size=self.batch_size)
-        eos = set(eos_ids(self.tokenizer, self.model))
-        lengths = gen.completion_lengths.tolist()
-        out: list[list[Completion]] = []
-        for i in range(len(prompts)):
-            group = []
-            for j in range(i * k, (i + 1) * k):
-                n = int(lengths[j])
-                last = int(gen.completion_ids[j, n - 1]) if n > 0 else None
-                group.append(Completion(gen.texts[j], n, last in eos))
-            out.append(group)
-        return out
+        return grouped_completions(gen, len(prompts), k, eos_ids(self.tokenizer, self.model))
 
 
-class VLLMGenerator:  # pragma: no cover - needs vllm and a GPU; not testable on the CPU machines
-    """k completions per prompt with vLLM (`SamplingParams(n=k)`), prompts given as token ids."""
+def grouped_completions(gen, num_prompts: int, k: int, eos) -> list[list[Completion]]:
+    """k `Completion`s per prompt from a `Generation` whose rows are prompt 0 × k, prompt 1 × k, …"""
+    eos = set(eos)
+    lengths = gen.completion_lengths.tolist()
+    out: list[list[Completion]] = []
+    for i in range(num_prompts):
+        group = []
+        for j in range(i * k, (i + 1) * k):
+            n = int(lengths[j])
+            last = int(gen.completion_ids[j, n - 1]) if n > 0 else None
+            group.append(Completion(gen.texts[j], n, last in eos))
+        out.append(group)
+    return out
+
+
+class VLLMGenerator:
+    """k completions per prompt with an in-process vLLM engine (`sgpo.vllm_engine.ColocatedVLLM`):
+    the same sampling as `HFGenerator` (top-k off, the tokenizer's and the model's EOS tokens), prompts
+    given as token ids. `dtype` is the engine's ("auto": as saved); other engine options go to
+    `sgpo.vllm_engine.EngineSettings`. With a seed, prompt i is sampled with seed + i."""
 
     name = "vllm"
 
-    def __init__(self, model_path: str | os.PathLike, tokenizer, **llm_kwargs):
-        from vllm import LLM
+    def __init__(self, model_path: str | os.PathLike, tokenizer, dtype: str = "auto", **engine_kwargs):
+        from types import SimpleNamespace
+
+        from transformers import GenerationConfig
+
+        from sgpo.rollout import eos_ids
+        from sgpo.vllm_engine import ColocatedVLLM, EngineSettings, SamplingSettings
 
         self.tokenizer = tokenizer
-        self.llm = LLM(model=str(model_path), **llm_kwargs)
+        try:  # the model's own end-of-sequence tokens, as HF generate uses them
+            gen_config = GenerationConfig.from_pretrained(str(model_path))
+        except OSError:
+            gen_config = None
+        self.eos = tuple(eos_ids(tokenizer, SimpleNamespace(generation_config=gen_config)))
+        engine = EngineSettings(dtype=dtype, **engine_kwargs)
+        self.engine = ColocatedVLLM(model_path, tokenizer, SamplingSettings(max_tokens=1), engine)
 
     def generate(self, prompts: Sequence[str], *, k: int, temperature: float, top_p: float,
                  max_new_tokens: int, seed: int | None = None, add_special_tokens: bool = False) -> list[list[Completion]]:
-        from vllm import SamplingParams
-
         from sgpo.prompts import tokenize_prompts
+        from sgpo.vllm_engine import SamplingSettings
 
-        params = SamplingParams(n=k, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
-                                max_tokens=max_new_tokens, seed=seed)
+        sampling = SamplingSettings(max_tokens=max_new_tokens, temperature=temperature,
+                                    top_p=top_p if temperature > 0 else 1.0, stop_token_ids=self.eos, seed=seed)
         ids = tokenize_prompts(self.tokenizer, list(prompts), max_length=None, add_special_tokens=add_special_tokens)
-        outputs = self.llm.generate([{"prompt_token_ids": p} for p in ids], params)
-        return [
-            [Completion(o.text, len(o.token_ids), o.finish_reason == "stop") for o in req.outputs]
-            for req in outputs
-        ]
+        return grouped_completions(self.engine.generate(ids, n=k, sampling=sampling), len(prompts), k, self.eos)
+
+    def close(self) -> None:
+        self.engine.close()

@@ -146,11 +146,13 @@ def make_generator(model, tokenizer=None, *, backend: str = "auto", batch_size: 
     if is_generator(model):
         return model
     chosen = select_backend(backend, model)
-    if chosen == "vllm":  # pragma: no cover - needs a GPU
+    if chosen == "vllm":
         from sgpo.modeling import load_tokenizer
 
         tok = tokenizer or load_tokenizer(str(model))
-        return VLLMGenerator(model, tok, **vllm_kwargs)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        return VLLMGenerator(model, tok, dtype=dtype, **vllm_kwargs)
     if isinstance(model, (str, os.PathLike)):
         loaded, tok = load_model_and_tokenizer(model, device=device, dtype=dtype)
         return HFGenerator(loaded, tokenizer or tok, batch_size)

@@ -9,6 +9,7 @@ config dispatches on one (`loss_type` → `AGGREGATIONS`, `distill_divergence` �
 - `weighting`    adaptive per-problem weights (marginal / deficit / constant) and their EMA
 - `aggregation`  per-token → scalar with global normalisers (loss_type grpo / dr_grpo / dapo)
 - `lm_head`      log-probs and divergences from hidden states and the LM head (plain path)
+- `importance_sampling`  bounded π_trainer / π_sampler ratios for rollouts from another engine (vLLM)
 - `loss`         the whole SGPO loss of a micro-batch: `sgpo_loss(LossInputs, LossConfig) -> LossOutputs`
 
 Each formula is written out next to its function in docs/algorithm.md.
@@ -24,6 +25,12 @@ from sgpo.objectives.divergence import (
     reverse_kl,
     reverse_kl_reference,
     token_divergence,
+)
+from sgpo.objectives.importance_sampling import (
+    IS_MODES,
+    SamplerCorrectionStats,
+    sampler_correction,
+    sampler_correction_stats,
 )
 from sgpo.objectives.lm_head import DistillTerms, distill_terms, head_logits, sampled_logps
 from sgpo.objectives.loss import DISTILL_TERMS, LossConfig, LossInputs, LossOutputs, head_functions, sgpo_loss
@@ -43,6 +50,7 @@ __all__ = [
     "DISTILL_TERMS",
     "DIVERGENCES",
     "INSTANCE_WEIGHTS",
+    "IS_MODES",
     "LOSS_TYPE_TO_AGG_MODE",
     "DistillTerms",
     "GlobalCounts",
@@ -51,6 +59,7 @@ __all__ = [
     "LossInputs",
     "LossOutputs",
     "PolicyLossOutput",
+    "SamplerCorrectionStats",
     "aggregate",
     "cap_per_token",
     "clipped_surrogate",
@@ -69,6 +78,8 @@ __all__ = [
     "proximal_keep_mask",
     "reverse_kl",
     "reverse_kl_reference",
+    "sampler_correction",
+    "sampler_correction_stats",
     "sampled_logps",
     "sgpo_loss",
     "shaped_off_policy",

@@ -1,12 +1,12 @@
-"""Extraction with an in-process vLLM engine (optional extra `sgpo[vllm]`, needs a GPU).
+"""Extraction with an in-process vLLM engine (optional dependency: `make vllm` installs the CPU
+build this project tests with, `pip install vllm` on a CUDA machine).
 
 vLLM is imported only when this backend is built; without it the run stops at once with an
 `ExtractorConfigError` that says how to install it. Items are generated in batches through
 `LLM.chat` with JSON-schema guided decoding (`StructuredOutputsParams` on vLLM >= 0.11,
-`GuidedDecodingParams` on older releases).
-
-Tested here only on its error path (no GPU / vLLM in the test environment); the generation path
-follows vLLM's documented offline API.
+`GuidedDecodingParams` on older releases). The engine is built like the trainer's
+(`sgpo.vllm_engine.build_llm`): in this process, and on a CPU eagerly with a fixed KV cache
+(`kv_cache_memory_bytes`, default 256 MiB there). `tests/test_vllm_eval_extract.py` runs it on CPU.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sgpo.strategies.base import BatchExtractor, ExtractionError, ExtractionRequ
 from sgpo.strategies.parsing import parse_replies
 from sgpo.strategies.prompt import DEFAULT_PROMPT_VERSION, get_prompt
 
-INSTALL_HINT = "pip install 'sgpo[vllm]' on a machine with a CUDA GPU, or use --backend openai against `vllm serve`"
+INSTALL_HINT = "`make vllm` (CPU) or pip install 'sgpo[vllm]' on a CUDA machine, or use --backend openai against `vllm serve`"
 
 
 def _import_vllm():
@@ -64,23 +64,24 @@ class VLLMExtractor(BatchExtractor):
         dtype: str = "auto",
         seed: int = 0,
         trust_remote_code: bool = False,
+        kv_cache_memory_bytes: int | None = None,
+        enforce_eager: bool | None = None,
     ):
         vllm = _import_vllm()
+        from sgpo.vllm_engine import EngineSettings, build_llm
+
         if not model:
             raise ExtractorConfigError("the vllm backend needs a model path or hub id (--model)")
         self.model = str(model)
         self.prompt = get_prompt(prompt_version)
         self.prompt_version = self.prompt.version
         self.batch_size = batch_size
-        self.llm = vllm.LLM(
-            model=self.model,
-            tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization,
-            max_model_len=max_model_len,
-            dtype=dtype,
-            seed=seed,
-            trust_remote_code=trust_remote_code,
+        engine = EngineSettings(
+            kv_cache_memory_bytes=kv_cache_memory_bytes, gpu_memory_utilization=gpu_memory_utilization,
+            tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len, enforce_eager=enforce_eager,
+            dtype=dtype, seed=seed,
         )
+        self.llm = build_llm(self.model, engine, trust_remote_code=trust_remote_code)
         self.params = _sampling_params(vllm, self.prompt.json_schema() if guided else None, temperature, max_tokens)
 
     def extract_batch(self, items: Sequence[ExtractionRequest]) -> list[Strategy | ExtractionError]:
@@ -88,3 +89,10 @@ class VLLMExtractor(BatchExtractor):
         outputs = self.llm.chat(conversations, self.params, use_tqdm=False)
         # an empty completion list (should not happen) reads as an empty reply
         return parse_replies((o.outputs[0].text, o.outputs[0].finish_reason) if o.outputs else (None, None) for o in outputs)
+
+    def close(self) -> None:
+        if getattr(self, "llm", None) is not None:
+            from sgpo.vllm_engine import shutdown_llm
+
+            llm, self.llm = self.llm, None
+            shutdown_llm(llm)
