@@ -35,8 +35,13 @@ def readme_block(heading: str) -> list[list[str]]:
 def test_readme_train_block_runs_and_the_tiny_run_moves_every_part_of_the_method(tmp_path):
     # the README's Train block, top to bottom in a fresh folder (accelerate launch aside): the
     # recipe's own relative paths (runs/tiny/...), the GRPO run in its own folder
+    import importlib.util
+
     commands = [c for c in readme_block("## Train") if c[0] != "accelerate"]
-    assert [c[:2] for c in commands] == [["python", "-m"], ["sgpo", "train"], ["sgpo", "train"], ["sgpo", "report"]]
+    assert [c[:2] for c in commands] == [["python", "-m"], ["sgpo", "train"], ["sgpo", "train"], ["sgpo", "train"], ["sgpo", "report"]]
+    assert "--use_vllm" in commands[3]
+    if importlib.util.find_spec("vllm") is None and os.environ.get("SGPO_REQUIRE_VLLM") != "1":
+        commands.pop(3)  # the vLLM line needs `make vllm` (make test installs it)
     for cmd in commands:
         argv = cmd[1:] if cmd[0] == "python" else ["-m", "sgpo", *cmd[1:]]
         argv = [str(ROOT / a) if a.startswith("recipes/") else a for a in argv]
@@ -55,6 +60,9 @@ def test_readme_train_block_runs_and_the_tiny_run_moves_every_part_of_the_method
     grpo = [json.loads(line) for line in (runs / "grpo" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in grpo if "loss" in m] == [1, 2, 3, 4] and "distill/kl" not in grpo[0]
     assert (runs / "sgpo" / "report" / "index.html").is_file()
+    if (runs / "sgpo-vllm").exists():
+        vllm_steps = [m for m in map(json.loads, (runs / "sgpo-vllm" / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
+        assert len(vllm_steps) == 4 and all(m["sampling/sampling_logp_difference/max"] < 1e-4 for m in vllm_steps)
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ reused-batch tests move the policy far enough that the proximal mask and the cli
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import pytest
@@ -292,3 +293,42 @@ def test_resume_inside_a_generation_period_reproduces_the_run(tmp_path, tokenize
         torch.testing.assert_close(q, p, atol=1e-6, rtol=0, msg=n)
     # metrics.jsonl was cut back to the checkpoint's step before the resumed run appended to it
     assert [m["step"] for m in logged(tmp_path / "b")] == [1, 2, 3, 4]
+
+
+class MismatchedSamplerTrainer(TableTrainer):
+    """As if another engine (vLLM) had sampled the fixed completions, giving each sampled token a
+    log-prob ln 2 above the trainer's: every importance ratio π_old / π_sampler is exactly 1/2."""
+
+    def _generate(self, prompt_ids):
+        from sgpo.objectives import sampled_logps
+        from sgpo.stages import Packed, completion_hidden
+
+        gen = super()._generate(prompt_ids)
+        with torch.no_grad():
+            h = completion_hidden(self.model, Packed(gen.prompt_ids, gen.prompt_mask, gen.completion_ids, gen.completion_mask))
+            head = self.model.get_output_embeddings()
+            mask = gen.completion_mask.bool()
+            logp = torch.zeros(mask.shape)
+            logp[mask] = sampled_logps(h[mask], head.weight, gen.completion_ids[mask], self.args.temperature)
+        gen.sampler_logps = torch.where(mask, logp + math.log(2.0), torch.zeros_like(logp))
+        return gen
+
+
+def test_importance_weights_of_the_sampler_reach_the_rl_term(tmp_path, tokenizer, rows):
+    # GRPO (no distillation), one step, SGD: with every ratio 1/2 (token_truncate, cap 3) the RL
+    # gradient is exactly half of the uncorrected one
+    deltas = {}
+    for on in (True, False):
+        model = sharpened_model(tokenizer)
+        before = param_snapshot(model)
+        args = sgd_config(tmp_path / str(on), use_vllm=True, vllm_importance_sampling_correction=on,
+                          vllm_importance_sampling_mode="token_truncate", distill_coef=0.0, num_guided_generations=0)
+        MismatchedSamplerTrainer(model, args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows).train()
+        deltas[on] = {n: before[n] - p.detach() for n, p in model.named_parameters()}
+        if on:
+            log = logged(tmp_path / str(on))[0]
+            assert log["sampling/importance_sampling_ratio/mean"] == pytest.approx(0.5, abs=1e-5)
+            assert log["sampling/sampling_logp_difference/max"] == pytest.approx(math.log(2.0), abs=1e-5)
+    assert max(d.abs().max() for d in deltas[False].values()) > 1e-3
+    for n in deltas[True]:
+        torch.testing.assert_close(deltas[True][n], 0.5 * deltas[False][n], atol=1e-6, rtol=1e-4, msg=n)

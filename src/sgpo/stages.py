@@ -207,7 +207,8 @@ class MicroBatch:
     teacher_hidden: Tensor | None = None  # (Nd, C, H)
     teacher_weight: Tensor | None = None  # (V, H) rollout-time LM head, when the batch is reused
     teacher_bias: Tensor | None = None  # (V,)
-    is_weights: Tensor | None = None  # (Na, C)
+    sampler_logps: Tensor | None = None  # (Na, C) log-probs of the sampled tokens under the sampling engine (vLLM)
+    is_weights: Tensor | None = None  # (Na, C) importance weights of the sampler/trainer mismatch
 
     def to(self, device) -> "MicroBatch":
         moved = {}
@@ -231,6 +232,20 @@ def local_counts(plan: RolloutPlan, sel: Selection, num_micro: int) -> Tensor:
     return out
 
 
+def consecutive_runs(prompt_ids: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[int]]:
+    """(distinct prompts, how many times each repeats) of a list in which copies are adjacent, as a
+    plan's are: the form an engine that samples n completions per prompt (vLLM) takes."""
+    unique: list[list[int]] = []
+    counts: list[int] = []
+    for p in prompt_ids:
+        if unique and list(p) == unique[-1]:
+            counts[-1] += 1
+        else:
+            unique.append(list(p))
+            counts.append(1)
+    return unique, counts
+
+
 def split_micro_batches(
     gen: Generation, plan: RolloutPlan, sel: Selection, advantages: Tensor, num_micro: int, with_teacher: bool
 ) -> list[MicroBatch]:
@@ -250,7 +265,6 @@ def split_micro_batches(
         student = pack(p_ids[owners], p_mask[owners], gen.completion_ids[rows], gen.completion_mask[rows])
         C = student.completion_ids.shape[1]
         loss_mask = sel.loss_mask[rows, :C]
-        # the student's completion mask is the loss mask widened by nothing: padding stays padding
         na = len(auto_rows)
         teacher = None
         if with_teacher and len(d_rows):
@@ -265,6 +279,7 @@ def split_micro_batches(
                 distill_mask=loss_mask[na:],
                 distill_weights=sel.row_weight[d_rows],
                 teacher=teacher,
+                sampler_logps=None if gen.sampler_logps is None else gen.sampler_logps[auto_rows, :C],
             )
         )
     return out

@@ -154,7 +154,7 @@ def write_tiny_assets(folder: str | Path, n: int = 16, warm_up: bool = True, see
 
     folder = Path(folder)
     tokenizer = build_tiny_tokenizer()
-    model = build_tiny_model(tokenizer, seed=seed)
+    model = build_vllm_tiny_model(tokenizer, seed=seed)  # head_dim 32: the recipe also runs with use_vllm
     rows = tiny_arithmetic_rows(n)
     if warm_up:
         warm_up_tiny_model(model, tokenizer, rows, seed=seed)

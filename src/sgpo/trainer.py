@@ -51,6 +51,8 @@ from sgpo.objectives import (
     LossInputs,
     group_relative_advantages,
     head_functions,
+    sampler_correction,
+    sampler_correction_stats,
     sgpo_loss,
 )
 from sgpo.prompts import PromptFormat, tokenize_prompts
@@ -61,6 +63,7 @@ from sgpo.stages import (
     Packed,
     completion_facts,
     completion_hidden,
+    consecutive_runs,
     group_stats,
     local_counts,
     no_grad_hidden,
@@ -280,6 +283,8 @@ class SGPOTrainer(Trainer):
         self._counts: dict[str, float] = defaultdict(float)
         self._last_log_time = time.perf_counter()
         self._last_logged_step = 0
+        self._maxes: dict[str, float] = {}
+        self._vllm = None  # the vLLM generator (use_vllm), started at the first rollout
         self.ref_model = None if ref_model is None else self.accelerator.prepare_model(ref_model, evaluation_mode=True)
 
     # ------------------------------------------------------------------------------------ data
@@ -367,9 +372,12 @@ class SGPOTrainer(Trainer):
         return micro
 
     def _generate(self, prompt_ids: list[list[int]]) -> Generation:
-        """Stage "sample": one completion per prompt (override to plug in another generation engine)."""
+        """Stage "sample": one completion per prompt (override to plug in another generation engine):
+        Hugging Face `generate`, or vLLM with `use_vllm`."""
         args = self.args
         model = self.accelerator.unwrap_model(self.model)
+        if args.use_vllm:
+            return self._generate_vllm(model, prompt_ids)
         return generate_completions(
             model,
             self.processing_class,
@@ -383,6 +391,31 @@ class SGPOTrainer(Trainer):
             batch_size=args.generation_micro_batch_size,
             generation_kwargs=args.generation_kwargs,
         )
+
+    def _generate_vllm(self, model, prompt_ids: list[list[int]]) -> Generation:
+        """Sample with vLLM (docs/vllm.md): the copies of a prompt become one request for n samples;
+        the engine gets the policy's weights whenever an optimizer step has changed them since the
+        last push (a stale engine would sample from an old policy while the loss scores the new one)."""
+        from sgpo.vllm_engine import make_vllm_generator
+
+        if self._vllm is None:
+            self._vllm = make_vllm_generator(model, self.processing_class, self.args, self._eos)
+            if self.args.vllm_mode == "colocate":  # started from the current weights
+                self._vllm.synced_version = self.state.global_step
+        with self._timed("time/weight_sync_s"):
+            if self.args.vllm_mode == "colocate":
+                self._vllm.sync_weights(model, version=self.state.global_step)
+            else:  # one server: the main process pushes, the others wait for it
+                if self.accelerator.is_main_process:
+                    self._vllm.sync_weights(model, version=self.state.global_step)
+                self.accelerator.wait_for_everyone()
+        unique, counts = consecutive_runs(prompt_ids)
+        return self._vllm.generate(unique, n=counts)
+
+    def _close_vllm(self) -> None:
+        if self._vllm is not None:
+            engine, self._vllm = self._vllm, None
+            engine.close()
 
     def _compute_rewards(
         self, prompts: list[str], completions: list[str], rows: list[dict], guided: list[bool]
@@ -515,6 +548,9 @@ class SGPOTrainer(Trainer):
         rollout time, so its LM head is snapshotted in that case too."""
         args = self.args
         reuse = args.steps_per_generation > args.gradient_accumulation_steps or args.num_iterations > 1
+        # with another sampler (vLLM), π_old is always scored by the trainer: the RL term's ratio and
+        # the importance weights of the sampler/trainer mismatch both need it (as in TRL)
+        correct_sampler = args.use_vllm and args.vllm_importance_sampling_correction
         head_w, head_b = self._lm_head(self.model)
         t_w = t_b = None
         if reuse and any(mb.teacher is not None for mb in micro):
@@ -523,7 +559,7 @@ class SGPOTrainer(Trainer):
         fmb = args.forward_micro_batch_size
         for mb in micro:
             na = mb.n_auto
-            if reuse:
+            if reuse or correct_sampler:
                 # one pass for the old log-probs of the autonomous rows and, when the proximal mask
                 # needs them, of the distilled rows (both under the autonomous prompt)
                 both = mb.student.num_rows > na and args.distill_proximal
@@ -534,6 +570,8 @@ class SGPOTrainer(Trainer):
                 mb.old_logps = old[:na]
                 if both:
                     mb.distill_old_logps = old[na:]
+            if correct_sampler and mb.sampler_logps is not None:
+                self._importance_weights(mb)
             if self.ref_model is not None:
                 ref_w, ref_b = self._lm_head(self.ref_model)
                 with self._timed("time/reference_s"):
@@ -542,6 +580,25 @@ class SGPOTrainer(Trainer):
                 with self._timed("time/teacher_s"):
                     mb.teacher_hidden = no_grad_hidden(self.model, mb.teacher, fmb)
                 mb.teacher_weight, mb.teacher_bias = t_w, t_b
+
+    def _importance_weights(self, mb: MicroBatch) -> None:
+        """Truncated importance weights π_old / π_sampler of the autonomous tokens (TRL's modes), and
+        their figures: `sampling/importance_sampling_ratio/{min,mean,max}`, `sampling/sampling_logp_difference/{mean,max}`."""
+        a = self.args
+        ratio = sampler_correction(
+            mb.old_logps, mb.sampler_logps, mb.auto_mask, a.vllm_importance_sampling_mode,
+            a.vllm_importance_sampling_clip_max, a.vllm_importance_sampling_clip_min,
+        )  # fmt: skip
+        mb.is_weights = ratio.expand_as(mb.auto_mask).contiguous()
+        st = sampler_correction_stats(ratio, mb.old_logps, mb.sampler_logps, mb.auto_mask)
+        key = "sampling/importance_sampling_ratio"
+        self._add_metric(f"{key}/mean", st.ratio_sum, st.num_ratios)
+        self._add_metric("sampling/sampling_logp_difference/mean", st.logp_gap_sum, st.num_tokens)
+        if st.num_ratios:
+            self._add_extreme(f"{key}/max", st.ratio_max)
+            self._add_extreme(f"{key}/min", -st.ratio_min)  # kept negated: every extreme is a max
+        if st.num_tokens:
+            self._add_extreme("sampling/sampling_logp_difference/max", st.logp_gap_max)
 
     @torch.no_grad()
     def _score_logps(self, model, rows: Packed, mask: torch.Tensor, weight, bias) -> torch.Tensor:
@@ -622,8 +679,13 @@ class SGPOTrainer(Trainer):
             "distill/masked_frac", "distill/loss", "distill/tokens", "rl/loss", "clip/low", "clip/high",
             "clip/region", "kl_ref", "problems/without_strategy_frac", "tokens/generated",
         ]  # fmt: skip
-        keys += [f"time/{k}_s" for k in ("generate_and_score", "generate", "rewards", "old_logps", "reference", "teacher", "train_step")]
+        keys += [f"time/{k}_s" for k in ("generate_and_score", "generate", "weight_sync", "rewards", "old_logps", "reference", "teacher", "train_step")]
+        keys += ["sampling/importance_sampling_ratio/mean", "sampling/sampling_logp_difference/mean"]
         return keys + [f"rewards/{n}" for n in self.reward_func_names]
+
+    #: metrics logged as the extreme over the logging window and the processes (minima kept negated)
+    EXTREMES = ("sampling/importance_sampling_ratio/max", "sampling/importance_sampling_ratio/min",
+                "sampling/sampling_logp_difference/max")
 
     @contextmanager
     def _timed(self, key: str):
@@ -633,6 +695,10 @@ class SGPOTrainer(Trainer):
             yield
         finally:
             self._add_metric(key, time.perf_counter() - t0, 0)
+
+    def _add_extreme(self, key: str, value: float) -> None:
+        """Keep the largest `value` of metric `key` in this logging window."""
+        self._maxes[key] = max(self._maxes.get(key, -math.inf), float(value))
 
     def _add_metric(self, key: str, total: float, count: float) -> None:
         """Accumulate a metric as (sum, count); count 0 means "a sum to report as is" (per logging window)."""
@@ -661,10 +727,17 @@ class SGPOTrainer(Trainer):
                     logs[k] = total
                 elif count > 0:
                     logs[k] = total / count
+            extremes = torch.tensor([self._maxes.get(k, -math.inf) for k in self.EXTREMES], dtype=torch.float64,
+                                    device=self.accelerator.device)
+            extremes = self.accelerator.gather(extremes.unsqueeze(0)).amax(0).cpu().tolist()
+            for k, v in zip(self.EXTREMES, extremes):
+                if v != -math.inf:
+                    logs[k] = -v if k.endswith("/min") else v
             self._last_log_time = now
             self._last_logged_step = self.state.global_step
             self._sums.clear()
             self._counts.clear()
+            self._maxes.clear()
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------------------------ state
@@ -708,7 +781,10 @@ class SGPOTrainer(Trainer):
                 self._resume_buffer = [mb.to(self.accelerator.device) for mb in torch.load(buffer, weights_only=False)]
             resume_from_checkpoint = str(path)
         self._prepare_output_dir(path)
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        try:
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        finally:
+            self._close_vllm()  # free the engine's memory for whatever runs next (a later train() starts a new one)
 
     def _prepare_output_dir(self, resume_path: str | None) -> None:
         """A fresh run refuses an output folder that holds another run (unless `overwrite_output_dir`,
