@@ -1,4 +1,5 @@
-"""Median optimizer-step time of TRL's GRPOTrainer, our GRPO and our SGPO, side by side in one run.
+"""Median optimizer-step time of TRL's GRPOTrainer, our GRPO, our SGPO, and our SGPO sampling with a
+colocated vLLM engine (`use_vllm`, when vllm is installed), side by side in one run.
 
 Same tiny Qwen2, same problems, same batch (PROBLEMS problems × G completions per step), every
 completion exactly MAX_LEN tokens (`min_new_tokens`, so sampling luck cannot change the work), the
@@ -9,9 +10,10 @@ The trainers run one after the other, then again in the opposite order; each fig
 the per-step times after WARMUP steps over both rounds, so slow drift on a noisy machine hits all
 three alike. Prints the per-stage breakdown of each trainer (seconds per step), then, as its last line:
 
-    {"trl_grpo_s": a, "grpo_s": b, "sgpo_s": c, "grpo_vs_trl": b/a, "sgpo_vs_grpo": c/b}
+    {"trl_grpo_s": a, "grpo_s": b, "sgpo_s": c, "sgpo_vllm_s": d, "grpo_vs_trl": b/a, "sgpo_vs_grpo": c/b,
+     "sgpo_vllm_vs_sgpo": d/c}
 
-usage: python benchmarks/step_time.py [--steps 10] [--warmup 2] [--rounds 2] [--head-implementation chunked|plain]
+usage: python benchmarks/step_time.py [--steps 10] [--warmup 2] [--rounds 2] [--head-implementation chunked|plain] [--no-vllm]
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ def _accuracy(prompts, completions, answer, **kw):
     return [a + 0.5 * (len(c) % 2) for a, c in zip(accuracy_reward(prompts, completions, answer), completions)]
 
 
-def run_ours(steps: int, warmup: int, guided: int, head_implementation: str) -> tuple[list[float], dict]:
+def run_ours(steps: int, warmup: int, guided: int, head_implementation: str, use_vllm: bool = False) -> tuple[list[float], dict]:
     tok = build_tiny_tokenizer()
     model = build_tiny_model(tok, hidden_size=HIDDEN, layers=LAYERS)
     rows = tiny_arithmetic_rows(64)
@@ -137,6 +139,7 @@ def run_ours(steps: int, warmup: int, guided: int, head_implementation: str) -> 
             instance_weighting="constant",
             prompt_template="{problem}",
             head_implementation=head_implementation,
+            use_vllm=use_vllm,
             **common(out, steps + warmup),
         )
         clock = StepClock()
@@ -157,7 +160,11 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2, help="rounds, alternating the order of the trainers")
     p.add_argument("--head-implementation", default="chunked", choices=["chunked", "plain"], help="SGPOConfig.head_implementation")
+    p.add_argument("--no-vllm", action="store_true", help="leave out the SGPO-with-vLLM column")
     a = p.parse_args()
+    import importlib.util
+
+    with_vllm = not a.no_vllm and importlib.util.find_spec("vllm") is not None
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     chunk = a.head_implementation
     runners = {
@@ -165,6 +172,8 @@ def main() -> None:
         "grpo": lambda: run_ours(a.steps, a.warmup, 0, chunk),
         "sgpo": lambda: run_ours(a.steps, a.warmup, G // 2, chunk),
     }
+    if with_vllm:
+        runners["sgpo_vllm"] = lambda: run_ours(a.steps, a.warmup, G // 2, chunk, use_vllm=True)
     times: dict[str, list[float]] = defaultdict(list)
     stages: dict[str, list[dict]] = defaultdict(list)
     for r in range(a.rounds):
@@ -181,13 +190,16 @@ def main() -> None:
         breakdown = {k: round(statistics.mean(s.get(k, 0.0) for s in runs), 4) for k in keys}
         print(json.dumps({"breakdown_s_per_step": name, **breakdown}))
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(json.dumps({
+    summary = {
         "trl_grpo_s": round(med["trl_grpo"], 4),
         "grpo_s": round(med["grpo"], 4),
         "sgpo_s": round(med["sgpo"], 4),
         "grpo_vs_trl": round(med["grpo"] / med["trl_grpo"], 3),
         "sgpo_vs_grpo": round(med["sgpo"] / med["grpo"], 3),
-    }))
+    }
+    if "sgpo_vllm" in med:
+        summary.update(sgpo_vllm_s=round(med["sgpo_vllm"], 4), sgpo_vllm_vs_sgpo=round(med["sgpo_vllm"] / med["sgpo"], 3))
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
