@@ -198,6 +198,7 @@ class MicroBatch:
     distill_mask: Tensor  # (Nd, C)
     distill_weights: Tensor  # (Nd,)
     teacher: Packed | None  # Nd rows, or None when nothing is distilled
+    distill_groups: Tensor | None = None  # (Nd,) long: the strategy source of each row's problem (metrics only)
     auto_counts: GlobalCounts | None = None  # set once the step's counts are reduced over processes
     distill_tokens: float = 0.0
     # filled by the no-grad passes (7.)
@@ -247,12 +248,14 @@ def consecutive_runs(prompt_ids: Sequence[Sequence[int]]) -> tuple[list[list[int
 
 
 def split_micro_batches(
-    gen: Generation, plan: RolloutPlan, sel: Selection, advantages: Tensor, num_micro: int, with_teacher: bool
+    gen: Generation, plan: RolloutPlan, sel: Selection, advantages: Tensor, num_micro: int, with_teacher: bool,
+    problem_groups: Tensor | None = None,
 ) -> list[MicroBatch]:
     """Split the rows into `num_micro` micro-batches of B / S whole problems each.
 
     advantages: (n,) per row (0 on guided rows). The student rows take the problem's autonomous
     prompt x whatever they were sampled with; the teacher rows keep their guided prompt x ⊕ s.
+    problem_groups: (B,) long, a label per problem carried to its distilled rows (for metrics).
     """
     micro = plan.owner // (plan.num_problems // num_micro)
     p_ids, p_mask = plan.problem_prompts
@@ -280,6 +283,7 @@ def split_micro_batches(
                 distill_weights=sel.row_weight[d_rows],
                 teacher=teacher,
                 sampler_logps=None if gen.sampler_logps is None else gen.sampler_logps[auto_rows, :C],
+                distill_groups=None if problem_groups is None else problem_groups[plan.owner[d_rows]],
             )
         )
     return out

@@ -278,6 +278,9 @@ class SGPOTrainer(Trainer):
         self._buffer: list[MicroBatch] | None = None
         self._resume_buffer: list[MicroBatch] | None = None
         self._ema = InstanceWeightEMA(args.instance_weight_ema)
+        # `strategy_source` (own | retrieved, from `sgpo library retrieve`): guided metrics per source
+        sources = dataset["strategy_source"] if "strategy_source" in dataset.column_names else []
+        self.strategy_sources: list[str] = sorted({str(v) for v in sources if v})
         self._metric_keys: list[str] = self._all_metric_keys()
         self._sums: dict[str, float] = defaultdict(float)
         self._counts: dict[str, float] = defaultdict(float)
@@ -523,7 +526,8 @@ class SGPOTrainer(Trainer):
 
         # 5. micro-batches, with the normalisers of each optimizer step over all processes
         need_teacher = distill and args.distill_divergence != "imitation"
-        micro = split_micro_batches(gen, plan, sel, advantages, S, with_teacher=need_teacher)
+        groups = self._source_index(problems)
+        micro = split_micro_batches(gen, plan, sel, advantages, S, with_teacher=need_teacher, problem_groups=groups)
         counts = local_counts(plan, sel, S).view(S // GA, GA, 3).sum(1).to(self.accelerator.device)
         counts = self.accelerator.reduce(counts, reduction="sum").cpu()
         device = self.accelerator.device
@@ -536,7 +540,7 @@ class SGPOTrainer(Trainer):
         # 6. no-grad passes
         self._no_grad_passes(micro)
 
-        self._log_rollout(plan, rewards, stats, weights, sel, lengths, truncated)
+        self._log_rollout(plan, rewards, stats, weights, sel, lengths, truncated, groups)
         self._add_metric("time/generate_and_score_s", time.perf_counter() - t0, 1)
         return micro
 
@@ -616,7 +620,14 @@ class SGPOTrainer(Trainer):
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
         return head.weight, getattr(head, "bias", None)
 
-    def _log_rollout(self, plan, rewards, stats, weights, sel, lengths, truncated) -> None:
+    def _source_index(self, problems: list[dict]) -> torch.Tensor | None:
+        """(B,) index of each problem's `strategy_source` in `self.strategy_sources` (-1: none)."""
+        if not self.strategy_sources:
+            return None
+        lookup = {name: k for k, name in enumerate(self.strategy_sources)}
+        return torch.tensor([lookup.get(str(p.get("strategy_source")), -1) for p in problems], dtype=torch.long)
+
+    def _log_rollout(self, plan, rewards, stats, weights, sel, lengths, truncated, groups=None) -> None:
         """Metrics of one generation batch (this process; the logger sums over processes)."""
         auto = ~plan.guided
         n_prob, Gg = plan.num_problems, self.args.num_guided_generations
@@ -635,6 +646,12 @@ class SGPOTrainer(Trainer):
             self._add_metric("distill/weighted_frac", (weights[g] > 0).float().sum().item(), int(g.sum()))
             self._add_metric("distill/selected_sequences", float(sel.selected.sum()), 0)
         self._add_metric("problems/without_strategy_frac", float((~g).sum()) if Gg else 0.0, n_prob)
+        for k, name in enumerate(self.strategy_sources):  # own vs retrieved strategies (docs/strategy-library.md)
+            m = g & (groups == k)
+            n = int(m.sum())
+            self._add_metric(f"accuracy/guided/{name}", stats.acc_guided[m].sum().item(), n)
+            self._add_metric(f"reward/gap/{name}", (stats.reward_guided[m] - stats.reward_auto[m]).sum().item(), n)
+            self._add_metric(f"distill/weight_mean/{name}", weights[m].sum().item(), n)
 
     # ------------------------------------------------------------------------------------ loss
 
@@ -667,6 +684,11 @@ class SGPOTrainer(Trainer):
         )  # fmt: skip
         for key, (total, count) in out.metrics.items():
             self._add_metric(key, total, count)
+        if out.distill_kl_per_row is not None and mb.distill_groups is not None:
+            tokens = mb.distill_mask.sum(1).float()
+            for k, name in enumerate(self.strategy_sources):
+                rows = mb.distill_groups == k
+                self._add_metric(f"distill/kl/{name}", out.distill_kl_per_row[rows].sum().item(), tokens[rows].sum().item())
         return out.loss * self.accelerator.num_processes  # DDP averages gradients over processes
 
     # ------------------------------------------------------------------------------------ logging
@@ -681,6 +703,8 @@ class SGPOTrainer(Trainer):
         ]  # fmt: skip
         keys += [f"time/{k}_s" for k in ("generate_and_score", "generate", "weight_sync", "rewards", "old_logps", "reference", "teacher", "train_step")]
         keys += ["sampling/importance_sampling_ratio/mean", "sampling/sampling_logp_difference/mean"]
+        for name in self.strategy_sources:
+            keys += [f"accuracy/guided/{name}", f"reward/gap/{name}", f"distill/weight_mean/{name}", f"distill/kl/{name}"]
         return keys + [f"rewards/{n}" for n in self.reward_func_names]
 
     #: metrics logged as the extreme over the logging window and the processes (minima kept negated)

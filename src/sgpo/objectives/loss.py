@@ -101,10 +101,12 @@ class LossInputs:
 @dataclass
 class LossOutputs:
     """loss: scalar, this micro-batch's share of the step's loss. metrics: name -> (sum, count) over
-    this micro-batch (count 0: a total, reported as is); the trainer adds them up per logging window."""
+    this micro-batch (count 0: a total, reported as is); the trainer adds them up per logging window.
+    distill_kl_per_row: (Nd,) Σ_t D_t of each distilled row (no grad), for metrics split by row groups."""
 
     loss: Tensor
     metrics: dict[str, tuple[float, float]] = field(default_factory=dict)
+    distill_kl_per_row: Tensor | None = None
 
 
 # ----------------------------------------------------------------------------- LM-head paths
@@ -178,8 +180,8 @@ def rl_term(x: LossInputs, cfg: LossConfig) -> tuple[Tensor, dict[str, tuple[flo
     return loss, metrics
 
 
-def distill_term(x: LossInputs, cfg: LossConfig) -> tuple[Tensor, dict[str, tuple[float, float]]]:
-    """λ · Σ w_i keep_t min(D_t, cap) / N of the micro-batch, and its metrics."""
+def distill_term(x: LossInputs, cfg: LossConfig) -> tuple[Tensor, dict[str, tuple[float, float]], Tensor]:
+    """λ · Σ w_i keep_t min(D_t, cap) / N of the micro-batch, its metrics, and Σ_t D_t per row (Nd,)."""
     sampled_logps, distill_terms = head_functions(cfg.head)
     sel = x.distill_mask.bool()  # (Nd, C)
     s_h, targets = x.distill_hidden[sel], x.distill_ids[sel]  # (M, H), (M,)
@@ -223,7 +225,8 @@ def distill_term(x: LossInputs, cfg: LossConfig) -> tuple[Tensor, dict[str, tupl
         "distill/masked_frac": (float((1 - keep).sum()), n),
         "distill/tokens": (n, 0.0),
     }
-    return loss, metrics
+    per_row = torch.zeros(sel.shape[0], dtype=div.dtype, device=div.device).index_add_(0, sel.nonzero()[:, 0], div.detach())
+    return loss, metrics, per_row
 
 
 def sgpo_loss(inputs: LossInputs, config: LossConfig) -> LossOutputs:
@@ -236,8 +239,9 @@ def sgpo_loss(inputs: LossInputs, config: LossConfig) -> LossOutputs:
     if config.distill_divergence not in DISTILL_TERMS:
         raise ValueError(f"unknown distill_divergence {config.distill_divergence!r}; known: {', '.join(DISTILL_TERMS)}")
     loss, metrics = rl_term(inputs, config)
+    per_row = None
     if inputs.has_distill and config.distill_coef > 0:
-        d_loss, d_metrics = distill_term(inputs, config)
+        d_loss, d_metrics, per_row = distill_term(inputs, config)
         loss = loss + d_loss
         metrics.update(d_metrics)
     anchor = inputs.auto_hidden.sum() + inputs.head_weight.sum()
@@ -245,4 +249,4 @@ def sgpo_loss(inputs: LossInputs, config: LossConfig) -> LossOutputs:
         anchor = anchor + inputs.head_bias.sum()
     if inputs.distill_hidden is not None:
         anchor = anchor + inputs.distill_hidden.sum()
-    return LossOutputs(loss + 0.0 * anchor, metrics)
+    return LossOutputs(loss + 0.0 * anchor, metrics, per_row)
