@@ -257,6 +257,18 @@ def test_only_missing_keeps_own_strategies(library):
     assert own["strategy"] == "Approach: my own" and own["strategy_source"] == "own" and own["retrieval_outcome"] == "own"
     assert own["strategy_entry"] is None and own["retrieval_candidates"] == []
     assert result.summary.outcomes == {"own": 1, "retrieved": 3, "no_match": 1, "all_leaked": 0}
+    # a retrieved row carries its entry's strategy JSON, so the row stays consistent
+    first = result.rows[0]
+    assert first["strategy_json"] == library.entry(first["strategy_entry"]).strategy_json
+
+
+def test_retrieved_rows_do_not_feed_a_library(library):
+    rows = library.retrieve(TARGETS[:2], RetrievalConfig(only_missing=True)).rows
+    own = row("own", "A new problem about completing the square.", SQUARE)
+    with pytest.raises(LibraryError, match=r"retrieved \(not extracted\) 2"):
+        StrategyLibrary.build([rows])
+    lib, summary = StrategyLibrary.build([[*rows, own]])
+    assert summary.used == 1 and summary.skipped == {"retrieved (not extracted)": 2} and lib.entries[0].problems == ["own"]
 
 
 def test_min_similarity_threshold(library):

@@ -1,7 +1,9 @@
 """Building a strategy library from extraction outputs (`sgpo extract`, `sgpo score-strategies`).
 
 Rows with `status` ok and a strategy are used (a row without a `status` column counts as ok, as in
-`score-strategies`); other rows are skipped and counted by status and reason. A used row must have a
+`score-strategies`); other rows are skipped and counted by status and reason, and so are rows that
+`sgpo library retrieve` filled (`strategy_source` = retrieved: the strategy was not extracted for
+that problem, and a library must not feed on itself). A used row must have a
 `problem` and a `strategy_json` that passes the strategy schema, and its `strategy` must be the
 rendering of it; a row that breaks this is reported with its file, row and field (`build_library`
 refuses the input, or skips and lists such rows with `skip_invalid`), never dropped silently.
@@ -110,6 +112,8 @@ def _check_row(row: dict[str, Any], i: int, name: str, cfg: BuildConfig) -> tupl
     """("ok", row) for a usable row, (status or reason, None) for one that is skipped; raises
     `DataError` naming the field for a row that fails the checks."""
     cols = cfg.columns
+    if row.get("strategy_source") == "retrieved":  # `sgpo library retrieve` output: not extracted for this problem
+        return "retrieved (not extracted)", None
     status = row.get("status", "ok")
     if status != "ok":
         return f"{status}: {row.get('reason')}" if row.get("reason") else str(status), None

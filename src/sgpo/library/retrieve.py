@@ -17,6 +17,7 @@ for, and a row's own strategy moves to `own_strategy` (to compare retrieved with
 Output: the input rows, in order, with
 
     strategy               the strategy the row trains with (own, retrieved, or None)
+    strategy_json          that strategy as JSON (schema v1): the entry's when retrieved
     strategy_source        "own" | "retrieved" | None (no strategy)
     strategy_similarity    cosine of the problem with the library problem that led to the entry
     strategy_entry         the library entry id;   strategy_match: that library problem's id
@@ -297,7 +298,8 @@ def retrieve(library: StrategyLibrary, problems: Any, config: RetrievalConfig = 
     out = []
     for i, row in enumerate(rows):
         own = _own_strategy(row, cols.strategy)
-        out.append({**row, cols.strategy: own, "strategy_source": "own" if own else None, "strategy_similarity": None,
+        own_json = row.get("strategy_json") if own else None
+        out.append({**row, cols.strategy: own, "strategy_json": own_json, "strategy_source": "own" if own else None, "strategy_similarity": None,
                     "strategy_entry": None, "strategy_match": None, "own_strategy": own, "retrieval_outcome": "own" if own else "no_match",
                     "retrieval_leaks": 0, "retrieval_candidates": []})
     outcomes: Counter = Counter()
@@ -310,12 +312,14 @@ def retrieve(library: StrategyLibrary, problems: Any, config: RetrievalConfig = 
             rec.update(scores[t] or {"rerank_score": None, "rerank_guided_accuracy": None, "rerank_auto_accuracy": None})
         if cands:
             best = cands[chosen[t]]
-            rec.update({cols.strategy: library.entry(best.entry).strategy, "strategy_source": "retrieved",
+            entry = library.entry(best.entry)
+            rec.update({cols.strategy: entry.strategy, "strategy_json": entry.strategy_json, "strategy_source": "retrieved",
                         "strategy_similarity": best.similarity, "strategy_entry": best.entry, "strategy_match": best.match,
                         "retrieval_outcome": "retrieved"})
             similarities.append(best.similarity)
         else:
-            rec.update({cols.strategy: None, "strategy_source": None, "retrieval_outcome": "all_leaked" if leaks else "no_match"})
+            rec.update({cols.strategy: None, "strategy_json": None, "strategy_source": None,
+                        "retrieval_outcome": "all_leaked" if leaks else "no_match"})
     outcomes.update(r["retrieval_outcome"] for r in out)
     summary = RetrievalSummary(
         input=name,
