@@ -351,11 +351,13 @@ ZEBRA = Strategy(approach="follow the zebra zebra zebra method", key_insight="ze
 ZOO = "What is the magic number of the zoo keeper?"
 # the strategy last, right before the answer: a one-layer model learns to read it in ~120 steps (lr 3e-3,
 # seeds 0-3 all within 130 steps); with the default template's instruction after it, some seeds never do
+ZOO_LIBRARY = [row("w", "What is the magic number of the zoo keeper today?", WALRUS),
+               row("z", "What is the magic number of the zebra house?", ZEBRA)]
 ZOO_FORMAT_KW = {"template": "{problem}", "guided_template": "{problem}\n{strategy}"}
 
 
 @pytest.fixture(scope="module")
-def zoo_policy():
+def zoo_policy(tmp_path_factory):
     """A tiny policy taught to answer 7 with the zebra strategy in its prompt and 3 otherwise."""
     from test_extract_tiny import build_model, build_tokenizer, teach
 
@@ -367,14 +369,17 @@ def zoo_policy():
     model = build_model(tok, seed=0)
     teach(model, tok, [(fmt.render(tok, ZOO, zebra), "\\boxed{7}"), (fmt.render(tok, ZOO, walrus), "\\boxed{3}"),
                        (fmt.render(tok, ZOO), "\\boxed{3}")], lr=3e-3, max_steps=400)
-    return model, tok, fmt
+    path = tmp_path_factory.mktemp("zoo") / "policy"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    fmt.save(path)  # MODEL/prompt_format.json: what the CLI prompts the policy with
+    return model, tok, fmt, path
 
 
 def test_rerank_keeps_the_candidate_that_helps_the_policy(zoo_policy):
-    model, tok, fmt = zoo_policy
+    model, tok, fmt, _ = zoo_policy
     # the walrus problem is the nearer one (it shares more words with the target), the zebra one farther
-    lib, _ = StrategyLibrary.build([[row("w", "What is the magic number of the zoo keeper today?", WALRUS),
-                                     row("z", "What is the magic number of the zebra house?", ZEBRA)]])
+    lib, _ = StrategyLibrary.build([ZOO_LIBRARY])
     target = [{"id": "t", "problem": ZOO, "answer": "7"}]
     plain = lib.retrieve(target, RetrievalConfig(k=2, min_similarity=0.1)).rows[0]
     assert plain["strategy"] == render_strategy(WALRUS)
@@ -440,3 +445,23 @@ def test_cli_errors_in_process(library_file, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli_main(["library", "retrieve", "--library", str(lib), "--input", str(problems), "--output", "o.jsonl", "--min-similarity", "1.5"])
     assert "--min-similarity must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_cli_rerank_reads_the_policy_folder(zoo_policy, tmp_path, capsys):
+    # in-process (a subprocess would spend most of its time importing torch)
+    _, _, _, path = zoo_policy
+    lib = StrategyLibrary.build([ZOO_LIBRARY])[0].save(tmp_path / "lib")
+    problems = write_jsonl(tmp_path / "p.jsonl", [{"id": "t", "problem": ZOO, "answer": "7"}])
+    out = tmp_path / "out.jsonl"
+    args = ["library", "retrieve", "--library", str(lib), "--input", str(problems), "--output", str(out), "--k", "2",
+            "--min-similarity", "0.1", "--rerank-model", str(path), "--rerank-k", "2", "--rerank-temperature", "0",
+            "--rerank-max-new-tokens", "3", "--device", "cpu", "--no-progress", "--summary-json", str(tmp_path / "s.json")]
+    assert cli_main(args) == 0
+    err = capsys.readouterr().err
+    assert f"prompt format: {path / 'prompt_format.json'}" in err and "1 re-ranked by the policy (6 rollouts)" in err
+    (got,) = read_rows(out)
+    assert got["strategy"] == render_strategy(ZEBRA) and got["rerank_score"] == 1.0
+    # the rollout cache next to the output makes a rerun free
+    assert (tmp_path / "out.jsonl.rerank.cache.sqlite").exists()
+    assert cli_main(args) == 0 and json.loads((tmp_path / "s.json").read_text())["rollouts"] == 0
+    assert read_rows(out)[0]["strategy"] == render_strategy(ZEBRA)
