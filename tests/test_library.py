@@ -324,6 +324,10 @@ def test_bad_problem_rows_are_reported_per_row(library, tmp_path):
     assert "row 4 (id 'd'): field 'strategy' must be text or null, got a int" in msg
     with pytest.raises(DataError, match="no problems"):
         library.retrieve([])
+    # a long list: the first 20 rows, and a count of the others
+    with pytest.raises(DataError) as err:
+        library.retrieve([{"id": i, "problem": "p"} for i in range(25)])
+    assert str(err.value).count("field 'answer' is missing") == 20 and str(err.value).endswith("... and 5 more")
 
 
 def test_world_library_retrieves_the_right_family(tmp_path):

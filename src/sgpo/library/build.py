@@ -24,13 +24,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sgpo.data import ColumnMap, DataError, load_rows
-from sgpo.library.format import Entry, LibraryError, LibraryProblem, StrategyLibrary, parse_strategy_json
+from sgpo.library.format import Entry, LibraryError, LibraryProblem, StrategyLibrary, listing, parse_strategy_json, text_value
 from sgpo.library.similarity import VECTORIZER, leader_clusters
 from sgpo.strategies.base import ExtractionError, render_strategy
 
 #: provenance columns of an extraction output row that an entry keeps, per row
 PROVENANCE_COLUMNS = ("extractor", "extractor_model", "prompt_version", "content_hash")
-MAX_LISTED = 20
 
 
 @dataclass(frozen=True)
@@ -100,14 +99,6 @@ class _Row:
     provenance: dict[str, Any]
 
 
-def _text(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return str(value)
-    return value if isinstance(value, str) else None
-
-
 def _check_row(row: dict[str, Any], i: int, name: str, cfg: BuildConfig) -> tuple[str, _Row | None]:
     """("ok", row) for a usable row, (status or reason, None) for one that is skipped; raises
     `DataError` naming the field for a row that fails the checks."""
@@ -124,7 +115,7 @@ def _check_row(row: dict[str, Any], i: int, name: str, cfg: BuildConfig) -> tupl
     if not isinstance(problem, str) or not problem.strip():
         raise DataError(f"field {cols.problem!r}: " + ("missing" if cols.problem not in row else "must be a non-empty string"))
     raw_id = row.get(cols.id)
-    if raw_id is not None and _text(raw_id) is None:
+    if raw_id is not None and text_value(raw_id) is None:
         raise DataError(f"field {cols.id!r}: must be a string or number, got a {type(raw_id).__name__}")
     if cfg.strategy_json_column not in row:
         raise DataError(f"field {cfg.strategy_json_column!r}: missing (the strategy as JSON, written by `sgpo extract`)")
@@ -138,11 +129,11 @@ def _check_row(row: dict[str, Any], i: int, name: str, cfg: BuildConfig) -> tupl
     score = row.get(cfg.score_column)
     if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
         raise DataError(f"field {cfg.score_column!r}: must be a number, got a {type(score).__name__}")
-    answer = _text(row.get(cols.answer))
+    answer = text_value(row.get(cols.answer))
     return "ok", _Row(
         source=name,
         row=i,
-        problem_id=_text(raw_id) if raw_id is not None else f"{name}:{i}",
+        problem_id=text_value(raw_id) if raw_id is not None else f"{name}:{i}",
         problem=problem.strip(),
         answer=answer,
         text=text,
@@ -181,11 +172,7 @@ def read_strategy_rows(sources: Sequence[Any], cfg: BuildConfig) -> tuple[list[_
             else:
                 used.append(good)
     if invalid and not cfg.skip_invalid:
-        more = f"\n  ... and {len(invalid) - MAX_LISTED} more" if len(invalid) > MAX_LISTED else ""
-        raise DataError(
-            f"{len(invalid)} invalid row(s) (fix them, or pass --skip-invalid to build without them):\n  "
-            + "\n  ".join(invalid[:MAX_LISTED]) + more
-        )
+        raise DataError(f"{len(invalid)} invalid row(s) (fix them, or pass --skip-invalid to build without them):" + listing(invalid))
     return used, skipped, invalid, total, names
 
 

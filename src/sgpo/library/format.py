@@ -221,6 +221,21 @@ def _problem(path: Path, lineno: int, row: dict[str, Any]) -> LibraryProblem:
     )
 
 
+def listing(lines: list[str], limit: int = 20) -> str:
+    """`lines` as an indented list under a message, at most `limit` of them and a count of the rest."""
+    more = f"\n  ... and {len(lines) - limit} more" if len(lines) > limit else ""
+    return "\n  " + "\n  ".join(lines[:limit]) + more
+
+
+def text_value(value: Any) -> str | None:
+    """A cell as text: strings as they are, numbers as `str(n)`; None for anything else (bools too)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value if isinstance(value, str) else None
+
+
 def parse_strategy_json(text: Any) -> Strategy:
     """A strategy from its JSON text (schema v1, the checks of extraction's `validate_strategy`);
     raises `ExtractionError` whose `detail` names the bad fields."""

@@ -41,13 +41,12 @@ from typing import Any
 import numpy as np
 
 from sgpo.data import ColumnMap, DataError, load_rows, read_rows, write_rows
-from sgpo.library.format import StrategyLibrary
+from sgpo.library.format import StrategyLibrary, listing, text_value
 from sgpo.library.similarity import VECTORIZER, cosine_blocks, fit_vectorizer
 from sgpo.prompts import PromptFormat
 from sgpo.strategies.leak import LeakConfig, LeakFilter
 
 OUTCOMES = ("own", "retrieved", "no_match", "all_leaked")
-MAX_LISTED = 20
 
 
 @dataclass(frozen=True)
@@ -153,14 +152,6 @@ class _Candidate:
     score: float | None = None
 
 
-def _text(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return str(value)
-    return value if isinstance(value, str) else None
-
-
 def _own_strategy(row: dict[str, Any], col: str) -> str | None:
     s = row.get(col)
     return s if isinstance(s, str) and s.strip() else None
@@ -178,7 +169,7 @@ def check_problems(rows: list[dict[str, Any]], name: str, columns: ColumnMap) ->
         problem = row.get(columns.problem)
         if not isinstance(problem, str) or not problem.strip():
             errors.append(f"{where}: field {columns.problem!r} " + ("is missing" if columns.problem not in row else "must be a non-empty string"))
-        answer = _text(row.get(columns.answer))
+        answer = text_value(row.get(columns.answer))
         if answer is None or not answer.strip():
             errors.append(f"{where}: field {columns.answer!r} " + ("is missing" if columns.answer not in row else "must be a non-empty string or number")
                           + " (the leak filter checks retrieved strategies against it)")
@@ -186,7 +177,7 @@ def check_problems(rows: list[dict[str, Any]], name: str, columns: ColumnMap) ->
         if strategy is not None and not isinstance(strategy, str):
             errors.append(f"{where}: field {columns.strategy!r} must be text or null, got a {type(strategy).__name__}")
         if columns.id in row:
-            rid = _text(row[columns.id])
+            rid = text_value(row[columns.id])
             if rid is None:
                 errors.append(f"{where}: field {columns.id!r} must be a string or number")
             elif rid in seen:
@@ -194,8 +185,7 @@ def check_problems(rows: list[dict[str, Any]], name: str, columns: ColumnMap) ->
             else:
                 seen[rid] = i
     if errors:
-        more = f"\n  ... and {len(errors) - MAX_LISTED} more" if len(errors) > MAX_LISTED else ""
-        raise DataError(f"{name}: {len(errors)} bad row(s):\n  " + "\n  ".join(errors[:MAX_LISTED]) + more)
+        raise DataError(f"{name}: {len(errors)} bad row(s):" + listing(errors))
 
 
 def rank_candidates(library: StrategyLibrary, targets: list[dict[str, Any]], config: RetrievalConfig, leak: LeakFilter) -> list[tuple[list[_Candidate], int]]:
@@ -223,7 +213,7 @@ def rank_candidates(library: StrategyLibrary, targets: list[dict[str, Any]], con
                     if eid in seen:
                         continue
                     seen.add(eid)
-                    if leak.check(parsed[eid], str(target[cols.problem]), None, _text(target[cols.answer])) is not None:
+                    if leak.check(parsed[eid], str(target[cols.problem]), None, text_value(target[cols.answer])) is not None:
                         leaks += 1
                         continue
                     found.append(_Candidate(eid, round(float(row[j]), 6), problem.problem_id))
@@ -245,7 +235,7 @@ def rerank(library: StrategyLibrary, targets: list[dict[str, Any]], candidates: 
 
     cols = config.columns
     rows = [
-        {"rerank_group": t, "problem": str(targets[t][cols.problem]), "answer": _text(targets[t][cols.answer]),
+        {"rerank_group": t, "problem": str(targets[t][cols.problem]), "answer": text_value(targets[t][cols.answer]),
          "strategy": library.entry(c.entry).strategy, "status": "ok", "entry": c.entry}
         for t, cands in enumerate(candidates) if len(cands) > 1 for c in cands
     ]
