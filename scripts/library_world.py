@@ -88,8 +88,9 @@ def measure(name: str, library_rows, strip_rows, heldout, model, tokenizer, fami
     }
     with_strategy = [r for r in held if r["strategy"]]
     own = [{**r, "strategy": r["own_strategy"]} for r in with_strategy]
-    result["heldout_guided"] = {"own": guided(model, tokenizer, own), "retrieved": guided(model, tokenizer, with_strategy),
-                                "without_retrieved_strategy": len(held) - len(with_strategy)}
+    result["heldout_guided"] = None if model is None else {
+        "own": guided(model, tokenizer, own), "retrieved": guided(model, tokenizer, with_strategy),
+        "without_retrieved_strategy": len(held) - len(with_strategy)}
     return result
 
 
@@ -99,9 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="where libraries, retrieved files and results.json go")
     ap.add_argument("--seed", type=int, default=0, help="seed of the half split (default 0)")
     ap.add_argument("--min-similarity", type=float, default=RetrievalConfig().min_similarity)
+    ap.add_argument("--precision-only", action="store_true", help="no guided-accuracy evaluation (needs no warm-up model)")
     args = ap.parse_args(argv)
     run, out = Path(args.run), Path(args.out)
-    for need in ("world/train.jsonl", "world/heldout.jsonl", "warmup/model.safetensors"):
+    needs = ("world/train.jsonl", "world/heldout.jsonl") + (() if args.precision_only else ("warmup/model.safetensors",))
+    for need in needs:
         if not (run / need).exists():
             raise SystemExit(f"{run}: not a finished demo / world folder ({need} missing)")
     from sgpo.world.model import load_model
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     random.Random(args.seed).shuffle(order)
     strip = sorted(order[: len(train) // 2])
     keep = sorted(order[len(train) // 2 :])
-    model, tokenizer = load_model(run / "warmup")
+    model, tokenizer = (None, None) if args.precision_only else load_model(run / "warmup")
     config = RetrievalConfig(only_missing=False, min_similarity=args.min_similarity)
     t0 = time.perf_counter()
     results: dict[str, Any] = {
@@ -140,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         r = results[key]
         g = r["heldout_guided"]
         ps = r["precision_stripped"]["precision"] if r["precision_stripped"] else None
-        print(f"| {key} | {r['library']['entries']} | {ps} | {r['precision_heldout']['precision']} | "
-              f"{g['own']['guided']:.3f} (n={g['own']['n']}) | {g['retrieved']['guided']:.3f} | {g['without_retrieved_strategy']} |")
+        acc = (f"{g['own']['guided']:.3f} (n={g['own']['n']}) | {g['retrieved']['guided']:.3f} | {g['without_retrieved_strategy']}"
+               if g else "- | - | -")
+        print(f"| {key} | {r['library']['entries']} | {ps} | {r['precision_heldout']['precision']} | {acc} |")
     return 0
 
 
