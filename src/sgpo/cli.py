@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("sgpo.commands.demo", "run the strategy-world demo: warm-up, GRPO vs SGPO, evaluation"),
     "extract": ("sgpo.commands.extract", "extract structured strategies from strong-model responses"),
     "score-strategies": ("sgpo.commands.score_strategies", "score candidate strategies by guided - autonomous accuracy"),
+    "library": ("sgpo.commands.library", "build a strategy library; retrieve strategies for problems without one"),
     "eval": ("sgpo.commands.eval", "evaluate a model on math benchmarks (avg@k, pass@k)"),
     "report": ("sgpo.commands.report", "render an HTML report of a training run"),
     "selectivity": ("sgpo.commands.selectivity", "per-token KL(teacher||student) view of guided trajectories"),
