@@ -332,3 +332,21 @@ def test_importance_weights_of_the_sampler_reach_the_rl_term(tmp_path, tokenizer
     assert max(d.abs().max() for d in deltas[False].values()) > 1e-3
     for n in deltas[True]:
         torch.testing.assert_close(deltas[True][n], 0.5 * deltas[False][n], atol=1e-6, rtol=1e-4, msg=n)
+
+
+def test_metrics_split_by_strategy_source(tmp_path, tokenizer, rows):
+    # rows from `sgpo library retrieve`: add-0 and add-1 keep their own strategy, add-2 and add-3 got a
+    # retrieved one. By hand from REWARDS: guided accuracy own (1/2 + 1)/2 = 3/4, retrieved (1/2 + 1/2)/2
+    # = 1/2; guided − autonomous reward own ((1/2 − 0) + (1 − 1/3))/2 = 7/12, retrieved
+    # ((1/2 − 1) + (1/2 − 1/3))/2 = −1/6; constant weights; each source's KL is the mean over its own
+    # distilled tokens, so the overall KL lies between them
+    for r in rows:
+        r["strategy_source"] = "own" if r["id"] in ("add-0", "add-1") else "retrieved"
+    args = sgd_config(tmp_path, instance_weighting="constant", distill_on="all", learning_rate=0.0)
+    TableTrainer(sharpened_model(tokenizer), args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows).train()
+    log = logged(tmp_path)[0]
+    assert log["accuracy/guided/own"] == pytest.approx(3 / 4) and log["accuracy/guided/retrieved"] == pytest.approx(1 / 2)
+    assert log["reward/gap/own"] == pytest.approx(7 / 12) and log["reward/gap/retrieved"] == pytest.approx(-1 / 6)
+    assert log["distill/weight_mean/own"] == 1.0
+    lo, hi = sorted([log["distill/kl/own"], log["distill/kl/retrieved"]])
+    assert lo < log["distill/kl"] < hi and lo > 0
