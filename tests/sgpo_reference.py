@@ -26,6 +26,7 @@ class Completion:
     ids: list[int]  # the completion's tokens (EOS included when it has one)
     reward: float
     truncated: bool = False  # cut at max_completion_length (no EOS)
+    off_policy: bool = False  # a strong model's response in the autonomous group (LUFFY), not a rollout
 
 
 @dataclass
@@ -55,6 +56,7 @@ class RefConfig:
     mask_truncated_completions: bool = False
     max_completion_length: int = 1
     scale_rewards: str = "group"
+    policy_shaping_gamma: float = 0.1
 
 
 def log_probs(model, context: list[int], completion: list[int], temperature: float) -> torch.Tensor:
@@ -110,6 +112,9 @@ def sgpo_loss(model, old_model, ref_model, problems: list[Problem], cfg: RefConf
                 old = log_probs(old_model, p.prompt, c.ids, T)[range(len(c.ids)), c.ids]
             ratio = torch.exp(lp - old)
             per_tok = -torch.min(ratio * a, torch.clamp(ratio, 1 - cfg.epsilon, 1 + cfg.epsilon_high) * a)
+            if c.off_policy:  # LUFFY: −A·f(π_θ), f(p) = p/(p+γ), no ratio, no clip
+                p_tok = torch.exp(lp)
+                per_tok = -a * p_tok / (p_tok + cfg.policy_shaping_gamma)
             if cfg.beta > 0:
                 with torch.no_grad():
                     ref = log_probs(ref_model, p.prompt, c.ids, T)[range(len(c.ids)), c.ids]

@@ -185,3 +185,20 @@ def test_combined_loss_is_the_sum_of_the_terms():
     # ∂W = Σ_t g_t h_tᵀ: RL t1 gives [1/4, −1/4]ᵀ[0, ln 3]; the student's distilled hidden states are 0
     torch.testing.assert_close(x.head_weight.grad, z([0.0, 0.25 * LN3], [0.0, -0.25 * LN3]))
     assert set(out.metrics) >= {"rl/loss", "distill/loss", "distill/kl", "distill/masked_frac", "clip/region"}
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_off_policy_row_takes_the_shaped_term_without_clipping(head):
+    # LUFFY: the row is a strong response (off-policy). With p = π_θ(y_t) = [1/2, 3/4], A = 2, γ = 0.1:
+    #   ℓ_t = −A p/(p+γ):  t0 −2·0.5/0.6 = −5/3;  t1 −2·0.75/0.85 = −30/17;  dapo: mean of the two
+    # old log-probs that would clip a rollout (ρ_0 = 2) change nothing here: no ratio, no clip.
+    # ∂ℓ/∂log p = −A γ p/(p+γ)²:  t0 −2·0.1·0.5/0.36 = −5/18;  t1 −2·0.1·0.75/0.7225 = −0.15/0.7225
+    x = rl_inputs(old_logps=torch.tensor([[math.log(0.25), math.log(0.75)]]))
+    x.auto_off_policy = torch.tensor([True])
+    out = sgpo_loss(x, LossConfig(loss_type="dapo", policy_shaping_gamma=0.1, head=head))
+    assert out.loss.item() == pytest.approx((-5 / 3 - 30 / 17) / 2)
+    assert out.metrics["clip/region"] == (0.0, 2.0)
+    out.loss.backward()
+    g0, g1 = -5 / 18 / 2, -0.15 / 0.7225 / 2  # / N_tok
+    # ∂L/∂z_t = g_t (onehot(y_t) − p_t): t0 g0·[1/2, −1/2]; t1 g1·[−1/4, 1/4]
+    torch.testing.assert_close(x.auto_hidden.grad[0], z([g0 / 2, -g0 / 2], [-g1 / 4, g1 / 4]))

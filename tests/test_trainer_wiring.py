@@ -350,3 +350,52 @@ def test_metrics_split_by_strategy_source(tmp_path, tokenizer, rows):
     assert log["distill/weight_mean/own"] == 1.0
     lo, hi = sorted([log["distill/kl/own"], log["distill/kl/retrieved"]])
     assert lo < log["distill/kl"] < hi and lo > 0
+
+
+def test_luffy_mixed_groups_update_equals_reference(tmp_path, tokenizer, rows):
+    # LUFFY (mix_strong_responses, dr_grpo, no guided rollouts): each problem's first autonomous slot
+    # holds its strong response; the table reward scores it like any rollout (so advantages are over the
+    # mixed group), and its tokens take −A·p/(p+γ) instead of the clipped surrogate
+    for r in rows:
+        r["response"] = f"the answer is \\boxed{{ {r['answer']} }}"
+    model = sharpened_model(tokenizer)
+    init = param_snapshot(model)
+    args = sgd_config(tmp_path, mix_strong_responses=True, loss_type="dr_grpo", num_guided_generations=0, distill_coef=0.0,
+                      policy_shaping_gamma=0.1)
+    trainer = TableTrainer(model, args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows)
+    trainer.train()
+    problems = reference_problems(trainer, ["add-0", "add-1", "add-2", "add-3"])
+    tok = trainer.processing_class
+    for p, row in zip(problems, rows[:4]):
+        # slot 0: the strong response (scored as the group's first completion); slots 1, 2: the two
+        # samples, which are the prompt's first and second fixed completions
+        ids = tok(row["response"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        sampled = [fixed_completion(tok, tuple(p.prompt), k) for k in range(GA_ - 1)]
+        p.auto = [Completion(ids, p.auto[0].reward, off_policy=True)] + [
+            Completion(c, a.reward) for c, a in zip(sampled, p.auto[1:])
+        ]
+        p.guided = []
+    expected = reference_gradient(model_with(tokenizer, init, False).train(), model_with(tokenizer, init, False), None, problems,
+                                  ref_config(args))
+    for n, q in model.named_parameters():
+        torch.testing.assert_close(init[n] - q.detach(), expected[n], atol=2e-5, rtol=1e-4, msg=lambda m: f"{n}: {m}")
+    log = logged(tmp_path)[0]
+    assert log["reward/strong_response"] == pytest.approx(sum(REWARDS[f"add-{i}"][0][0] for i in range(4)) / 4)
+    # the shaped term matters: without it (plain surrogate on the same rows) the gradient differs
+    for p in problems:
+        p.auto[0].off_policy = False
+    plain = reference_gradient(model_with(tokenizer, init, False).train(), model_with(tokenizer, init, False), None, problems,
+                               ref_config(args))
+    assert max((plain[n] - expected[n]).abs().max() for n in plain) > 1e-3
+
+
+def test_luffy_needs_strong_responses_that_fit(tmp_path, tokenizer, tiny_model, rows):
+    from sgpo.data import DataError
+
+    args = sgd_config(tmp_path, mix_strong_responses=True, num_guided_generations=0, distill_coef=0.0)
+    with pytest.raises(DataError, match="needs the strong responses in column 'response'"):
+        SGPOTrainer(tiny_model, args, processing_class=tokenizer, train_dataset=rows)
+    for r in rows:
+        r["response"] = " ".join(["step"] * 20)
+    with pytest.raises(DataError, match=r"8 strong response\(s\) longer than max_completion_length=16 .*row 0 \(id 'add-0'\) \(21 tokens\)"):
+        SGPOTrainer(tiny_model, args, processing_class=tokenizer, train_dataset=rows)

@@ -145,6 +145,17 @@ class SGPOConfig(TrainingArguments):
     instance_weight_ema: float = field(
         default=0.0, metadata={"help": "EMA decay of the instance weight over the times a problem is seen (0 = off)."}
     )
+    # ------------------------------------------------------------------ baselines (docs/algorithm.md "Baselines")
+    mix_strong_responses: bool = field(
+        default=False,
+        metadata={"help": "LUFFY mixed-policy GRPO: in each problem's autonomous group one rollout is replaced by the problem's strong response (strong_response_column), off-policy; advantages over the mixed group; its tokens get the shaped term −A·p/(p+γ) with p = π_θ(token), no clipping. LUFFY uses loss_type=dr_grpo and no guided rollouts (num_guided_generations=0, distill_coef=0)."},
+    )
+    strong_response_column: str = field(
+        default="response", metadata={"help": "Data set column holding the strong model's response (for mix_strong_responses)."}
+    )
+    policy_shaping_gamma: float = field(
+        default=0.1, metadata={"help": "γ of LUFFY's policy shaping f(p) = p/(p+γ) on the strong responses' tokens."}
+    )
     head_implementation: str = field(
         default="chunked",
         metadata={"help": "How token log-probs and divergences are computed from the final hidden states: chunked (memory-bounded, never holds the tokens × vocabulary logits; see docs/performance.md) or plain (materialises them; the reference)."},
@@ -279,6 +290,8 @@ class SGPOConfig(TrainingArguments):
             bad("max_completion_length", f"must be ≥ 1, got {self.max_completion_length}")
         if self.temperature <= 0:
             bad("temperature", "must be > 0 for training (log-probs are taken at this temperature)")
+        if self.policy_shaping_gamma <= 0:
+            bad("policy_shaping_gamma", f"must be > 0, got {self.policy_shaping_gamma}")
         if self.head_implementation not in ("chunked", "plain"):
             bad("head_implementation", f"must be chunked or plain, got {self.head_implementation!r}")
         if self.head_chunk_size is not None and self.head_chunk_size < 1:

@@ -119,6 +119,41 @@ def completion_facts(gen: Generation, eos: Sequence[int]) -> tuple[Tensor, Tenso
     return lengths, ~ends
 
 
+def with_strong_responses(
+    plan: RolloutPlan, sampled: Generation, off_policy: Tensor, responses: Sequence[Sequence[int]], tokenizer
+) -> Generation:
+    """The whole generation batch for LUFFY's mixed groups: the rows where `off_policy` (n,) is False
+    are `sampled`'s (in order), the others get their problem's strong response (token ids, EOS
+    included; `responses` is indexed by problem). An inserted row has no sampler log-probs (NaN)."""
+    n = len(plan.prompt_ids)
+    sampled_rows = (~off_policy).nonzero().squeeze(1).tolist()
+    lengths = sampled.completion_mask.sum(1).tolist()
+    completions: list[list[int]] = [[] for _ in range(n)]
+    texts = [""] * n
+    for k, j in enumerate(sampled_rows):
+        completions[j] = sampled.completion_ids[k, : lengths[k]].tolist()
+        texts[j] = sampled.texts[k]
+    for j in off_policy.nonzero().squeeze(1).tolist():
+        completions[j] = list(responses[int(plan.owner[j])])
+        texts[j] = tokenizer.decode(completions[j], skip_special_tokens=True)
+    pad_id = tokenizer.pad_token_id
+    p_ids, p_mask = pad(plan.prompt_ids, pad_id, "left")
+    c_ids, c_mask = pad(completions, pad_id, "right", length=max([len(c) for c in completions] + [1]))
+    sampler = None
+    if sampled.sampler_logps is not None:
+        sampler = torch.full(c_ids.shape, float("nan"))
+        C = min(sampled.sampler_logps.shape[1], c_ids.shape[1])
+        sampler[sampled_rows, :C] = sampled.sampler_logps[:, :C]
+    return Generation(p_ids, p_mask, c_ids, c_mask, texts, sampler_logps=sampler)
+
+
+def first_autonomous_rows(plan: RolloutPlan) -> Tensor:
+    """(n,) bool: each problem's first autonomous row (the slot LUFFY gives the strong response)."""
+    first = torch.ones(len(plan.owner), dtype=torch.bool)
+    first[1:] = plan.owner[1:] != plan.owner[:-1]
+    return first
+
+
 # ---------------------------------------------------------------------------------------- 3. score
 
 
@@ -199,6 +234,7 @@ class MicroBatch:
     distill_weights: Tensor  # (Nd,)
     teacher: Packed | None  # Nd rows, or None when nothing is distilled
     distill_groups: Tensor | None = None  # (Nd,) long: the strategy source of each row's problem (metrics only)
+    auto_off_policy: Tensor | None = None  # (Na,) bool: autonomous rows holding a strong response (LUFFY)
     auto_counts: GlobalCounts | None = None  # set once the step's counts are reduced over processes
     distill_tokens: float = 0.0
     # filled by the no-grad passes (7.)
@@ -249,13 +285,14 @@ def consecutive_runs(prompt_ids: Sequence[Sequence[int]]) -> tuple[list[list[int
 
 def split_micro_batches(
     gen: Generation, plan: RolloutPlan, sel: Selection, advantages: Tensor, num_micro: int, with_teacher: bool,
-    problem_groups: Tensor | None = None,
+    problem_groups: Tensor | None = None, off_policy: Tensor | None = None,
 ) -> list[MicroBatch]:
     """Split the rows into `num_micro` micro-batches of B / S whole problems each.
 
     advantages: (n,) per row (0 on guided rows). The student rows take the problem's autonomous
     prompt x whatever they were sampled with; the teacher rows keep their guided prompt x ⊕ s.
     problem_groups: (B,) long, a label per problem carried to its distilled rows (for metrics).
+    off_policy: (n,) bool, rows that are strong responses rather than rollouts (LUFFY).
     """
     micro = plan.owner // (plan.num_problems // num_micro)
     p_ids, p_mask = plan.problem_prompts
@@ -284,6 +321,7 @@ def split_micro_batches(
                 teacher=teacher,
                 sampler_logps=None if gen.sampler_logps is None else gen.sampler_logps[auto_rows, :C],
                 distill_groups=None if problem_groups is None else problem_groups[plan.owner[d_rows]],
+                auto_off_policy=None if off_policy is None else off_policy[auto_rows],
             )
         )
     return out

@@ -64,6 +64,7 @@ from sgpo.stages import (
     completion_facts,
     completion_hidden,
     consecutive_runs,
+    first_autonomous_rows,
     group_stats,
     local_counts,
     no_grad_hidden,
@@ -71,13 +72,15 @@ from sgpo.stages import (
     problem_weights,
     select,
     split_micro_batches,
+    with_strong_responses,
 )
 
 logger = logging.getLogger(__name__)
 
 # internal dataset columns (never passed to reward functions)
 _PROMPT_IDS, _GUIDED_IDS, _PROMPT_TEXT, _GUIDED_TEXT = "_prompt_ids", "_guided_ids", "_prompt_text", "_guided_text"
-_INTERNAL = (_PROMPT_IDS, _GUIDED_IDS, _PROMPT_TEXT, _GUIDED_TEXT)
+_RESPONSE_IDS = "_response_ids"  # the strong response as completion tokens (mix_strong_responses)
+_INTERNAL = (_PROMPT_IDS, _GUIDED_IDS, _PROMPT_TEXT, _GUIDED_TEXT, _RESPONSE_IDS)
 STATE_FILE = "sgpo_state.json"
 BUFFER_FILE = "rollout_buffer_rank{rank}.pt"  # a checkpoint taken inside a generation period keeps its rollouts
 CONFIG_FILE = "config.yaml"
@@ -335,7 +338,35 @@ class SGPOTrainer(Trainer):
             for i, t, g in zip(rows, g_texts, g_ids):
                 guided_texts[i], guided_ids[i] = t, g
         dataset = dataset.add_column(_PROMPT_TEXT, texts).add_column(_PROMPT_IDS, prompt_ids)
-        return dataset.add_column(_GUIDED_TEXT, guided_texts).add_column(_GUIDED_IDS, guided_ids)
+        dataset = dataset.add_column(_GUIDED_TEXT, guided_texts).add_column(_GUIDED_IDS, guided_ids)
+        if args.mix_strong_responses:
+            dataset = dataset.add_column(_RESPONSE_IDS, self._tokenize_responses(dataset, tokenizer, args, source_name, names))
+        return dataset
+
+    @staticmethod
+    def _tokenize_responses(dataset, tokenizer, args: SGPOConfig, source_name: str, names: list[str]) -> list[list[int]]:
+        """The strong responses as completion tokens (EOS appended); every row needs one that fits in
+        max_completion_length (a cut response would be trained on as if the strong model had stopped there)."""
+        col = args.strong_response_column
+        if col not in dataset.column_names:
+            raise DataError(
+                f"{source_name}: mix_strong_responses needs the strong responses in column {col!r}, which the data "
+                f"does not have (columns: {', '.join(sorted(c for c in dataset.column_names if not c.startswith('_')))}); "
+                "set strong_response_column"
+            )
+        texts = dataset[col]
+        empty = [names[i] for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+        if empty:
+            raise DataError(f"{source_name}: {len(empty)} row(s) without a strong response in column {col!r}: row {', row '.join(empty[:10])}")
+        ids = [list(t) + [tokenizer.eos_token_id] for t in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+        long = [(names[i], len(t)) for i, t in enumerate(ids) if len(t) > args.max_completion_length]
+        if long:
+            shown = ", ".join(f"row {n} ({k} tokens)" for n, k in long[:10])
+            raise DataError(
+                f"{source_name}: {len(long)} strong response(s) longer than max_completion_length="
+                f"{args.max_completion_length} (EOS included): {shown}; raise max_completion_length or drop these rows"
+            )
+        return ids
 
     def get_train_dataloader(self) -> DataLoader:
         args = self.args
@@ -505,8 +536,13 @@ class SGPOTrainer(Trainer):
             [p[_GUIDED_TEXT] for p in problems], args.num_generations, args.num_guided_generations,
             self.processing_class.pad_token_id,
         )  # fmt: skip
+        off_policy = first_autonomous_rows(plan) if args.mix_strong_responses else None
         with self._timed("time/generate_s"):
-            gen = self._generate(plan.prompt_ids)
+            if off_policy is None:
+                gen = self._generate(plan.prompt_ids)
+            else:  # LUFFY: one slot of each autonomous group holds the strong response instead of a sample
+                sampled = self._generate([p for p, off in zip(plan.prompt_ids, off_policy.tolist()) if not off])
+                gen = with_strong_responses(plan, sampled, off_policy, [p[_RESPONSE_IDS] for p in problems], self.processing_class)
         lengths, truncated = completion_facts(gen, self._eos)
 
         # 2. score
@@ -527,7 +563,8 @@ class SGPOTrainer(Trainer):
         # 5. micro-batches, with the normalisers of each optimizer step over all processes
         need_teacher = distill and args.distill_divergence != "imitation"
         groups = self._source_index(problems)
-        micro = split_micro_batches(gen, plan, sel, advantages, S, with_teacher=need_teacher, problem_groups=groups)
+        micro = split_micro_batches(gen, plan, sel, advantages, S, with_teacher=need_teacher, problem_groups=groups,
+                                    off_policy=off_policy)
         counts = local_counts(plan, sel, S).view(S // GA, GA, 3).sum(1).to(self.accelerator.device)
         counts = self.accelerator.reduce(counts, reduction="sum").cpu()
         device = self.accelerator.device
@@ -541,6 +578,8 @@ class SGPOTrainer(Trainer):
         self._no_grad_passes(micro)
 
         self._log_rollout(plan, rewards, stats, weights, sel, lengths, truncated, groups)
+        if off_policy is not None:
+            self._add_metric("reward/strong_response", rewards[off_policy].sum().item(), int(off_policy.sum()))
         self._add_metric("time/generate_and_score_s", time.perf_counter() - t0, 1)
         return micro
 
@@ -679,6 +718,7 @@ class SGPOTrainer(Trainer):
                 distill_hidden=hidden[na:], distill_ids=ids[na:], distill_mask=mb.distill_mask,
                 distill_weights=mb.distill_weights, teacher_hidden=mb.teacher_hidden, teacher_weight=mb.teacher_weight,
                 teacher_bias=mb.teacher_bias, distill_old_logps=mb.distill_old_logps, distill_tokens=mb.distill_tokens,
+                auto_off_policy=mb.auto_off_policy,
             ),
             self.loss_config,
         )  # fmt: skip
@@ -699,7 +739,7 @@ class SGPOTrainer(Trainer):
             "completion_length/auto", "completion_length/guided", "completions/truncated_frac",
             "distill/weight_mean", "distill/weighted_frac", "distill/selected_sequences", "distill/kl",
             "distill/masked_frac", "distill/loss", "distill/tokens", "rl/loss", "clip/low", "clip/high",
-            "clip/region", "kl_ref", "problems/without_strategy_frac", "tokens/generated",
+            "clip/region", "kl_ref", "problems/without_strategy_frac", "tokens/generated", "reward/strong_response",
         ]  # fmt: skip
         keys += [f"time/{k}_s" for k in ("generate_and_score", "generate", "weight_sync", "rewards", "old_logps", "reference", "teacher", "train_step")]
         keys += ["sampling/importance_sampling_ratio/mean", "sampling/sampling_logp_difference/mean"]

@@ -41,6 +41,7 @@ from sgpo.objectives.policy_loss import (
     k3_kl,
     k3_kl_grad,
     shaped_off_policy,
+    shaped_off_policy_grad,
 )
 from sgpo.objectives.proximal import cap_per_token, proximal_keep_mask
 from sgpo.objectives.weighting import INSTANCE_WEIGHTS, InstanceWeightEMA, ema_update, instance_weights
@@ -83,6 +84,7 @@ __all__ = [
     "sampled_logps",
     "sgpo_loss",
     "shaped_off_policy",
+    "shaped_off_policy_grad",
     "token_divergence",
     "token_weights",
 ]

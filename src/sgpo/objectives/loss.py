@@ -28,7 +28,14 @@ import torch
 
 from sgpo.objectives.aggregation import LOSS_TYPE_TO_AGG_MODE, GlobalCounts, token_weights
 from sgpo.objectives.divergence import DIVERGENCES
-from sgpo.objectives.policy_loss import clipped_surrogate, clipped_surrogate_grad, k3_kl, k3_kl_grad
+from sgpo.objectives.policy_loss import (
+    clipped_surrogate,
+    clipped_surrogate_grad,
+    k3_kl,
+    k3_kl_grad,
+    shaped_off_policy,
+    shaped_off_policy_grad,
+)
 from sgpo.objectives.proximal import cap_per_token, proximal_keep_mask
 
 Tensor = torch.Tensor
@@ -54,6 +61,7 @@ class LossConfig:
     distill_epsilon_low: float = 0.2
     distill_epsilon_high: float = 0.2
     distill_kl_cap: float | None = None
+    policy_shaping_gamma: float = 0.1
     head: str = "chunked"
     head_chunk_size: int | None = None
 
@@ -82,6 +90,7 @@ class LossInputs:
     old_logps: Tensor | None = None  # (Na, C) log π_old(y_t|x, y_<t); None: on-policy (π_old = π_θ, detached)
     ref_logps: Tensor | None = None  # (Na, C) log π_ref(y_t|x, y_<t), for beta > 0
     is_weights: Tensor | None = None  # (Na, C) sampler-mismatch importance weights (no grad); None: 1
+    auto_off_policy: Tensor | None = None  # (Na,) bool: rows that are a strong model's response (LUFFY), not a rollout
     # -- distillation term: guided completions ỹ ~ π_old(·|x ⊕ s), scored without the strategy
     distill_hidden: Tensor | None = None  # (Nd, C, H) student, with grad
     distill_ids: Tensor | None = None  # (Nd, C) long, ỹ_t
@@ -138,7 +147,9 @@ def _hint(cfg: LossConfig, fn):
 
 
 def rl_term(x: LossInputs, cfg: LossConfig) -> tuple[Tensor, dict[str, tuple[float, float]]]:
-    """L_RL of the micro-batch (its share of the step's aggregate) and its metrics."""
+    """L_RL of the micro-batch (its share of the step's aggregate) and its metrics. Rows marked
+    `auto_off_policy` (LUFFY's strong responses) take the shaped term −A·f(π_θ), f(p) = p/(p+γ),
+    unclipped, instead of the clipped surrogate (docs/algorithm.md, "Baselines")."""
     sampled_logps, _ = head_functions(cfg.head)
     mask = x.auto_mask.float()  # (Na, C)
     sel = mask.bool()
@@ -149,9 +160,13 @@ def rl_term(x: LossInputs, cfg: LossConfig) -> tuple[Tensor, dict[str, tuple[flo
     old_tok = None if x.old_logps is None else x.old_logps[sel]
     ref_tok = None if x.ref_logps is None else x.ref_logps[sel]
     adv_tok, agg_tok = adv[sel], (agg * is_w)[sel]
+    off = None if x.auto_off_policy is None or not x.auto_off_policy.any() else x.auto_off_policy.unsqueeze(1).expand_as(sel)
+    off_tok = None if off is None else off[sel]
 
     def grad_factor(rows, lp):  # ∂L_RL/∂log π_θ(y_t), chunk by chunk (lets the chunked head finish ∂W early)
         g = clipped_surrogate_grad(lp, lp if old_tok is None else old_tok[rows], adv_tok[rows], cfg.epsilon, cfg.epsilon_high, cfg.delta)
+        if off_tok is not None:
+            g = torch.where(off_tok[rows], shaped_off_policy_grad(lp, adv_tok[rows], cfg.policy_shaping_gamma), g)
         if ref_tok is not None:
             g = g + cfg.beta * k3_kl_grad(lp, ref_tok[rows])
         return g * agg_tok[rows]
@@ -165,7 +180,11 @@ def rl_term(x: LossInputs, cfg: LossConfig) -> tuple[Tensor, dict[str, tuple[flo
         logp = logp.masked_scatter(sel, tok.float())
     old = logp.detach() if x.old_logps is None else x.old_logps.float()
     pl = clipped_surrogate(logp, old, x.advantages.float(), cfg.epsilon, cfg.epsilon_high, cfg.delta)
-    per_token = pl.per_token_loss * is_w
+    per_token = pl.per_token_loss
+    if off is not None:
+        per_token = torch.where(off, shaped_off_policy(logp, x.advantages.float(), cfg.policy_shaping_gamma), per_token)
+        pl.low_clipped, pl.high_clipped = pl.low_clipped & ~off, pl.high_clipped & ~off  # nothing is clipped there
+    per_token = per_token * is_w
     n_tok = float(mask.sum())
     metrics: dict[str, tuple[float, float]] = {}
     if x.ref_logps is not None:

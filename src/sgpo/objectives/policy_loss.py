@@ -80,14 +80,23 @@ def clipped_surrogate_grad(
 
 def shaped_off_policy(logp: torch.Tensor, advantages: torch.Tensor, gamma: float = 0.1) -> torch.Tensor:
     """LUFFY's off-policy term with policy shaping, no clipping: ℓ = -A · f(p), f(p) = p / (p + γ)
-    (for the LUFFY baseline of the experiment harness; not part of SGPO's loss).
+    (the LUFFY baseline, `mix_strong_responses`; not part of SGPO's loss).
 
     logp: (N, T); advantages: (N,) or (N, T)  ->  (N, T)
     """
-    if advantages.dim() == 1:
+    if advantages.dim() == 1 and logp.dim() == 2:
         advantages = advantages.unsqueeze(1)
     p = torch.exp(logp)
     return -advantages * p / (p + gamma)
+
+
+def shaped_off_policy_grad(logp: torch.Tensor, advantages: torch.Tensor, gamma: float = 0.1) -> torch.Tensor:
+    """∂/∂logp of `shaped_off_policy` = −A · γ p / (p + γ)², written out (no grad). Same shape as logp."""
+    with torch.no_grad():
+        if advantages.dim() == 1 and logp.dim() == 2:
+            advantages = advantages.unsqueeze(1)
+        p = torch.exp(logp)
+        return -advantages * gamma * p / (p + gamma) ** 2
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
