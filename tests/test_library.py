@@ -333,13 +333,13 @@ def test_bad_problem_rows_are_reported_per_row(library, tmp_path):
 def test_world_library_retrieves_the_right_family(tmp_path):
     """Extraction outputs of the strategy world through the real extraction pipeline: one entry per family,
     and every held-out problem (same question paraphrases, new lists) retrieves its family's strategy."""
-    from sgpo.strategies.pipeline import extract_strategies
+    from sgpo.strategies.pipeline import ExtractionConfig, extract_strategies
     from sgpo.world import WorldExtractor, build_world, write_world
     from sgpo.world.generate import WorldSpec
 
     world = build_world(0, WorldSpec(per_family={"heldout": 5, "train": 8, "warmup": 0}))
     paths = write_world(tmp_path / "oracle", world)
-    extract_strategies(paths["train"], tmp_path / "train.jsonl", WorldExtractor(), concurrency=1, progress=False)
+    extract_strategies(paths["train"], tmp_path / "train.jsonl", WorldExtractor(), ExtractionConfig(concurrency=1), progress=False)
     lib, summary = StrategyLibrary.build([tmp_path / "train.jsonl"])
     assert summary.entries == 6 and summary.used == 48 and len(lib.problems) == 48
     heldout = [{k: r[k] for k in ("id", "family", "problem", "answer")} for r in world["heldout"]]

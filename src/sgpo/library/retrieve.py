@@ -231,6 +231,7 @@ def rerank(library: StrategyLibrary, targets: list[dict[str, Any]], candidates: 
     policy on the target problem) through `score_strategies`; sets each candidate's `score`.
     Returns the chosen candidate index of every target, the scores of the chosen one (None when not
     re-ranked) and the number of rollouts sampled."""
+    from sgpo.sampling import SamplingConfig
     from sgpo.strategies.scoring import ScoringConfig, score_strategies
 
     cols = config.columns
@@ -249,10 +250,12 @@ def rerank(library: StrategyLibrary, targets: list[dict[str, Any]], candidates: 
             output=Path(tmp) / "best.jsonl",
             model=rerank_config.model,
             tokenizer=rerank_config.tokenizer,
-            config=ScoringConfig(k=rerank_config.rollouts, max_candidates=config.k, max_new_tokens=rerank_config.max_new_tokens,
-                                 temperature=rerank_config.temperature, seed=rerank_config.seed, batch_size=rerank_config.batch_size),
-            prompt_format=rerank_config.prompt_format,
-            group_by="rerank_group",
+            config=ScoringConfig(
+                sampling=SamplingConfig(k=rerank_config.rollouts, temperature=rerank_config.temperature,
+                                        max_new_tokens=rerank_config.max_new_tokens, seed=rerank_config.seed),
+                max_candidates=config.k, batch_size=rerank_config.batch_size, prompt_format=rerank_config.prompt_format,
+                group_by="rerank_group",
+            ),
             cache=rerank_config.cache or Path(tmp) / "cache.sqlite",
             candidates_output=Path(tmp) / "all.jsonl",
             device=rerank_config.device,
