@@ -117,3 +117,8 @@ if __name__ == "__main__":
         ema_runs(sys.argv[1], int(sys.argv[2]), sys.argv[3])
     else:
         one_step(sys.argv[1], int(sys.argv[2]), sys.argv[3], scenario)
+    # as `sgpo train` does: destroy the gloo group before exit (left to the exit-time destructors it
+    # can abort a finished process)
+    from accelerate import PartialState
+
+    PartialState().destroy_process_group()

@@ -195,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         trainer.save_model(config.output_dir)
     except (DataError, PromptTooLongError, RewardFunctionError, OutputDirError) as exc:
         return error(COMMAND, str(exc), 1)
+    # tear the process group down before the interpreter exits: a gloo group left to the exit-time
+    # destructors can abort a process ("terminate called without an active exception") after a good run
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
     if trainer.is_world_process_zero():
         print(f"sgpo train: model and tokenizer saved to {config.output_dir} (metrics: {config.output_dir}/metrics.jsonl)")
     return 0
