@@ -33,12 +33,13 @@ import shutil
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Sampler
+from accelerate.utils import is_peft_model
 from transformers import AutoModelForCausalLM, PreTrainedModel, Trainer, TrainerCallback
 
 from sgpo.config import SGPOConfig
@@ -58,6 +59,7 @@ from sgpo.objectives import (
 from sgpo.prompts import PromptFormat, tokenize_prompts
 from sgpo.rewards import RewardFunc, resolve_reward_func, reward_func_name
 from sgpo.rollout import Generation, eos_ids, generate_completions
+from sgpo.sharding import full_lm_head, full_weights, model_sharding
 from sgpo.stages import (
     MicroBatch,
     Packed,
@@ -81,7 +83,7 @@ _INTERNAL = (_PROMPT_IDS, _GUIDED_IDS, _PROMPT_TEXT, _GUIDED_TEXT)
 STATE_FILE = "sgpo_state.json"
 BUFFER_FILE = "rollout_buffer_rank{rank}.pt"  # a checkpoint taken inside a generation period keeps its rollouts
 CONFIG_FILE = "config.yaml"
-RUN_ARTIFACTS = ("metrics.jsonl", "trainer_state.json", "model.safetensors")
+RUN_ARTIFACTS = ("metrics.jsonl", "trainer_state.json", "model.safetensors", "adapter_model.safetensors")
 
 
 class RewardFunctionError(RuntimeError):
@@ -243,10 +245,15 @@ class SGPOTrainer(Trainer):
 
         # -- the model
         if isinstance(model, str):
+            from sgpo.adapters import is_adapter_folder, load_merged
+
             init_kwargs = dict(args.model_init_kwargs or {})
             if isinstance(init_kwargs.get("dtype"), str) and init_kwargs["dtype"] != "auto":
                 init_kwargs["dtype"] = getattr(torch, init_kwargs["dtype"])
-            model = AutoModelForCausalLM.from_pretrained(model, **init_kwargs)
+            if is_adapter_folder(model):  # an adapter trained earlier: its base with the adapter merged in
+                model = load_merged(model, dtype=init_kwargs.get("dtype", "auto"))
+            else:
+                model = AutoModelForCausalLM.from_pretrained(model, **init_kwargs)
         for attr in ("final_logit_softcapping", "logit_scale"):
             if getattr(model.config, attr, None) not in (None, 1.0):
                 raise NotImplementedError(
@@ -256,8 +263,19 @@ class SGPOTrainer(Trainer):
             for module in model.modules():
                 if isinstance(module, torch.nn.Dropout):
                     module.p = 0.0
+        if args.use_peft:  # teacher and student are the same adapted model (sgpo.adapters)
+            from sgpo.adapters import apply_lora
+
+            if is_peft_model(model):
+                raise ValueError("use_peft: the model already carries a PEFT adapter; merge it first (sgpo merge) or pass use_peft=False")
+            zero3 = args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3
+            model = apply_lora(model, args, zero3=zero3)
+            if args.gradient_checkpointing:
+                model.enable_input_require_grads()
         ref_model = None
-        if args.beta > 0:  # a frozen copy of the initial policy (deep copy: keeps any custom head)
+        if args.beta > 0 and not is_peft_model(model):
+            # a frozen copy of the initial policy (deep copy: keeps any custom head); with an adapter,
+            # the base model with the adapter disabled is the initial policy (`_reference`)
             ref_model = copy.deepcopy(model).requires_grad_(False).eval()
 
         super().__init__(
@@ -269,6 +287,9 @@ class SGPOTrainer(Trainer):
             optimizers=optimizers,
         )
         self.model_accepts_loss_kwargs = False
+        if self.is_fsdp_enabled and self.accelerator.state.fsdp_plugin.fsdp_version != 2:
+            raise ValueError("FSDP1 is not supported: SGPO reads the LM head directly, which FSDP2 provides for "
+                             "(set fsdp_version: 2, e.g. configs/accelerate/fsdp2.yaml)")
         self.add_callback(MetricsJSONLCallback(Path(args.output_dir) / "metrics.jsonl"))
         self.add_callback(_StepSyncCallback(self))
 
@@ -285,7 +306,29 @@ class SGPOTrainer(Trainer):
         self._last_logged_step = 0
         self._maxes: dict[str, float] = {}
         self._vllm = None  # the vLLM generator (use_vllm), started at the first rollout
-        self.ref_model = None if ref_model is None else self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+        self._step_stack: ExitStack | None = None  # open during training_step (see compute_loss)
+        self.ref_model = None if ref_model is None else self._prepare_reference(ref_model)
+
+    def _prepare_reference(self, ref_model):
+        """The frozen reference model, sharded like the policy (TRL's helpers under DeepSpeed / FSDP)."""
+        if self.is_deepspeed_enabled:
+            from trl.models.utils import prepare_deepspeed
+
+            return prepare_deepspeed(ref_model, self.accelerator)
+        if self.is_fsdp_enabled:
+            from trl.models.utils import prepare_fsdp
+
+            return prepare_fsdp(ref_model, self.accelerator)
+        return self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+
+    @contextmanager
+    def _reference(self):
+        """The reference policy π_ref: the frozen copy, or the policy with its adapter disabled."""
+        if self.ref_model is not None:
+            yield self.ref_model
+        else:
+            with self.accelerator.unwrap_model(self.model).disable_adapter():
+                yield self.model
 
     # ------------------------------------------------------------------------------------ data
 
@@ -398,16 +441,24 @@ class SGPOTrainer(Trainer):
         last push (a stale engine would sample from an old policy while the loss scores the new one)."""
         from sgpo.vllm_engine import make_vllm_generator
 
+        sharded = model_sharding(model) != "none"
         if self._vllm is None:
-            self._vllm = make_vllm_generator(model, self.processing_class, self.args, self._eos)
-            if self.args.vllm_mode == "colocate":  # started from the current weights
+            # a sharded model starts the engine from its folder and pushes its whole weights at once
+            source = model.config._name_or_path if sharded else model
+            self._vllm = make_vllm_generator(source, self.processing_class, self.args, self._eos)
+            if self.args.vllm_mode == "colocate" and not sharded:  # started from the current weights
                 self._vllm.synced_version = self.state.global_step
+        version = self.state.global_step
         with self._timed("time/weight_sync_s"):
             if self.args.vllm_mode == "colocate":
-                self._vllm.sync_weights(model, version=self.state.global_step)
+                if self._vllm.synced_version != version:
+                    with full_weights(model):  # ZeRO-3: gathered on every process (GPU-only, untested here)
+                        self._vllm.sync_weights(model, version=version)
             else:  # one server: the main process pushes, the others wait for it
-                if self.accelerator.is_main_process:
-                    self._vllm.sync_weights(model, version=self.state.global_step)
+                if self._vllm.synced_version != version:
+                    with full_weights(model):
+                        if self.accelerator.is_main_process:
+                            self._vllm.sync_weights(model, version=version)
                 self.accelerator.wait_for_everyone()
         unique, counts = consecutive_runs(prompt_ids)
         return self._vllm.generate(unique, n=counts)
@@ -551,11 +602,11 @@ class SGPOTrainer(Trainer):
         # with another sampler (vLLM), π_old is always scored by the trainer: the RL term's ratio and
         # the importance weights of the sampler/trainer mismatch both need it (as in TRL)
         correct_sampler = args.use_vllm and args.vllm_importance_sampling_correction
-        head_w, head_b = self._lm_head(self.model)
         t_w = t_b = None
         if reuse and any(mb.teacher is not None for mb in micro):
-            t_w = head_w.detach().clone()
-            t_b = None if head_b is None else head_b.detach().clone()
+            with self._full_lm_head(self.model) as (head_w, head_b):
+                t_w = head_w.detach().clone()
+                t_b = None if head_b is None else head_b.detach().clone()
         fmb = args.forward_micro_batch_size
         for mb in micro:
             na = mb.n_auto
@@ -566,16 +617,15 @@ class SGPOTrainer(Trainer):
                 rows = mb.student if both else mb.student.rows(slice(0, na))
                 mask = torch.cat([mb.auto_mask, mb.distill_mask]) if both else mb.auto_mask
                 with self._timed("time/old_logps_s"):
-                    old = self._score_logps(self.model, rows, mask, head_w, head_b)
+                    old = self._score_logps(self.model, rows, mask)
                 mb.old_logps = old[:na]
                 if both:
                     mb.distill_old_logps = old[na:]
             if correct_sampler and mb.sampler_logps is not None:
                 self._importance_weights(mb)
-            if self.ref_model is not None:
-                ref_w, ref_b = self._lm_head(self.ref_model)
-                with self._timed("time/reference_s"):
-                    mb.ref_logps = self._score_logps(self.ref_model, mb.student.rows(slice(0, na)), mb.auto_mask, ref_w, ref_b)
+            if args.beta > 0:
+                with self._timed("time/reference_s"), self._reference() as ref:
+                    mb.ref_logps = self._score_logps(ref, mb.student.rows(slice(0, na)), mb.auto_mask)
             if mb.teacher is not None:
                 with self._timed("time/teacher_s"):
                     mb.teacher_hidden = no_grad_hidden(self.model, mb.teacher, fmb)
@@ -601,20 +651,27 @@ class SGPOTrainer(Trainer):
             self._add_extreme("sampling/sampling_logp_difference/max", st.logp_gap_max)
 
     @torch.no_grad()
-    def _score_logps(self, model, rows: Packed, mask: torch.Tensor, weight, bias) -> torch.Tensor:
+    def _score_logps(self, model, rows: Packed, mask: torch.Tensor) -> torch.Tensor:
         """No-grad log-probs of the completion tokens under `mask`. -> (R, C), 0 elsewhere"""
         h = no_grad_hidden(model, rows, self.args.forward_micro_batch_size)
         sel = mask.bool()
         out = torch.zeros(sel.shape, dtype=torch.float32, device=h.device)
-        if sel.any():
-            sampled_logps, _ = head_functions(self.loss_config.head)
-            kw = {"chunk_size": self.args.head_chunk_size} if self.loss_config.head == "chunked" else {}
-            out[sel] = sampled_logps(h[sel], weight, rows.completion_ids[sel], self.args.temperature, bias, **kw).float()
+        with self._full_lm_head(model) as (weight, bias):  # after the forward, and on every process alike
+            if sel.any():
+                sampled_logps, _ = head_functions(self.loss_config.head)
+                kw = {"chunk_size": self.args.head_chunk_size} if self.loss_config.head == "chunked" else {}
+                out[sel] = sampled_logps(h[sel], weight, rows.completion_ids[sel], self.args.temperature, bias, **kw).float()
         return out
 
     def _lm_head(self, model) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The LM head's weight and bias parameters as the model holds them (sharded under FSDP2 /
+        ZeRO-3: read them through `_full_lm_head`)."""
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
         return head.weight, getattr(head, "bias", None)
+
+    def _full_lm_head(self, model, with_grad: bool = False):
+        """Context: the whole LM head (weight, bias) of `model` under any engine (`sgpo.sharding`)."""
+        return full_lm_head(self.accelerator.unwrap_model(model), with_grad=with_grad)
 
     def _log_rollout(self, plan, rewards, stats, weights, sel, lengths, truncated) -> None:
         """Metrics of one generation batch (this process; the logger sums over processes)."""
@@ -642,7 +699,10 @@ class SGPOTrainer(Trainer):
         # generation happens in _prepare_inputs (inside super().training_step): time it separately
         t0 = time.perf_counter()
         gen_before = self._sums.get("time/generate_and_score_s", 0.0)
-        loss = super().training_step(model, inputs, num_items_in_batch)
+        # what compute_loss gathers for the loss (the LM head under ZeRO-3) stays gathered through the backward
+        with ExitStack() as self._step_stack:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        self._step_stack = None
         gen_time = self._sums.get("time/generate_and_score_s", 0.0) - gen_before
         self._add_metric("time/train_step_s", time.perf_counter() - t0 - gen_time, 0)
         return loss
@@ -652,7 +712,9 @@ class SGPOTrainer(Trainer):
             raise ValueError("SGPOTrainer does not return outputs")
         mb, na = inputs, inputs.n_auto
         hidden = completion_hidden(model, mb.student)  # (Na + Nd, C, H), one forward without the strategy
-        weight, bias = self._lm_head(model)
+        # the whole LM head, entered after the forward and held through the backward (sgpo.sharding)
+        stack = self._step_stack if self._step_stack is not None else ExitStack()
+        weight, bias = stack.enter_context(self._full_lm_head(model, with_grad=True))
         ids = mb.student.completion_ids
         out = sgpo_loss(
             LossInputs(
