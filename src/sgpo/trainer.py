@@ -29,6 +29,7 @@ import copy
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections import defaultdict
@@ -42,6 +43,7 @@ from torch.utils.data import DataLoader, Sampler
 from accelerate.utils import is_peft_model
 from transformers import AutoModelForCausalLM, PreTrainedModel, Trainer, TrainerCallback
 
+from sgpo.checkpoints import STAGING_DIR, last_complete_checkpoint
 from sgpo.config import SGPOConfig
 from sgpo.data import ColumnMap, DataError, count_missing_strategies, load_problems
 from sgpo.modeling import load_tokenizer
@@ -809,12 +811,32 @@ class SGPOTrainer(Trainer):
         # evaluation and selectivity prompt the model the way it was trained
         self.prompt_format.save(output_dir or self.args.output_dir)
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+    def _get_output_dir(self, trial) -> str:
+        # while a checkpoint is written (`_save_checkpoint`), Hugging Face writes into the staging folder
+        staging = getattr(self, "_staging_dir", None)
+        return str(staging) if staging is not None else super()._get_output_dir(trial)
 
-        folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        if self.args.should_save and folder.is_dir():
+    def _save_checkpoint(self, model, trial):
+        """Hugging Face's checkpoint (model, optimizer, scheduler, RNG states, trainer state with the
+        data position) plus the instance-weight EMA and the rollout buffer, written whole into
+        `STAGING_DIR/checkpoint-N` and then renamed to `checkpoint-N`: a run killed while saving
+        leaves the previous checkpoints as they were, and every `checkpoint-N` is complete."""
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+        run_dir = Path(self._get_output_dir(trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging = run_dir / STAGING_DIR
+        if self.args.should_save and (staging / name).exists():  # left by a run killed while saving
+            shutil.rmtree(staging / name)
+        self.accelerator.wait_for_everyone()
+        limit, self.args.save_total_limit = self.args.save_total_limit, None  # rotated below, once renamed
+        self._staging_dir = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_dir, self.args.save_total_limit = None, limit
+        folder = staging / name
+        if self.args.should_save:
             (folder / STATE_FILE).write_text(json.dumps({"instance_weight_ema": self._ema.state_dict()}))
         period = self.args.steps_per_generation * self.args.num_iterations
         if self._buffer is not None and self._step % period:
@@ -824,15 +846,22 @@ class SGPOTrainer(Trainer):
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / BUFFER_FILE.format(rank=self.accelerator.process_index)
             torch.save([mb.to("cpu") for mb in self._buffer], path)
+        self.accelerator.wait_for_everyone()  # every process has written its part
+        if self.args.should_save:
+            target = run_dir / name
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(folder, target)
+            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+        self.accelerator.wait_for_everyone()
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
         path = None
         if resume_from_checkpoint:
-            from transformers.trainer_utils import get_last_checkpoint
-
             path = resume_from_checkpoint
             if path is True:
-                path = get_last_checkpoint(self.args.output_dir)
+                path = last_complete_checkpoint(self.args.output_dir)
                 if path is None:
                     raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint")
             state_file = Path(path) / STATE_FILE
@@ -857,7 +886,7 @@ class SGPOTrainer(Trainer):
         metrics = out / "metrics.jsonl"
         previous = []
         if resume_path is None:  # every process looks (the same folder), so every process raises alike
-            previous = sorted(p.name for p in out.glob("checkpoint-*")) + [n for n in RUN_ARTIFACTS if (out / n).exists()]
+            previous = sorted(p.name for p in out.glob("checkpoint-*")) + [n for n in (*RUN_ARTIFACTS, STAGING_DIR) if (out / n).exists()]
             if previous and not args.overwrite_output_dir:
                 raise OutputDirError(
                     f"output_dir {out} already holds a run ({', '.join(previous[:3])}{', …' if len(previous) > 3 else ''}): "

@@ -142,19 +142,22 @@ def check_recipe(parser: argparse.ArgumentParser, argv: list[str]) -> None:
 
 
 def resolve_resume(value, output_dir: str) -> str | None:
-    """`--resume_from_checkpoint`: true / last → the last `checkpoint-*` folder of `output_dir`;
+    """`--resume_from_checkpoint`: true / last → the last complete `checkpoint-*` folder of `output_dir`
+    (`sgpo.checkpoints`);
     false / none / unset → None; anything else must be a checkpoint folder. Raises `RecipeError`."""
     if value is None or value is False or str(value).strip().lower() in ("false", "none", "no", ""):
         return None
     if value is True or str(value).strip().lower() in ("true", "last", "yes"):
-        from transformers.trainer_utils import get_last_checkpoint
+        from sgpo.checkpoints import last_complete_checkpoint
 
-        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        last = last_complete_checkpoint(output_dir)
         if last is None:
-            raise RecipeError(f"--resume_from_checkpoint {value}: no checkpoint-* folder in {output_dir} to resume from")
+            raise RecipeError(f"--resume_from_checkpoint {value}: no complete checkpoint-* folder in {output_dir} to resume from")
         return last
     if not Path(str(value)).is_dir():
         raise RecipeError(f"--resume_from_checkpoint {value}: no such checkpoint folder (or give true / last)")
+    if not (Path(str(value)) / "trainer_state.json").is_file():
+        raise RecipeError(f"--resume_from_checkpoint {value}: an incomplete checkpoint (no trainer_state.json)")
     return str(value)
 
 
