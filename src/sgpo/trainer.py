@@ -912,19 +912,8 @@ class SGPOTrainer(Trainer):
 
     def batch_summary(self) -> str:
         """Problems and completions per optimizer step, per process and over all processes, and the
-        number of optimizer steps the run will take."""
-        a, n = self.args, self.accelerator.num_processes
-        per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps
-        completions = a.num_generations + a.num_guided_generations
-        steps_per_batch = a.steps_per_generation // a.gradient_accumulation_steps * a.num_iterations
-        if a.max_steps > 0:
-            total = a.max_steps
-        else:
-            batches = len(self.train_dataset) // (a.per_device_train_batch_size * a.steps_per_generation * n)
-            total = math.ceil(a.num_train_epochs * batches * steps_per_batch)
-        return (
-            f"effective batch: {per_step} problems per optimizer step per process ({per_step * n} over {n} "
-            f"process{'es' if n > 1 else ''}), each with {a.num_generations} autonomous + {a.num_guided_generations} "
-            f"guided completions (at most {per_step * completions} completions per process, {per_step * completions * n} "
-            f"in all); one generation batch serves {steps_per_batch} optimizer step(s); {total} optimizer steps"
-        )
+        number of optimizer steps the run will take (`sgpo.planning.batch_plan`)."""
+        from sgpo.planning import batch_plan
+
+        plan = batch_plan(self.args, self.accelerator.num_processes, len(self.train_dataset))
+        return plan.describe(self.args.num_generations, self.args.num_guided_generations)
