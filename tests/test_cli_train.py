@@ -155,7 +155,7 @@ def test_model_and_checkpoint_mistakes_are_one_line(tmp_path, capsys):
     capsys.readouterr()
     # true means the last checkpoint of output_dir, and there is none
     assert main([*base, "--model_name_or_path", str(assets / "model"), "--resume_from_checkpoint", "true"]) == 2
-    assert capsys.readouterr().err == (f"sgpo train: error: --resume_from_checkpoint true: no checkpoint-* folder in "
+    assert capsys.readouterr().err == (f"sgpo train: error: --resume_from_checkpoint true: no complete checkpoint-* folder in "
                           f"{tmp_path / 'out'} to resume from\n")
 
 

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("sgpo.commands.eval", "evaluate a model on math benchmarks (avg@k, pass@k)"),
     "report": ("sgpo.commands.report", "render an HTML report of a training run"),
     "selectivity": ("sgpo.commands.selectivity", "per-token KL(teacher||student) view of guided trajectories"),
+    "merge": ("sgpo.commands.merge", "merge a LoRA adapter (use_peft run) into its base model"),
 }
 
 

@@ -46,6 +46,28 @@ class SGPOConfig(TrainingArguments):
     )
     disable_dropout: bool = field(default=False, metadata={"help": "Set every dropout probability of the policy to 0."})
 
+    # ------------------------------------------------------------------ LoRA (PEFT): TRL's ModelConfig names and defaults
+    use_peft: bool = field(
+        default=False,
+        metadata={"help": "Train a LoRA adapter (PEFT) instead of every weight; teacher and student are the same adapted model, the saved output is the adapter (merge it with `sgpo merge`)."},
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (the adapter is scaled by lora_alpha / lora_r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Modules to adapt (names, or `all-linear`); None = PEFT's default for the architecture. The LM head cannot be one."},
+    )
+    lora_target_parameters: list[str] | None = field(
+        default=None, metadata={"help": "Parameters to adapt directly (PEFT target_parameters, e.g. MoE experts)."}
+    )
+    lora_modules_to_save: list[str] | None = field(
+        default=None, metadata={"help": "Modules trained in full and saved with the adapter (e.g. embed_tokens)."}
+    )
+    lora_task_type: str = field(default="CAUSAL_LM", metadata={"help": "PEFT task type."})
+    use_rslora: bool = field(default=False, metadata={"help": "Rank-stabilised LoRA: scale by lora_alpha / sqrt(lora_r)."})
+    use_dora: bool = field(default=False, metadata={"help": "Weight-decomposed LoRA (DoRA)."})
+
     # ------------------------------------------------------------------ data and prompts
     problem_column: str = field(default="problem", metadata={"help": "Data set column holding the problem text."})
     answer_column: str = field(default="answer", metadata={"help": "Data set column holding the gold answer."})
@@ -247,6 +269,8 @@ class SGPOConfig(TrainingArguments):
             self.distill_epsilon_high = self.epsilon_high
         if self.steps_per_generation is None:
             self.steps_per_generation = self.gradient_accumulation_steps
+        if isinstance(self.lora_target_modules, list) and len(self.lora_target_modules) == 1:
+            self.lora_target_modules = self.lora_target_modules[0]  # ["all-linear"] -> "all-linear", as TRL's ModelConfig
         self.validate()
 
     def validate(self) -> None:
@@ -296,6 +320,13 @@ class SGPOConfig(TrainingArguments):
             bad("head_implementation", f"must be chunked or plain, got {self.head_implementation!r}")
         if self.head_chunk_size is not None and self.head_chunk_size < 1:
             bad("head_chunk_size", f"must be ≥ 1, got {self.head_chunk_size}")
+        if self.use_peft:
+            if self.lora_r < 1:
+                bad("lora_r", f"must be ≥ 1, got {self.lora_r}")
+            if not 0.0 <= self.lora_dropout < 1.0:
+                bad("lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+            if self.use_vllm:
+                bad("use_peft", "with use_vllm is not supported yet (the engine would need the merged weights at every push): train LoRA with Hugging Face generate")
         self._validate_vllm(bad)
 
     def _validate_vllm(self, bad) -> None:

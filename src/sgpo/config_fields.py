@@ -30,6 +30,9 @@ FIELD_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("prompts", "the autonomous and the guided prompt",
      ("prompt_template", "guided_prompt_template", "system_prompt", "use_chat_template")),
     ("model loading", "", ("model_init_kwargs", "disable_dropout")),
+    ("LoRA (PEFT)", "train an adapter instead of every weight (TRL's ModelConfig names and defaults)",
+     ("use_peft", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_target_parameters",
+      "lora_modules_to_save", "lora_task_type", "use_rslora", "use_dora")),
 )
 
 #: the inherited `TrainingArguments` a run usually sets, listed before the other inherited ones

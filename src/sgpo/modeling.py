@@ -39,13 +39,23 @@ def model_source_error(name: str, hub_timeout: float = 10.0) -> str | None:
     """Why `name` cannot be loaded as a model, in one line; None when it can (as far as can be told
     without loading it). Cheap: run it before anything slow.
 
-    A local folder must hold `config.json`; a path that does not exist is reported as such. A hub id
+    A local folder must hold `config.json`, or be a LoRA adapter (`adapter_config.json`) whose base
+    model can be loaded; a path that does not exist is reported as such. A hub id
     is fine when the Hugging Face cache has it; otherwise, with `HF_HUB_OFFLINE` set it is an error
     at once, and without it the hub is asked about it once (`hub_timeout` seconds at most), so that
     a machine without network fails in a second instead of after a minute of retries.
     """
     path = Path(name).expanduser()
     if path.exists():
+        if path.is_dir() and (path / "adapter_config.json").is_file():  # a LoRA adapter: its base must load
+            from sgpo.adapters import AdapterError, adapter_base
+
+            try:
+                base = adapter_base(path)
+            except AdapterError as exc:
+                return str(exc)
+            problem = model_source_error(base, hub_timeout)
+            return None if problem is None else f"{name}: the adapter's base model: {problem}"
         if path.is_dir() and not (path / "config.json").is_file():
             return f"{name}: a folder without config.json, not a saved model (save_pretrained writes one)"
         return None

@@ -29,18 +29,21 @@ import copy
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Sampler
+from accelerate.utils import is_peft_model
 from transformers import AutoModelForCausalLM, PreTrainedModel, Trainer, TrainerCallback
 
+from sgpo.checkpoints import STAGING_DIR, last_complete_checkpoint
 from sgpo.config import SGPOConfig
 from sgpo.data import ColumnMap, DataError, count_missing_strategies, load_problems
 from sgpo.modeling import load_tokenizer
@@ -58,6 +61,7 @@ from sgpo.objectives import (
 from sgpo.prompts import PromptFormat, tokenize_prompts
 from sgpo.rewards import RewardFunc, resolve_reward_func, reward_func_name
 from sgpo.rollout import Generation, eos_ids, generate_completions
+from sgpo.sharding import full_lm_head, full_weights, model_sharding
 from sgpo.stages import (
     MicroBatch,
     Packed,
@@ -84,7 +88,7 @@ _INTERNAL = (_PROMPT_IDS, _GUIDED_IDS, _PROMPT_TEXT, _GUIDED_TEXT, _RESPONSE_IDS
 STATE_FILE = "sgpo_state.json"
 BUFFER_FILE = "rollout_buffer_rank{rank}.pt"  # a checkpoint taken inside a generation period keeps its rollouts
 CONFIG_FILE = "config.yaml"
-RUN_ARTIFACTS = ("metrics.jsonl", "trainer_state.json", "model.safetensors")
+RUN_ARTIFACTS = ("metrics.jsonl", "trainer_state.json", "model.safetensors", "adapter_model.safetensors")
 
 
 class RewardFunctionError(RuntimeError):
@@ -246,10 +250,15 @@ class SGPOTrainer(Trainer):
 
         # -- the model
         if isinstance(model, str):
+            from sgpo.adapters import is_adapter_folder, load_merged
+
             init_kwargs = dict(args.model_init_kwargs or {})
             if isinstance(init_kwargs.get("dtype"), str) and init_kwargs["dtype"] != "auto":
                 init_kwargs["dtype"] = getattr(torch, init_kwargs["dtype"])
-            model = AutoModelForCausalLM.from_pretrained(model, **init_kwargs)
+            if is_adapter_folder(model):  # an adapter trained earlier: its base with the adapter merged in
+                model = load_merged(model, dtype=init_kwargs.get("dtype", "auto"))
+            else:
+                model = AutoModelForCausalLM.from_pretrained(model, **init_kwargs)
         for attr in ("final_logit_softcapping", "logit_scale"):
             if getattr(model.config, attr, None) not in (None, 1.0):
                 raise NotImplementedError(
@@ -259,8 +268,19 @@ class SGPOTrainer(Trainer):
             for module in model.modules():
                 if isinstance(module, torch.nn.Dropout):
                     module.p = 0.0
+        if args.use_peft:  # teacher and student are the same adapted model (sgpo.adapters)
+            from sgpo.adapters import apply_lora
+
+            if is_peft_model(model):
+                raise ValueError("use_peft: the model already carries a PEFT adapter; merge it first (sgpo merge) or pass use_peft=False")
+            zero3 = args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3
+            model = apply_lora(model, args, zero3=zero3)
+            if args.gradient_checkpointing:
+                model.enable_input_require_grads()
         ref_model = None
-        if args.beta > 0:  # a frozen copy of the initial policy (deep copy: keeps any custom head)
+        if args.beta > 0 and not is_peft_model(model):
+            # a frozen copy of the initial policy (deep copy: keeps any custom head); with an adapter,
+            # the base model with the adapter disabled is the initial policy (`_reference`)
             ref_model = copy.deepcopy(model).requires_grad_(False).eval()
 
         super().__init__(
@@ -272,6 +292,9 @@ class SGPOTrainer(Trainer):
             optimizers=optimizers,
         )
         self.model_accepts_loss_kwargs = False
+        if self.is_fsdp_enabled and self.accelerator.state.fsdp_plugin.fsdp_version != 2:
+            raise ValueError("FSDP1 is not supported: SGPO reads the LM head directly, which FSDP2 provides for "
+                             "(set fsdp_version: 2, e.g. configs/accelerate/fsdp2.yaml)")
         self.add_callback(MetricsJSONLCallback(Path(args.output_dir) / "metrics.jsonl"))
         self.add_callback(_StepSyncCallback(self))
 
@@ -291,7 +314,29 @@ class SGPOTrainer(Trainer):
         self._last_logged_step = 0
         self._maxes: dict[str, float] = {}
         self._vllm = None  # the vLLM generator (use_vllm), started at the first rollout
-        self.ref_model = None if ref_model is None else self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+        self._step_stack: ExitStack | None = None  # open during training_step (see compute_loss)
+        self.ref_model = None if ref_model is None else self._prepare_reference(ref_model)
+
+    def _prepare_reference(self, ref_model):
+        """The frozen reference model, sharded like the policy (TRL's helpers under DeepSpeed / FSDP)."""
+        if self.is_deepspeed_enabled:
+            from trl.models.utils import prepare_deepspeed
+
+            return prepare_deepspeed(ref_model, self.accelerator)
+        if self.is_fsdp_enabled:
+            from trl.models.utils import prepare_fsdp
+
+            return prepare_fsdp(ref_model, self.accelerator)
+        return self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+
+    @contextmanager
+    def _reference(self):
+        """The reference policy π_ref: the frozen copy, or the policy with its adapter disabled."""
+        if self.ref_model is not None:
+            yield self.ref_model
+        else:
+            with self.accelerator.unwrap_model(self.model).disable_adapter():
+                yield self.model
 
     # ------------------------------------------------------------------------------------ data
 
@@ -432,16 +477,24 @@ class SGPOTrainer(Trainer):
         last push (a stale engine would sample from an old policy while the loss scores the new one)."""
         from sgpo.vllm_engine import make_vllm_generator
 
+        sharded = model_sharding(model) != "none"
         if self._vllm is None:
-            self._vllm = make_vllm_generator(model, self.processing_class, self.args, self._eos)
-            if self.args.vllm_mode == "colocate":  # started from the current weights
+            # a sharded model starts the engine from its folder and pushes its whole weights at once
+            source = model.config._name_or_path if sharded else model
+            self._vllm = make_vllm_generator(source, self.processing_class, self.args, self._eos)
+            if self.args.vllm_mode == "colocate" and not sharded:  # started from the current weights
                 self._vllm.synced_version = self.state.global_step
+        version = self.state.global_step
         with self._timed("time/weight_sync_s"):
             if self.args.vllm_mode == "colocate":
-                self._vllm.sync_weights(model, version=self.state.global_step)
+                if self._vllm.synced_version != version:
+                    with full_weights(model):  # ZeRO-3: gathered on every process (GPU-only, untested here)
+                        self._vllm.sync_weights(model, version=version)
             else:  # one server: the main process pushes, the others wait for it
-                if self.accelerator.is_main_process:
-                    self._vllm.sync_weights(model, version=self.state.global_step)
+                if self._vllm.synced_version != version:
+                    with full_weights(model):
+                        if self.accelerator.is_main_process:
+                            self._vllm.sync_weights(model, version=version)
                 self.accelerator.wait_for_everyone()
         unique, counts = consecutive_runs(prompt_ids)
         return self._vllm.generate(unique, n=counts)
@@ -594,11 +647,11 @@ class SGPOTrainer(Trainer):
         # with another sampler (vLLM), π_old is always scored by the trainer: the RL term's ratio and
         # the importance weights of the sampler/trainer mismatch both need it (as in TRL)
         correct_sampler = args.use_vllm and args.vllm_importance_sampling_correction
-        head_w, head_b = self._lm_head(self.model)
         t_w = t_b = None
         if reuse and any(mb.teacher is not None for mb in micro):
-            t_w = head_w.detach().clone()
-            t_b = None if head_b is None else head_b.detach().clone()
+            with self._full_lm_head(self.model) as (head_w, head_b):
+                t_w = head_w.detach().clone()
+                t_b = None if head_b is None else head_b.detach().clone()
         fmb = args.forward_micro_batch_size
         for mb in micro:
             na = mb.n_auto
@@ -609,16 +662,15 @@ class SGPOTrainer(Trainer):
                 rows = mb.student if both else mb.student.rows(slice(0, na))
                 mask = torch.cat([mb.auto_mask, mb.distill_mask]) if both else mb.auto_mask
                 with self._timed("time/old_logps_s"):
-                    old = self._score_logps(self.model, rows, mask, head_w, head_b)
+                    old = self._score_logps(self.model, rows, mask)
                 mb.old_logps = old[:na]
                 if both:
                     mb.distill_old_logps = old[na:]
             if correct_sampler and mb.sampler_logps is not None:
                 self._importance_weights(mb)
-            if self.ref_model is not None:
-                ref_w, ref_b = self._lm_head(self.ref_model)
-                with self._timed("time/reference_s"):
-                    mb.ref_logps = self._score_logps(self.ref_model, mb.student.rows(slice(0, na)), mb.auto_mask, ref_w, ref_b)
+            if args.beta > 0:
+                with self._timed("time/reference_s"), self._reference() as ref:
+                    mb.ref_logps = self._score_logps(ref, mb.student.rows(slice(0, na)), mb.auto_mask)
             if mb.teacher is not None:
                 with self._timed("time/teacher_s"):
                     mb.teacher_hidden = no_grad_hidden(self.model, mb.teacher, fmb)
@@ -644,20 +696,27 @@ class SGPOTrainer(Trainer):
             self._add_extreme("sampling/sampling_logp_difference/max", st.logp_gap_max)
 
     @torch.no_grad()
-    def _score_logps(self, model, rows: Packed, mask: torch.Tensor, weight, bias) -> torch.Tensor:
+    def _score_logps(self, model, rows: Packed, mask: torch.Tensor) -> torch.Tensor:
         """No-grad log-probs of the completion tokens under `mask`. -> (R, C), 0 elsewhere"""
         h = no_grad_hidden(model, rows, self.args.forward_micro_batch_size)
         sel = mask.bool()
         out = torch.zeros(sel.shape, dtype=torch.float32, device=h.device)
-        if sel.any():
-            sampled_logps, _ = head_functions(self.loss_config.head)
-            kw = {"chunk_size": self.args.head_chunk_size} if self.loss_config.head == "chunked" else {}
-            out[sel] = sampled_logps(h[sel], weight, rows.completion_ids[sel], self.args.temperature, bias, **kw).float()
+        with self._full_lm_head(model) as (weight, bias):  # after the forward, and on every process alike
+            if sel.any():
+                sampled_logps, _ = head_functions(self.loss_config.head)
+                kw = {"chunk_size": self.args.head_chunk_size} if self.loss_config.head == "chunked" else {}
+                out[sel] = sampled_logps(h[sel], weight, rows.completion_ids[sel], self.args.temperature, bias, **kw).float()
         return out
 
     def _lm_head(self, model) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The LM head's weight and bias parameters as the model holds them (sharded under FSDP2 /
+        ZeRO-3: read them through `_full_lm_head`)."""
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
         return head.weight, getattr(head, "bias", None)
+
+    def _full_lm_head(self, model, with_grad: bool = False):
+        """Context: the whole LM head (weight, bias) of `model` under any engine (`sgpo.sharding`)."""
+        return full_lm_head(self.accelerator.unwrap_model(model), with_grad=with_grad)
 
     def _source_index(self, problems: list[dict]) -> torch.Tensor | None:
         """(B,) index of each problem's `strategy_source` in `self.strategy_sources` (-1: none)."""
@@ -698,7 +757,10 @@ class SGPOTrainer(Trainer):
         # generation happens in _prepare_inputs (inside super().training_step): time it separately
         t0 = time.perf_counter()
         gen_before = self._sums.get("time/generate_and_score_s", 0.0)
-        loss = super().training_step(model, inputs, num_items_in_batch)
+        # what compute_loss gathers for the loss (the LM head under ZeRO-3) stays gathered through the backward
+        with ExitStack() as self._step_stack:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        self._step_stack = None
         gen_time = self._sums.get("time/generate_and_score_s", 0.0) - gen_before
         self._add_metric("time/train_step_s", time.perf_counter() - t0 - gen_time, 0)
         return loss
@@ -708,7 +770,9 @@ class SGPOTrainer(Trainer):
             raise ValueError("SGPOTrainer does not return outputs")
         mb, na = inputs, inputs.n_auto
         hidden = completion_hidden(model, mb.student)  # (Na + Nd, C, H), one forward without the strategy
-        weight, bias = self._lm_head(model)
+        # the whole LM head, entered after the forward and held through the backward (sgpo.sharding)
+        stack = self._step_stack if self._step_stack is not None else ExitStack()
+        weight, bias = stack.enter_context(self._full_lm_head(model, with_grad=True))
         ids = mb.student.completion_ids
         out = sgpo_loss(
             LossInputs(
@@ -811,12 +875,32 @@ class SGPOTrainer(Trainer):
         # evaluation and selectivity prompt the model the way it was trained
         self.prompt_format.save(output_dir or self.args.output_dir)
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+    def _get_output_dir(self, trial) -> str:
+        # while a checkpoint is written (`_save_checkpoint`), Hugging Face writes into the staging folder
+        staging = getattr(self, "_staging_dir", None)
+        return str(staging) if staging is not None else super()._get_output_dir(trial)
 
-        folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        if self.args.should_save and folder.is_dir():
+    def _save_checkpoint(self, model, trial):
+        """Hugging Face's checkpoint (model, optimizer, scheduler, RNG states, trainer state with the
+        data position) plus the instance-weight EMA and the rollout buffer, written whole into
+        `STAGING_DIR/checkpoint-N` and then renamed to `checkpoint-N`: a run killed while saving
+        leaves the previous checkpoints as they were, and every `checkpoint-N` is complete."""
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+        run_dir = Path(self._get_output_dir(trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging = run_dir / STAGING_DIR
+        if self.args.should_save and (staging / name).exists():  # left by a run killed while saving
+            shutil.rmtree(staging / name)
+        self.accelerator.wait_for_everyone()
+        limit, self.args.save_total_limit = self.args.save_total_limit, None  # rotated below, once renamed
+        self._staging_dir = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_dir, self.args.save_total_limit = None, limit
+        folder = staging / name
+        if self.args.should_save:
             (folder / STATE_FILE).write_text(json.dumps({"instance_weight_ema": self._ema.state_dict()}))
         period = self.args.steps_per_generation * self.args.num_iterations
         if self._buffer is not None and self._step % period:
@@ -826,15 +910,22 @@ class SGPOTrainer(Trainer):
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / BUFFER_FILE.format(rank=self.accelerator.process_index)
             torch.save([mb.to("cpu") for mb in self._buffer], path)
+        self.accelerator.wait_for_everyone()  # every process has written its part
+        if self.args.should_save:
+            target = run_dir / name
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(folder, target)
+            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+        self.accelerator.wait_for_everyone()
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
         path = None
         if resume_from_checkpoint:
-            from transformers.trainer_utils import get_last_checkpoint
-
             path = resume_from_checkpoint
             if path is True:
-                path = get_last_checkpoint(self.args.output_dir)
+                path = last_complete_checkpoint(self.args.output_dir)
                 if path is None:
                     raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint")
             state_file = Path(path) / STATE_FILE
@@ -859,7 +950,7 @@ class SGPOTrainer(Trainer):
         metrics = out / "metrics.jsonl"
         previous = []
         if resume_path is None:  # every process looks (the same folder), so every process raises alike
-            previous = sorted(p.name for p in out.glob("checkpoint-*")) + [n for n in RUN_ARTIFACTS if (out / n).exists()]
+            previous = sorted(p.name for p in out.glob("checkpoint-*")) + [n for n in (*RUN_ARTIFACTS, STAGING_DIR) if (out / n).exists()]
             if previous and not args.overwrite_output_dir:
                 raise OutputDirError(
                     f"output_dir {out} already holds a run ({', '.join(previous[:3])}{', …' if len(previous) > 3 else ''}): "
@@ -885,19 +976,8 @@ class SGPOTrainer(Trainer):
 
     def batch_summary(self) -> str:
         """Problems and completions per optimizer step, per process and over all processes, and the
-        number of optimizer steps the run will take."""
-        a, n = self.args, self.accelerator.num_processes
-        per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps
-        completions = a.num_generations + a.num_guided_generations
-        steps_per_batch = a.steps_per_generation // a.gradient_accumulation_steps * a.num_iterations
-        if a.max_steps > 0:
-            total = a.max_steps
-        else:
-            batches = len(self.train_dataset) // (a.per_device_train_batch_size * a.steps_per_generation * n)
-            total = math.ceil(a.num_train_epochs * batches * steps_per_batch)
-        return (
-            f"effective batch: {per_step} problems per optimizer step per process ({per_step * n} over {n} "
-            f"process{'es' if n > 1 else ''}), each with {a.num_generations} autonomous + {a.num_guided_generations} "
-            f"guided completions (at most {per_step * completions} completions per process, {per_step * completions * n} "
-            f"in all); one generation batch serves {steps_per_batch} optimizer step(s); {total} optimizer steps"
-        )
+        number of optimizer steps the run will take (`sgpo.planning.batch_plan`)."""
+        from sgpo.planning import batch_plan
+
+        plan = batch_plan(self.args, self.accelerator.num_processes, len(self.train_dataset))
+        return plan.describe(self.args.num_generations, self.args.num_guided_generations)

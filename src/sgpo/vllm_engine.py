@@ -195,7 +195,9 @@ def hf_weights(model) -> list[tuple[str, torch.Tensor]]:
         name = next((f"{n}.weight" for n, m in model.named_modules() if m is head), None)
         if name is not None and name not in weights:
             weights[name] = head.weight
-    return [(k, v.detach()) for k, v in weights.items()]
+    from sgpo.sharding import to_full
+
+    return [(k, to_full(v.detach())) for k, v in weights.items()]  # FSDP2: whole tensors (every process calls this)
 
 
 class _WeightVersion:

@@ -1,5 +1,6 @@
-"""SGPO with fixed rollouts, run directly (one process) or with `accelerate launch` (2 gloo processes):
-every loss normaliser and the instance-weight EMA are global, so both runs must agree.
+"""SGPO with fixed rollouts, run directly (one process) or with `accelerate launch` (2 gloo processes,
+DDP, FSDP2 or DeepSpeed ZeRO-2/3): every loss normaliser and the instance-weight EMA are global, so
+both runs must agree.
 
 usage: one_step_update.py OUT_FILE PER_DEVICE_BATCH_SIZE LOSS_TYPE [SCENARIO]
 
@@ -11,9 +12,23 @@ Scenarios:
   ema      four steps with a shuffled order and instance_weight_ema = 0.5, checkpoints every 2 steps,
            then a second trainer resumes from checkpoint-2 and trains to step 4; every process saves
            its EMA state after each run to OUT_FILE.straight.rank{R}.json / OUT_FILE.resumed.rank{R}.json
+  sharded  two SGD steps on one generation batch (num_iterations 2: old log-probs and the
+           teacher's LM-head snapshot are taken) with a reference model (beta > 0); the main process
+           saves the whole update, gathered from FSDP2 / ZeRO-3 shards (tests/test_sharded.py)
+  reuse    the same without the reference model (beta 0)
+  reuse_root  (FSDP2 only) "reuse" with the model sharded here before the trainer sees it: each layer,
+           then the root with reshard_after_forward=True, so that the LM head is sharded again after
+           every forward and the trainer must unshard it for the loss (`sgpo.sharding.full_lm_head`)
+
+Under `accelerate launch --config_file configs/accelerate/{fsdp2,zero2,zero3}.yaml` the engine comes
+from accelerate's environment. accelerate turns FSDP on only for accelerator devices, although
+FSDP2 itself runs on CPU with gloo: on a machine without one, `allow_fsdp_on_cpu` lifts that gate
+(the one thing replaced here for want of a GPU). DeepSpeed runs on its CPU accelerator
+(DS_ACCELERATOR=cpu) with the gloo backend.
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,10 +38,51 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (conftest
 
 from conftest import FixedRolloutTrainer, even_answer_reward  # noqa: E402
 from sgpo.config import SGPOConfig  # noqa: E402
+from sgpo.sharding import sharding_of, to_full  # noqa: E402
 from sgpo.rollout import Generation, pad  # noqa: E402
 from sgpo.testing import build_tiny_model, build_tiny_tokenizer, tiny_arithmetic_rows  # noqa: E402
 
 TRUNCATED_IDS = ("add-0", "add-1")
+DEEPSPEED = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+FSDP = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def allow_fsdp_on_cpu() -> None:
+    """accelerate enables FSDP for GPU-like devices only (a MULTI_CPU state ignores the FSDP plugin);
+    make every MULTI_CPU state of this FSDP-launched process an FSDP one, with the plugin accelerate
+    built from its environment. Everything else is accelerate's and torch's."""
+    import accelerate.state as state
+    from accelerate.utils import DistributedType
+
+    init, plugins = state.AcceleratorState.__init__, []
+
+    def patched(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        if kwargs.get("fsdp_plugin") is not None:
+            plugins.append(kwargs["fsdp_plugin"])
+        if plugins and self.distributed_type == DistributedType.MULTI_CPU:
+            self.distributed_type, self.fsdp_plugin = DistributedType.FSDP, plugins[0]
+
+    state.AcceleratorState.__init__ = patched
+
+
+if FSDP and not torch.cuda.is_available():
+    allow_fsdp_on_cpu()
+
+
+def full_parameters(trainer) -> dict[str, torch.Tensor]:
+    """Every parameter whole (gathered from FSDP2 / ZeRO-3 shards; every process must call this)."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    out = {}
+    for name, p in model.named_parameters():
+        if sharding_of(p) == "zero3":
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters([p]):
+                out[name] = p.detach().clone()
+        else:
+            out[name] = to_full(p).detach().clone()
+    return out
 
 
 def id_reward(prompts, completions, id, guided, **_):
@@ -77,7 +133,8 @@ def config(out: str, per_device: int, loss_type: str, **kw) -> SGPOConfig:
         instance_weighting="constant",
         report_to="none",
         save_strategy="no",
-        use_cpu=True,
+        use_cpu=not DEEPSPEED,  # DeepSpeed's CPU accelerator: accelerate must not be told "cpu"
+        **({"ddp_backend": "gloo"} if DEEPSPEED else {}),
     )
     base.update(kw)
     return SGPOConfig(**base)
@@ -88,12 +145,23 @@ def one_step(out: str, per_device: int, loss_type: str, scenario: str) -> None:
     model = build_tiny_model(tokenizer)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     cls, extra = (TruncatingTrainer, dict(mask_truncated_completions=True)) if scenario == "masked" else (FixedRolloutTrainer, {})
+    if scenario in ("sharded", "reuse", "reuse_root"):
+        extra = dict(max_steps=2, num_iterations=2, beta=0.04 if scenario == "sharded" else 0.0)
+    if scenario == "reuse_root":
+        from accelerate import PartialState
+        from torch.distributed.fsdp import fully_shard
+
+        PartialState(cpu=True)  # the process group, before fully_shard
+        for layer in model.model.layers:
+            fully_shard(layer)
+        fully_shard(model, reshard_after_forward=True)  # accelerate keeps an FSDPModule as it is
     trainer = cls(model, config(out, per_device, loss_type, **extra), processing_class=tokenizer,
                   reward_funcs=[even_answer_reward], train_dataset=tiny_arithmetic_rows(8))
     trainer.train()
+    after = full_parameters(trainer)
     if trainer.is_world_process_zero():
-        torch.save({n: before[n] - p.detach() for n, p in model.named_parameters()}, out)
-        print(f"processes={trainer.accelerator.num_processes}")
+        torch.save({n: before[n] - after[n] for n in before}, out)
+        print(f"processes={trainer.accelerator.num_processes} engine={trainer.accelerator.distributed_type}")
 
 
 def ema_runs(out: str, per_device: int, loss_type: str) -> None:

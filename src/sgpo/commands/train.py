@@ -31,6 +31,19 @@ class TrainScriptArguments:
     )
     dataset_split: str = field(default="train", metadata={"help": "Split to use when the data set has several."})
     tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Tokenizer (defaults to the model's)."})
+    dry_run: bool = field(
+        default=False,
+        metadata={"help": "Check the recipe without loading any weight: config, data schema and a sample, templates, prompt "
+                  "lengths (with the tokenizer when it is available locally), batch sizes and a rough memory estimate."},
+    )
+    num_processes: int | None = field(
+        default=None, metadata={"help": "For --dry-run: processes (GPUs) of the run (default: WORLD_SIZE, else 1)."}
+    )
+    engine: str | None = field(
+        default=None,
+        metadata={"help": "For --dry-run: ddp, zero2, zero3 or fsdp2, the engine of the memory estimate (default: the one "
+                  "accelerate launch set up, else all of them)."},
+    )
 
 
 class RecipeError(ValueError):
@@ -142,19 +155,22 @@ def check_recipe(parser: argparse.ArgumentParser, argv: list[str]) -> None:
 
 
 def resolve_resume(value, output_dir: str) -> str | None:
-    """`--resume_from_checkpoint`: true / last → the last `checkpoint-*` folder of `output_dir`;
+    """`--resume_from_checkpoint`: true / last → the last complete `checkpoint-*` folder of `output_dir`
+    (`sgpo.checkpoints`);
     false / none / unset → None; anything else must be a checkpoint folder. Raises `RecipeError`."""
     if value is None or value is False or str(value).strip().lower() in ("false", "none", "no", ""):
         return None
     if value is True or str(value).strip().lower() in ("true", "last", "yes"):
-        from transformers.trainer_utils import get_last_checkpoint
+        from sgpo.checkpoints import last_complete_checkpoint
 
-        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        last = last_complete_checkpoint(output_dir)
         if last is None:
-            raise RecipeError(f"--resume_from_checkpoint {value}: no checkpoint-* folder in {output_dir} to resume from")
+            raise RecipeError(f"--resume_from_checkpoint {value}: no complete checkpoint-* folder in {output_dir} to resume from")
         return last
     if not Path(str(value)).is_dir():
         raise RecipeError(f"--resume_from_checkpoint {value}: no such checkpoint folder (or give true / last)")
+    if not (Path(str(value)) / "trainer_state.json").is_file():
+        raise RecipeError(f"--resume_from_checkpoint {value}: an incomplete checkpoint (no trainer_state.json)")
     return str(value)
 
 
@@ -166,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         argv = normalized_argv(parser, argv)
         check_recipe(parser, argv)
+        if any(t.split("=")[0] in ("--dry-run", "--dry_run") for t in argv):
+            import torch
+
+            if not torch.cuda.is_available():  # a GPU recipe checked on a CPU machine: bf16 would be refused
+                argv = [*argv, "--use_cpu", "true"]
         script_args, config = parser.parse_args_and_config(argv)
         resume = resolve_resume(config.resume_from_checkpoint, config.output_dir)
     except (RecipeError, ValueError, FileNotFoundError) as exc:
@@ -173,6 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     missing = [f"--{n}" for n in ("model_name_or_path", "dataset_name") if getattr(script_args, n) is None]
     if missing:
         return error(COMMAND, f"{' and '.join(missing)} must be given (in the recipe or on the command line)")
+    if script_args.dry_run:
+        from sgpo.dry_run import dry_run
+        from sgpo.planning import ENGINES
+
+        if script_args.engine is not None and script_args.engine not in ENGINES:
+            return error(COMMAND, f"--engine {script_args.engine}: must be one of {', '.join(ENGINES)}")
+        return dry_run(script_args, config, script_args.num_processes, script_args.engine,
+                       out=lambda line: print(f"sgpo {COMMAND} --dry-run: {line}", flush=True))
     for name in (script_args.model_name_or_path, script_args.tokenizer_name_or_path):
         if name is not None and (code := check_model(COMMAND, name)) is not None:
             return code

@@ -68,8 +68,8 @@ def select_backend(requested: str, model) -> str:
 
 
 def load_model_and_tokenizer(path: str | os.PathLike, *, device: str | None = None, dtype: str = "auto"):
-    """A causal LM and its tokenizer from a folder (or hub id), in eval mode, on `device` (default:
-    CUDA when available, else CPU). A tokenizer without a pad token gets its EOS token as pad."""
+    """A causal LM and its tokenizer from a folder (or hub id; a LoRA adapter folder is merged into its
+    base), in eval mode, on `device` (default: CUDA when available, else CPU). A tokenizer without a pad token gets its EOS token as pad."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -82,7 +82,12 @@ def load_model_and_tokenizer(path: str | os.PathLike, *, device: str | None = No
             raise ValueError(f"{path}: the tokenizer has neither a pad nor an EOS token")
         tokenizer.pad_token = tokenizer.eos_token
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype).to(device)
+    from sgpo.adapters import is_adapter_folder, load_merged
+
+    if is_adapter_folder(path):  # a LoRA adapter (use_peft run): its base model with the adapter merged in
+        model = load_merged(path, dtype=torch_dtype).to(device)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype).to(device)
     model.eval()
     return model, tokenizer
 
@@ -143,6 +148,14 @@ class VLLMGenerator:
         from sgpo.vllm_engine import ColocatedVLLM, EngineSettings, SamplingSettings
 
         self.tokenizer = tokenizer
+        self._merged = None
+        from sgpo.adapters import is_adapter_folder, merge_adapter
+
+        if is_adapter_folder(model_path):  # vLLM loads model folders: merge the adapter into a temporary one
+            import tempfile
+
+            self._merged = tempfile.mkdtemp(prefix="sgpo-merged-")
+            model_path = merge_adapter(model_path, self._merged)
         try:  # the model's own end-of-sequence tokens, as HF generate uses them
             gen_config = GenerationConfig.from_pretrained(str(model_path))
         except OSError:
@@ -163,3 +176,8 @@ class VLLMGenerator:
 
     def close(self) -> None:
         self.engine.close()
+        if self._merged is not None:
+            import shutil
+
+            shutil.rmtree(self._merged, ignore_errors=True)
+            self._merged = None
