@@ -25,17 +25,18 @@ STAGES = ("build world", "extract strategies", "tokenizer + model", "warm-up", "
           "train grpo", "evaluate grpo", "train sgpo", "evaluate sgpo", "plots + reports")
 
 
-def sgpo(*args):
+def sgpo(*args, cwd=None):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "sgpo", *args], capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.run([sys.executable, "-m", "sgpo", *args], capture_output=True, text=True, env=env, timeout=900, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "run"
-    proc = sgpo("demo", "--quick", "--out", str(out))  # progress on: stderr is a pipe, so lines, not bars
+    folder = tmp_path_factory.mktemp("demo")
+    # a relative --out, as `make demo` passes; progress on: stderr is a pipe, so lines, not bars
+    proc = sgpo("demo", "--quick", "--out", "run", cwd=folder)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return out, proc
+    return folder / "run", proc
 
 
 @pytest.mark.slow
@@ -126,6 +127,7 @@ def test_runs_in_worker_processes_give_the_numbers_of_runs_in_this_process(tmp_p
         assert (tmp_path / "workers" / method / "model.safetensors").read_bytes() == \
             (tmp_path / "inline" / method / "model.safetensors").read_bytes(), method
     assert not stale.exists()
+    assert all(workers["numerics"][m]["threads"] == cfg.threads == 1 for m in METHODS)  # fixed, not the core count
     assert {f"train {m}" for m in METHODS} <= set(workers["wall_seconds"])
 
 

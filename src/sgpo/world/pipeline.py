@@ -30,6 +30,7 @@ thread count and the kernels' code path (see docs/strategy-world.md, "Determinis
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -213,7 +214,7 @@ def stage_warmup(out: Path, cfg: WorldRunConfig, world: dict[str, list[dict]], a
         saved = json.loads((final / "warmup_losses.json").read_text())
         return {k: saved[k] for k in ("first_loss", "last_loss", "steps")}
     n = cfg.warmup_processes
-    rendezvous = out / "warmup-state" / "rendezvous"
+    rendezvous = (out / "warmup-state" / "rendezvous").resolve()  # a file:// URL needs an absolute path
 
     def write(tmp: Path) -> None:
         if n == 1:
@@ -245,7 +246,9 @@ def warmup_process(out: Path, cfg: WorldRunConfig, save_to: Path, *, rank: int =
     if n > 1:
         import torch.distributed as dist
 
-        dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=n)
+        # a process that fails takes the others down within the timeout instead of leaving them waiting
+        dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=n,
+                                timeout=datetime.timedelta(minutes=5))
     try:
         model, tokenizer = load_model(out / "model-init")
         losses = warmup(model, tokenizer, read_rows(out / "world" / "warmup.jsonl"), cfg.warmup, state_dir=out / "warmup-state",
@@ -441,10 +444,10 @@ def run_in_workers(calls: Sequence[tuple[Callable, tuple, dict]], on_message: Ca
     return [f.result() for f in futures]
 
 
-def train_and_evaluate(out: Path, cfg: WorldRunConfig, method: str, *, progress) -> tuple[dict[str, Any], dict[str, float]]:
-    """`stage_train` then `stage_eval` of `method`; returns the held-out accuracy and the two stages'
-    wall seconds."""
-    set_determinism(cfg.train.seed, cfg.threads)
+def train_and_evaluate(out: Path, cfg: WorldRunConfig, method: str, *, progress) -> tuple[dict[str, Any], dict[str, float], dict]:
+    """`stage_train` then `stage_eval` of `method`; returns the held-out accuracy, the two stages'
+    wall seconds and the `numerics` they ran with."""
+    numbers = set_determinism(cfg.train.seed, cfg.threads)
     walls = {}
     t0 = time.perf_counter()
     with progress.stage(f"train {method}", cfg.train.max_steps) as advance:
@@ -454,7 +457,7 @@ def train_and_evaluate(out: Path, cfg: WorldRunConfig, method: str, *, progress)
     with progress.stage(f"evaluate {method}", 2 * len(read_rows(out / "world" / "heldout.jsonl"))) as advance:
         heldout = stage_eval(out, cfg, method, advance)
     walls[f"evaluate {method}"] = round(time.perf_counter() - t0, 2)
-    return heldout, walls
+    return heldout, walls, numbers
 
 
 def run_pipeline(
@@ -471,8 +474,8 @@ def run_pipeline(
     processes (`side_by_side`), or one after the other in this one; the numbers are the same.
     Writes `warmup.json` and, with methods, the comparison (`sgpo.world.results.write_results`).
 
-    Returns `{"seed", "quick", "methods": {model: held-out accuracy}, "warmup_loss",
-    "num_parameters", "numerics", "wall_seconds": {stage: seconds, "total": seconds}}`.
+    Returns `{"seed", "quick", "methods": {model: held-out accuracy}, "warmup_loss", "num_parameters",
+    "numerics": {model: numerics of the process(es) that made it}, "wall_seconds": {stage: seconds, "total": seconds}}`.
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -498,9 +501,11 @@ def run_pipeline(
     from sgpo.world.model import load_model, num_parameters
 
     results = {"seed": cfg.seed, "quick": cfg.quick, "methods": heldout, "warmup_loss": losses,
-               "num_parameters": num_parameters(load_model(out / "warmup")[0]), "numerics": numbers, "wall_seconds": walls}
+               "num_parameters": num_parameters(load_model(out / "warmup")[0]), "numerics": {"warmup": numbers},
+               "wall_seconds": walls}
     walls["total"] = round(time.perf_counter() - t_all, 2)
-    write_json(out / WARMUP_FILE, {**{k: v for k, v in results.items() if k != "methods"}, "heldout": heldout["warmup"]})
+    write_json(out / WARMUP_FILE, {**{k: v for k, v in results.items() if k not in ("methods", "numerics")},
+                                   "heldout": heldout["warmup"], "numerics": numbers})
     if not methods:
         return results
     t0 = time.perf_counter()
@@ -509,9 +514,10 @@ def run_pipeline(
         runs = run_in_workers(calls, lambda kind, name, x: getattr(progress, kind)(name, x))
     else:
         runs = [train_and_evaluate(out, cfg, m, progress=progress) for m in methods]
-    for method, (result, run_walls) in zip(methods, runs):
+    for method, (result, run_walls, run_numbers) in zip(methods, runs):
         heldout[method] = result
         walls.update(run_walls)
+        results["numerics"][method] = run_numbers
     walls["train + evaluate"] = round(time.perf_counter() - t0, 2)
     from sgpo.world.results import write_results
 
