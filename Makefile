@@ -19,12 +19,14 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # torch goes in first and pinned: a bare `pip install torch` pulls a multi-GB CUDA build.
-# Then the lock (every other package at its exact version), then sgpo itself without resolution.
+# Then the lock, every other package at its exact version, and sgpo itself, without resolution (the
+# lock is the whole set; resolving it again took 2-3x as long), and `pip check` that it all fits.
 $(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
 	$(BIN)/python -m pip install -q "$(TORCH)"
 ifneq ($(LOCK),)
-	$(BIN)/python -m pip install -q -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps -r $(LOCK)
 	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip check
 else
 	$(BIN)/python -m pip install -q -e ".[test]"
 endif

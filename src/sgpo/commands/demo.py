@@ -19,7 +19,7 @@ def build_parser(prog: str = "sgpo demo", description: str | None = __doc__, out
     out_help = f"output folder (default: {out_default})" if out_default else "output folder (created; see sgpo.world.pipeline for its layout)"
     parser.add_argument("--out", "--output", dest="out", default=out_default, required=out_default is None, help=out_help)
     parser.add_argument("--quick", action="store_true",
-                        help="a smaller world, model and budget: a smoke test of every stage (about 1.5 min on 2 idle cores)")
+                        help="a smaller world, model and budget: a smoke test of every stage (1-2 min on 2 cores)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the world, the model and every run (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace whatever the output folder holds and start clean")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars / progress lines")

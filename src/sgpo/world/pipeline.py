@@ -23,9 +23,12 @@ Output folder:
 
 Every stage writes its output atomically and is skipped when that output is already there, so a
 rerun after an interruption resumes (the warm-up from its last checkpoint); a folder holding a run of
-another configuration is refused, never mixed. Numbers depend only on the seed, the installed
-versions (`requirements/lock.txt`) and the processor's instruction set: `set_determinism` fixes the
-thread count and the kernels' code path (see docs/strategy-world.md, "Determinism").
+another configuration is refused, never mixed.
+
+Every process computes with `threads` (1) torch threads, whatever the machine's core count: the
+warm-up runs data-parallel in `warmup_processes` (2) processes, GRPO and SGPO side by side. So the
+numbers depend only on the seed, the configuration, the installed versions (`requirements/lock.txt`)
+and the processor's instruction set (`numerics()`; docs/strategy-world.md, "Determinism").
 """
 
 from __future__ import annotations
