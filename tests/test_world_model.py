@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from sgpo.world.evaluate import heldout_accuracy, summarize
 from sgpo.world.extractor import fill_strategies
 from sgpo.world.generate import WorldSpec, build_world
 from sgpo.world.model import ModelSpec, build_model, load_model, num_parameters, save_model
-from sgpo.world.pipeline import OutputDirError, WorldRunConfig, main, make_config, prepare_out, run_world_stages
+from sgpo.world.pipeline import OutputDirError, WorldRunConfig, main, make_config, prepare_out, run_pipeline
 from sgpo.world.prompt import WORLD_PROMPT_FORMAT
 from sgpo.world.tokenizer import EOS_TOKEN, PAD_TOKEN, build_tokenizer, world_texts
 from sgpo.world.warmup import WarmupConfig, build_examples, step_batch, warmup
@@ -156,24 +157,43 @@ def micro_config(seed: int = 0) -> WorldRunConfig:
         model=MICRO_MODEL,
         warmup=WarmupConfig(steps=3, batch_size=4, warmup_steps=1, save_every=2, seed=seed),
         eval_max_new_tokens=6,
+        warmup_processes=1,
     )
 
 
 def test_pipeline_writes_every_stage_and_reruns_to_the_same_numbers(tmp_path):
     cfg = micro_config()
-    first = run_world_stages(tmp_path / "a", cfg)
+    first = run_pipeline(tmp_path / "a", cfg, methods=())
     for path in ("config.json", "world/oracle/train.jsonl", "world/heldout.jsonl", "tokenizer/tokenizer.json",
-                 "model-init/model.safetensors", "warmup/model.safetensors", "warmup-state/state.pt", "warmup.json"):
+                 "model-init/model.safetensors", "warmup/model.safetensors", "warmup-state/state.pt", "eval/warmup.json",
+                 "warmup.json"):
         assert (tmp_path / "a" / path).exists(), path
+    assert not (tmp_path / "a" / "grpo").exists() and not (tmp_path / "a" / "results.json").exists()  # no training asked for
     saved = json.loads((tmp_path / "a" / "warmup.json").read_text())
-    assert saved["heldout"] == first["heldout"] and saved["seed"] == 0
-    assert set(saved["wall_seconds"]) >= {"build world", "extract strategies", "warm-up", "held-out eval", "total"}
-    second = run_world_stages(tmp_path / "b", cfg)  # same seed, fresh folder: same numbers and weights
-    assert (second["heldout"], second["warmup_loss"]) == (first["heldout"], first["warmup_loss"])
+    assert saved["heldout"] == first["methods"]["warmup"] and saved["seed"] == 0
+    assert set(saved["wall_seconds"]) >= {"build world", "extract strategies", "warm-up", "evaluate warmup", "total"}
+    second = run_pipeline(tmp_path / "b", cfg, methods=())  # same seed, fresh folder: same numbers and weights
+    assert (second["methods"], second["warmup_loss"]) == (first["methods"], first["warmup_loss"])
     for name in ("world/warmup.jsonl", "tokenizer/tokenizer.json", "warmup/model.safetensors"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
-    resumed = run_world_stages(tmp_path / "a", cfg)  # rerun in place: stages are skipped, numbers kept
-    assert resumed["heldout"] == first["heldout"]
+    resumed = run_pipeline(tmp_path / "a", cfg, methods=())  # rerun in place: stages are skipped, numbers kept
+    assert resumed["methods"] == first["methods"]
+
+
+@pytest.mark.slow
+def test_data_parallel_warmup_is_the_one_process_warmup(tmp_path):
+    # 2 processes, each with its share of every batch and the gradients summed: the same losses and
+    # weights as one process, up to the order of the floating-point sums
+    cfg = replace(micro_config(), warmup=WarmupConfig(steps=4, batch_size=6, warmup_steps=1, save_every=2))
+    run_pipeline(tmp_path / "one", cfg, methods=())
+    run_pipeline(tmp_path / "two", replace(cfg, warmup_processes=2), methods=())
+    one, two = (json.loads((tmp_path / d / "warmup" / "warmup_losses.json").read_text())["losses"] for d in ("one", "two"))
+    assert len(one) == len(two) == 4 and one != two  # not the same bits: the sums ran in another order
+    assert one == pytest.approx(two, rel=1e-5, abs=0)
+    a, b = (load_model(tmp_path / d / "warmup")[0].state_dict() for d in ("one", "two"))
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-4, rtol=0, msg=name)
+    assert not (tmp_path / "two" / "warmup-state" / "rendezvous").exists()
 
 
 def test_pipeline_refuses_to_mix_runs(tmp_path):

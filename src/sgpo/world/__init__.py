@@ -7,7 +7,11 @@
 - `tokenizer`, `model` — a tokenizer and a tiny Qwen2 model built locally, saved by path
 - `warmup`    — the supervised warm-up into the guided >> autonomous regime
 - `evaluate`  — held-out accuracy, autonomous and guided, per family
-- `pipeline`  — the demo's first stages (`python -m sgpo.world.pipeline --out DIR [--quick]`)
+- `pipeline`  — every stage of `sgpo demo`, each written once: world → extract → tokenizer + model →
+                warm-up → evaluation → GRPO and SGPO side by side → their evaluation
+                (`python -m sgpo.world.pipeline --out DIR [--quick]` stops after the warm-up's evaluation)
+- `results`   — the demo's table, results.json, per_family.json and plots
+- `progress`  — progress bars on a terminal, progress lines elsewhere
 
 See docs/strategy-world.md. Importing this package does not import torch.
 """

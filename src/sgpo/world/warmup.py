@@ -26,6 +26,13 @@ of step `t` is a pure function of `(seed, t)`, which a loop of ~60 lines gives d
 Checkpoints (`state.pt`: model, optimizer, scheduler, step) are written atomically every
 `save_every` steps; a rerun with the same config resumes from the last one and ends with the same
 weights as an uninterrupted run.
+
+Data-parallel: `warmup(..., rank=r, world_size=n)` in each of n processes of a `torch.distributed`
+group computes the gradient of its share of every batch (every n-th example from the r-th), the
+shares are summed across the processes, and each takes the same optimizer step. The loss is the same
+function of the same batches; only the order of the floating-point sums differs from one process.
+On 2 cores, 2 single-threaded processes beat one process with 2 threads, and do not stall when
+another job takes a core (a 2-thread process then waits at every operator for its second thread).
 """
 
 from __future__ import annotations
@@ -180,6 +187,23 @@ def lr_lambda(cfg: WarmupConfig) -> Callable[[int], float]:
     return f
 
 
+def _sum_across_processes(model, loss: torch.Tensor | None) -> float:
+    """Replace every gradient by its sum over the process group, in one all-reduce (with the loss,
+    which is returned summed: the loss of the whole batch). A parameter without a gradient here (a
+    share without examples) contributes zeros."""
+    import torch.distributed as dist
+
+    params = list(model.parameters())
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+                     + [loss.detach().reshape(1) if loss is not None else torch.zeros(1)])
+    dist.all_reduce(flat)  # 2 processes: a + b in both, the same bits everywhere
+    offset = 0
+    for p in params:
+        p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+    return float(flat[-1])
+
+
 def _save_state(path: Path, model, opt, sched, step: int, cfg: WarmupConfig, losses: list[float]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(
@@ -199,11 +223,15 @@ def warmup(
     prompt_format: PromptFormat = WORLD_PROMPT_FORMAT,
     state_dir: str | Path | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> list[float]:
     """Train `model` in place; returns the loss of every step (resumed steps included).
 
     With `state_dir`, a checkpoint is kept there (see the module doc) and a previous one is resumed
-    when its config equals `cfg`; a checkpoint of another config is refused, never mixed in.
+    when its config equals `cfg`; a checkpoint of another config is refused, never mixed in. With
+    `world_size` > 1 this is one process of a data-parallel warm-up (module doc; the process group
+    must be initialised); only rank 0 writes checkpoints.
     """
     data = build_examples(records, tokenizer, cfg.auto_families, prompt_format, cfg.swap_fraction)
     torch.manual_seed(cfg.seed)
@@ -236,19 +264,20 @@ def warmup(
     pad_id = tokenizer.pad_token_id
     for step in range(start, cfg.steps):
         guided, auto = step_batch(data, cfg, step)
+        count = sum(len(e.completion) for e in guided + auto)  # completion tokens of the whole batch
         opt.zero_grad(set_to_none=True)
-        parts = [completion_nll(model, part, pad_id) for part in (guided, auto) if part]
-        count = sum(n for _, n in parts)
-        loss = sum(nll for nll, _ in parts) / count
-        loss.backward()
+        parts = [completion_nll(model, part[rank::world_size], pad_id)[0] for part in (guided, auto) if part[rank::world_size]]
+        loss = sum(parts) / count if parts else None
+        if loss is not None:
+            loss.backward()
+        total = float(loss.detach()) if world_size == 1 else _sum_across_processes(model, loss)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         opt.step()
         sched.step()
-        total = float(loss.detach())
         losses.append(total)
         if on_step is not None:
             on_step(step + 1, total)
-        if state_path is not None and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
+        if rank == 0 and state_path is not None and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
             _save_state(state_path, model, opt, sched, step + 1, cfg, losses)
     model.eval()
     return losses
