@@ -109,8 +109,20 @@ def micro_config() -> WorldRunConfig:
     )
 
 
+@pytest.fixture
+def torch_globals():
+    """`run_pipeline` in this process sets torch's thread count and deterministic kernels for the
+    whole process (as `sgpo demo` wants); put them back so later tests run as they would alone."""
+    import torch
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
 @pytest.mark.slow
-def test_runs_in_worker_processes_give_the_numbers_of_runs_in_this_process(tmp_path):
+def test_runs_in_worker_processes_give_the_numbers_of_runs_in_this_process(tmp_path, torch_globals):
     cfg = micro_config()
     inline = run_pipeline(tmp_path / "inline", cfg, side_by_side=False)
     # an interrupted run left its temporary folder behind: the trainer must not find a run there
@@ -131,7 +143,7 @@ def test_runs_in_worker_processes_give_the_numbers_of_runs_in_this_process(tmp_p
     assert {f"train {m}" for m in METHODS} <= set(workers["wall_seconds"])
 
 
-def test_an_error_in_a_worker_run_reaches_the_caller(tmp_path):
+def test_an_error_in_a_worker_run_reaches_the_caller(tmp_path, torch_globals):
     cfg = replace(micro_config(), train=replace(micro_config().train, loss_type="no-such-loss"))
     with pytest.raises(Exception, match="no-such-loss"):
         run_pipeline(tmp_path / "bad", cfg, side_by_side=True)

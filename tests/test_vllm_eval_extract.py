@@ -108,3 +108,28 @@ def test_extract_vllm_backend_with_guided_decoding(rigged_extractor, tmp_path):
     ], [r["detail"] for r in got]
     assert got[1]["extractor"] == "vllm"
     assert json.loads(got[1]["strategy_json"]) == {**STRATEGY, "pitfalls": []}
+
+
+def test_extract_vllm_after_torch_was_set_to_one_thread(rigged_extractor, tmp_path):
+    # A fresh process that set torch to 1 thread before the engine starts (as the strategy world's
+    # pipeline does for determinism): vLLM's CPU attention then aborted the process on the first
+    # structured-output request ("Check failed: ...thread_num == thread_num (2 vs. 1)"); the engine
+    # now starts with torch's threads set to the process's cores. Needs ≥ 2 cores to mean anything.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: torch's thread count cannot differ from vLLM's")
+    rows = tmp_path / "in.jsonl"
+    write_rows(rows, ROWS)
+    out = tmp_path / "out.jsonl"
+    script = ("import sys, torch; torch.set_num_threads(1); from sgpo.cli import main; sys.exit(main(sys.argv[1:]))")
+    src = str(Path(__file__).parents[1] / "src")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", script, "extract", "--input", str(rows), "--output", str(out),
+                           "--backend", "vllm", "--model", str(rigged_extractor), "--max-tokens", "16", "--no-progress"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [r["status"] for r in read_rows(out)] == ["rejected", "ok", "rejected", "ok"]

@@ -263,6 +263,19 @@ class EngineSettings:
         return kwargs
 
 
+def _match_cpu_threads() -> None:
+    """vLLM's CPU attention sizes its work split for one thread count and checks it at every call:
+    when torch was set to fewer threads than the cores vLLM binds (`torch.set_num_threads(1)` earlier
+    in the process), structured-output requests abort the process ("Check failed: ...thread_num ==
+    thread_num (2 vs. 1)"). vLLM takes torch's thread count over once it starts (later
+    `torch.set_num_threads` calls are ignored), so set it to the cores this process may use first."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if torch.get_num_threads() != cores:
+        logger.info("torch threads %d -> %d for the in-process vLLM engine (its CPU kernels use every core)",
+                    torch.get_num_threads(), cores)
+        torch.set_num_threads(cores)
+
+
 def build_llm(model_path: str | os.PathLike, settings: EngineSettings = EngineSettings(), **extra):
     """A `vllm.LLM` running in this process. The caller's random state is kept: vLLM seeds Python's,
     NumPy's and torch's global generators when it starts in-process."""
@@ -276,6 +289,8 @@ def build_llm(model_path: str | os.PathLike, settings: EngineSettings = EngineSe
         logger.warning("VLLM_ENABLE_V1_MULTIPROCESSING=%s overridden: the colocated engine must run in this process",
                        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"])
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    if not torch.cuda.is_available():
+        _match_cpu_threads()
     states = _random_states()
     try:
         return vllm.LLM(model=str(model_path), **{**settings.llm_kwargs(), **extra})
