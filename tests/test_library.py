@@ -262,6 +262,16 @@ def test_only_missing_keeps_own_strategies(library):
     assert first["strategy_json"] == library.entry(first["strategy_entry"]).strategy_json
 
 
+def test_only_missing_when_every_row_has_its_own_strategy(library):
+    # `sgpo library retrieve --only-missing` on a file whose rows all have a strategy (the README's
+    # block on the demo's held-out split) raised scikit-learn's "Found array with 0 sample(s)"
+    rows = [t for t in TARGETS if t.get("strategy")]
+    assert rows
+    result = library.retrieve(rows, RetrievalConfig(only_missing=True))
+    assert [r["strategy_source"] for r in result.rows] == ["own"] * len(rows)
+    assert result.summary.outcomes["own"] == len(rows) and result.summary.outcomes["retrieved"] == 0
+
+
 def test_retrieved_rows_do_not_feed_a_library(library):
     rows = library.retrieve(TARGETS[:2], RetrievalConfig(only_missing=True)).rows
     own = row("own", "A new problem about completing the square.", SQUARE)

@@ -191,6 +191,8 @@ def check_problems(rows: list[dict[str, Any]], name: str, columns: ColumnMap) ->
 def rank_candidates(library: StrategyLibrary, targets: list[dict[str, Any]], config: RetrievalConfig, leak: LeakFilter) -> list[tuple[list[_Candidate], int]]:
     """For each target row: its clean candidates (at most `k`, most similar first) and the number
     of leaking candidates skipped on the way."""
+    if not targets:  # every row keeps its own strategy (only_missing): nothing to rank
+        return []
     cols = config.columns
     settings = library.manifest.get("retrieval", {}).get("vectorizer", VECTORIZER)
     vectorizer = fit_vectorizer([p.problem for p in library.problems], settings)
