@@ -320,9 +320,14 @@ def run_experiment(out: str | Path, exp: ExperimentConfig, *, overwrite: bool = 
     walls["setup (world, warm-up)"] = round(time.perf_counter() - t0, 1)
 
     def run_all(jobs: Sequence[tuple[str, float, int]]) -> list[dict[str, Any]]:
-        calls = [(run_one, (exp, out, m, lr, s), {}) for m, lr, s in jobs]
+        """run.json of each job: read back when finished, else run (in worker processes)."""
+        done = {j: json.loads(p.read_text()) for j in jobs if (p := run_dir(out, *j) / RUN_FILE).exists()}
+        todo = [j for j in jobs if j not in done]
         relay = lambda kind, name, x: getattr(progress, kind)(name, x)  # noqa: E731
-        return run_in_workers(calls, relay, processes=exp.processes)
+        if todo:
+            calls = [(run_one, (exp, out, *j), {}) for j in todo]
+            done.update(zip(todo, run_in_workers(calls, relay, processes=min(exp.processes, len(todo)))))
+        return [done[j] for j in jobs]
 
     t0 = time.perf_counter()
     tuning = run_all([(m, lr, 0) for m in exp.methods for lr in exp.learning_rates])
