@@ -11,7 +11,9 @@ results.json:
      "tuning_per_family": {method: {lr: {family: test autonomous accuracy of the seed-0 run}}},
      "warmup": {"test_auto", "test_guided", "per_family_auto"},
      "selectivity": {...}, "instance_weight": {...},
-     "learning_rates", "seeds", "shared_warmup": true, "setup": {...}, "wall_seconds": {...}}
+     "learning_rates", "seeds", "shared_warmup": true, "setup": {...},
+     "wall_seconds": {phase: seconds, "total": seconds}}   (of the call that wrote it: a resumed call
+                                                           counts only the work it did)
 
 std is the sample standard deviation over seeds (n - 1). The bootstrap interval of SGPO minus a
 method resamples seeds and problems (both with replacement, independently; seed s of one method is
@@ -110,7 +112,8 @@ def selectivity(out: Path, exp, chosen: Mapping[str, float]) -> dict[str, Any]:
 # -- aggregation -----------------------------------------------------------------------------------
 def instance_weight_series(folders: Sequence[Path]) -> dict[str, Any]:
     """Mean instance weight and autonomous accuracy of the rollouts per optimizer step (means over
-    the runs in `folders`, from their metrics.jsonl), and their correlation over all (run, step) pairs."""
+    the runs in `folders`, from their metrics.jsonl), every (weight, accuracy) pair of a (run, step),
+    and their correlation over those pairs."""
     from sgpo.evaluation.report import read_metrics
 
     per_run = []
@@ -122,7 +125,7 @@ def instance_weight_series(folders: Sequence[Path]) -> dict[str, Any]:
     acc = [statistics.fmean(r[s][1] for r in per_run) for s in steps]
     pairs = [v for r in per_run for v in r.values()]
     return {"steps": steps, "weight_mean": weight, "accuracy_auto": acc, "runs": len(per_run),
-            "correlation": pearson([w for w, _ in pairs], [a for _, a in pairs])}
+            "pairs": [list(v) for v in pairs], "correlation": pearson([w for w, _ in pairs], [a for _, a in pairs])}
 
 
 def summarize_runs(exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, float]) -> dict[str, Any]:
@@ -331,19 +334,29 @@ def write_plots(out: Path, exp, results: Mapping[str, Any], chosen: Mapping[str,
     fig.savefig(bars, dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (ax, ax_xy) = plt.subplots(1, 2, figsize=(12, 4.2))
     ax2 = ax.twinx()
-    for m, s in results["instance_weight"].items():
-        if s["steps"]:
-            ax.plot(s["steps"], s["weight_mean"], color=colours[m], label=f"{m}: mean instance weight")
-            ax2.plot(s["steps"], s["accuracy_auto"], color=colours[m], linestyle=":", label=f"{m}: autonomous accuracy")
+    shown = [m for m in ("sgpo", "sgpo_constant_weight") if results["instance_weight"].get(m, {}).get("steps")]
+    for m in shown:
+        s = results["instance_weight"][m]
+        ax.plot(s["steps"], s["weight_mean"], color=colours[m], label=f"{m}: mean instance weight")
+        ax2.plot(s["steps"], s["accuracy_auto"], color=colours[m], linestyle=":", label=f"{m}: autonomous accuracy")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("mean instance weight (solid)")
     ax2.set_ylabel("autonomous accuracy of the rollouts (dotted)")
-    ax.set_title("Instance weight vs autonomous accuracy (mean over seeds)")
+    ax.set_title("Over training (mean over seeds, chosen rate)")
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=6.5, loc="upper right")
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
     ax.grid(alpha=0.3)
+    for m, s in results["instance_weight"].items():
+        if s["pairs"] and m != "sgpo_constant_weight":
+            corr = "–" if s["correlation"] is None else f"{s['correlation']:+.2f}"
+            ax_xy.scatter([a for _, a in s["pairs"]], [w for w, _ in s["pairs"]], s=12, alpha=0.6, color=colours[m], label=f"{m} (r = {corr})")
+    ax_xy.set_xlabel("autonomous accuracy of the step's rollouts")
+    ax_xy.set_ylabel("mean instance weight of the step")
+    ax_xy.set_title("Every (run, step)")
+    ax_xy.grid(alpha=0.3)
+    ax_xy.legend(fontsize=7)
     fig.tight_layout()
     weights = folder / "instance_weight.png"
     fig.savefig(weights, dpi=110)
