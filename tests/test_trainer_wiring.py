@@ -381,6 +381,8 @@ def test_luffy_mixed_groups_update_equals_reference(tmp_path, tokenizer, rows):
         torch.testing.assert_close(init[n] - q.detach(), expected[n], atol=2e-5, rtol=1e-4, msg=lambda m: f"{n}: {m}")
     log = logged(tmp_path)[0]
     assert log["reward/strong_response"] == pytest.approx(sum(REWARDS[f"add-{i}"][0][0] for i in range(4)) / 4)
+    # the sampled tokens are counted, the inserted strong responses are not (`sgpo experiment`'s budget)
+    assert log["tokens/generated"] == sum(len(c.ids) for p in problems for c in p.auto if not c.off_policy)
     # the shaped term matters: without it (plain surrogate on the same rows) the gradient differs
     for p in problems:
         p.auto[0].off_policy = False

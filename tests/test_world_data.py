@@ -13,7 +13,7 @@ from sgpo.world.extractor import WorldExtractor, fill_strategies
 from sgpo.world.families import FAMILIES, FAMILY_BY_NAME
 from sgpo.world.generate import SPLITS, WorldSpec, build_world, write_world
 
-SMALL = WorldSpec(per_family={"heldout": 6, "train": 5, "warmup": 12})
+SMALL = WorldSpec(per_family={"heldout": 6, "train": 5, "warmup": 12, "validation": 4})
 
 
 def reference_answer(problem: str) -> int:
@@ -52,6 +52,15 @@ def test_splits_are_disjoint_balanced_and_a_smaller_world_is_a_prefix():
         assert set(counts.values()) == {SMALL.per_family[split]}
     smaller = build_world(0, WorldSpec(per_family={"heldout": 2, "train": 1, "warmup": 1}))
     assert smaller["heldout"] == world["heldout"][: 2 * len(FAMILIES)]
+
+
+def test_the_validation_split_is_built_last_and_only_when_asked_for():
+    """`sgpo experiment` adds a validation split; the demo's world (no validation) keeps its problems."""
+    demo_spec = WorldSpec(per_family={k: v for k, v in SMALL.per_family.items() if k != "validation"})
+    demo, full = build_world(0, demo_spec), build_world(0, SMALL)
+    assert list(demo) == ["heldout", "train", "warmup"] and list(full) == [*demo, "validation"]
+    assert all(demo[s] == full[s] for s in demo)
+    assert len(full["validation"]) == 4 * len(FAMILIES)
 
 
 def test_at_least_six_families_with_integer_answers():

@@ -13,6 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("sgpo.commands.train", "train a policy with SGPO (or GRPO) from a YAML recipe"),
     "demo": ("sgpo.commands.demo", "run the strategy-world demo: warm-up, GRPO vs SGPO, evaluation"),
+    "experiment": ("sgpo.commands.experiment", "SGPO vs SFT, GRPO, LUFFY and ablations on the strategy world: tuned, multi-seed"),
     "extract": ("sgpo.commands.extract", "extract structured strategies from strong-model responses"),
     "score-strategies": ("sgpo.commands.score_strategies", "score candidate strategies by guided - autonomous accuracy"),
     "library": ("sgpo.commands.library", "build a strategy library; retrieve strategies for problems without one"),

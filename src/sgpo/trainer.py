@@ -630,7 +630,7 @@ class SGPOTrainer(Trainer):
         # 6. no-grad passes
         self._no_grad_passes(micro)
 
-        self._log_rollout(plan, rewards, stats, weights, sel, lengths, truncated, groups)
+        self._log_rollout(plan, rewards, stats, weights, sel, lengths, truncated, groups, off_policy)
         if off_policy is not None:
             self._add_metric("reward/strong_response", rewards[off_policy].sum().item(), int(off_policy.sum()))
         self._add_metric("time/generate_and_score_s", time.perf_counter() - t0, 1)
@@ -725,15 +725,17 @@ class SGPOTrainer(Trainer):
         lookup = {name: k for k, name in enumerate(self.strategy_sources)}
         return torch.tensor([lookup.get(str(p.get("strategy_source")), -1) for p in problems], dtype=torch.long)
 
-    def _log_rollout(self, plan, rewards, stats, weights, sel, lengths, truncated, groups=None) -> None:
-        """Metrics of one generation batch (this process; the logger sums over processes)."""
+    def _log_rollout(self, plan, rewards, stats, weights, sel, lengths, truncated, groups=None, off_policy=None) -> None:
+        """Metrics of one generation batch (this process; the logger sums over processes).
+        `tokens/generated` counts the sampled tokens only (not LUFFY's inserted strong responses)."""
         auto = ~plan.guided
         n_prob, Gg = plan.num_problems, self.args.num_guided_generations
         self._add_metric("reward/auto", rewards[auto].sum().item(), int(auto.sum()))
         self._add_metric("accuracy/auto", stats.acc_auto.sum().item(), n_prob)
         self._add_metric("completion_length/auto", lengths[auto].float().sum().item(), int(auto.sum()))
         self._add_metric("completions/truncated_frac", truncated.float().sum().item(), len(truncated))
-        self._add_metric("tokens/generated", float(lengths.sum()), 0)
+        sampled = lengths if off_policy is None else lengths[~off_policy]
+        self._add_metric("tokens/generated", float(sampled.sum()), 0)
         g = stats.has_guided
         if g.any():
             self._add_metric("reward/guided", rewards[plan.guided].sum().item(), int(plan.guided.sum()))
@@ -848,6 +850,7 @@ class SGPOTrainer(Trainer):
                 if not present:
                     continue
                 if k == "tokens/generated":
+                    logs[k] = total  # sampled since the last log
                     logs["tokens_per_second"] = total / max(now - self._last_log_time, 1e-9)
                 elif k in ("rl/loss", "distill/loss"):
                     logs[k] = total / steps  # per optimizer step, like "loss"

@@ -29,44 +29,57 @@ def heldout_accuracy(
     batch_size: int = 128,
     verifier: Verifier | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    modes: Sequence[str] = MODES,
+    per_record: bool = False,
 ) -> dict[str, Any]:
     """`{"auto": a, "guided": g, "gap": g - a, "n": N, "per_family": {family: {"auto", "guided", "gap", "n"}}}`.
+
+    `modes` ("auto", "guided" or both) are the modes measured; "gap" needs both. With `per_record`,
+    `"correct": {mode: [bool per record]}` too, in the order of `records` (for paired comparisons).
 
     Accuracy is the fraction of records whose completion's last `\\boxed{}` equals the gold answer
     (one completion per record and mode; greedy by default), measured by the project's evaluation
     harness (`sgpo.evaluation.evaluate_records`). Guided prompts carry the record's `strategy`; every
-    record must have one. `on_progress(done, total)` is called after each mode (total = 2 x records).
+    record must have one. `on_progress(done, total)` is called after each mode (total = len(modes) x records).
     """
     from sgpo.evaluation.harness import EvalConfig, evaluate_records
     from sgpo.sampling import SamplingConfig
 
-    missing = [r.get("id", i) for i, r in enumerate(records) if not r.get("strategy")]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise ValueError(f"modes must be some of {MODES}, got {list(modes)}")
+    missing = [r.get("id", i) for i, r in enumerate(records) if not r.get("strategy")] if "guided" in modes else []
     if missing:
         raise ValueError(f"{len(missing)} record(s) have no strategy for the guided evaluation, e.g. id {missing[0]!r}")
     correct: dict[str, list[bool]] = {}
-    for j, mode in enumerate(MODES):
+    for j, mode in enumerate(modes):
         config = EvalConfig(SamplingConfig(k=1, temperature=temperature, max_new_tokens=max_new_tokens),
                             guided=mode == "guided", prompt_format=prompt_format, batch_size=batch_size)
         result = evaluate_records(model, tokenizer, list(records), config, verifier=verifier)
         correct[mode] = [bool(s["correct"]) for s in result.samples]
         if on_progress is not None:
-            on_progress((j + 1) * len(records), len(MODES) * len(records))
-    return summarize(records, correct)
+            on_progress((j + 1) * len(records), len(modes) * len(records))
+    result = summarize(records, correct)
+    if per_record:
+        result["correct"] = correct
+    return result
 
 
 def _rates(flags: dict[str, list[bool]]) -> dict[str, float]:
-    n = len(flags["auto"])
-    auto = sum(flags["auto"]) / n if n else 0.0
-    guided = sum(flags["guided"]) / n if n else 0.0
-    return {"auto": round(auto, 6), "guided": round(guided, 6), "gap": round(guided - auto, 6), "n": n}
+    n = len(next(iter(flags.values())))
+    out: dict[str, float] = {m: round(sum(flags[m]) / n if n else 0.0, 6) for m in MODES if m in flags}
+    if len(out) == len(MODES):
+        out["gap"] = round(out["guided"] - out["auto"], 6)
+    return {**out, "n": n}
 
 
 def summarize(records: Sequence[Mapping[str, Any]], correct: Mapping[str, Sequence[bool]]) -> dict[str, Any]:
-    """Accuracy overall and per `family` from per-record verdicts of each mode."""
-    by_family: dict[str, dict[str, list[bool]]] = defaultdict(lambda: {m: [] for m in MODES})
+    """Accuracy overall and per `family` from per-record verdicts of each mode in `correct`."""
+    modes = [m for m in MODES if m in correct]
+    by_family: dict[str, dict[str, list[bool]]] = defaultdict(lambda: {m: [] for m in modes})
     for i, r in enumerate(records):
-        for m in MODES:
+        for m in modes:
             by_family[r.get("family", "?")][m].append(bool(correct[m][i]))
-    out = _rates({m: [bool(c) for c in correct[m]] for m in MODES})
+    out = _rates({m: [bool(c) for c in correct[m]] for m in modes})
     out["per_family"] = {fam: _rates(flags) for fam, flags in sorted(by_family.items())}
     return out

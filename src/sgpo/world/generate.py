@@ -8,7 +8,10 @@ shows, and `strategy` is `None` until the extractor fills it (`sgpo.world.extrac
 Splits (every problem text occurs in one split only):
 - `heldout`: evaluation problems, never trained on;
 - `train`:   the problems GRPO / SGPO train on;
-- `warmup`:  the problems of the supervised warm-up.
+- `warmup`:  the problems of the supervised warm-up;
+- `validation`: problems for choosing settings (`sgpo experiment` selects each method's learning rate
+  on them), kept apart from `heldout`, the test set. Only `sgpo experiment` asks for it: a split
+  missing from `WorldSpec.per_family` is not built (the demo's world has the first three).
 They are generated in that order from streams seeded by `(seed, split, family)`, so a smaller world is
 a prefix of a larger one for the same seed (the quick demo's held-out set is part of the full one's).
 """
@@ -24,7 +27,7 @@ from typing import Any
 from sgpo.data import read_rows, write_rows
 from sgpo.world.families import Family, families_named, oracle_response, problem_text, sample_instance
 
-SPLITS = ("heldout", "train", "warmup")
+SPLITS = ("heldout", "train", "warmup", "validation")  # generation order: a new split goes last
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,11 @@ class WorldSpec:
 
     per_family: Mapping[str, int] = field(default_factory=lambda: {"heldout": 50, "train": 64, "warmup": 1000})
     families: Sequence[str] | None = None  # None: all families
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits this world has (those named in `per_family`), in generation order."""
+        return tuple(s for s in SPLITS if s in self.per_family)
 
     def __post_init__(self) -> None:
         unknown = set(self.per_family) - set(SPLITS)
@@ -63,8 +71,8 @@ def build_world(seed: int, spec: WorldSpec = WorldSpec()) -> dict[str, list[dict
     seen: set[str] = set()
     world: dict[str, list[dict[str, Any]]] = {}
     families = families_named(spec.families)
-    for split in SPLITS:
-        n = spec.per_family.get(split, 0)
+    for split in spec.splits:
+        n = spec.per_family[split]
         per_family: list[list[dict[str, Any]]] = []
         for fam in families:
             rng = random.Random(f"sgpo-world:{seed}:{split}:{fam.name}")

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from sgpo.data import read_rows, write_json
-from sgpo.world.generate import SPLITS, WorldSpec, build_world, write_world
+from sgpo.world.generate import WorldSpec, build_world, write_world
 from sgpo.world.model import ModelSpec
 from sgpo.world.progress import StageProgress
 from sgpo.world.warmup import WarmupConfig
@@ -76,12 +76,19 @@ class TrainSettings:
     seed: int = 0
 
     def sgpo_config_kwargs(self, method: str) -> dict[str, Any]:
+        """`SGPOConfig` fields of a run of `method`: "grpo", "sgpo", or "luffy" (mixed-policy GRPO:
+        all rollouts autonomous, one slot per group holding the strong response; its own loss
+        aggregation, dr_grpo: docs/algorithm.md, "Baselines and ablations")."""
         half = self.rollouts_per_problem // 2
-        rollout = (
-            dict(num_generations=self.rollouts_per_problem, num_guided_generations=0, distill_coef=0.0)
-            if method == "grpo"
-            else dict(num_generations=half, num_guided_generations=self.rollouts_per_problem - half, distill_coef=self.distill_coef)
-        )
+        extra: dict[str, Any] = {}
+        if method in ("grpo", "luffy"):
+            rollout = dict(num_generations=self.rollouts_per_problem, num_guided_generations=0, distill_coef=0.0)
+            if method == "luffy":
+                extra = dict(mix_strong_responses=True, strong_response_column="response", policy_shaping_gamma=0.1, loss_type="dr_grpo")
+        elif method == "sgpo":
+            rollout = dict(num_generations=half, num_guided_generations=self.rollouts_per_problem - half, distill_coef=self.distill_coef)
+        else:
+            raise ValueError(f"unknown method {method!r} (grpo, sgpo, luffy)")
         return dict(
             per_device_train_batch_size=self.problems_per_step,
             max_steps=self.max_steps,
@@ -95,7 +102,7 @@ class TrainSettings:
             seed=self.seed,
             data_seed=self.seed,
             **rollout,
-        )
+        ) | extra
 
 
 @dataclass(frozen=True)
@@ -156,7 +163,7 @@ def stage_world(out: Path, cfg: WorldRunConfig, advance=lambda done: None) -> di
     folder = out / "world" / "oracle"
     if not folder.exists():
         atomic_dir(folder, lambda tmp: write_world(tmp, build_world(cfg.seed, cfg.world)))
-    return {s: read_rows(folder / f"{s}.jsonl") for s in SPLITS}
+    return {s: read_rows(folder / f"{s}.jsonl") for s in cfg.world.splits}
 
 
 def stage_extract(out: Path, world: dict[str, list[dict]], advance=lambda done: None) -> dict[str, list[dict]]:
@@ -168,7 +175,7 @@ def stage_extract(out: Path, world: dict[str, list[dict]], advance=lambda done: 
     from sgpo.world.extractor import WorldExtractor
 
     result = {}
-    for i, split in enumerate(SPLITS):
+    for i, split in enumerate(world):
         path = out / "world" / f"{split}.jsonl"
         if not path.exists():
             summary = extract_strategies(
@@ -266,11 +273,21 @@ def warmup_process(out: Path, cfg: WorldRunConfig, save_to: Path, *, rank: int =
 
 
 def stage_train(out: Path, cfg: WorldRunConfig, method: str, advance=lambda done: None) -> Path:
-    """Train `method` ("grpo" or "sgpo") from `warmup/` on `world/train.jsonl` into `<method>/`.
+    """Train `method` ("grpo" or "sgpo") from `warmup/` on `world/train.jsonl` into `<method>/`
+    (`train_rl`)."""
+    final = out / method
+    if final.exists():
+        return final
+    return atomic_dir(final, lambda tmp: train_rl(out / "warmup", out / "world" / "train.jsonl", tmp,
+                                                  cfg.train.sgpo_config_kwargs(method), advance))
 
-    The run trains in `<method>.tmp/`, emptied first, so the trainer never finds a previous run
-    there (an interrupted one restarts from the warm-up; its output folder is renamed into place
-    only when the model is saved)."""
+
+def train_rl(start: Path, train_file: Path, dest: Path, config_kwargs: dict[str, Any], advance=lambda done: None) -> None:
+    """One `SGPOTrainer` run on the world's prompt format from the model in `start` on `train_file`,
+    with `SGPOConfig(**config_kwargs)` (`TrainSettings.sgpo_config_kwargs`), saved to `dest` (its
+    output folder: metrics.jsonl, tensorboard logs, the model). Callers train into a temporary folder,
+    emptied first, so the trainer never finds a previous run there (an interrupted one restarts from
+    `start`; the folder is renamed into place only when the model is saved: `atomic_dir`)."""
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
 
@@ -278,37 +295,30 @@ def stage_train(out: Path, cfg: WorldRunConfig, method: str, advance=lambda done
     from sgpo.trainer import SGPOTrainer
     from sgpo.world.prompt import WORLD_PROMPT_FORMAT
 
-    final = out / method
-    if final.exists():
-        return final
-
     class _Advance(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             advance(state.global_step)
 
-    def train(tmp: Path) -> None:
-        fmt = WORLD_PROMPT_FORMAT
-        args = SGPOConfig(
-            output_dir=str(tmp),
-            prompt_template=fmt.template,
-            guided_prompt_template=fmt.guided_template,
-            system_prompt=fmt.system_prompt,
-            use_chat_template=fmt.use_chat_template,
-            max_prompt_length=None,
-            reward_funcs=["accuracy"],
-            logging_steps=1,
-            save_strategy="no",
-            report_to="tensorboard",
-            disable_tqdm=True,
-            use_cpu=True,
-            **cfg.train.sgpo_config_kwargs(method),
-        )
-        trainer = SGPOTrainer(str(out / "warmup"), args, train_dataset=str(out / "world" / "train.jsonl"), callbacks=[_Advance()])
-        trainer.remove_callback(PrinterCallback)  # the progress lines and metrics.jsonl say it all
-        trainer.train()
-        trainer.save_model(str(tmp))
-
-    return atomic_dir(final, train)
+    fmt = WORLD_PROMPT_FORMAT
+    args = SGPOConfig(
+        output_dir=str(dest),
+        prompt_template=fmt.template,
+        guided_prompt_template=fmt.guided_template,
+        system_prompt=fmt.system_prompt,
+        use_chat_template=fmt.use_chat_template,
+        max_prompt_length=None,
+        reward_funcs=["accuracy"],
+        logging_steps=1,
+        save_strategy="no",
+        report_to="tensorboard",
+        disable_tqdm=True,
+        use_cpu=True,
+        **config_kwargs,
+    )
+    trainer = SGPOTrainer(str(start), args, train_dataset=str(train_file), callbacks=[_Advance()])
+    trainer.remove_callback(PrinterCallback)  # the progress lines and metrics.jsonl say it all
+    trainer.train()
+    trainer.save_model(str(dest))
 
 
 def stage_eval(out: Path, cfg: WorldRunConfig, name: str, advance=lambda done: None) -> dict[str, Any]:
@@ -418,9 +428,11 @@ def _call_in_worker(fn, args, kwargs):
     return fn(*args, **kwargs, progress=_QueueProgress(_worker_queue))
 
 
-def run_in_workers(calls: Sequence[tuple[Callable, tuple, dict]], on_message: Callable[[str, str, Any], None]) -> list[Any]:
+def run_in_workers(calls: Sequence[tuple[Callable, tuple, dict]], on_message: Callable[[str, str, Any], None],
+                   processes: int | None = None) -> list[Any]:
     """`fn(*args, **kwargs, progress=...)` for each call at once, one fresh process each (spawned, so
-    each sets its torch threads before anything is computed); returns their results in order. Their
+    each sets its torch threads before anything is computed) — or, with `processes`, in that many
+    processes, each taking the next call when it finishes one; returns their results in order. Their
     `progress.begin/update/end(name, x)` calls arrive here as `on_message(kind, name, x)`. An error
     in one is raised here, with the worker's traceback, once all have stopped."""
     import multiprocessing
@@ -437,7 +449,7 @@ def run_in_workers(calls: Sequence[tuple[Callable, tuple, dict]], on_message: Ca
             except queue_lib.Empty:
                 return
 
-    with ProcessPoolExecutor(len(calls), mp_context=ctx, initializer=_init_worker, initargs=(messages,)) as pool:
+    with ProcessPoolExecutor(processes or len(calls), mp_context=ctx, initializer=_init_worker, initargs=(messages,)) as pool:
         futures = [pool.submit(_call_in_worker, fn, args, kwargs) for fn, args, kwargs in calls]
         pending = set(futures)
         while pending:
@@ -497,7 +509,7 @@ def run_pipeline(
         return result
 
     oracle = timed("build world", stage_world, out, cfg)
-    world = timed("extract strategies", stage_extract, out, oracle, total=len(SPLITS))
+    world = timed("extract strategies", stage_extract, out, oracle, total=len(oracle))
     timed("tokenizer + model", stage_model, out, cfg, world)
     losses = timed("warm-up", stage_warmup, out, cfg, world, total=cfg.warmup.steps)
     heldout = {"warmup": timed("evaluate warmup", stage_eval, out, cfg, "warmup", total=2 * len(world["heldout"]))}

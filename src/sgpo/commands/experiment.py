@@ -1,0 +1,63 @@
+"""`sgpo experiment`: SGPO against SFT, GRPO, LUFFY and four SGPO ablations on the strategy world, each
+method tuned on the same learning-rate grid (validation split), several RL seeds, held-out test.
+
+    sgpo experiment --config experiments/strategy_world.yaml --out runs/experiment [--seeds N] [--quick]
+
+Writes DIR/results.json, DIR/results.md, DIR/plots/*.png and prints the main table (the protocol and
+the folder's layout: `sgpo.world.experiment`; the figures: docs/results.md). A rerun with the same
+configuration resumes: finished runs are skipped. A folder holding anything else is refused unless
+--overwrite. Progress goes to stderr, a line per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+COMMAND = "experiment"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sgpo experiment", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="the experiment's YAML file (e.g. experiments/strategy_world.yaml)")
+    p.add_argument("--out", "--output", dest="out", required=True, help="output folder (resumed when it holds this experiment)")
+    p.add_argument("--seeds", type=int, default=None, help="RL seeds per method (default: the config's `seeds`)")
+    p.add_argument("--quick", action="store_true", help="the config's `quick:` setting: a smoke test of the whole protocol")
+    p.add_argument("--overwrite", action="store_true", help="replace whatever the output folder holds and start clean")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sgpo.commands.common import error, parse_args
+
+    args = parse_args(build_parser(), argv)
+    if args.seeds is not None and args.seeds < 1:
+        return error(COMMAND, f"--seeds must be >= 1, got {args.seeds}")
+    from sgpo.world.experiment import ConfigError, load_config
+
+    try:
+        exp = load_config(args.config, quick=args.quick, seeds=args.seeds)
+    except ConfigError as exc:
+        return error(COMMAND, str(exc))
+    from transformers.utils import logging as hf_logging
+
+    from sgpo.world.experiment import run_experiment
+    from sgpo.world.pipeline import OutputDirError
+    from sgpo.world.progress import StageProgress
+
+    hf_logging.disable_progress_bar()
+    try:
+        with StageProgress(enabled=not args.no_progress, terminal=False) as progress:
+            results = run_experiment(args.out, exp, overwrite=args.overwrite, progress=progress)
+    except OutputDirError as exc:
+        return error(COMMAND, str(exc))
+    from sgpo.world.experiment_results import format_markdown
+
+    print(format_markdown(results))
+    print(f"wall time {results['wall_seconds']['total']:.0f} s; written to {args.out}/results.json, {args.out}/results.md, {args.out}/plots/")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

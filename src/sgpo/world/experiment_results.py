@@ -1,0 +1,364 @@
+"""What `sgpo experiment` reports, from its runs (`sgpo.world.experiment`): results.json, results.md,
+plots/*.png.
+
+results.json:
+
+    {"methods": {method: {"label", "chosen_learning_rate", "validation_auto": {lr: acc (seed 0)},
+                          "test_auto": {"per_seed": [...], "mean", "std"}, "test_guided": {...},
+                          "per_family_auto": {family: mean over seeds}, "generated_tokens_per_run",
+                          "train_seconds_per_run", "zero_gradient_steps_per_run"}},
+     "comparisons": {method: {"reference": "sgpo", "mean_difference", "ci95": [low, high], "samples"}},
+     "tuning_per_family": {method: {lr: {family: test autonomous accuracy of the seed-0 run}}},
+     "warmup": {"test_auto", "test_guided", "per_family_auto"},
+     "selectivity": {...}, "instance_weight": {...},
+     "learning_rates", "seeds", "shared_warmup": true, "setup": {...},
+     "wall_seconds": {phase: seconds, "total": seconds}}   (of the call that wrote it: a resumed call
+                                                           counts only the work it did)
+
+std is the sample standard deviation over seeds (n - 1). The bootstrap interval of SGPO minus a
+method resamples seeds and problems (both with replacement, independently; seed s of one method is
+paired with seed s of the other, problem with problem) and takes the 2.5 and 97.5 percentiles of the
+mean difference in test autonomous accuracy.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sgpo.data import read_rows, write_json
+
+RESULTS_FILE = "results.json"
+TABLE_FILE = "results.md"
+SELECTIVITY_FILE = "selectivity.json"
+
+
+# -- pure statistics ---------------------------------------------------------------------------------
+def mean_std(values: Sequence[float]) -> dict[str, Any]:
+    """{"per_seed", "mean", "std"} (std: sample standard deviation, 0 for a single value)."""
+    vals = [float(v) for v in values]
+    return {"per_seed": vals, "mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+
+
+def paired_bootstrap(a, b, samples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Mean of `a - b` and its 95% percentile-bootstrap interval. `a`, `b`: (S, P) per-seed,
+    per-problem verdicts (0/1) of two methods, paired by seed and by problem; each bootstrap sample
+    draws S seeds and P problems with replacement and averages `a - b` over the drawn grid."""
+    import numpy as np
+
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)  # (S, P)
+    S, P = d.shape
+    rng = np.random.default_rng(seed)
+    means = np.empty(samples)
+    for i in range(samples):
+        rows = d[rng.integers(S, size=S)]  # (S, P)
+        means[i] = rows[:, rng.integers(P, size=P)].mean()
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean_difference": float(d.mean()), "ci95": [float(low), float(high)], "samples": samples}
+
+
+def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    if len(xs) < 3:
+        return None
+    try:
+        return statistics.correlation(xs, ys)
+    except statistics.StatisticsError:  # a constant series
+        return None
+
+
+# -- selectivity -----------------------------------------------------------------------------------
+def selectivity(out: Path, exp, chosen: Mapping[str, float]) -> dict[str, Any]:
+    """Where each distillation signal puts its mass on the oracle responses of the first
+    `exp.selectivity_rows` validation records: the share of the forward KL(teacher ‖ student) mass
+    (SGPO's term) and of the imitation NLL mass (−log π(ỹ_t | x), the imitation ablation's per-token
+    loss) on the strategy-critical tokens, against their share of the tokens (`sgpo.evaluation.
+    selectivity`, as `sgpo selectivity`). Measured on the warm-up (where every run starts) and on
+    the seed-0 runs of SGPO and of the imitation ablation. Kept in selectivity.json."""
+    import json
+
+    from sgpo.evaluation.selectivity import build_trajectories, critical_share, score_trajectories, summarize, top_mass_shares
+    from sgpo.world.experiment import run_dir
+    from sgpo.world.model import load_model
+    from sgpo.world.prompt import WORLD_PROMPT_FORMAT
+
+    path = out / SELECTIVITY_FILE
+    if path.exists():
+        return json.loads(path.read_text())
+    rows = read_rows(out / "setup" / "world" / "validation.jsonl")[: exp.selectivity_rows]
+    models = {"warmup": out / "setup" / "warmup"}
+    models.update({m: run_dir(out, m, chosen[m], 0) for m in ("sgpo", "sgpo_imitation") if m in chosen})
+    result: dict[str, Any] = {"rows": len(rows), "trajectories": "oracle responses of the validation records"}
+    for name, folder in models.items():
+        model, tokenizer = load_model(folder)
+        trajs = build_trajectories(model, tokenizer, rows, prompt_format=WORLD_PROMPT_FORMAT, source_name="validation")
+        score_trajectories(model, tokenizer, trajs, prompt_format=WORLD_PROMPT_FORMAT, temperature=exp.setup.train.temperature)
+        summary = summarize(trajs)
+        nll = [-v for t in trajs for v in t.student_logp]
+        critical = [c for t in trajs for c in t.critical]
+        result[name] = {
+            "tokens": summary["tokens"], "forward_kl": {**summary["critical"], "top_mass_share": summary["top_mass_share"],
+                                                       "mean_per_token": summary["kl_mean_per_token"]},
+            "imitation_nll": {**critical_share(nll, critical), "top_mass_share": top_mass_shares(nll),
+                              "mean_per_token": sum(nll) / len(nll) if nll else None},
+        }
+        for v in (result[name]["forward_kl"], result[name]["imitation_nll"]):
+            v["mass_share"] = v.pop("kl_mass_share")
+    write_json(path, result)
+    return result
+
+
+# -- aggregation -----------------------------------------------------------------------------------
+def instance_weight_series(folders: Sequence[Path]) -> dict[str, Any]:
+    """Mean instance weight and autonomous accuracy of the rollouts per optimizer step (means over
+    the runs in `folders`, from their metrics.jsonl), every (weight, accuracy) pair of a (run, step),
+    and their correlation over those pairs."""
+    from sgpo.evaluation.report import read_metrics
+
+    per_run = []
+    for f in folders:
+        logs = [r for r in read_metrics(f / "metrics.jsonl")[0] if "distill/weight_mean" in r and "accuracy/auto" in r]
+        per_run.append({int(r["step"]): (r["distill/weight_mean"], r["accuracy/auto"]) for r in logs})
+    steps = sorted(set.intersection(*(set(r) for r in per_run))) if per_run else []
+    weight = [statistics.fmean(r[s][0] for r in per_run) for s in steps]
+    acc = [statistics.fmean(r[s][1] for r in per_run) for s in steps]
+    pairs = [v for r in per_run for v in r.values()]
+    return {"steps": steps, "weight_mean": weight, "accuracy_auto": acc, "runs": len(per_run),
+            "pairs": [list(v) for v in pairs], "correlation": pearson([w for w, _ in pairs], [a for _, a in pairs])}
+
+
+def summarize_runs(exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, float]) -> dict[str, Any]:
+    """results.json's `methods`, `comparisons` and `tuning_per_family` from the runs' run.json."""
+    import numpy as np
+
+    from sgpo.world.experiment import METHODS, REFERENCE
+
+    def final(m: str) -> list[Mapping[str, Any]]:
+        got = sorted((r for r in runs if r["method"] == m and r["learning_rate"] == chosen[m]), key=lambda r: r["seed"])
+        assert [r["seed"] for r in got] == list(range(exp.seeds)), (m, [r["seed"] for r in got])
+        return got
+
+    methods, verdicts = {}, {}
+    for m in exp.methods:
+        fin = final(m)
+        families = list(fin[0]["test"]["per_family"])
+        methods[m] = {
+            "label": METHODS[m].label,
+            "chosen_learning_rate": chosen[m],
+            "validation_auto": {f"{r['learning_rate']:g}": r["validation"]["auto"] for r in runs if r["method"] == m and r["seed"] == 0},
+            "test_auto": mean_std([r["test"]["auto"] for r in fin]),
+            "test_guided": mean_std([r["test"]["guided"] for r in fin]),
+            "per_family_auto": {f: statistics.fmean(r["test"]["per_family"][f]["auto"] for r in fin) for f in families},
+            "per_family_guided": {f: statistics.fmean(r["test"]["per_family"][f]["guided"] for r in fin) for f in families},
+            "generated_tokens_per_run": statistics.fmean(r["generated_tokens"] for r in fin),
+            "train_seconds_per_run": statistics.fmean(r["wall_seconds"]["train"] for r in fin),
+            "zero_gradient_steps_per_run": statistics.fmean(r["zero_gradient_steps"] for r in fin),
+            "steps": fin[0]["steps"],
+        }
+        verdicts[m] = np.array([r["test"]["correct"]["auto"] for r in fin], dtype=np.float64)
+    comparisons = {m: {"reference": REFERENCE, **paired_bootstrap(verdicts[REFERENCE], verdicts[m], exp.bootstrap_samples)}
+                   for m in exp.methods if m != REFERENCE}
+    tuning = {m: {f"{r['learning_rate']:g}": {f: v["auto"] for f, v in r["test"]["per_family"].items()} | {"all": r["test"]["auto"]}
+                  for r in runs if r["method"] == m and r["seed"] == 0} for m in exp.methods}
+    return {"methods": methods, "comparisons": comparisons, "tuning_per_family": tuning}
+
+
+def write_outputs(out: Path, exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, float], sel: Mapping[str, Any],
+                  walls: dict[str, float], started: float) -> dict[str, Any]:
+    """results.json, results.md and plots/*.png; returns results.json's content."""
+    import json
+    import time
+
+    from sgpo.world.experiment import run_dir
+
+    results = summarize_runs(exp, runs, chosen)
+    warm = json.loads((out / "setup" / "eval" / "warmup.json").read_text())
+    results["warmup"] = {"test_auto": warm["auto"], "test_guided": warm["guided"],
+                         "per_family_auto": {f: v["auto"] for f, v in warm["per_family"].items()},
+                         "per_family_guided": {f: v["guided"] for f, v in warm["per_family"].items()}}
+    results["selectivity"] = sel
+    sgpo_like = [m for m in exp.methods if m.startswith("sgpo")]
+    results["instance_weight"] = {m: instance_weight_series([run_dir(out, m, chosen[m], s) for s in range(exp.seeds)])
+                                  for m in sgpo_like}
+    results["learning_rates"] = list(exp.learning_rates)
+    results["seeds"] = list(range(exp.seeds))
+    results["shared_warmup"] = True
+    results["setup"] = exp.to_dict()
+    results["test_problems"] = len(read_rows(out / "setup" / "world" / "heldout.jsonl"))
+    results["validation_problems"] = len(read_rows(out / "setup" / "world" / "validation.jsonl"))
+    write_plots(out, exp, results, chosen)
+    walls["total"] = round(time.perf_counter() - started, 1)
+    results["wall_seconds"] = walls
+    (out / TABLE_FILE).write_text(format_markdown(results))
+    write_json(out / RESULTS_FILE, results)
+    return results
+
+
+# -- Markdown --------------------------------------------------------------------------------------
+def _pm(d: Mapping[str, float]) -> str:
+    return f"{d['mean']:.3f} ± {d['std']:.3f}"
+
+
+def _lr(x: float) -> str:
+    return f"{x:g}"
+
+
+def format_markdown(results: Mapping[str, Any]) -> str:
+    """The tables of results.md: main table, per-family accuracy, tuning per family, selectivity,
+    instance weight."""
+    methods = results["methods"]
+    lrs = [_lr(x) for x in results["learning_rates"]]
+    comp = results["comparisons"]
+    n_seeds = len(results["seeds"])
+    lines = [f"Held-out test: {results['test_problems']} problems, greedy, {n_seeds} RL seeds per method from one shared "
+             f"warm-up; learning rate chosen per method on {results['validation_problems']} validation problems "
+             f"(seed 0). Warm-up: autonomous {results['warmup']['test_auto']:.3f}, guided {results['warmup']['test_guided']:.3f}.",
+             "",
+             "| method | chosen lr | validation auto at " + " / ".join(lrs) + " | test auto (mean ± std) | test guided "
+             "| SGPO − method [95% CI] | generated tokens / run | train s / run |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for m, r in methods.items():
+        val = " / ".join(f"{r['validation_auto'].get(x, float('nan')):.3f}" for x in lrs)
+        c = comp.get(m)
+        diff = "—" if c is None else f"{c['mean_difference']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]"
+        lines.append(f"| {m} | {_lr(r['chosen_learning_rate'])} | {val} | {_pm(r['test_auto'])} | {_pm(r['test_guided'])} "
+                     f"| {diff} | {r['generated_tokens_per_run']:.0f} | {r['train_seconds_per_run']:.0f} |")
+    families = list(results["warmup"]["per_family_auto"])
+    lines += ["", "Test autonomous accuracy per family (mean over seeds, chosen rate):", "",
+              "| method | " + " | ".join(families) + " |", "| --- |" + " ---: |" * len(families)]
+    lines.append("| warm-up | " + " | ".join(f"{results['warmup']['per_family_auto'][f]:.3f}" for f in families) + " |")
+    for m, r in methods.items():
+        lines.append(f"| {m} | " + " | ".join(f"{r['per_family_auto'][f]:.3f}" for f in families) + " |")
+    lines += ["", "Test autonomous accuracy per family of every tuning run (seed 0), by learning rate:", "",
+              "| method | lr | " + " | ".join(families) + " | all |", "| --- | ---: |" + " ---: |" * (len(families) + 1)]
+    for m, by_lr in results["tuning_per_family"].items():
+        for x in lrs:
+            if x in by_lr:
+                lines.append(f"| {m} | {x} | " + " | ".join(f"{by_lr[x][f]:.3f}" for f in [*families, "all"]) + " |")
+    sel = results["selectivity"]
+    lines += ["", f"Selectivity on the oracle responses of {sel['rows']} validation problems: share of each per-token "
+              "signal's mass on the strategy-critical tokens vs their share of the tokens (enrichment = ratio):", "",
+              "| model | signal | critical token share | mass share | enrichment | top-5% token mass share |",
+              "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for name, v in sel.items():
+        if not isinstance(v, dict):
+            continue
+        for signal in ("forward_kl", "imitation_nll"):
+            s = v[signal]
+            fmt = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731
+            lines.append(f"| {name} | {signal} | {fmt(s['token_share'])} | {fmt(s['mass_share'])} | {fmt(s['enrichment'])} "
+                         f"| {fmt(s['top_mass_share'].get('5%'))} |")
+    lines += ["", "Mean instance weight vs autonomous accuracy of the rollouts over training (mean over seeds):", "",
+              "| method | weight, first step → last | autonomous accuracy, first → last | correlation over (run, step) |",
+              "| --- | ---: | ---: | ---: |"]
+    for m, s in results["instance_weight"].items():
+        if s["steps"]:
+            corr = "–" if s["correlation"] is None else f"{s['correlation']:+.2f}"
+            lines.append(f"| {m} | {s['weight_mean'][0]:.3f} → {s['weight_mean'][-1]:.3f} | "
+                         f"{s['accuracy_auto'][0]:.3f} → {s['accuracy_auto'][-1]:.3f} | {corr} |")
+    return "\n".join(lines) + "\n"
+
+
+# -- plots -----------------------------------------------------------------------------------------
+def _rolling(values: Sequence[float], window: int) -> list[float]:
+    out = []
+    for i in range(len(values)):
+        part = values[max(0, i - window + 1) : i + 1]
+        out.append(sum(part) / len(part))
+    return out
+
+
+def write_plots(out: Path, exp, results: Mapping[str, Any], chosen: Mapping[str, float]) -> list[Path]:
+    """plots/learning_curves.png (training reward of the RL methods, SFT's loss), plots/test_accuracy.png
+    (mean ± std over seeds), plots/instance_weight.png (SGPO's mean instance weight and autonomous
+    accuracy per step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sgpo.evaluation.report import read_metrics
+    from sgpo.world.experiment import METHODS, run_dir
+
+    folder = out / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    colours = dict(zip(exp.methods, plt.get_cmap("tab10").colors))
+
+    def mean_curve(m: str, key: str) -> tuple[list[int], list[float]]:
+        series = []
+        for s in range(exp.seeds):
+            logs = read_metrics(run_dir(out, m, chosen[m], s) / "metrics.jsonl")[0]
+            series.append({int(r["step"]): r[key] for r in logs if key in r and "train_runtime" not in r})
+        steps = sorted(set.intersection(*(set(x) for x in series)))
+        return steps, [statistics.fmean(x[t] for x in series) for t in steps]
+
+    fig, (ax, ax_sft) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [2.2, 1]})
+    window = max(1, exp.setup.train.max_steps // 10)
+    for m in exp.methods:
+        if METHODS[m].base == "sft":
+            steps, loss = mean_curve(m, "loss")
+            ax_sft.plot(steps, _rolling(loss, window), color=colours[m], label=m)
+            continue
+        steps, reward = mean_curve(m, "reward/auto")
+        ax.plot(steps, _rolling(reward, window), color=colours[m], label=f"{m} (lr {chosen[m]:g})",
+                linestyle="-" if m in ("sgpo", "grpo", "luffy") else "--")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(f"autonomous reward (mean over seeds, rolling {window})")
+    ax.set_title("Training reward of the autonomous rollouts")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax_sft.set_xlabel("optimizer step")
+    ax_sft.set_ylabel("SFT loss (nats / token)")
+    ax_sft.set_title("SFT training loss")
+    ax_sft.grid(alpha=0.3)
+    fig.tight_layout()
+    curves = folder / "learning_curves.png"
+    fig.savefig(curves, dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    names = list(results["methods"])
+    means = [results["methods"][m]["test_auto"]["mean"] for m in names]
+    stds = [results["methods"][m]["test_auto"]["std"] for m in names]
+    ax.bar(range(len(names)), means, yerr=stds, capsize=4, color=[colours[m] for m in names])
+    ax.axhline(results["warmup"]["test_auto"], color="black", linestyle=":", label="warm-up")
+    for i, v in enumerate(means):
+        ax.text(i, v + 0.01, f"{v:.3f}", ha="center", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel("held-out autonomous accuracy")
+    ax.set_title(f"Test accuracy, mean ± std over {exp.seeds} seeds")
+    ax.legend()
+    fig.tight_layout()
+    bars = folder / "test_accuracy.png"
+    fig.savefig(bars, dpi=110)
+    plt.close(fig)
+
+    fig, (ax, ax_xy) = plt.subplots(1, 2, figsize=(12, 4.2))
+    ax2 = ax.twinx()
+    shown = [m for m in ("sgpo", "sgpo_constant_weight") if results["instance_weight"].get(m, {}).get("steps")]
+    for m in shown:
+        s = results["instance_weight"][m]
+        ax.plot(s["steps"], s["weight_mean"], color=colours[m], label=f"{m}: mean instance weight")
+        ax2.plot(s["steps"], s["accuracy_auto"], color=colours[m], linestyle=":", label=f"{m}: autonomous accuracy")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("mean instance weight (solid)")
+    ax2.set_ylabel("autonomous accuracy of the rollouts (dotted)")
+    ax.set_title("Over training (mean over seeds, chosen rate)")
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
+    ax.grid(alpha=0.3)
+    for m, s in results["instance_weight"].items():
+        if s["pairs"] and m != "sgpo_constant_weight":
+            corr = "–" if s["correlation"] is None else f"{s['correlation']:+.2f}"
+            ax_xy.scatter([a for _, a in s["pairs"]], [w for w, _ in s["pairs"]], s=12, alpha=0.6, color=colours[m], label=f"{m} (r = {corr})")
+    ax_xy.set_xlabel("autonomous accuracy of the step's rollouts")
+    ax_xy.set_ylabel("mean instance weight of the step")
+    ax_xy.set_title("Every (run, step)")
+    ax_xy.grid(alpha=0.3)
+    ax_xy.legend(fontsize=7)
+    fig.tight_layout()
+    weights = folder / "instance_weight.png"
+    fig.savefig(weights, dpi=110)
+    plt.close(fig)
+    return [curves, bars, weights]

@@ -1,0 +1,190 @@
+"""`sgpo experiment`: the quick experiment end to end through the real CLI (every method, every seed,
+chosen rates from the grid, equal budgets, intervals, resume), its statistics, and its config errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sgpo.world.experiment import METHODS, ConfigError, choose_rate, load_config, run_dir
+from sgpo.world.experiment_results import mean_std, paired_bootstrap
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "experiments" / "strategy_world.yaml"
+
+
+def sgpo(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "sgpo", *args], capture_output=True, text=True, env=env, timeout=900, cwd=cwd)
+
+
+def started_runs(stderr: str) -> list[str]:
+    return re.findall(r"\] (\S+ lr=\S+ seed=\d+): started", stderr)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("experiment") / "run"
+    proc = sgpo("experiment", "--config", str(CONFIG), "--quick", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out, proc
+
+
+@pytest.mark.slow
+def test_quick_experiment_reports_every_method_and_seed_consistently(quick):
+    out, proc = quick
+    exp = load_config(CONFIG, quick=True)
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["methods"]) == list(METHODS) == list(exp.methods)
+    assert results["seeds"] == [0, 1, 2] and results["shared_warmup"] is True
+    grid = [f"{x:g}" for x in exp.learning_rates]
+    assert len(grid) >= 3
+    for name, m in results["methods"].items():
+        # the rate is from the grid, and it is the best on validation (ties: the smaller rate)
+        assert list(m["validation_auto"]) == grid
+        best = max(grid, key=lambda x: (m["validation_auto"][x], -float(x)))
+        assert f"{m['chosen_learning_rate']:g}" == best
+        for key in ("test_auto", "test_guided"):
+            s = m[key]
+            assert len(s["per_seed"]) == 3
+            assert s["mean"] == pytest.approx(statistics.fmean(s["per_seed"]))
+            assert s["std"] == pytest.approx(statistics.stdev(s["per_seed"]))
+        # every run of the method exists, with the same number of optimizer steps
+        for lr in exp.learning_rates:
+            assert (run_dir(out, name, lr, 0) / "run.json").exists()
+        runs = [json.loads((run_dir(out, name, m["chosen_learning_rate"], s) / "run.json").read_text()) for s in range(3)]
+        assert [r["test"]["auto"] for r in runs] == m["test_auto"]["per_seed"]
+        assert all(r["steps"] == exp.setup.train.max_steps == m["steps"] for r in runs)
+        assert all(len(r["test"]["correct"]["auto"]) == results["test_problems"] for r in runs)
+        if METHODS[name].base == "sft":
+            assert m["generated_tokens_per_run"] == 0
+        else:  # equal sample budget: the same completions per problem, and sampled tokens are counted
+            cfg = runs[0]["config"]["sgpo_config"]
+            assert cfg["num_generations"] + cfg["num_guided_generations"] == exp.setup.train.rollouts_per_problem
+            assert cfg["per_device_train_batch_size"] == exp.setup.train.problems_per_step
+            assert m["generated_tokens_per_run"] > 0
+    # the ablations are what they say
+    sgpo_cfg = lambda name: json.loads((run_dir(out, name, results["methods"][name]["chosen_learning_rate"], 0) / "run.json").read_text())["config"]["sgpo_config"]  # noqa: E731
+    assert sgpo_cfg("sgpo_imitation")["distill_divergence"] == "imitation"
+    assert sgpo_cfg("sgpo_no_proximal")["distill_proximal"] is False
+    assert sgpo_cfg("luffy")["mix_strong_responses"] is True and sgpo_cfg("luffy")["num_guided_generations"] == 0
+    assert sgpo_cfg("grpo")["distill_coef"] == 0 and sgpo_cfg("sgpo")["distill_coef"] > 0
+    # SGPO minus every other method: the interval holds the mean difference, which is the difference of the means
+    assert set(results["comparisons"]) == set(METHODS) - {"sgpo"}
+    for name, c in results["comparisons"].items():
+        assert c["ci95"][0] <= c["mean_difference"] <= c["ci95"][1]
+        diff = results["methods"]["sgpo"]["test_auto"]["mean"] - results["methods"][name]["test_auto"]["mean"]
+        assert c["mean_difference"] == pytest.approx(diff, abs=1e-5)
+    sel = results["selectivity"]
+    for model in ("warmup", "sgpo", "sgpo_imitation"):
+        for signal in ("forward_kl", "imitation_nll"):
+            assert 0 < sel[model][signal]["token_share"] < 1 and 0 <= sel[model][signal]["mass_share"] <= 1
+    assert results["instance_weight"]["sgpo"]["steps"] == list(range(1, exp.setup.train.max_steps + 1))
+    for png in ("learning_curves.png", "test_accuracy.png", "instance_weight.png"):
+        assert (out / "plots" / png).stat().st_size > 5_000
+    table = (out / "results.md").read_text()
+    assert all(f"| {name} |" in table for name in METHODS)
+    assert "SGPO − method [95% CI]" in proc.stdout
+    # 8 methods x 3 rates at seed 0, then 8 methods x 2 more seeds: each run once
+    assert len(started_runs(proc.stderr)) == len(set(started_runs(proc.stderr))) == 8 * 3 + 8 * 2
+
+
+@pytest.mark.slow
+def test_quick_experiment_resumes_without_redoing_finished_runs(quick):
+    out, _ = quick
+    before = json.loads((out / "results.json").read_text())
+    lost = run_dir(out, "grpo", before["methods"]["grpo"]["chosen_learning_rate"], 2)
+    shutil.rmtree(lost)  # as if interrupted while this run trained
+    stamps = {p: p.stat().st_mtime_ns for p in [*(out / "runs").rglob("run.json"), out / "setup" / "warmup" / "model.safetensors"]}
+    proc = sgpo("experiment", "--config", str(CONFIG), "--quick", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert started_runs(proc.stderr) == [f"grpo lr={before['methods']['grpo']['chosen_learning_rate']:g} seed=2"]
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # finished runs (and the warm-up) not rewritten
+    after = json.loads((out / "results.json").read_text())
+    # the redone run gives the same numbers (same seed, single-threaded), so the results agree
+    assert after["methods"]["grpo"]["test_auto"] == before["methods"]["grpo"]["test_auto"]
+    assert after["comparisons"] == before["comparisons"]
+    # another configuration is refused, never mixed in
+    proc = sgpo("experiment", "--config", str(CONFIG), "--quick", "--seeds", "4", "--out", str(out))
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "holds an experiment of another configuration" in proc.stderr
+
+
+# -- statistics ------------------------------------------------------------------------------------
+def test_paired_bootstrap_pairs_seed_with_seed_and_problem_with_problem():
+    a = [[1, 0, 1, 0, 1, 1], [0, 0, 1, 1, 1, 0], [1, 1, 0, 0, 0, 1]]
+    same = paired_bootstrap(a, a, samples=300)
+    assert same["mean_difference"] == 0 and same["ci95"] == [0.0, 0.0]  # unpaired resampling would spread it
+    shifted = [[1] * 6] * 3
+    c = paired_bootstrap(shifted, a, samples=500)
+    assert c["mean_difference"] == pytest.approx(1 - 10 / 18)
+    assert c["ci95"][0] <= c["mean_difference"] <= c["ci95"][1] and c["ci95"][0] < c["ci95"][1]
+    assert paired_bootstrap(a, shifted, samples=500)["ci95"] == pytest.approx([-c["ci95"][1], -c["ci95"][0]])
+
+
+def test_bootstrap_interval_narrows_with_more_problems():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 2, size=(3, 30))
+    large = np.tile(small, (1, 10))
+    zero = np.zeros_like(small)
+    w_small = np.diff(paired_bootstrap(small, zero, 400)["ci95"])[0]
+    w_large = np.diff(paired_bootstrap(large, np.zeros_like(large), 400)["ci95"])[0]
+    assert w_large < w_small
+
+
+def test_mean_std_and_choose_rate():
+    assert mean_std([0.5]) == {"per_seed": [0.5], "mean": 0.5, "std": 0.0}
+    assert mean_std([0.2, 0.4])["std"] == pytest.approx(statistics.stdev([0.2, 0.4]))
+    runs = [{"learning_rate": lr, "validation": {"auto": acc}} for lr, acc in ((3e-4, 0.5), (1e-4, 0.5), (3e-5, 0.4))]
+    assert choose_rate(runs) == 1e-4  # a tie goes to the smaller rate
+    runs[2]["validation"]["auto"] = 0.6
+    assert choose_rate(runs) == 3e-5
+
+
+# -- configuration ---------------------------------------------------------------------------------
+def test_shipped_config_is_a_fair_full_experiment():
+    exp = load_config(CONFIG)
+    assert exp.methods == tuple(METHODS) and exp.seeds >= 3 and len(exp.learning_rates) >= 3
+    assert exp.setup.world.per_family["validation"] > 0 and not exp.setup.quick
+    assert load_config(CONFIG, seeds=5).seeds == 5
+    assert load_config(CONFIG, quick=True).setup.quick
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("learning_rates: [1.0e-4, fast]\n", "learning_rates[1] must be a number, got 'fast'"),
+        ("methods: [sgpo, ppo]\n", "methods[1]: unknown method 'ppo'"),
+        ("methods: [grpo, sft]\n", "methods must include 'sgpo'"),
+        ("train: {max_step: 3}\n", "train: unknown key 'max_step'"),
+        ("wrld: {heldout: 3}\n", "top level: unknown key 'wrld'"),
+        ("world: {heldout: 3, train: 3, warmup: 3}\n", "world: needs a number of problems per family for every split; missing 'validation'"),
+        ("seeds: 0\n", "seeds must be >= 1, got 0"),
+        ("learning_rates: [1e-4, 1e-4]\n", "learning_rates must be distinct positive numbers"),
+    ],
+)
+def test_config_mistakes_are_one_line_naming_file_and_field(tmp_path, text, message):
+    path = tmp_path / "exp.yaml"
+    path.write_text("world: {heldout: 3, train: 3, warmup: 3, validation: 3}\n" + text)  # a later key replaces an earlier one
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
+
+
+def test_cli_reports_a_config_mistake_in_one_line_before_loading_anything(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("world: {heldout: 3, train: 3, warmup: 3, validation: 3}\nseeds: three\n")
+    proc = sgpo("experiment", "--config", str(path), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert proc.stderr == f"sgpo experiment: error: {path}: seeds must be an integer, got 'three'\n"
+    assert not (tmp_path / "out").exists()
