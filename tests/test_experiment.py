@@ -112,6 +112,11 @@ def test_quick_experiment_resumes_without_redoing_finished_runs(quick):
     # the redone run gives the same numbers (same seed, single-threaded), so the results agree
     assert after["methods"]["grpo"]["test_auto"] == before["methods"]["grpo"]["test_auto"]
     assert after["comparisons"] == before["comparisons"]
+    # this call's wall time covers only the redone run; the sum over every run does not depend on it
+    runs = [json.loads(p.read_text()) for p in (out / "runs").rglob("run.json")]
+    assert after["run_seconds_sum"] == pytest.approx(
+        sum(r["wall_seconds"]["train"] + r["wall_seconds"]["evaluate"] for r in runs), abs=0.1 * len(runs))
+    assert after["run_seconds_sum"] > after["wall_seconds"]["total"] - after["wall_seconds"]["setup (world, warm-up)"]
     # another configuration is refused, never mixed in
     proc = sgpo("experiment", "--config", str(CONFIG), "--quick", "--seeds", "4", "--out", str(out))
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     from sgpo.world.experiment_results import format_markdown
 
     print(format_markdown(results))
-    print(f"wall time {results['wall_seconds']['total']:.0f} s; written to {args.out}/results.json, {args.out}/results.md, {args.out}/plots/")
+    print(f"wall time of this call {results['wall_seconds']['total']:.0f} s (runs skipped as finished are not in it; "
+          f"every run's training + evaluation: {results['run_seconds_sum']:.0f} s); written to {args.out}/results.json, {args.out}/results.md, {args.out}/plots/")
     return 0
 
 

@@ -12,8 +12,9 @@ results.json:
      "warmup": {"test_auto", "test_guided", "per_family_auto"},
      "selectivity": {...}, "instance_weight": {...},
      "learning_rates", "seeds", "shared_warmup": true, "setup": {...},
-     "wall_seconds": {phase: seconds, "total": seconds}}   (of the call that wrote it: a resumed call
+     "wall_seconds": {phase: seconds, "total": seconds},   (of the call that wrote it: a resumed call
                                                            counts only the work it did)
+     "run_seconds_sum": training + evaluation seconds of every run, whichever call ran it}
 
 std is the sample standard deviation over seeds (n - 1). The bootstrap interval of SGPO minus a
 method resamples seeds and problems (both with replacement, independently; seed s of one method is
@@ -190,6 +191,8 @@ def write_outputs(out: Path, exp, runs: Sequence[Mapping[str, Any]], chosen: Map
     write_plots(out, exp, results, chosen)
     walls["total"] = round(time.perf_counter() - started, 1)
     results["wall_seconds"] = walls
+    # independent of resumption: what every run took (training + evaluation), whichever call ran it
+    results["run_seconds_sum"] = round(sum(r["wall_seconds"]["train"] + r["wall_seconds"]["evaluate"] for r in runs), 1)
     (out / TABLE_FILE).write_text(format_markdown(results))
     write_json(out / RESULTS_FILE, results)
     return results
