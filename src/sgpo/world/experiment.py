@@ -5,11 +5,14 @@
 Every method starts from the same warm-up checkpoint and trains on the same problems with the same
 optimizer steps, problems per step and completions per problem (`TrainSettings`); only the method
 differs (`METHODS`: SFT on the oracle responses, GRPO, LUFFY, SGPO and four SGPO ablations, each a
-configuration of the trainer: docs/algorithm.md, "Baselines and ablations"). The protocol:
+configuration of the trainer: docs/algorithm.md, "Baselines and ablations"; and SGPO on two
+training-data variants where half the problems have no strong response, `sgpo.world.train_data`:
+docs/strategy-library.md). The protocol:
 
 1. the world (with a `validation` split apart from the `heldout` test split) and the warm-up, built
    once by the demo's pipeline (`sgpo.world.pipeline.run_pipeline`) in `setup/`: the warm-up is
-   shared by every run;
+   shared by every run; the training-data variants the methods need are written into
+   `setup/world/train-data/` once;
 2. tuning: every method is trained once (RL seed 0) at every learning rate of the same grid, and its
    rate is the one with the best greedy autonomous accuracy on the validation split (ties: the
    smaller rate);
@@ -128,7 +131,8 @@ TRAIN_KEYS = tuple(f.name for f in fields(TrainSettings) if f.name not in ("lear
 
 
 def load_config(path: str | Path, *, quick: bool = False, seeds: int | None = None) -> ExperimentConfig:
-    """The experiment of the YAML file at `path` (experiments/strategy_world.yaml documents the keys);
+    """The experiment of the YAML file at `path` (experiments/strategy_world.yaml documents the keys,
+    experiments/strategy_library.yaml the `compare` map of bootstrap references);
     with `quick`, its `quick:` section's keys replace the top-level ones; `seeds` replaces `seeds`."""
     import yaml
 
