@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from sgpo.data import read_rows
-from sgpo.world.experiment import METHODS, load_config, run_dir
+from sgpo.world.experiment import METHODS, load_config, prepare_experiment, run_dir
+from sgpo.world.pipeline import OutputDirError, prepare_out
 from sgpo.world.train_data import half_split, variant_file, write_variants
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +101,23 @@ def test_quick_library_experiment_trains_each_method_on_its_variant(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert {m: c["reference"] for m, c in results["comparisons"].items()} == exp.references()
     assert "| sgpo_half | " in (out / "results.md").read_text() and "sgpo_half_retrieved − sgpo_half: " in proc.stdout
+
+
+def test_an_out_folder_holding_only_a_copied_setup_is_a_start(tmp_path):
+    exp = load_config(CONFIG, quick=True)
+    out = tmp_path / "out"
+    prepare_out(out / "setup", exp.setup)  # as another experiment of the same world leaves it
+    prepare_experiment(out, exp)
+    assert (out / "experiment.json").exists()
+    # another world's setup is refused by the pipeline, before any stage runs
+    other = tmp_path / "other"
+    prepare_out(other / "setup", load_config(ROOT / "experiments" / "strategy_world.yaml").setup)
+    prepare_experiment(other, exp)
+    with pytest.raises(OutputDirError, match="holds a run of another configuration"):
+        prepare_out(other / "setup", exp.setup)
+    # anything else beside it is not
+    stray = tmp_path / "stray"
+    (stray / "setup").mkdir(parents=True)
+    (stray / "notes.txt").write_text("x")
+    with pytest.raises(OutputDirError, match="holds other files"):
+        prepare_experiment(stray, exp)

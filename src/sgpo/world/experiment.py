@@ -19,7 +19,7 @@ docs/strategy-library.md). The protocol:
 3. seeds: every method is trained at its chosen rate with RL seeds 1 … N-1 too (seed 0 is the
    tuning run); every run is evaluated on the held-out test split (autonomous and guided);
 4. results (`sgpo.world.experiment_results`): mean ± std over seeds, paired bootstrap intervals of
-   SGPO minus each other method, per-family accuracy, learning curves, selectivity, instance weights.
+   SGPO minus each other method (or of the config's `compare` pairs), per-family accuracy, learning curves, selectivity, instance weights.
 
 Output folder:
 
@@ -308,12 +308,14 @@ def run_one(exp: ExperimentConfig, out: Path, method: str, lr: float, seed: int,
 
 # -- the experiment ---------------------------------------------------------------------------------
 def prepare_experiment(out: str | Path, exp: ExperimentConfig, overwrite: bool = False) -> Path:
-    """Create `out`, or check that it holds a (partial) run of the same experiment; `overwrite`: start clean."""
+    """Create `out`, or check that it holds a (partial) run of the same experiment; `overwrite`: start clean.
+    A folder holding only `setup/` (another experiment's, copied in to reuse its world and warm-up) is
+    a start: the pipeline checks that its configuration is this experiment's `setup`."""
     out = Path(out)
     path = out / EXPERIMENT_FILE
     if overwrite and out.exists():
         shutil.rmtree(out)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != "setup" for p in out.iterdir()):
         if not path.exists():
             raise OutputDirError(f"{out}: the folder holds other files; choose another --out or pass --overwrite")
         if json.loads(path.read_text()) != json.loads(json.dumps(exp.to_dict())):
