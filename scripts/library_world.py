@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import re
 import sys
 import time
@@ -33,8 +32,7 @@ from typing import Any
 from sgpo.data import read_rows, write_json, write_rows
 from sgpo.library import RetrievalConfig, StrategyLibrary
 from sgpo.world.families import FAMILIES, get_family
-
-STRONG_COLUMNS = ("response", "strategy", "strategy_json", "status", "reason", "detail", "critical_spans")
+from sgpo.world.train_data import half_split, without_strong
 
 
 def paraphrase_index(record: dict[str, Any]) -> int:
@@ -77,7 +75,7 @@ def measure(name: str, library_rows, strip_rows, heldout, model, tokenizer, fami
     library, build = StrategyLibrary.build([library_rows])
     library.save(out / name / "library", overwrite=True)
     t_build = time.perf_counter() - t0
-    stripped = library.retrieve([{k: v for k, v in r.items() if k not in STRONG_COLUMNS} for r in strip_rows], config).rows
+    stripped = library.retrieve([without_strong(r) for r in strip_rows], config).rows
     held = library.retrieve(heldout, config).rows  # every row retrieved for; its own strategy kept in own_strategy
     write_rows(out / name / "stripped-retrieved.jsonl", stripped)
     write_rows(out / name / "heldout-retrieved.jsonl", held)
@@ -112,10 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     train, heldout = read_rows(run / "world" / "train.jsonl"), read_rows(run / "world" / "heldout.jsonl")
     family_strategy = {r["family"]: r["strategy"] for r in train}
     assert set(family_strategy) == {f.name for f in FAMILIES}
-    order = list(range(len(train)))
-    random.Random(args.seed).shuffle(order)
-    strip = sorted(order[: len(train) // 2])
-    keep = sorted(order[len(train) // 2 :])
+    strip, keep = half_split(len(train), args.seed)  # the same half as `sgpo experiment`'s training-data variants
     model, tokenizer = (None, None) if args.precision_only else load_model(run / "warmup")
     config = RetrievalConfig(only_missing=False, min_similarity=args.min_similarity)
     t0 = time.perf_counter()

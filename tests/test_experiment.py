@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sgpo.world.experiment import METHODS, ConfigError, choose_rate, load_config, run_dir
+from sgpo.world.experiment import DEFAULT_METHODS, METHODS, ConfigError, choose_rate, load_config, run_dir
 from sgpo.world.experiment_results import mean_std, paired_bootstrap
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def test_quick_experiment_reports_every_method_and_seed_consistently(quick):
     out, proc = quick
     exp = load_config(CONFIG, quick=True)
     results = json.loads((out / "results.json").read_text())
-    assert list(results["methods"]) == list(METHODS) == list(exp.methods)
+    assert list(results["methods"]) == list(DEFAULT_METHODS) == list(exp.methods)
     assert results["seeds"] == [0, 1, 2] and results["shared_warmup"] is True
     grid = [f"{x:g}" for x in exp.learning_rates]
     assert len(grid) >= 3
@@ -78,7 +78,7 @@ def test_quick_experiment_reports_every_method_and_seed_consistently(quick):
     assert sgpo_cfg("luffy")["mix_strong_responses"] is True and sgpo_cfg("luffy")["num_guided_generations"] == 0
     assert sgpo_cfg("grpo")["distill_coef"] == 0 and sgpo_cfg("sgpo")["distill_coef"] > 0
     # SGPO minus every other method: the interval holds the mean difference, which is the difference of the means
-    assert set(results["comparisons"]) == set(METHODS) - {"sgpo"}
+    assert set(results["comparisons"]) == set(DEFAULT_METHODS) - {"sgpo"}
     for name, c in results["comparisons"].items():
         assert c["ci95"][0] <= c["mean_difference"] <= c["ci95"][1]
         diff = results["methods"]["sgpo"]["test_auto"]["mean"] - results["methods"][name]["test_auto"]["mean"]
@@ -91,7 +91,7 @@ def test_quick_experiment_reports_every_method_and_seed_consistently(quick):
     for png in ("learning_curves.png", "test_accuracy.png", "instance_weight.png"):
         assert (out / "plots" / png).stat().st_size > 5_000
     table = (out / "results.md").read_text()
-    assert all(f"| {name} |" in table for name in METHODS)
+    assert all(f"| {name} |" in table for name in DEFAULT_METHODS)
     assert "SGPO − method [95% CI]" in proc.stdout
     # 8 methods x 3 rates at seed 0, then 8 methods x 2 more seeds: each run once
     assert len(started_runs(proc.stderr)) == len(set(started_runs(proc.stderr))) == 8 * 3 + 8 * 2
@@ -159,7 +159,7 @@ def test_mean_std_and_choose_rate():
 # -- configuration ---------------------------------------------------------------------------------
 def test_shipped_config_is_a_fair_full_experiment():
     exp = load_config(CONFIG)
-    assert exp.methods == tuple(METHODS) and exp.seeds >= 3 and len(exp.learning_rates) >= 3
+    assert exp.methods == DEFAULT_METHODS and exp.seeds >= 3 and len(exp.learning_rates) >= 3
     assert exp.setup.world.per_family["validation"] > 0 and not exp.setup.quick
     assert load_config(CONFIG, seeds=5).seeds == 5
     assert load_config(CONFIG, quick=True).setup.quick
@@ -171,6 +171,8 @@ def test_shipped_config_is_a_fair_full_experiment():
         ("learning_rates: [1.0e-4, fast]\n", "learning_rates[1] must be a number, got 'fast'"),
         ("methods: [sgpo, ppo]\n", "methods[1]: unknown method 'ppo'"),
         ("methods: [grpo, sft]\n", "methods must include 'sgpo'"),
+        ("methods: [grpo, sft]\ncompare: {sft: luffy}\n", "compare.sft: the reference must be another of the methods, got 'luffy'"),
+        ("methods: [grpo, sft]\ncompare: {sgpo: grpo}\n", "compare: unknown key 'sgpo'"),
         ("train: {max_step: 3}\n", "train: unknown key 'max_step'"),
         ("wrld: {heldout: 3}\n", "top level: unknown key 'wrld'"),
         ("world: {heldout: 3, train: 3, warmup: 3}\n", "world: needs a number of problems per family for every split; missing 'validation'"),

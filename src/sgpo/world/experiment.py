@@ -5,18 +5,21 @@
 Every method starts from the same warm-up checkpoint and trains on the same problems with the same
 optimizer steps, problems per step and completions per problem (`TrainSettings`); only the method
 differs (`METHODS`: SFT on the oracle responses, GRPO, LUFFY, SGPO and four SGPO ablations, each a
-configuration of the trainer: docs/algorithm.md, "Baselines and ablations"). The protocol:
+configuration of the trainer: docs/algorithm.md, "Baselines and ablations"; and SGPO on two
+training-data variants where half the problems have no strong response, `sgpo.world.train_data`:
+docs/strategy-library.md). The protocol:
 
 1. the world (with a `validation` split apart from the `heldout` test split) and the warm-up, built
    once by the demo's pipeline (`sgpo.world.pipeline.run_pipeline`) in `setup/`: the warm-up is
-   shared by every run;
+   shared by every run; the training-data variants the methods need are written into
+   `setup/world/train-data/` once;
 2. tuning: every method is trained once (RL seed 0) at every learning rate of the same grid, and its
    rate is the one with the best greedy autonomous accuracy on the validation split (ties: the
    smaller rate);
 3. seeds: every method is trained at its chosen rate with RL seeds 1 … N-1 too (seed 0 is the
    tuning run); every run is evaluated on the held-out test split (autonomous and guided);
 4. results (`sgpo.world.experiment_results`): mean ± std over seeds, paired bootstrap intervals of
-   SGPO minus each other method, per-family accuracy, learning curves, selectivity, instance weights.
+   SGPO minus each other method (or of the config's `compare` pairs), per-family accuracy, learning curves, selectivity, instance weights.
 
 Output folder:
 
@@ -44,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from sgpo.data import read_rows, write_json
+from sgpo.world.train_data import variant_file, write_variants
 from sgpo.world.pipeline import (
     OutputDirError,
     TrainSettings,
@@ -63,12 +67,14 @@ RUN_FILE = "run.json"
 @dataclass(frozen=True)
 class Method:
     """One method of the comparison: the trainer's `base` configuration ("sft", "grpo", "luffy",
-    "sgpo": `TrainSettings.sgpo_config_kwargs`) with `overrides` of `SGPOConfig` fields on top."""
+    "sgpo": `TrainSettings.sgpo_config_kwargs`) with `overrides` of `SGPOConfig` fields on top,
+    trained on the training-data variant `data` (`sgpo.world.train_data.VARIANTS`)."""
 
     name: str
     base: str
     overrides: Mapping[str, Any] = field(default_factory=dict)
     label: str = ""
+    data: str = "own"
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -80,8 +86,13 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sgpo_reverse_kl", "sgpo", {"distill_divergence": "reverse_kl"}, "SGPO, reverse KL"),
     Method("sgpo_constant_weight", "sgpo", {"instance_weighting": "constant"}, "SGPO, constant instance weight"),
     Method("sgpo_no_proximal", "sgpo", {"distill_proximal": False}, "SGPO, no proximal mask"),
+    # the strategy library (docs/strategy-library.md): half the training problems without a strong response
+    Method("sgpo_half", "sgpo", label="SGPO, own strategies for half, RL only for the other half", data="half"),
+    Method("sgpo_half_retrieved", "sgpo", label="SGPO, own strategies for half, retrieved for the other half",
+           data="half_retrieved"),
 )}  # fmt: skip
-REFERENCE = "sgpo"  # the bootstrap intervals are of this method minus each other one
+DEFAULT_METHODS = tuple(m for m in METHODS if METHODS[m].data == "own")  # experiments/strategy_world.yaml's
+REFERENCE = "sgpo"  # by default, the bootstrap intervals are of this method minus each other one
 
 
 @dataclass(frozen=True)
@@ -91,14 +102,20 @@ class ExperimentConfig:
     setup: WorldRunConfig  # world (with a validation split), model, warm-up; `setup.train` is every run's budget
     learning_rates: tuple[float, ...] = (1e-5, 5e-5, 2e-4)  # the grid every method is tuned on
     seeds: int = 3  # RL seeds per method at its chosen rate (0 … seeds-1; seed 0 is the tuning run)
-    methods: tuple[str, ...] = tuple(METHODS)
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    compare: Mapping[str, str] = field(default_factory=dict)  # method: the method it is subtracted from in the
+    # bootstrap intervals (reference − method); empty: REFERENCE minus each other method
     selectivity_rows: int = 60  # validation records the selectivity statistic is computed on
     bootstrap_samples: int = 2000
     processes: int = 2  # runs at a time, one single-threaded process each
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:  # without an empty `compare`, as experiment.json was before it existed
         return {"setup": self.setup.to_dict(), **{f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-                                                  for f in fields(self) if f.name != "setup"}}
+                                                  for f in fields(self) if f.name != "setup" and (f.name != "compare" or self.compare)}}
+
+    def references(self) -> dict[str, str]:
+        """{method: reference}: the intervals are of reference minus method."""
+        return dict(self.compare) or {m: REFERENCE for m in self.methods if m != REFERENCE}
 
     def run_settings(self, lr: float, seed: int) -> TrainSettings:
         return replace(self.setup.train, learning_rate=lr, seed=seed)
@@ -109,12 +126,13 @@ class ConfigError(ValueError):
 
 
 TOP_KEYS = ("setting", "seed", "world", "train", "learning_rates", "seeds", "methods", "selectivity_rows",
-            "bootstrap_samples", "processes", "quick")
+            "bootstrap_samples", "processes", "compare", "quick")
 TRAIN_KEYS = tuple(f.name for f in fields(TrainSettings) if f.name not in ("learning_rate", "seed"))
 
 
 def load_config(path: str | Path, *, quick: bool = False, seeds: int | None = None) -> ExperimentConfig:
-    """The experiment of the YAML file at `path` (experiments/strategy_world.yaml documents the keys);
+    """The experiment of the YAML file at `path` (experiments/strategy_world.yaml documents the keys,
+    experiments/strategy_library.yaml the `compare` map of bootstrap references);
     with `quick`, its `quick:` section's keys replace the top-level ones; `seeds` replaces `seeds`."""
     import yaml
 
@@ -184,18 +202,23 @@ def load_config(path: str | Path, *, quick: bool = False, seeds: int | None = No
     lrs = tuple(number(v, f"learning_rates[{i}]", float, 0) for i, v in enumerate(lrs))
     if len(set(lrs)) != len(lrs) or min(lrs) <= 0:
         raise ConfigError(f"{where}: learning_rates must be distinct positive numbers, got {list(lrs)}")
-    methods = raw.get("methods", list(METHODS))
+    methods = raw.get("methods", list(DEFAULT_METHODS))
     if not isinstance(methods, list) or not methods:
         raise ConfigError(f"{where}: methods must be a non-empty list; methods: {', '.join(METHODS)}")
     for i, m in enumerate(methods):
         if m not in METHODS:
             raise ConfigError(f"{where}: methods[{i}]: unknown method {m!r}; methods: {', '.join(METHODS)}")
-    if REFERENCE not in methods:
-        raise ConfigError(f"{where}: methods must include {REFERENCE!r} (the intervals are of SGPO minus each other method)")
+    compare = check_keys(raw.get("compare") or {}, methods, "compare")
+    for m, ref in compare.items():
+        if ref not in methods or ref == m:
+            raise ConfigError(f"{where}: compare.{m}: the reference must be another of the methods, got {ref!r}")
+    if not compare and REFERENCE not in methods:
+        raise ConfigError(f"{where}: methods must include {REFERENCE!r} (the intervals are of SGPO minus each other method), "
+                          "or compare must name each method's reference")
     setup = replace(base, world=WorldSpec(per_family=world), train=replace(base.train, seed=0, **train))
     return ExperimentConfig(
         setup=setup, learning_rates=lrs, seeds=number(raw.get("seeds", 3), "seeds", int, 1),
-        methods=tuple(methods), selectivity_rows=number(raw.get("selectivity_rows", 60), "selectivity_rows", int, 1),
+        methods=tuple(methods), compare=compare, selectivity_rows=number(raw.get("selectivity_rows", 60), "selectivity_rows", int, 1),
         bootstrap_samples=number(raw.get("bootstrap_samples", 2000), "bootstrap_samples", int, 1),
         processes=number(raw.get("processes", 2), "processes", int, 1),
     )
@@ -254,10 +277,11 @@ def run_one(exp: ExperimentConfig, out: Path, method: str, lr: float, seed: int,
 
     def write(tmp: Path) -> None:
         t0 = time.perf_counter()
+        train_file = variant_file(setup / "world", METHODS[method].data)
         if METHODS[method].base == "sft":
-            train_sft(setup / "warmup", read_rows(setup / "world" / "train.jsonl"), tmp, settings, advance)
+            train_sft(setup / "warmup", read_rows(train_file), tmp, settings, advance)
         else:
-            train_rl(setup / "warmup", setup / "world" / "train.jsonl", tmp, method_config_kwargs(method, settings), advance)
+            train_rl(setup / "warmup", train_file, tmp, method_config_kwargs(method, settings), advance)
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         model, tokenizer = load_model(tmp)
@@ -271,6 +295,7 @@ def run_one(exp: ExperimentConfig, out: Path, method: str, lr: float, seed: int,
             steps=len(steps), generated_tokens=int(sum(r.get("tokens/generated", 0) for r in steps)),
             zero_gradient_steps=sum(1 for r in steps if r.get("grad_norm") == 0.0),
             wall_seconds={"train": round(train_s, 2), "evaluate": round(time.perf_counter() - t0, 2)},
+            train_file=str(train_file.relative_to(out)),
             config=asdict(settings) | ({} if METHODS[method].base == "sft" else {"sgpo_config": method_config_kwargs(method, settings)}),
         )
         write_json(tmp / RUN_FILE, result)
@@ -283,12 +308,14 @@ def run_one(exp: ExperimentConfig, out: Path, method: str, lr: float, seed: int,
 
 # -- the experiment ---------------------------------------------------------------------------------
 def prepare_experiment(out: str | Path, exp: ExperimentConfig, overwrite: bool = False) -> Path:
-    """Create `out`, or check that it holds a (partial) run of the same experiment; `overwrite`: start clean."""
+    """Create `out`, or check that it holds a (partial) run of the same experiment; `overwrite`: start clean.
+    A folder holding only `setup/` (another experiment's, copied in to reuse its world and warm-up) is
+    a start: the pipeline checks that its configuration is this experiment's `setup`."""
     out = Path(out)
     path = out / EXPERIMENT_FILE
     if overwrite and out.exists():
         shutil.rmtree(out)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != "setup" for p in out.iterdir()):
         if not path.exists():
             raise OutputDirError(f"{out}: the folder holds other files; choose another --out or pass --overwrite")
         if json.loads(path.read_text()) != json.loads(json.dumps(exp.to_dict())):
@@ -317,6 +344,8 @@ def run_experiment(out: str | Path, exp: ExperimentConfig, *, overwrite: bool = 
     walls: dict[str, float] = {}
     t0 = time.perf_counter()
     run_pipeline(out / "setup", exp.setup, methods=(), progress=progress)
+    if any(METHODS[m].data != "own" for m in exp.methods):
+        write_variants(out / "setup" / "world", exp.setup.seed)
     walls["setup (world, warm-up)"] = round(time.perf_counter() - t0, 1)
 
     def run_all(jobs: Sequence[tuple[str, float, int]]) -> list[dict[str, Any]]:

@@ -7,7 +7,8 @@ results.json:
                           "test_auto": {"per_seed": [...], "mean", "std"}, "test_guided": {...},
                           "per_family_auto": {family: mean over seeds}, "generated_tokens_per_run",
                           "train_seconds_per_run", "zero_gradient_steps_per_run"}},
-     "comparisons": {method: {"reference": "sgpo", "mean_difference", "ci95": [low, high], "samples"}},
+     "comparisons": {method: {"reference", "mean_difference", "ci95": [low, high], "samples"}},
+                   (reference − method; the reference: the config's `compare`, by default "sgpo")
      "tuning_per_family": {method: {lr: {family: test autonomous accuracy of the seed-0 run}}},
      "warmup": {"test_auto", "test_guided", "per_family_auto"},
      "selectivity": {...}, "instance_weight": {...},
@@ -133,7 +134,7 @@ def summarize_runs(exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, 
     """results.json's `methods`, `comparisons` and `tuning_per_family` from the runs' run.json."""
     import numpy as np
 
-    from sgpo.world.experiment import METHODS, REFERENCE
+    from sgpo.world.experiment import METHODS
 
     def final(m: str) -> list[Mapping[str, Any]]:
         got = sorted((r for r in runs if r["method"] == m and r["learning_rate"] == chosen[m]), key=lambda r: r["seed"])
@@ -158,8 +159,8 @@ def summarize_runs(exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, 
             "steps": fin[0]["steps"],
         }
         verdicts[m] = np.array([r["test"]["correct"]["auto"] for r in fin], dtype=np.float64)
-    comparisons = {m: {"reference": REFERENCE, **paired_bootstrap(verdicts[REFERENCE], verdicts[m], exp.bootstrap_samples)}
-                   for m in exp.methods if m != REFERENCE}
+    comparisons = {m: {"reference": ref, **paired_bootstrap(verdicts[ref], verdicts[m], exp.bootstrap_samples)}
+                   for m, ref in exp.references().items()}
     tuning = {m: {f"{r['learning_rate']:g}": {f: v["auto"] for f, v in r["test"]["per_family"].items()} | {"all": r["test"]["auto"]}
                   for r in runs if r["method"] == m and r["seed"] == 0} for m in exp.methods}
     return {"methods": methods, "comparisons": comparisons, "tuning_per_family": tuning}
@@ -214,17 +215,20 @@ def format_markdown(results: Mapping[str, Any]) -> str:
     lrs = [_lr(x) for x in results["learning_rates"]]
     comp = results["comparisons"]
     n_seeds = len(results["seeds"])
+    default_reference = all(c["reference"] == "sgpo" for c in comp.values())
     lines = [f"Held-out test: {results['test_problems']} problems, greedy, {n_seeds} RL seeds per method from one shared "
              f"warm-up; learning rate chosen per method on {results['validation_problems']} validation problems "
              f"(seed 0). Warm-up: autonomous {results['warmup']['test_auto']:.3f}, guided {results['warmup']['test_guided']:.3f}.",
              "",
              "| method | chosen lr | validation auto at " + " / ".join(lrs) + " | test auto (mean ± std) | test guided "
-             "| SGPO − method [95% CI] | generated tokens / run | train s / run |",
+             f"| {'SGPO' if default_reference else 'reference'} − method [95% CI] | generated tokens / run | train s / run |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for m, r in methods.items():
         val = " / ".join(f"{r['validation_auto'].get(x, float('nan')):.3f}" for x in lrs)
         c = comp.get(m)
         diff = "—" if c is None else f"{c['mean_difference']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]"
+        if c is not None and not default_reference:
+            diff = f"{c['reference']} − {m}: {diff}"
         lines.append(f"| {m} | {_lr(r['chosen_learning_rate'])} | {val} | {_pm(r['test_auto'])} | {_pm(r['test_guided'])} "
                      f"| {diff} | {r['generated_tokens_per_run']:.0f} | {r['train_seconds_per_run']:.0f} |")
     families = list(results["warmup"]["per_family_auto"])
