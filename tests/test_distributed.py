@@ -36,6 +36,10 @@ def run_two_processes(out: Path, *args: str) -> None:
     proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "processes=2" in proc.stdout
+    # both processes freed the group before exit, so gloo's threads were joined while the interpreter
+    # was whole: a group that outlives destroy_process_group keeps them running into its finalization,
+    # where they can abort the finished process (sgpo.process_group)
+    assert proc.stdout.count("gloo threads after the group ended: []") == 2, proc.stdout[-2000:]
 
 
 @pytest.mark.slow
@@ -64,3 +68,23 @@ def test_instance_weight_ema_is_global_and_survives_resume(tmp_path):
         assert json.loads(Path(f"{single}.{name}.rank0.json").read_text()) == pytest.approx(reference)
         for rank in (0, 1):
             assert json.loads(Path(f"{ddp}.{name}.rank{rank}.json").read_text()) == pytest.approx(reference), (name, rank)
+
+
+@pytest.mark.slow
+def test_sgpo_train_on_two_processes_ends_its_process_group(tmp_path):
+    # the CLI under `accelerate launch`: both processes train, the main one saves, and each frees the
+    # process group before the interpreter exits (no "the process group was destroyed but is still
+    # referenced" warning: gloo's threads were joined)
+    from sgpo.testing import main as build_tiny_run
+
+    build_tiny_run([str(tmp_path / "tiny")])
+    recipe = Path(__file__).parents[1] / "recipes" / "tiny_cpu.yaml"
+    launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    cmd = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--main_process_port", "29518", "-m", "sgpo", "train", "--config", str(recipe),
+           "--model_name_or_path", str(tmp_path / "tiny" / "model"), "--dataset_name", str(tmp_path / "tiny" / "train.jsonl"),
+           "--output_dir", str(tmp_path / "run"), "--use_cpu", "true", "--max_steps", "2", "--report_to", "none"]
+    proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "saved to" in proc.stdout and (tmp_path / "run" / "model.safetensors").is_file()
+    assert "still referenced" not in proc.stderr, proc.stderr[-4000:]

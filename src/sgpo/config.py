@@ -16,6 +16,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+import sgpo.process_group  # noqa: F401  (before SGPOConfig creates any process group: see that module)
 from sgpo.config_fields import BATCH_SIZE_HELP
 from sgpo.objectives import DISTILL_TERMS, INSTANCE_WEIGHTS, LOSS_TYPE_TO_AGG_MODE
 from sgpo.prompts import DEFAULT_GUIDED_PROMPT_TEMPLATE, DEFAULT_PROMPT_TEMPLATE
@@ -37,6 +38,13 @@ class SGPOConfig(TrainingArguments):
     )
     remove_unused_columns: bool | None = field(
         default=False, metadata={"help": "Kept False: every data set column is passed to the reward functions."}
+    )
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={"help": "DDP's find_unused_parameters. False: the SGPO loss reaches every trainable parameter of a causal "
+                  "LM (the backbone through the hidden states, the LM head directly, and an empty micro-batch through a "
+                  "zero-gradient anchor), so the extra graph traversal True costs is not needed. Set true only for a "
+                  "model with parameters outside its forward (DDP's error then names this option)."},
     )
 
     # ------------------------------------------------------------------ model

@@ -185,8 +185,12 @@ if __name__ == "__main__":
         ema_runs(sys.argv[1], int(sys.argv[2]), sys.argv[3])
     else:
         one_step(sys.argv[1], int(sys.argv[2]), sys.argv[3], scenario)
-    # as `sgpo train` does: destroy the gloo group before exit (left to the exit-time destructors it
-    # can abort a finished process)
-    from accelerate import PartialState
+    # as `sgpo train` does: the trainers are gone (their DDP wrappers hold the group), then the group is
+    # destroyed, which must join gloo's threads while the interpreter is whole (sgpo.process_group)
+    import gc
 
-    PartialState().destroy_process_group()
+    from sgpo.process_group import end_process_group
+
+    gc.collect()
+    left = end_process_group()
+    print(f"gloo threads after the group ended: {left}")

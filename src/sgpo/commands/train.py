@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import gc
 import re
 import sys
 from dataclasses import dataclass, field, fields
@@ -209,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sgpo.data import DataError, load_rows
     from sgpo.modeling import load_tokenizer
+    from sgpo.process_group import end_process_group
     from sgpo.prompts import PromptTooLongError
     from sgpo.trainer import OutputDirError, RewardFunctionError, SGPOTrainer
 
@@ -222,12 +224,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sgpo {COMMAND}: {trainer.batch_summary()}", flush=True)
         trainer.train(resume_from_checkpoint=resume)
         trainer.save_model(config.output_dir)
+        main_process = trainer.is_world_process_zero()
     except (DataError, PromptTooLongError, RewardFunctionError, OutputDirError) as exc:
         return error(COMMAND, str(exc), 1)
-    # tear the process group down before the interpreter exits: a gloo group left to the exit-time
-    # destructors can abort a process ("terminate called without an active exception") after a good run
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
-    if trainer.is_world_process_zero():
+    # end the process group while the interpreter is whole, so that gloo's threads are joined, not left
+    # running into its finalization (sgpo.process_group): first the trainer, whose DDP wrapper holds the group
+    del trainer
+    gc.collect()
+    end_process_group()
+    if main_process:
         print(f"sgpo train: model and tokenizer saved to {config.output_dir} (metrics: {config.output_dir}/metrics.jsonl)")
     return 0
