@@ -35,7 +35,8 @@ STAGES = ("warm-up", "evaluate warmup", "train grpo", "train sgpo", "train + eva
 
 def run_variant(out: str, variant: str, warmup_steps: int, train_steps: int) -> dict[str, float]:
     """One shortened demo in this process; returns its stage wall seconds."""
-    from sgpo.world.pipeline import make_config, run_pipeline
+    from sgpo.world.pipeline import run_pipeline
+    from sgpo.world.settings import make_config
 
     settings = dict(VARIANTS[variant])
     side_by_side = settings.pop("side_by_side")

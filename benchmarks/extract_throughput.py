@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-items", type=int, default=40, help="at least this many items per case (default: 40)")
     args = parser.parse_args(argv)
 
-    from sgpo.strategies.pipeline import ExtractionConfig, extract_strategies
+    from sgpo.strategies.extraction import ExtractionConfig, extract_strategies
 
     server = subprocess.Popen(
         [sys.executable, "-m", "sgpo.strategies.scripted_server", "--latency", str(args.latency)],

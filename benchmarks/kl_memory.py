@@ -4,7 +4,7 @@
     python benchmarks/kl_memory.py --T 256 --vocab 32000 # smaller, quicker
 
 For each T, the reference (`sgpo.objectives.lm_head.distill_terms`: full N × V logits) and the
-chunked kernel (`sgpo.kernels.distill_terms`) each run in their OWN fresh subprocess, so one case's
+chunked kernel (`sgpo.objectives.chunked_head.distill_terms`) each run in their OWN fresh subprocess, so one case's
 freed-but-retained memory cannot hide or inflate the other's peak. The parent prints one JSON line
 per T:
 
@@ -127,7 +127,7 @@ def worker(args: argparse.Namespace) -> None:
     """One case in this process; prints {"peak_mb", "seconds", "method"} as JSON."""
     import torch
 
-    from sgpo import kernels
+    from sgpo.objectives import chunked_head as kernels
     from sgpo.objectives import lm_head
 
     torch.manual_seed(0)
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    from sgpo.kernels import default_chunk_size
+    from sgpo.objectives.chunked_head import default_chunk_size
 
     chunk = args.chunk_size or default_chunk_size(args.vocab)
     print(

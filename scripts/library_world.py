@@ -2,7 +2,7 @@
 
     python scripts/library_world.py --run runs/demo --out runs/library-world [--seed 0]
 
-`--run` is a finished `sgpo demo` folder (or `python -m sgpo.world.pipeline` folder: the same world and
+`--run` is a finished `sgpo demo` folder (or `python -m sgpo.commands.world` folder: the same world and
 warm-up). Half of the training problems, drawn at random over all families (`--seed`), lose their
 strong response and strategy; the library is built (`StrategyLibrary.build`) from the other half's
 extraction outputs and strategies are retrieved for the first half. Reported:

@@ -41,12 +41,13 @@ def probe(threads: int) -> dict:
     torch.use_deterministic_algorithms(True, warn_only=True)
     from sgpo.prompts import tokenize_prompts
     from sgpo.rollout import pad
+    from sgpo.sft import completion_nll
     from sgpo.world.extractor import fill_strategies
     from sgpo.world.generate import WorldSpec, build_world
     from sgpo.world.model import ModelSpec, build_model
     from sgpo.world.prompt import WORLD_PROMPT_FORMAT
     from sgpo.world.tokenizer import build_tokenizer, world_texts
-    from sgpo.world.warmup import WarmupConfig, build_examples, completion_nll, step_batch
+    from sgpo.world.warmup import WarmupConfig, build_examples, step_batch
 
     world = {s: fill_strategies(rows) for s, rows in build_world(0, WorldSpec(per_family={"heldout": 10, "train": 1, "warmup": 100})).items()}
     tokenizer = build_tokenizer(world_texts(world["warmup"], WORLD_PROMPT_FORMAT), 640)

@@ -16,8 +16,10 @@ import pytest
 
 from sgpo.world.generate import WorldSpec
 from sgpo.world.model import ModelSpec
-from sgpo.world.pipeline import METHODS, TrainSettings, WorldRunConfig, run_pipeline
+from sgpo.world.pipeline import DEMO_METHODS as METHODS
+from sgpo.world.pipeline import run_pipeline
 from sgpo.world.progress import StageProgress
+from sgpo.world.settings import TrainSettings, WorldRunConfig
 from sgpo.world.warmup import WarmupConfig
 
 ROOT = Path(__file__).resolve().parents[1]

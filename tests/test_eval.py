@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_eval_fixtures import ORACLE_TEXT, tiny_models, write_jsonl  # noqa: F401 - fixture
 
 from sgpo.data import DataError
 from sgpo.evaluation import (
@@ -26,6 +25,8 @@ from sgpo.evaluation.metrics import pass_k_values
 from sgpo.evaluation.suite import average, markdown_table
 from sgpo.sampling import SamplingConfig
 from sgpo.verify import Verifier
+
+from test_eval_fixtures import ORACLE_TEXT, tiny_models, write_jsonl  # noqa: F401 - fixture
 
 # ----------------------------------------------------------------------------- metrics
 

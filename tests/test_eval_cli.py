@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_eval_fixtures import ORACLE_TEXT, tiny_models, write_jsonl  # noqa: F401 - fixture
 
 from sgpo.commands.eval import main as eval_main
 from sgpo.data import read_rows, write_rows
 from sgpo.evaluation import EvalConfig, default_out_dir, load_benchmarks, make_generator, model_identity, run_suite
 from sgpo.sampling import SamplingConfig
 from sgpo.verify import Verifier
+
+from test_eval_fixtures import ORACLE_TEXT, tiny_models, write_jsonl  # noqa: F401 - fixture
 
 WORLD = [  # a strategy-world split as the world helper writes it; the oracle answers 4
     {"id": "w0", "problem": "What is 2+2?", "answer": "4", "response": "r", "strategy": "add", "family": "add"},

@@ -116,7 +116,6 @@ def test_oracle_model_writes_its_answer(tiny_models):
     from transformers import AutoModelForCausalLM
 
     from sgpo.modeling import load_tokenizer
-
     from sgpo.rollout import generate_completions
 
     tok = load_tokenizer(tiny_models["oracle"])

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from sgpo.world.experiment import DEFAULT_METHODS, METHODS, ConfigError, choose_rate, load_config, run_dir
+from sgpo.world.experiment import ConfigError, choose_rate, load_config
 from sgpo.world.experiment_results import mean_std, paired_bootstrap
+from sgpo.world.methods import DEFAULT_METHODS, METHODS, run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "strategy_world.yaml"

@@ -186,7 +186,7 @@ def test_vllm_backend_without_vllm_says_how_to_install(monkeypatch):
 
 def test_python_api_with_an_extractor_instance_and_a_list_input(tmp_path):
     from sgpo.data import read_rows
-    from sgpo.strategies.pipeline import ExtractionConfig, extract_strategies
+    from sgpo.strategies.extraction import ExtractionConfig, extract_strategies
 
     class Flaky(Echo):
         name = "flaky"

@@ -13,8 +13,8 @@ import pytest
 
 from sgpo.data import DataError, read_rows
 from sgpo.strategies.base import ExtractorConfigError, Strategy
-from sgpo.strategies.pipeline import ExtractionConfig, extract_strategies
-from sgpo.strategies.scripted_server import DEFAULT_STRATEGY_JSON, Drop, Fail, Reply, ScriptedServer
+from sgpo.strategies.extraction import ExtractionConfig, extract_strategies
+from sgpo.strategies.scripted_server import Drop, Fail, Reply, ScriptedServer
 
 VALID = json.dumps({"approach": "Use symmetry.", "key_insight": "Paired terms cancel.", "steps": ["Pair the terms.", "Sum the pairs."]})
 LEAKY = json.dumps({"approach": "Compute the ratio.", "key_insight": "It is \\frac{3}{4}.", "steps": ["Divide."]})

@@ -17,12 +17,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_extract_tiny import build_model, build_tokenizer, teach
 
 from sgpo.data import read_rows
 from sgpo.strategies.backends.transformers_local import chat_prompt
-from sgpo.strategies.pipeline import ExtractionConfig, extract_strategies
+from sgpo.strategies.extraction import ExtractionConfig, extract_strategies
 from sgpo.strategies.prompt import get_prompt
+
+from test_extract_tiny import build_model, build_tokenizer, teach
 
 STRATEGY = {
     "approach": "Split the whole into equal parts.",

@@ -1,4 +1,4 @@
-"""The chunked LM-head kernels (`sgpo.kernels`) against the plain path (`sgpo.objectives.lm_head`).
+"""The chunked LM-head kernels (`sgpo.objectives.chunked_head`) against the plain path (`sgpo.objectives.lm_head`).
 
 The plain path (logits materialised, autograd / the explicit-gradient divergences) is the reference;
 a few cases are also derived by hand and by finite differences (gradcheck), so the reference is not
@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from sgpo import kernels
+from sgpo.objectives import chunked_head as kernels
 from sgpo.objectives import lm_head
 
 KINDS = [("forward_kl", None), ("forward_kl", 5), ("reverse_kl", None)]
@@ -359,7 +359,7 @@ def test_default_chunk_size_bounds_the_buffer():
 @pytest.fixture
 def no_recompute(monkeypatch):
     """Makes backward's recomputation of the logits an error: the hint must have made it unnecessary."""
-    from sgpo.kernels import chunked_head
+    from sgpo.objectives import chunked_head
 
     def fail(*args, **kwargs):
         raise AssertionError("backward recomputed the logits")

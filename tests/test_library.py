@@ -343,7 +343,7 @@ def test_bad_problem_rows_are_reported_per_row(library, tmp_path):
 def test_world_library_retrieves_the_right_family(tmp_path):
     """Extraction outputs of the strategy world through the real extraction pipeline: one entry per family,
     and every held-out problem (same question paraphrases, new lists) retrieves its family's strategy."""
-    from sgpo.strategies.pipeline import ExtractionConfig, extract_strategies
+    from sgpo.strategies.extraction import ExtractionConfig, extract_strategies
     from sgpo.world import WorldExtractor, build_world, write_world
     from sgpo.world.generate import WorldSpec
 
@@ -373,9 +373,9 @@ ZOO_FORMAT_KW = {"template": "{problem}", "guided_template": "{problem}\n{strate
 @pytest.fixture(scope="module")
 def zoo_policy(tmp_path_factory):
     """A tiny policy taught to answer 7 with the zebra strategy in its prompt and 3 otherwise."""
-    from test_extract_tiny import build_model, build_tokenizer, teach
-
     from sgpo.prompts import PromptFormat
+
+    from test_extract_tiny import build_model, build_tokenizer, teach
 
     fmt = PromptFormat(**ZOO_FORMAT_KW)
     zebra, walrus = render_strategy(ZEBRA), render_strategy(WALRUS)

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from sgpo.checkpoints import OutputDirError
 from sgpo.data import read_rows
-from sgpo.world.experiment import METHODS, load_config, prepare_experiment, run_dir
-from sgpo.world.pipeline import OutputDirError, prepare_out
+from sgpo.world.experiment import load_config, prepare_experiment
+from sgpo.world.methods import METHODS, run_dir
+from sgpo.world.pipeline import prepare_out
 from sgpo.world.train_data import half_split, variant_file, write_variants
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FixedRolloutTrainer, even_answer_reward, param_snapshot
-
 from safetensors.torch import load_file
 
 from sgpo.cli import main as sgpo_main
 from sgpo.config import SGPOConfig
 from sgpo.modeling import load_tokenizer
 from sgpo.testing import build_tiny_model, build_tiny_tokenizer, tiny_arithmetic_rows, write_tiny_assets
+
+from conftest import FixedRolloutTrainer, even_answer_reward, param_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ["q_proj", "v_proj", "up_proj"]

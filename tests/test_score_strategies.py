@@ -6,14 +6,14 @@ import json
 from dataclasses import replace
 
 import pytest
-from test_extract_tiny import build_model, build_tokenizer, teach
 
-from sgpo.data import DataError, read_rows
+from sgpo.data import ColumnMap, DataError, read_rows
 from sgpo.prompts import DEFAULT_GUIDED_PROMPT_TEMPLATE, DEFAULT_PROMPT_TEMPLATE, PromptFormat
-from sgpo.data import ColumnMap
 from sgpo.sampling import SamplingConfig
 from sgpo.strategies.scoring import ScoringConfig, best_index, group_candidates, score_strategies, strategy_score
 from sgpo.verify import Verifier
+
+from test_extract_tiny import build_model, build_tokenizer, teach
 
 P1, P2, P3 = "What is the magic number of the zoo?", "What is the other number of the zoo?", "Name the zoo keeper."
 ZEBRA = "Approach: follow the zebra zebra zebra method.\nKey insight: zebra stripes count."

@@ -8,12 +8,13 @@ from html.parser import HTMLParser
 
 import pytest
 import torch
-from test_eval_fixtures import tiny_models, write_jsonl  # noqa: F401 - fixture
 
 import sgpo.evaluation.selectivity as sel
 from sgpo.commands.selectivity import main as selectivity_main
 from sgpo.data import DataError
 from sgpo.objectives import forward_kl_reference
+
+from test_eval_fixtures import tiny_models, write_jsonl  # noqa: F401 - fixture
 
 RESPONSE = "method : running maximum . 3 > 3 , 7 > 7 , 1 > 7 . answer : \\boxed{7}"
 METHOD = (RESPONSE.index("running maximum"), RESPONSE.index("running maximum") + len("running maximum"))

@@ -7,11 +7,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from conftest import FixedRolloutTrainer, even_answer_reward, param_snapshot, text_length_reward
 from sgpo.config import SGPOConfig
 from sgpo.data import DataError
 from sgpo.prompts import PromptTooLongError
-from sgpo.trainer import RewardFunctionError, SGPOTrainer
+from sgpo.rewards import RewardFunctionError
+from sgpo.trainer import SGPOTrainer
+
+from conftest import FixedRolloutTrainer, even_answer_reward, param_snapshot, text_length_reward
 
 
 def config(tmp_path, **kw):
@@ -262,7 +264,7 @@ def test_chunked_head_matches_plain_and_never_recomputes(tmp_path, tokenizer, ro
     # the default (chunked) LM-head path gives the same training as the plain one, and the loss-weight
     # hints the trainer passes are exact: backward never has to recompute the logits (SGD: Adam would
     # amplify float rounding in near-zero gradients into visible differences)
-    from sgpo.kernels import chunked_head
+    from sgpo.objectives import chunked_head
     from sgpo.testing import build_tiny_model
 
     common = dict(steps_per_generation=2, max_steps=3, beta=0.1, distill_kl_cap=0.02, distill_on="all", loss_type=loss_type,
@@ -326,8 +328,8 @@ def test_distillation_kl_matches_direct_computation(tmp_path, tokenizer, tiny_mo
 
 
 def test_output_dir_holding_a_run_is_refused_unless_overwritten(tmp_path, tokenizer, rows):
+    from sgpo.checkpoints import OutputDirError
     from sgpo.testing import build_tiny_model
-    from sgpo.trainer import OutputDirError
 
     def run(**kw):
         t = FixedRolloutTrainer(build_tiny_model(tokenizer), config(tmp_path, max_steps=1, **kw), processing_class=tokenizer,

@@ -19,11 +19,12 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from conftest import fixed_completion, param_snapshot
 from sgpo.config import SGPOConfig
 from sgpo.rollout import Generation, pad
 from sgpo.testing import build_tiny_model
 from sgpo.trainer import SGPOTrainer
+
+from conftest import fixed_completion, param_snapshot
 from sgpo_reference import Completion, Problem, RefConfig, reference_gradient
 from sgpo_reference import weights as reference_weights
 
@@ -301,7 +302,7 @@ class MismatchedSamplerTrainer(TableTrainer):
 
     def _generate(self, prompt_ids):
         from sgpo.objectives import sampled_logps
-        from sgpo.stages import Packed, completion_hidden
+        from sgpo.phases import Packed, completion_hidden
 
         gen = super()._generate(prompt_ids)
         with torch.no_grad():

@@ -15,9 +15,10 @@ import pytest
 import torch
 from datasets import Dataset
 
-from conftest import FixedRolloutTrainer, even_answer_reward, fixed_completion, param_snapshot
 from sgpo.config import SGPOConfig
 from sgpo.testing import build_tiny_model, tiny_arithmetic_rows
+
+from conftest import FixedRolloutTrainer, even_answer_reward, fixed_completion, param_snapshot
 
 os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
 G = 4

@@ -6,10 +6,11 @@ frees it when it finishes."""
 import json
 
 import pytest
+
 from test_extract_serve import BLOB, ROWS, STRATEGY
-from test_extract_tiny import build_tokenizer, teach
 
 from conftest import require_vllm
+from test_extract_tiny import build_tokenizer, teach
 
 require_vllm()
 

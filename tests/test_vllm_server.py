@@ -15,6 +15,7 @@ import time
 
 import pytest
 import torch
+
 from test_vllm_engine import PROMPTS, TEMPERATURE, gap_to, prompt_ids
 
 from conftest import require_vllm

@@ -12,7 +12,6 @@ pushed only when a step changed them.
 import json
 
 import pytest
-import torch
 
 from conftest import require_vllm, text_length_reward
 

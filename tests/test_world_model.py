@@ -8,13 +8,16 @@ from dataclasses import replace
 import pytest
 import torch
 
+from sgpo.checkpoints import OutputDirError
+from sgpo.commands.world import main
 from sgpo.prompts import tokenize_prompts
 from sgpo.world.evaluate import heldout_accuracy, summarize
 from sgpo.world.extractor import fill_strategies
 from sgpo.world.generate import WorldSpec, build_world
 from sgpo.world.model import ModelSpec, build_model, load_model, num_parameters, save_model
-from sgpo.world.pipeline import OutputDirError, WorldRunConfig, main, make_config, prepare_out, run_pipeline
+from sgpo.world.pipeline import prepare_out, run_pipeline
 from sgpo.world.prompt import WORLD_PROMPT_FORMAT
+from sgpo.world.settings import WorldRunConfig, make_config
 from sgpo.world.tokenizer import EOS_TOKEN, PAD_TOKEN, build_tokenizer, world_texts
 from sgpo.world.warmup import WarmupConfig, build_examples, step_batch, warmup
 

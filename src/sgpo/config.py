@@ -11,14 +11,16 @@ GRPO is the special case `distill_coef=0, num_guided_generations=0`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import TrainingArguments
 
 from sgpo.config_fields import BATCH_SIZE_HELP
-from sgpo.objectives import DISTILL_TERMS, INSTANCE_WEIGHTS, LOSS_TYPE_TO_AGG_MODE
+from sgpo.objectives import DISTILL_TERMS, INSTANCE_WEIGHTS, IS_MODES, LOSS_TYPE_TO_AGG_MODE
 from sgpo.prompts import DEFAULT_GUIDED_PROMPT_TEMPLATE, DEFAULT_PROMPT_TEMPLATE
+from sgpo.sampling import sampling_kwargs_from_generation_kwargs
 
 
 @dataclass
@@ -255,8 +257,6 @@ class SGPOConfig(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        import json
-
         if isinstance(self.model_init_kwargs, str):
             self.model_init_kwargs = json.loads(self.model_init_kwargs)
         if isinstance(self.generation_kwargs, str):
@@ -331,9 +331,6 @@ class SGPOConfig(TrainingArguments):
 
     def _validate_vllm(self, bad) -> None:
         """The vLLM fields (cheap checks only: nothing is imported from vllm here)."""
-        from sgpo.objectives import IS_MODES
-        from sgpo.vllm_engine import sampling_kwargs_from_generation_kwargs
-
         if self.vllm_importance_sampling_cap is not None:
             self.vllm_importance_sampling_clip_max = self.vllm_importance_sampling_cap
         if self.vllm_mode not in ("colocate", "server"):

@@ -14,7 +14,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sgpo.data import ColumnMap, DataError, count_missing_strategies, load_problems
+from sgpo.modeling import adapter_base, is_adapter_folder, load_tokenizer, model_source_error
 from sgpo.planning import ENGINE_HELP, ENGINES, batch_plan, memory_estimate, model_size
+from sgpo.prompts import PromptFormat
 
 SAMPLE_ROWS = 2
 
@@ -35,7 +38,6 @@ def _short(text: str, n: int = 100) -> str:
 
 def _local(name: str) -> bool:
     """The model / tokenizer `name` can be read without the network (a folder, or the HF cache)."""
-    from sgpo.modeling import model_source_error
 
     if Path(name).expanduser().exists():
         return model_source_error(name) is None
@@ -48,8 +50,6 @@ def _local(name: str) -> bool:
 
 
 def dry_run(script_args, config, num_processes: int | None = None, engine: str | None = None, out=print) -> int:
-    from sgpo.data import ColumnMap, DataError, count_missing_strategies, load_problems
-    from sgpo.prompts import PromptFormat
 
     problems: list[str] = []
     n_proc = num_processes or int(os.environ.get("WORLD_SIZE", "1"))
@@ -84,7 +84,6 @@ def dry_run(script_args, config, num_processes: int | None = None, engine: str |
     tok_name = script_args.tokenizer_name_or_path or script_args.model_name_or_path
     tokenizer = None
     if tok_name and _local(tok_name):
-        from sgpo.modeling import load_tokenizer
 
         tokenizer = load_tokenizer(tok_name)
     if fmt is not None and dataset is not None:
@@ -139,7 +138,6 @@ def _memory(script_args, config, n_proc: int, engine: str | None, out) -> None:
         return
     from transformers import AutoConfig
 
-    from sgpo.adapters import adapter_base, is_adapter_folder
 
     model_config = AutoConfig.from_pretrained(adapter_base(name) if is_adapter_folder(name) else name)
     dtype = str((config.model_init_kwargs or {}).get("dtype") or getattr(model_config, "dtype", None) or "float32")

@@ -1,6 +1,6 @@
 """The LM head and the weights under engines that shard parameters (docs/scaling.md).
 
-SGPO applies the LM head itself: the chunked kernel (`sgpo.kernels`) reads the head's weight and bias
+SGPO applies the LM head itself: the chunked head (`sgpo.objectives.chunked_head`) reads the head's weight and bias
 directly, outside the model's forward. Under an engine that shards parameters that weight is not a
 plain full tensor there, so every read goes through `full_lm_head`, which gathers it the way the
 engine provides:

@@ -19,6 +19,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from sgpo.data import write_rows
+from sgpo.prompts import PromptFormat
+from sgpo.sft import Example, completion_nll
+
 CHAT_TEMPLATE = (
     "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} </s> {% endfor %}"
     "{% if add_generation_prompt %}<assistant> {% endif %}"
@@ -122,8 +126,6 @@ def warm_up_tiny_model(model, tokenizer, rows: Sequence[dict], *, steps: int = 1
     """
     import torch
 
-    from sgpo.prompts import PromptFormat
-    from sgpo.world.warmup import Example, completion_nll
 
     fmt = PromptFormat()
     pairs = tiny_warmup_examples(rows)
@@ -150,7 +152,6 @@ def warm_up_tiny_model(model, tokenizer, rows: Sequence[dict], *, steps: int = 1
 def write_tiny_assets(folder: str | Path, n: int = 16, warm_up: bool = True, seed: int = 0) -> Path:
     """The tiny model (warmed up unless `warm_up=False`) and tokenizer in `folder/model`, `n`
     problems in `folder/train.jsonl`; returns `folder`."""
-    from sgpo.data import write_rows
 
     folder = Path(folder)
     tokenizer = build_tiny_tokenizer()

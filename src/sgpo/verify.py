@@ -328,7 +328,7 @@ class Verifier:
                 w.stop()
             self._workers = []
 
-    def __enter__(self) -> "Verifier":
+    def __enter__(self) -> Verifier:
         return self
 
     def __exit__(self, *exc) -> None:

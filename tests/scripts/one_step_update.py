@@ -36,11 +36,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (conftest helpers)
 
-from conftest import FixedRolloutTrainer, even_answer_reward  # noqa: E402
 from sgpo.config import SGPOConfig  # noqa: E402
-from sgpo.sharding import sharding_of, to_full  # noqa: E402
 from sgpo.rollout import Generation, pad  # noqa: E402
+from sgpo.sharding import sharding_of, to_full  # noqa: E402
 from sgpo.testing import build_tiny_model, build_tiny_tokenizer, tiny_arithmetic_rows  # noqa: E402
+
+from conftest import FixedRolloutTrainer, even_answer_reward  # noqa: E402
 
 TRUNCATED_IDS = ("add-0", "add-1")
 DEEPSPEED = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"

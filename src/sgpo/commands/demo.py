@@ -13,6 +13,15 @@ import json
 import sys
 from collections.abc import Sequence
 
+from transformers.utils import logging as hf_logging
+
+from sgpo.checkpoints import OutputDirError
+from sgpo.commands.common import error, parse_args
+from sgpo.world.pipeline import DEMO_METHODS, WARMUP_FILE, run_pipeline
+from sgpo.world.progress import StageProgress
+from sgpo.world.results import PER_FAMILY_FILE, RESULTS_FILE, format_table
+from sgpo.world.settings import make_config
+
 
 def build_parser(prog: str = "sgpo demo", description: str | None = __doc__, out_default: str | None = "runs/demo") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,21 +37,14 @@ def build_parser(prog: str = "sgpo demo", description: str | None = __doc__, out
 
 def run_command(argv: list[str] | None, prog: str = "sgpo demo", methods: Sequence[str] | None = None) -> int:
     """Parse `argv`, run the pipeline with `methods` (None: GRPO and SGPO, the demo), print the table."""
-    from sgpo.commands.common import error, parse_args
-
     demo = methods is None
     description = __doc__ if demo else "The strategy world's stages up to the warm-up's held-out evaluation (see sgpo.world.pipeline)."
     args = parse_args(build_parser(prog, description, "runs/demo" if demo else None), argv)
-    from transformers.utils import logging as hf_logging
-
-    from sgpo.world.pipeline import METHODS, WARMUP_FILE, OutputDirError, make_config, run_pipeline
-    from sgpo.world.progress import StageProgress
-    from sgpo.world.results import PER_FAMILY_FILE, RESULTS_FILE, format_table
 
     hf_logging.disable_progress_bar()  # our own progress only
     try:
         with StageProgress(enabled=not args.no_progress) as progress:
-            run = run_pipeline(args.out, make_config(args.seed, args.quick), methods=METHODS if demo else methods,
+            run = run_pipeline(args.out, make_config(args.seed, args.quick), methods=DEMO_METHODS if demo else methods,
                                overwrite=args.overwrite, progress=progress)
     except OutputDirError as exc:
         if demo:

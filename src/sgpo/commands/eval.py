@@ -11,12 +11,25 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sgpo.commands.common import check_model, error, parse_args
+from sgpo.data import DataError
+from sgpo.evaluation.benchmarks import BENCHMARKS, load_benchmarks
+from sgpo.evaluation.harness import EvalConfig, make_generator
+from sgpo.evaluation.options import (
+    add_column_arguments,
+    add_model_arguments,
+    add_prompt_arguments,
+    columns_from_args,
+    prompt_format_from_args,
+)
+from sgpo.evaluation.suite import default_out_dir, markdown_table, run_suite
+from sgpo.sampling import SamplingConfig
+from sgpo.verify import Verifier
+
 COMMAND = "eval"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sgpo.evaluation.benchmarks import BENCHMARKS
-    from sgpo.evaluation.options import add_column_arguments, add_model_arguments, add_prompt_arguments
 
     p = argparse.ArgumentParser(
         prog="sgpo eval",
@@ -59,7 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sgpo.commands.common import check_model, error, parse_args
 
     parser = build_parser()
     args = parse_args(parser, argv)
@@ -71,13 +83,6 @@ def main(argv: list[str] | None = None) -> int:
                      "give --temperature > 0 (or --k 1)")
     from pathlib import Path
 
-    from sgpo.data import DataError
-    from sgpo.evaluation.benchmarks import load_benchmarks
-    from sgpo.evaluation.harness import EvalConfig, make_generator
-    from sgpo.evaluation.options import columns_from_args, prompt_format_from_args
-    from sgpo.evaluation.suite import default_out_dir, markdown_table, run_suite
-    from sgpo.sampling import SamplingConfig
-    from sgpo.verify import Verifier
 
     def say(msg: str) -> None:
         print(f"[sgpo eval] {msg}", file=sys.stderr, flush=True)

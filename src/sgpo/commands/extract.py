@@ -7,6 +7,14 @@ import json
 import sys
 from typing import Any
 
+from sgpo.commands.common import error, parse_args
+from sgpo.data import DataError
+from sgpo.strategies.base import ExtractorConfigError
+from sgpo.strategies.extraction import ExtractionConfig, InputColumns, extract_strategies
+from sgpo.strategies.leak import LeakConfig
+from sgpo.strategies.registry import accepted_options, resolve_backend
+from sgpo.strategies.run_progress import report_summary
+
 EPILOG = """examples:
   # any OpenAI-compatible endpoint (vllm serve, transformers serve, SGLang, hosted APIs);
   # the API key, if the endpoint needs one, is read from $OPENAI_API_KEY (see --api-key-env)
@@ -83,7 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sgpo.commands.common import error, parse_args
 
     args = parse_args(build_parser(), argv)
     for name in ("concurrency", "max_tokens"):
@@ -91,8 +98,6 @@ def main(argv: list[str] | None = None) -> int:
             return error(COMMAND, f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.max_retries < 0 or args.timeout <= 0:
         return error(COMMAND, "--max-retries must be >= 0 and --timeout > 0")
-    from sgpo.strategies.base import ExtractorConfigError
-    from sgpo.strategies.registry import accepted_options, resolve_backend
 
     # a wrong backend or --backend-arg is reported before the input is read or a model is loaded
     try:
@@ -102,9 +107,6 @@ def main(argv: list[str] | None = None) -> int:
             raise ExtractorConfigError(f"backend {args.backend!r} takes no option(s) {', '.join(unknown)}")
     except ExtractorConfigError as exc:
         return error(COMMAND, str(exc))
-    from sgpo.data import DataError
-    from sgpo.strategies.leak import LeakConfig
-    from sgpo.strategies.pipeline import ExtractionConfig, InputColumns, extract_strategies
 
     options: dict[str, Any] = dict(
         model=args.model,
@@ -149,7 +151,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sgpo extract: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    from sgpo.strategies.progress import report_summary
 
     report_summary(summary, args.summary_json)
     failed = sum(summary.failed.values())

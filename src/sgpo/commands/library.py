@@ -5,6 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sgpo.data import FILE_SUFFIXES, ColumnMap, DataError
+from sgpo.evaluation.options import add_prompt_arguments, prompt_format_from_args
+from sgpo.library import BuildConfig, RerankConfig, RetrievalConfig, StrategyLibrary
+from sgpo.prompts import PromptTooLongError
+from sgpo.strategies.leak import LeakConfig
+from sgpo.strategies.run_progress import report_summary
+
 EPILOG = """examples:
   sgpo library build --input strategies.jsonl more-strategies.jsonl --output runs/lib
   sgpo library retrieve --library runs/lib --input train.jsonl --output train-filled.jsonl --only-missing
@@ -24,7 +31,6 @@ def _columns(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sgpo.evaluation.options import add_prompt_arguments
 
     p = argparse.ArgumentParser(prog="sgpo library", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="action", required=True, metavar="{build,retrieve}")
@@ -71,13 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _column_map(args):
-    from sgpo.data import ColumnMap
 
     return ColumnMap(problem=args.problem_column, answer=args.answer_column, strategy=args.strategy_column, id=args.id_column)
 
 
 def _build(args) -> int:
-    from sgpo.library import BuildConfig, StrategyLibrary
 
     config = BuildConfig(merge_threshold=args.merge_threshold, skip_invalid=args.skip_invalid, columns=_column_map(args),
                          strategy_json_column=args.strategy_json_column, score_column=args.score_column)
@@ -93,9 +97,6 @@ def _retrieve(args) -> int:
     from argparse import Namespace
     from pathlib import Path
 
-    from sgpo.data import FILE_SUFFIXES, DataError
-    from sgpo.library import RerankConfig, RetrievalConfig, StrategyLibrary, retrieve_file
-    from sgpo.strategies.leak import LeakConfig
 
     if Path(args.output).suffix.lower() not in FILE_SUFFIXES:
         raise DataError(f"{args.output}: output must end in {', '.join(FILE_SUFFIXES)}")
@@ -106,7 +107,6 @@ def _retrieve(args) -> int:
     if args.rerank_model is not None:
         import torch
 
-        from sgpo.evaluation.options import prompt_format_from_args
 
         fmt, origin = prompt_format_from_args(Namespace(**{**vars(args), "model": args.rerank_model}))
         print(f"re-ranking with {args.rerank_model} (prompt format: {origin})", file=sys.stderr)
@@ -114,12 +114,11 @@ def _retrieve(args) -> int:
                               temperature=args.rerank_temperature, seed=args.rerank_seed, prompt_format=fmt,
                               device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
                               cache=args.rerank_cache or f"{args.output}.rerank.cache.sqlite")
-    summary = retrieve_file(library, args.input, args.output, config, rerank, progress=not args.no_progress)
+    summary = library.retrieve_file(args.input, args.output, config, rerank, progress=not args.no_progress)
     return _report(summary, args.summary_json)
 
 
 def _report(summary, summary_json: str | None) -> int:
-    from sgpo.strategies.progress import report_summary
 
     report_summary(summary, summary_json)
     return 0
@@ -136,8 +135,6 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--min-similarity must be in [0, 1], got {args.min_similarity}")
     elif args.merge_threshold <= 0:
         parser.error(f"--merge-threshold must be > 0, got {args.merge_threshold}")
-    from sgpo.data import DataError
-    from sgpo.prompts import PromptTooLongError
 
     try:
         return _build(args) if args.action == "build" else _retrieve(args)

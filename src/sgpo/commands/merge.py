@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sgpo.adapters import merge_adapter
+from sgpo.commands.common import check_model, error, parse_args
+from sgpo.modeling import AdapterError, adapter_base, is_adapter_folder
+
 COMMAND = "merge"
 
 
@@ -26,8 +30,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
-    from sgpo.adapters import AdapterError, adapter_base, is_adapter_folder
-    from sgpo.commands.common import check_model, error, parse_args
 
     args = parse_args(build_parser(), argv)
     if not is_adapter_folder(args.adapter):
@@ -44,7 +46,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from sgpo.adapters import merge_adapter
 
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype, None)
     if dtype is None:

@@ -5,6 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sgpo.commands.common import check_model, error, parse_args
+from sgpo.data import DataError
+from sgpo.evaluation.options import add_column_arguments, add_prompt_arguments, columns_from_args, prompt_format_from_args
+from sgpo.prompts import PromptTooLongError
+from sgpo.sampling import SamplingConfig
+from sgpo.strategies.run_progress import report_summary
+from sgpo.strategies.scoring import ScoringConfig, score_strategies
+
 COMMAND = "score-strategies"
 
 EPILOG = """example:
@@ -18,7 +26,6 @@ written with dashes or underscores (--max-new-tokens, --max_new_tokens).
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sgpo.evaluation.options import add_column_arguments, add_prompt_arguments
 
     p = argparse.ArgumentParser(
         prog="sgpo score-strategies",
@@ -51,7 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sgpo.commands.common import check_model, error, parse_args
 
     args = parse_args(build_parser(), argv)
     for name in ("k", "max_candidates", "max_new_tokens"):
@@ -59,11 +65,6 @@ def main(argv: list[str] | None = None) -> int:
             return error(COMMAND, f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if (code := check_model(COMMAND, args.model)) is not None:
         return code
-    from sgpo.data import DataError
-    from sgpo.evaluation.options import columns_from_args, prompt_format_from_args
-    from sgpo.prompts import PromptTooLongError
-    from sgpo.sampling import SamplingConfig
-    from sgpo.strategies.scoring import ScoringConfig, score_strategies
 
     try:
         import torch
@@ -92,7 +93,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (DataError, PromptTooLongError, ValueError, OSError) as exc:
         return error(COMMAND, str(exc))
-    from sgpo.strategies.progress import report_summary
 
     report_summary(summary, args.summary_json)
     return 0

@@ -11,11 +11,22 @@ import argparse
 import sys
 from pathlib import Path
 
+from sgpo.commands.common import check_model, error, parse_args
+from sgpo.data import DataError, load_problems
+from sgpo.evaluation.generation import load_model_and_tokenizer
+from sgpo.evaluation.options import (
+    add_column_arguments,
+    add_model_arguments,
+    add_prompt_arguments,
+    columns_from_args,
+    prompt_format_from_args,
+)
+from sgpo.evaluation.selectivity import build_trajectories, score_trajectories, summarize, write_outputs
+
 COMMAND = "selectivity"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sgpo.evaluation.options import add_column_arguments, add_model_arguments, add_prompt_arguments
 
     p = argparse.ArgumentParser(
         prog="sgpo selectivity",
@@ -42,7 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sgpo.commands.common import check_model, error, parse_args
 
     args = parse_args(build_parser(), argv)
     if (args.limit is not None and args.limit < 1) or args.max_new_tokens < 1 or args.kl_temperature <= 0:
@@ -50,10 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from sgpo.data import DataError, load_problems
-    from sgpo.evaluation.generation import load_model_and_tokenizer
-    from sgpo.evaluation.options import columns_from_args, prompt_format_from_args
-    from sgpo.evaluation.selectivity import build_trajectories, score_trajectories, summarize, write_outputs
 
     def say(msg: str) -> None:
         print(f"[sgpo selectivity] {msg}", file=sys.stderr, flush=True)

@@ -19,6 +19,18 @@ import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from sgpo.checkpoints import OutputDirError, last_complete_checkpoint
+from sgpo.commands.common import check_model, error, join_negative_values
+from sgpo.config import SGPOConfig
+from sgpo.config_fields import BATCH_SIZE_HELP, grouped_fields
+from sgpo.data import DataError, load_rows
+from sgpo.dry_run import dry_run
+from sgpo.modeling import load_tokenizer
+from sgpo.planning import ENGINES
+from sgpo.prompts import PromptTooLongError
+from sgpo.rewards import RewardFunctionError
+from sgpo.trainer import SGPOTrainer
+
 COMMAND = "train"
 _OPTION = re.compile(r"^--([A-Za-z][\w-]*)(=.*)?$")  # an option (a value such as "--- note" is not one)
 
@@ -54,7 +66,6 @@ def build_parser():
     """TRL's parser over `TrainScriptArguments` and `SGPOConfig`, with `--help` grouped by topic."""
     from trl import TrlParser
 
-    from sgpo.config import SGPOConfig
 
     parser = TrlParser(
         (TrainScriptArguments, SGPOConfig), prog="sgpo train",
@@ -72,8 +83,6 @@ def _group_options(parser: argparse.ArgumentParser) -> None:
     TrainingArguments last) and give `per_device_train_batch_size` its meaning here."""
     from transformers import TrainingArguments
 
-    from sgpo.config import SGPOConfig
-    from sgpo.config_fields import BATCH_SIZE_HELP, grouped_fields
 
     inherited = {f.name for f in fields(TrainingArguments)}
     names = [f.name for f in fields(TrainScriptArguments)] + [f.name for f in fields(SGPOConfig)]
@@ -107,7 +116,6 @@ def _nearest(name: str, known: list[str]) -> str:
 def normalized_argv(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
     """`--config=X` as `--config X` (TRL reads only that form), negative numbers as values
     (`--learning_rate -1e-3`); raises `RecipeError` for an unknown option, naming the nearest one."""
-    from sgpo.commands.common import join_negative_values
 
     out: list[str] = []
     for token in join_negative_values(argv):
@@ -161,7 +169,6 @@ def resolve_resume(value, output_dir: str) -> str | None:
     if value is None or value is False or str(value).strip().lower() in ("false", "none", "no", ""):
         return None
     if value is True or str(value).strip().lower() in ("true", "last", "yes"):
-        from sgpo.checkpoints import last_complete_checkpoint
 
         last = last_complete_checkpoint(output_dir)
         if last is None:
@@ -175,7 +182,6 @@ def resolve_resume(value, output_dir: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sgpo.commands.common import check_model, error
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -195,8 +201,6 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         return error(COMMAND, f"{' and '.join(missing)} must be given (in the recipe or on the command line)")
     if script_args.dry_run:
-        from sgpo.dry_run import dry_run
-        from sgpo.planning import ENGINES
 
         if script_args.engine is not None and script_args.engine not in ENGINES:
             return error(COMMAND, f"--engine {script_args.engine}: must be one of {', '.join(ENGINES)}")
@@ -207,10 +211,6 @@ def main(argv: list[str] | None = None) -> int:
             return code
     config.resume_from_checkpoint = resume
 
-    from sgpo.data import DataError, load_rows
-    from sgpo.modeling import load_tokenizer
-    from sgpo.prompts import PromptTooLongError
-    from sgpo.trainer import OutputDirError, RewardFunctionError, SGPOTrainer
 
     try:
         tokenizer = load_tokenizer(script_args.tokenizer_name_or_path or script_args.model_name_or_path)

@@ -14,8 +14,11 @@ from typing import Any
 from sgpo.data import DataError
 from sgpo.evaluation import metrics
 from sgpo.evaluation.generation import HFGenerator, VLLMGenerator, is_generator, load_model_and_tokenizer, select_backend
+from sgpo.modeling import load_tokenizer
 from sgpo.prompts import PromptFormat
 from sgpo.sampling import SamplingConfig
+from sgpo.strategies.base import Strategy, render_strategy
+from sgpo.verify import default_verifier
 
 
 @dataclass
@@ -106,7 +109,6 @@ class EvalResult:
 
 def _strategy_text(value: Any, row: int, rid: str) -> str:
     if isinstance(value, Mapping):
-        from sgpo.strategies.base import Strategy, render_strategy
 
         try:
             return render_strategy(Strategy.model_validate(value))
@@ -147,7 +149,6 @@ def make_generator(model, tokenizer=None, *, backend: str = "auto", batch_size: 
         return model
     chosen = select_backend(backend, model)
     if chosen == "vllm":
-        from sgpo.modeling import load_tokenizer
 
         tok = tokenizer or load_tokenizer(str(model))
         if tok.pad_token is None:
@@ -185,7 +186,6 @@ def evaluate_records(model, tokenizer, records: Sequence[Mapping[str, Any]], con
     columns are kept for `EvalResult.by_group`. Temperature 0 is greedy decoding (then k must be 1).
     verifier: a `sgpo.verify.Verifier` (default: the shared process-wide one).
     """
-    from sgpo.verify import default_verifier
 
     s = config.sampling
     if s.temperature == 0 and s.k > 1:

@@ -15,6 +15,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from sgpo.data import ColumnMap
 from sgpo.prompts import PROMPT_FORMAT_FILE, PromptFormat
 
 
@@ -48,7 +49,6 @@ def add_column_arguments(parser: argparse.ArgumentParser, strategy: bool = True,
 
 def columns_from_args(args: argparse.Namespace):
     """The `sgpo.data.ColumnMap` of `add_column_arguments`' options."""
-    from sgpo.data import ColumnMap
 
     return ColumnMap(problem=args.problem_column, answer=args.answer_column,
                      strategy=getattr(args, "strategy_column", "strategy"), id=getattr(args, "id_column", "id"))

@@ -25,6 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sgpo.config_fields import grouped_fields
+from sgpo.data import iter_jsonl
+from sgpo.evaluation.suite import average
+
 logger = logging.getLogger(__name__)
 
 
@@ -65,7 +69,6 @@ _X_KEYS = ("step", "epoch")
 def read_metrics(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of a metrics.jsonl and warnings about the lines skipped (invalid JSON — e.g. the last line
     of a run still being written — or not an object)."""
-    from sgpo.data import iter_jsonl
 
     rows, warnings = [], []
     for lineno, row, exc in iter_jsonl(path):
@@ -118,7 +121,6 @@ def read_settings(run_dir: Path) -> tuple[dict[str, Any] | None, list[str]]:
 
 
 def _settings_html(settings: dict[str, Any]) -> str:
-    from sgpo.config_fields import grouped_fields
 
     def show(v: Any) -> str:
         return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
@@ -249,7 +251,6 @@ def _plot_eval(evals: list[tuple[str, dict]], out_path: Path) -> bool:
 
 
 def _eval_table(label: str, doc: dict) -> str:
-    from sgpo.evaluation.suite import average
 
     benches = doc["benchmarks"]
     k = max(int(e.get("k", 1)) for e in benches.values())

@@ -29,6 +29,11 @@ from typing import Any
 import torch
 
 from sgpo.data import DataError
+from sgpo.objectives.divergence import token_divergence
+from sgpo.objectives.lm_head import distill_terms
+from sgpo.prompts import tokenize_prompts
+from sgpo.rollout import generate_completions
+from sgpo.strategies.base import Strategy, render_strategy
 
 TOP_FRACTIONS = (0.01, 0.05, 0.10)
 
@@ -94,7 +99,6 @@ def token_kl(model, teacher_prompt_ids: Sequence[int], student_prompt_ids: Seque
     position before it. Full-vocabulary logits exist only for `chunk` positions at a time (from the
     final hidden states and the LM head) when the head is a plain linear map. All (C,).
     """
-    from sgpo.objectives.lm_head import distill_terms
 
     C = len(completion_ids)
     if C == 0:
@@ -125,7 +129,6 @@ def token_kl(model, teacher_prompt_ids: Sequence[int], student_prompt_ids: Seque
                 "student_logp": torch.cat([p.student_logp for p in parts]).float().cpu(),
             }
         # logit soft-capping / scaling: take the model's own logits for the completion positions
-        from sgpo.objectives.divergence import token_divergence
 
         def logits(prompt):
             ids = torch.as_tensor([list(prompt) + list(completion_ids)], dtype=torch.long, device=device)
@@ -204,7 +207,6 @@ def token_texts(tokenizer, ids: Sequence[int]) -> list[str]:
 
 def strategy_text(value: Any) -> str | None:
     if isinstance(value, dict):
-        from sgpo.strategies.base import Strategy, render_strategy
 
         return render_strategy(Strategy.model_validate(value))
     return value if isinstance(value, str) and value.strip() else None
@@ -214,8 +216,6 @@ def build_trajectories(model, tokenizer, rows: Sequence[dict[str, Any]], *, prom
                        max_new_tokens: int = 256, temperature: float = 0.0, seed: int | None = None) -> list[Trajectory]:
     """Tokenised guided trajectories: each row's `response`, or one completion sampled from `model`
     with the strategy in its prompt when the row has no response."""
-    from sgpo.prompts import tokenize_prompts
-    from sgpo.rollout import generate_completions
 
     trajs: list[Trajectory] = []
     to_sample: list[int] = []
@@ -253,7 +253,6 @@ def build_trajectories(model, tokenizer, rows: Sequence[dict[str, Any]], *, prom
 def score_trajectories(model, tokenizer, trajs: Sequence[Trajectory], *, prompt_format, temperature: float = 1.0,
                        progress=None) -> None:
     """Fill in each trajectory's per-token KL and log-probs (teacher: guided prompt; student: plain)."""
-    from sgpo.prompts import tokenize_prompts
 
     special = not prompt_format.applies_chat_template(tokenizer)
     for n, t in enumerate(trajs):

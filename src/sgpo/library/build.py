@@ -5,7 +5,7 @@ Rows with `status` ok and a strategy are used (a row without a `status` column c
 `sgpo library retrieve` filled (`strategy_source` = retrieved: the strategy was not extracted for
 that problem, and a library must not feed on itself). A used row must have a
 `problem` and a `strategy_json` that passes the strategy schema, and its `strategy` must be the
-rendering of it; a row that breaks this is reported with its file, row and field (`build_library`
+rendering of it; a row that breaks this is reported with its file, row and field (`build_entries`
 refuses the input, or skips and lists such rows with `skip_invalid`), never dropped silently.
 
 Merging: identical rendered texts are one strategy; distinct texts are clustered by TF-IDF cosine
@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sgpo.data import ColumnMap, DataError, load_rows
-from sgpo.library.format import Entry, LibraryError, LibraryProblem, StrategyLibrary, listing, parse_strategy_json, text_value
+from sgpo.library.format import FORMAT, Entry, LibraryError, LibraryProblem, listing, parse_strategy_json, text_value
 from sgpo.library.similarity import VECTORIZER, leader_clusters
 from sgpo.strategies.base import ExtractionError, render_strategy
 
@@ -180,9 +180,12 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def build_library(sources: Sequence[Any], config: BuildConfig = BuildConfig()) -> tuple[StrategyLibrary, BuildSummary]:
-    """A library (not yet saved) and the build summary. Raises `DataError` for invalid rows (unless
-    `skip_invalid`) and `LibraryError` when no row is usable (an empty library)."""
+def build_entries(
+    sources: Sequence[Any], config: BuildConfig = BuildConfig()
+) -> tuple[list[Entry], list[LibraryProblem], dict[str, Any], BuildSummary]:
+    """A library's entries, problems and manifest (not yet saved: `StrategyLibrary.build`) and the
+    build summary. Raises `DataError` for invalid rows (unless `skip_invalid`) and `LibraryError`
+    when no row is usable (an empty library)."""
     if isinstance(sources, (str, bytes)) or not isinstance(sources, Sequence) or not sources:
         raise ValueError("sources must be a non-empty list of inputs")
     rows, skipped, invalid, total, names = read_strategy_rows(sources, config)
@@ -252,10 +255,10 @@ def build_library(sources: Sequence[Any], config: BuildConfig = BuildConfig()) -
         merge_threshold=config.merge_threshold,
     )
     manifest = {
-        "format": "sgpo-strategy-library",
+        "format": FORMAT,
         "strategy_schema": 1,
         "merge": {"method": "tfidf-cosine", "text": "strategy", "threshold": config.merge_threshold, "vectorizer": VECTORIZER},
         "retrieval": {"method": "tfidf-cosine", "text": "problem", "vectorizer": VECTORIZER},
         "build": {k: v for k, v in summary.to_dict().items() if k not in ("invalid", "output")} | {"invalid": len(invalid)},
     }
-    return StrategyLibrary(entries, list(problems.values()), manifest), summary
+    return entries, list(problems.values()), manifest, summary

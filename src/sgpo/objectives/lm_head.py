@@ -2,7 +2,7 @@
 
 The trainer never asks the model for logits: it takes the final hidden states and applies the LM
 head here, so that the same call sites can use either this plain implementation (logits
-materialised for the positions given) or the chunked, memory-bounded one in `sgpo.kernels`.
+materialised for the positions given) or the chunked, memory-bounded one in `sgpo.objectives.chunked_head`.
 
 Shapes: N token positions, H hidden size, V vocabulary. `weight` is the LM head (V, H); logits are
 divided by the sampling `temperature`, so log-probs are those of the distribution that was sampled.

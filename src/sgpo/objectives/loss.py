@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sgpo.objectives import chunked_head, lm_head
 from sgpo.objectives.aggregation import LOSS_TYPE_TO_AGG_MODE, GlobalCounts, token_weights
 from sgpo.objectives.divergence import DIVERGENCES
 from sgpo.objectives.policy_loss import (
@@ -66,7 +67,7 @@ class LossConfig:
     head_chunk_size: int | None = None
 
     @classmethod
-    def from_args(cls, args) -> "LossConfig":
+    def from_args(cls, args) -> LossConfig:
         """The loss settings of an `SGPOConfig` (or anything with the same attribute names)."""
         names = {k: getattr(args, k) for k in cls.__dataclass_fields__ if k != "head" and hasattr(args, k)}
         return cls(head=getattr(args, "head_implementation", "chunked"), **names)
@@ -124,13 +125,9 @@ class LossOutputs:
 def head_functions(name: str) -> tuple[Callable, Callable]:
     """(sampled_logps, distill_terms) of an LM-head path; both share the plain path's signature."""
     if name == "plain":
-        from sgpo.objectives import lm_head
-
         return lm_head.sampled_logps, lm_head.distill_terms
     if name == "chunked":
-        from sgpo import kernels  # imported here: sgpo.kernels imports sgpo.objectives
-
-        return kernels.sampled_logps, kernels.distill_terms
+        return chunked_head.sampled_logps, chunked_head.distill_terms
     raise ValueError(f"unknown head_implementation {name!r}; known: chunked, plain")
 
 

@@ -27,10 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from sgpo.data import ColumnMap, DataError, load_rows, write_rows
-from sgpo.prompts import PromptFormat
+from sgpo.modeling import load_tokenizer
+from sgpo.prompts import PromptFormat, tokenize_prompts
+from sgpo.rollout import generate_completions
 from sgpo.sampling import SamplingConfig
-from sgpo.strategies.progress import RunProgress
+from sgpo.strategies.run_progress import RunProgress
 from sgpo.strategies.store import ResultStore, content_hash
+from sgpo.verify import Verifier
 
 
 def strategy_score(guided_correct: Sequence[float], auto_correct: Sequence[float]) -> float:
@@ -162,9 +165,6 @@ def score_strategies(
     `config`; write one row per problem to `output` (and every candidate to `candidates_output`)."""
     import torch
 
-    from sgpo.prompts import tokenize_prompts
-    from sgpo.rollout import generate_completions
-    from sgpo.verify import Verifier
 
     start = time.monotonic()
     rows, name = load_rows(input)
@@ -177,7 +177,6 @@ def score_strategies(
     if isinstance(model, (str, os.PathLike)):
         from transformers import AutoModelForCausalLM
 
-        from sgpo.modeling import load_tokenizer
 
         tokenizer = tokenizer or load_tokenizer(str(model))
         model = AutoModelForCausalLM.from_pretrained(str(model))

@@ -11,7 +11,9 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from sgpo.evaluation.harness import EvalConfig, evaluate_records
 from sgpo.prompts import PromptFormat
+from sgpo.sampling import SamplingConfig
 from sgpo.verify import Verifier
 from sgpo.world.prompt import WORLD_PROMPT_FORMAT
 
@@ -42,8 +44,6 @@ def heldout_accuracy(
     harness (`sgpo.evaluation.evaluate_records`). Guided prompts carry the record's `strategy`; every
     record must have one. `on_progress(done, total)` is called after each mode (total = len(modes) x records).
     """
-    from sgpo.evaluation.harness import EvalConfig, evaluate_records
-    from sgpo.sampling import SamplingConfig
 
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:

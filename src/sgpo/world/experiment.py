@@ -4,10 +4,10 @@
 
 Every method starts from the same warm-up checkpoint and trains on the same problems with the same
 optimizer steps, problems per step and completions per problem (`TrainSettings`); only the method
-differs (`METHODS`: SFT on the oracle responses, GRPO, LUFFY, SGPO and four SGPO ablations, each a
-configuration of the trainer: docs/algorithm.md, "Baselines and ablations"; and SGPO on two
-training-data variants where half the problems have no strong response, `sgpo.world.train_data`:
-docs/strategy-library.md). The protocol:
+differs (`sgpo.world.methods.METHODS`: SFT on the oracle responses, GRPO, LUFFY, SGPO and four SGPO
+ablations, each a configuration of the trainer: docs/algorithm.md, "Baselines and ablations"; and
+SGPO on two training-data variants where half the problems have no strong response,
+`sgpo.world.train_data`: docs/strategy-library.md). The protocol:
 
 1. the world (with a `validation` split apart from the `heldout` test split) and the warm-up, built
    once by the demo's pipeline (`sgpo.world.pipeline.run_pipeline`) in `setup/`: the warm-up is
@@ -46,53 +46,22 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from sgpo.data import read_rows, write_json
+from sgpo.checkpoints import OutputDirError
+from sgpo.data import atomic_dir, read_rows, write_json
+from sgpo.evaluation.report import read_metrics
+from sgpo.world.evaluate import heldout_accuracy
+from sgpo.world.experiment_results import selectivity, write_outputs
+from sgpo.world.generate import SPLITS, WorldSpec
+from sgpo.world.methods import DEFAULT_METHODS, METHODS, REFERENCE, RUN_FILE, method_config_kwargs, run_dir
+from sgpo.world.model import load_model, save_model
+from sgpo.world.pipeline import run_pipeline, train_rl
+from sgpo.world.progress import StageProgress
+from sgpo.world.settings import TrainSettings, WorldRunConfig, make_config
 from sgpo.world.train_data import variant_file, write_variants
-from sgpo.world.pipeline import (
-    OutputDirError,
-    TrainSettings,
-    WorldRunConfig,
-    atomic_dir,
-    make_config,
-    run_in_workers,
-    run_pipeline,
-    set_determinism,
-    train_rl,
-)
+from sgpo.world.warmup import WarmupConfig, warmup
+from sgpo.world.workers import run_in_workers, set_determinism
 
 EXPERIMENT_FILE = "experiment.json"
-RUN_FILE = "run.json"
-
-
-@dataclass(frozen=True)
-class Method:
-    """One method of the comparison: the trainer's `base` configuration ("sft", "grpo", "luffy",
-    "sgpo": `TrainSettings.sgpo_config_kwargs`) with `overrides` of `SGPOConfig` fields on top,
-    trained on the training-data variant `data` (`sgpo.world.train_data.VARIANTS`)."""
-
-    name: str
-    base: str
-    overrides: Mapping[str, Any] = field(default_factory=dict)
-    label: str = ""
-    data: str = "own"
-
-
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("sft", "sft", label="SFT on the oracle responses"),
-    Method("grpo", "grpo", label="GRPO"),
-    Method("luffy", "luffy", label="LUFFY (mixed-policy GRPO)"),
-    Method("sgpo", "sgpo", label="SGPO"),
-    Method("sgpo_imitation", "sgpo", {"distill_divergence": "imitation"}, "SGPO, trajectory imitation instead of the KL"),
-    Method("sgpo_reverse_kl", "sgpo", {"distill_divergence": "reverse_kl"}, "SGPO, reverse KL"),
-    Method("sgpo_constant_weight", "sgpo", {"instance_weighting": "constant"}, "SGPO, constant instance weight"),
-    Method("sgpo_no_proximal", "sgpo", {"distill_proximal": False}, "SGPO, no proximal mask"),
-    # the strategy library (docs/strategy-library.md): half the training problems without a strong response
-    Method("sgpo_half", "sgpo", label="SGPO, own strategies for half, RL only for the other half", data="half"),
-    Method("sgpo_half_retrieved", "sgpo", label="SGPO, own strategies for half, retrieved for the other half",
-           data="half_retrieved"),
-)}  # fmt: skip
-DEFAULT_METHODS = tuple(m for m in METHODS if METHODS[m].data == "own")  # experiments/strategy_world.yaml's
-REFERENCE = "sgpo"  # by default, the bootstrap intervals are of this method minus each other one
 
 
 @dataclass(frozen=True)
@@ -178,8 +147,6 @@ def load_config(path: str | Path, *, quick: bool = False, seeds: int | None = No
         raise ConfigError(f"{where}: setting must be 'full' (the demo's model and warm-up) or 'quick', got {setting!r}")
     seed = number(raw.get("seed", 0), "seed", int, 0)
     base = make_config(seed, quick=setting == "quick")
-    from sgpo.world.generate import SPLITS, WorldSpec
-
     world = check_keys(raw.get("world", dict(base.world.per_family)), SPLITS, "world")
     world = {k: number(v, f"world.{k}", int, 1) for k, v in world.items()}
     missing = [s for s in SPLITS if s not in world]
@@ -225,25 +192,12 @@ def load_config(path: str | Path, *, quick: bool = False, seeds: int | None = No
 
 
 # -- one run ----------------------------------------------------------------------------------------
-def run_dir(out: Path, method: str, lr: float, seed: int) -> Path:
-    return out / "runs" / method / f"lr={lr:g},seed={seed}"
-
-
-def method_config_kwargs(method: str, settings: TrainSettings) -> dict[str, Any]:
-    """`SGPOConfig` fields of an RL method's run under `settings`."""
-    m = METHODS[method]
-    return {**settings.sgpo_config_kwargs(m.base), **m.overrides}
-
-
 def train_sft(start: Path, train_rows: Sequence[Mapping[str, Any]], dest: Path, settings: TrainSettings, advance=lambda done: None) -> None:
     """SFT baseline: supervised training on the oracle (strong) responses of the training problems,
     autonomous prompts, from the model in `start` into `dest`. The world warm-up's loop
     (`sgpo.world.warmup.warmup`) with every example autonomous, the same optimizer steps, problems per
     step (one oracle response each), seed and constant learning rate as an RL run, no weight decay.
     Writes `dest/metrics.jsonl` ({"step", "loss"} per step) like the trainer's."""
-    from sgpo.world.model import load_model, save_model
-    from sgpo.world.warmup import WarmupConfig, warmup
-
     model, tokenizer = load_model(start)
     cfg = WarmupConfig(
         steps=settings.max_steps, batch_size=settings.problems_per_step, guided_fraction=0.0, swap_fraction=0.0,
@@ -262,10 +216,6 @@ def run_one(exp: ExperimentConfig, out: Path, method: str, lr: float, seed: int,
     final = run_dir(out, method, lr, seed)
     if (final / RUN_FILE).exists():
         return json.loads((final / RUN_FILE).read_text())
-    from sgpo.evaluation.report import read_metrics
-    from sgpo.world.evaluate import heldout_accuracy
-    from sgpo.world.model import load_model
-
     set_determinism(seed, exp.setup.threads)
     setup = out / "setup"
     settings = exp.run_settings(lr, seed)
@@ -335,9 +285,6 @@ def choose_rate(runs: Sequence[Mapping[str, Any]]) -> float:
 def run_experiment(out: str | Path, exp: ExperimentConfig, *, overwrite: bool = False, progress=None) -> dict[str, Any]:
     """The whole protocol (module doc), resuming whatever an earlier call finished; writes the
     outputs (`sgpo.world.experiment_results.write_outputs`) and returns results.json's content."""
-    from sgpo.world.experiment_results import selectivity, write_outputs
-    from sgpo.world.progress import StageProgress
-
     out = prepare_experiment(out, exp, overwrite)
     progress = progress or StageProgress(enabled=False)
     started = time.perf_counter()

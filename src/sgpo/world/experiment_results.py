@@ -25,14 +25,23 @@ mean difference in test autonomous accuracy.
 
 from __future__ import annotations
 
+import json
 import statistics
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sgpo.data import read_rows, write_json
+import numpy as np
 
-RESULTS_FILE = "results.json"
+from sgpo.data import read_rows, write_json
+from sgpo.evaluation.report import read_metrics
+from sgpo.evaluation.selectivity import build_trajectories, critical_share, score_trajectories, summarize, top_mass_shares
+from sgpo.world.methods import METHODS, run_dir
+from sgpo.world.model import load_model
+from sgpo.world.prompt import WORLD_PROMPT_FORMAT
+from sgpo.world.results import RESULTS_FILE
+
 TABLE_FILE = "results.md"
 SELECTIVITY_FILE = "selectivity.json"
 
@@ -48,7 +57,6 @@ def paired_bootstrap(a, b, samples: int = 2000, seed: int = 0) -> dict[str, Any]
     """Mean of `a - b` and its 95% percentile-bootstrap interval. `a`, `b`: (S, P) per-seed,
     per-problem verdicts (0/1) of two methods, paired by seed and by problem; each bootstrap sample
     draws S seeds and P problems with replacement and averages `a - b` over the drawn grid."""
-    import numpy as np
 
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)  # (S, P)
     S, P = d.shape
@@ -78,13 +86,6 @@ def selectivity(out: Path, exp, chosen: Mapping[str, float]) -> dict[str, Any]:
     loss) on the strategy-critical tokens, against their share of the tokens (`sgpo.evaluation.
     selectivity`, as `sgpo selectivity`). Measured on the warm-up (where every run starts) and on
     the seed-0 runs of SGPO and of the imitation ablation. Kept in selectivity.json."""
-    import json
-
-    from sgpo.evaluation.selectivity import build_trajectories, critical_share, score_trajectories, summarize, top_mass_shares
-    from sgpo.world.experiment import run_dir
-    from sgpo.world.model import load_model
-    from sgpo.world.prompt import WORLD_PROMPT_FORMAT
-
     path = out / SELECTIVITY_FILE
     if path.exists():
         return json.loads(path.read_text())
@@ -116,8 +117,6 @@ def instance_weight_series(folders: Sequence[Path]) -> dict[str, Any]:
     """Mean instance weight and autonomous accuracy of the rollouts per optimizer step (means over
     the runs in `folders`, from their metrics.jsonl), every (weight, accuracy) pair of a (run, step),
     and their correlation over those pairs."""
-    from sgpo.evaluation.report import read_metrics
-
     per_run = []
     for f in folders:
         logs = [r for r in read_metrics(f / "metrics.jsonl")[0] if "distill/weight_mean" in r and "accuracy/auto" in r]
@@ -132,9 +131,6 @@ def instance_weight_series(folders: Sequence[Path]) -> dict[str, Any]:
 
 def summarize_runs(exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, float]) -> dict[str, Any]:
     """results.json's `methods`, `comparisons` and `tuning_per_family` from the runs' run.json."""
-    import numpy as np
-
-    from sgpo.world.experiment import METHODS
 
     def final(m: str) -> list[Mapping[str, Any]]:
         got = sorted((r for r in runs if r["method"] == m and r["learning_rate"] == chosen[m]), key=lambda r: r["seed"])
@@ -169,11 +165,6 @@ def summarize_runs(exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, 
 def write_outputs(out: Path, exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, float], sel: Mapping[str, Any],
                   walls: dict[str, float], started: float) -> dict[str, Any]:
     """results.json, results.md and plots/*.png; returns results.json's content."""
-    import json
-    import time
-
-    from sgpo.world.experiment import run_dir
-
     results = summarize_runs(exp, runs, chosen)
     warm = json.loads((out / "setup" / "eval" / "warmup.json").read_text())
     results["warmup"] = {"test_auto": warm["auto"], "test_guided": warm["guided"],
@@ -284,9 +275,6 @@ def write_plots(out: Path, exp, results: Mapping[str, Any], chosen: Mapping[str,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from sgpo.evaluation.report import read_metrics
-    from sgpo.world.experiment import METHODS, run_dir
 
     folder = out / "plots"
     folder.mkdir(parents=True, exist_ok=True)

@@ -90,7 +90,7 @@ def fill_strategies(
     """Copies of `rows` with `strategy` set to the rendered strategy extracted from each `response`.
 
     Raises `ExtractionError` naming the row id when a response cannot be read.
-    (The demo pipeline goes through `sgpo.strategies.pipeline.extract_strategies` instead, which adds
+    (The demo pipeline goes through `sgpo.strategies.extraction.extract_strategies` instead, which adds
     the schema check, leak filter and cache; this is the in-memory shortcut.)
     """
     extractor = extractor or WorldExtractor()

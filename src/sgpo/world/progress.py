@@ -39,7 +39,7 @@ class StageProgress:
         self._thread: threading.Thread | None = None
         self._last_line = self.start
 
-    def __enter__(self) -> "StageProgress":
+    def __enter__(self) -> StageProgress:
         if not self.enabled:
             return self
         if self.terminal:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sgpo.data import write_json
+from sgpo.evaluation.report import read_metrics, render_report
 
 RESULTS_FILE = "results.json"
 PER_FAMILY_FILE = "per_family.json"
@@ -47,7 +48,6 @@ def write_results(out: Path, run: Mapping[str, Any], started: float) -> dict[str
     """Plots, a report per training run, `per_family.json` and `results.json` (written last; its
     `wall_seconds` counts from `started`, a `time.perf_counter()` value). `run` is
     `sgpo.world.pipeline.run_pipeline`'s result so far; returns `results.json`'s content."""
-    from sgpo.evaluation.report import render_report
 
     heldout = run["methods"]
     write_plots(out, headline(heldout), [m for m in heldout if m != "warmup"])
@@ -69,7 +69,6 @@ def write_plots(out: Path, methods: Mapping[str, Mapping[str, float]], runs: lis
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sgpo.evaluation.report import read_metrics
 
     folder = out / "plots"
     folder.mkdir(parents=True, exist_ok=True)

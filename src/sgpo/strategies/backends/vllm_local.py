@@ -17,6 +17,7 @@ from typing import Any
 from sgpo.strategies.base import BatchExtractor, ExtractionError, ExtractionRequest, ExtractorConfigError, Strategy
 from sgpo.strategies.parsing import parse_replies
 from sgpo.strategies.prompt import DEFAULT_PROMPT_VERSION, get_prompt
+from sgpo.vllm_engine import EngineSettings, build_llm, shutdown_llm
 
 INSTALL_HINT = "`make vllm` (CPU) or pip install 'sgpo[vllm]' on a CUDA machine, or use --backend openai against `vllm serve`"
 
@@ -68,7 +69,6 @@ class VLLMExtractor(BatchExtractor):
         enforce_eager: bool | None = None,
     ):
         vllm = _import_vllm()
-        from sgpo.vllm_engine import EngineSettings, build_llm
 
         if not model:
             raise ExtractorConfigError("the vllm backend needs a model path or hub id (--model)")
@@ -92,7 +92,6 @@ class VLLMExtractor(BatchExtractor):
 
     def close(self) -> None:
         if getattr(self, "llm", None) is not None:
-            from sgpo.vllm_engine import shutdown_llm
 
             llm, self.llm = self.llm, None
             shutdown_llm(llm)

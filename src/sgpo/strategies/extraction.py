@@ -36,7 +36,8 @@ from typing import Any
 from sgpo.data import DataError, load_rows, write_rows
 from sgpo.strategies.base import ExtractionError, ExtractionRequest, Extractor, ExtractorConfigError, Strategy, render_strategy
 from sgpo.strategies.leak import LeakConfig, LeakFilter
-from sgpo.strategies.progress import RunProgress, format_duration
+from sgpo.strategies.registry import build_extractor
+from sgpo.strategies.run_progress import RunProgress, format_duration
 from sgpo.strategies.store import ResultStore, content_hash
 
 OUTPUT_SUFFIXES = (".jsonl", ".parquet", ".json")
@@ -256,7 +257,6 @@ def extract_strategies(
 
     owns_extractor = isinstance(extractor, str)
     if isinstance(extractor, str):
-        from sgpo.strategies.registry import build_extractor
 
         extractor = build_extractor(extractor, strict_extractor_options, **(extractor_options or {}))
     leak_filter = LeakFilter(config.leak)
