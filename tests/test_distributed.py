@@ -31,8 +31,24 @@ def run_two_processes(out: Path, *args: str) -> None:
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     # `--cpu` makes accelerate use its single-process launcher; `--multi_gpu` starts torchrun, and the
     # script's `use_cpu=True` then selects MULTI_CPU with the gloo backend.
-    cmd = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", "29517", str(SCRIPT), str(out), *args]
+    cmd = [
+        launcher,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29517",
+        str(SCRIPT),
+        str(out),
+        *args,
+    ]
     proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "processes=2" in proc.stdout

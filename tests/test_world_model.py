@@ -142,7 +142,11 @@ def test_heldout_accuracy_runs_the_real_generation_and_verifier(world, tokenizer
     model = build_model(tokenizer, MICRO_MODEL, seed=0)
     progress = []
     out = heldout_accuracy(
-        model, tokenizer, world["heldout"][:6], max_new_tokens=4, batch_size=4,
+        model,
+        tokenizer,
+        world["heldout"][:6],
+        max_new_tokens=4,
+        batch_size=4,
         on_progress=lambda done, total: progress.append((done, total)),
     )
     assert progress == [(6, 12), (12, 12)]  # after each mode (autonomous, guided)
@@ -167,9 +171,17 @@ def micro_config(seed: int = 0) -> WorldRunConfig:
 def test_pipeline_writes_every_stage_and_reruns_to_the_same_numbers(tmp_path):
     cfg = micro_config()
     first = run_pipeline(tmp_path / "a", cfg, methods=())
-    for path in ("config.json", "world/oracle/train.jsonl", "world/heldout.jsonl", "tokenizer/tokenizer.json",
-                 "model-init/model.safetensors", "warmup/model.safetensors", "warmup-state/state.pt", "eval/warmup.json",
-                 "warmup.json"):
+    for path in (
+        "config.json",
+        "world/oracle/train.jsonl",
+        "world/heldout.jsonl",
+        "tokenizer/tokenizer.json",
+        "model-init/model.safetensors",
+        "warmup/model.safetensors",
+        "warmup-state/state.pt",
+        "eval/warmup.json",
+        "warmup.json",
+    ):
         assert (tmp_path / "a" / path).exists(), path
     assert not (tmp_path / "a" / "grpo").exists() and not (tmp_path / "a" / "results.json").exists()  # no training asked for
     saved = json.loads((tmp_path / "a" / "warmup.json").read_text())

@@ -124,4 +124,6 @@ def publish_checkpoint(run_dir: Path, name: str, save_total_limit: int | None, b
     if target.exists():
         shutil.rmtree(target)
     os.replace(run_dir / STAGING_DIR / name, target)
-    rotate_checkpoints(output_dir=str(run_dir), save_total_limit=save_total_limit, best_model_checkpoint=best_model_checkpoint, use_mtime=True)
+    rotate_checkpoints(
+        output_dir=str(run_dir), save_total_limit=save_total_limit, best_model_checkpoint=best_model_checkpoint, use_mtime=True
+    )

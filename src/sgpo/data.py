@@ -111,7 +111,7 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
         if isinstance(obj, dict) and isinstance(obj.get("data"), list):
             obj = obj["data"]
         if not isinstance(obj, list):
-            raise DataError(f"{path}: expected a list of objects (or {{\"data\": [...]}})")
+            raise DataError(f'{path}: expected a list of objects (or {{"data": [...]}})')
         for i, row in enumerate(obj):
             if not isinstance(row, dict):
                 raise DataError(f"{path}: row {i}: expected a JSON object, got {type(row).__name__}")
@@ -230,12 +230,12 @@ def load_problems(
         hint = ""
         if i == 0:
             field = [k for k, v in required if v == col][0]
-            hint = f" Map another column with `{field}_column` (--{field}-column on the command line)." if any(
-                v == col for _, v in required
-            ) else ""
-        return DataError(
-            f"{name}: row {i}: missing column {col!r} (columns found: {', '.join(sorted(row)) or 'none'}).{hint}"
-        )
+            hint = (
+                f" Map another column with `{field}_column` (--{field}-column on the command line)."
+                if any(v == col for _, v in required)
+                else ""
+            )
+        return DataError(f"{name}: row {i}: missing column {col!r} (columns found: {', '.join(sorted(row)) or 'none'}).{hint}")
 
     out: list[dict[str, Any]] = []
     seen_ids: dict[str, int] = {}
@@ -261,8 +261,10 @@ def load_problems(
         strategy = row.get(columns.strategy)
         if not isinstance(strategy, str) or not strategy.strip():
             if require_strategy:
-                what = "missing" if columns.strategy not in row else (
-                    "empty" if strategy in (None, "") or isinstance(strategy, str) else f"a {type(strategy).__name__}"
+                what = (
+                    "missing"
+                    if columns.strategy not in row
+                    else ("empty" if strategy in (None, "") or isinstance(strategy, str) else f"a {type(strategy).__name__}")
                 )
                 raise DataError(
                     f"{name}: row {i}: column {columns.strategy!r} is {what}, and require_strategy is set "
@@ -307,8 +309,7 @@ def tokenize_problems(
         )
     if guided and n_missing:
         logger.warning(
-            "%s: %d of %d problems have no usable strategy (missing, empty or not a string); "
-            "they train with RL only",
+            "%s: %d of %d problems have no usable strategy (missing, empty or not a string); they train with RL only",
             source_name,
             n_missing,
             len(dataset),
@@ -360,7 +361,9 @@ def tokenize_responses(
     texts = dataset[column]
     empty = [names[i] for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
     if empty:
-        raise DataError(f"{source_name}: {len(empty)} row(s) without a strong response in column {column!r}: row {', row '.join(empty[:10])}")
+        raise DataError(
+            f"{source_name}: {len(empty)} row(s) without a strong response in column {column!r}: row {', row '.join(empty[:10])}"
+        )
     ids = [list(t) + [tokenizer.eos_token_id] for t in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
     long = [(names[i], len(t)) for i, t in enumerate(ids) if max_length is not None and len(t) > max_length]
     if long:

@@ -130,6 +130,8 @@ def model_source_error(name: str, hub_timeout: float = 10.0) -> str | None:
         return f"{name}: no such model folder, and no such model on the Hugging Face hub (or a private one: log in with hf auth login)"
     except Exception as exc:  # noqa: BLE001 - any transport failure: the hub cannot be reached
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        return (f"{name}: no such model folder, not in the Hugging Face cache, and the hub ({constants.ENDPOINT}) "
-                f"cannot be reached ({reason}); give a local folder, or download the model where the hub is reachable")
+        return (
+            f"{name}: no such model folder, not in the Hugging Face cache, and the hub ({constants.ENDPOINT}) "
+            f"cannot be reached ({reason}); give a local folder, or download the model where the hub is reachable"
+        )
     return None

@@ -94,7 +94,11 @@ def plan_rollouts(
 ) -> RolloutPlan:
     """The sampling plan of B problems; a problem whose `guided_ids` is None gets no guided rows."""
     B = len(prompt_ids)
-    has = torch.tensor([g is not None for g in guided_ids], dtype=torch.bool) if num_guided_generations else torch.zeros(B, dtype=torch.bool)
+    has = (
+        torch.tensor([g is not None for g in guided_ids], dtype=torch.bool)
+        if num_guided_generations
+        else torch.zeros(B, dtype=torch.bool)
+    )
     per_problem = num_generations + num_guided_generations * has.long()  # (B,)
     owner = torch.repeat_interleave(torch.arange(B), per_problem)  # (n,)
     # position of each row inside its problem's block: the first Ga are autonomous
@@ -210,7 +214,9 @@ def problem_weights(stats: GroupStats, mode: str) -> Tensor:
     return torch.where(stats.has_guided, raw, torch.zeros_like(raw))
 
 
-def smoothed_problem_weights(stats: GroupStats, problems: Sequence[dict], mode: str, ema: InstanceWeightEMA, accelerator) -> Tensor:
+def smoothed_problem_weights(
+    stats: GroupStats, problems: Sequence[dict], mode: str, ema: InstanceWeightEMA, accelerator
+) -> Tensor:
     """w_i (B,), smoothed by the per-problem EMA when it is on. The EMA sees the problems of every
     process, so its state is the same on every rank (and in every checkpoint)."""
     weights = problem_weights(stats, mode)
@@ -238,8 +244,14 @@ class Selection:
 
 
 def select(
-    gen: Generation, truncated: Tensor, plan: RolloutPlan, correct: Tensor, weights: Tensor, distill_on: str,
-    mask_truncated: bool, distill: bool,
+    gen: Generation,
+    truncated: Tensor,
+    plan: RolloutPlan,
+    correct: Tensor,
+    weights: Tensor,
+    distill_on: str,
+    mask_truncated: bool,
+    distill: bool,
 ) -> Selection:
     """The loss mask of every row and the guided rows to distil on (docs/algorithm.md §4)."""
     loss_mask = gen.completion_mask.clone()
@@ -313,8 +325,14 @@ def consecutive_runs(prompt_ids: Sequence[Sequence[int]]) -> tuple[list[list[int
 
 
 def split_micro_batches(
-    gen: Generation, plan: RolloutPlan, sel: Selection, advantages: Tensor, num_micro: int, with_teacher: bool,
-    problem_groups: Tensor | None = None, off_policy: Tensor | None = None,
+    gen: Generation,
+    plan: RolloutPlan,
+    sel: Selection,
+    advantages: Tensor,
+    num_micro: int,
+    with_teacher: bool,
+    problem_groups: Tensor | None = None,
+    off_policy: Tensor | None = None,
 ) -> list[MicroBatch]:
     """Split the rows into `num_micro` micro-batches of B / S whole problems each.
 
@@ -345,7 +363,10 @@ def split_micro_batches(
                 n_auto=na,
                 teacher=teacher,
                 loss=LossInputs(
-                    head_weight=None, head_bias=None, auto_hidden=None, auto_ids=None,  # the loss step's forward
+                    head_weight=None,
+                    head_bias=None,
+                    auto_hidden=None,
+                    auto_ids=None,  # the loss step's forward
                     auto_mask=loss_mask[:na],
                     advantages=advantages[auto_rows],
                     auto_counts=None,  # set once the step's counts are reduced over processes

@@ -109,14 +109,20 @@ class RewardFunctions:
                 rows_to_try = range(len(completions)) if time.perf_counter() - t_call < 5.0 else range(0)
                 for j in rows_to_try:
                     try:
-                        fn(prompts=prompts[j : j + 1], completions=completions[j : j + 1], **{k: v[j : j + 1] for k, v in columns.items()})
+                        fn(
+                            prompts=prompts[j : j + 1],
+                            completions=completions[j : j + 1],
+                            **{k: v[j : j + 1] for k, v in columns.items()},
+                        )
                     except Exception:  # noqa: BLE001
                         culprit = f"; it fails on {describe(j)}"
                         break
                 raise RewardFunctionError(f"reward function {name!r} raised {type(exc).__name__}: {exc}{culprit}") from exc
             values = list(values) if values is not None else []
             if len(values) != len(completions):
-                raise RewardFunctionError(f"reward function {name!r} returned {len(values)} values for {len(completions)} completions")
+                raise RewardFunctionError(
+                    f"reward function {name!r} returned {len(values)} values for {len(completions)} completions"
+                )
             for j, v in enumerate(values):
                 if v is None or not isinstance(v, (int, float)) or math.isnan(float(v)):
                     raise RewardFunctionError(f"reward function {name!r} returned {v!r} for {describe(j)}")

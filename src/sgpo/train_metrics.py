@@ -38,7 +38,10 @@ def metric_keys(strategy_sources: Sequence[str], reward_names: Sequence[str]) ->
         "distill/masked_frac", "distill/loss", "distill/tokens", "rl/loss", "clip/low", "clip/high",
         "clip/region", "kl_ref", "problems/without_strategy_frac", "tokens/generated", "reward/strong_response",
     ]  # fmt: skip
-    keys += [f"time/{k}_s" for k in ("generate_and_score", "generate", "weight_sync", "rewards", "old_logps", "reference", "teacher", "train_step")]
+    keys += [
+        f"time/{k}_s"
+        for k in ("generate_and_score", "generate", "weight_sync", "rewards", "old_logps", "reference", "teacher", "train_step")
+    ]
     keys += ["sampling/importance_sampling_ratio/mean", "sampling/sampling_logp_difference/mean"]
     for name in strategy_sources:
         keys += [f"accuracy/guided/{name}", f"reward/gap/{name}", f"distill/weight_mean/{name}", f"distill/kl/{name}"]

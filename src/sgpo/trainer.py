@@ -182,7 +182,9 @@ def prepare_policy(model: PreTrainedModel, args: SGPOConfig) -> tuple[PreTrained
                 module.p = 0.0
     if args.use_peft:
         if is_peft_model(model):
-            raise ValueError("use_peft: the model already carries a PEFT adapter; merge it first (sgpo merge) or pass use_peft=False")
+            raise ValueError(
+                "use_peft: the model already carries a PEFT adapter; merge it first (sgpo merge) or pass use_peft=False"
+            )
         zero3 = args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3
         model = apply_lora(model, args, zero3=zero3)
         if args.gradient_checkpointing:

@@ -62,6 +62,7 @@ def import_vllm():
 
 # ---------------------------------------------------------------------------------------- sampling
 
+
 @dataclass(frozen=True)
 class SamplingSettings:
     """What is sampled: the trainer's sampling fields in vLLM's terms.
@@ -230,8 +231,11 @@ def _match_cpu_threads() -> None:
     `torch.set_num_threads` calls are ignored), so set it to the cores this process may use first."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if torch.get_num_threads() != cores:
-        logger.info("torch threads %d -> %d for the in-process vLLM engine (its CPU kernels use every core)",
-                    torch.get_num_threads(), cores)
+        logger.info(
+            "torch threads %d -> %d for the in-process vLLM engine (its CPU kernels use every core)",
+            torch.get_num_threads(),
+            cores,
+        )
         torch.set_num_threads(cores)
 
 
@@ -245,8 +249,10 @@ def build_llm(model_path: str | os.PathLike, settings: EngineSettings = EngineSe
             "use vllm_mode=server, or one process"
         )
     if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0") != "0":
-        logger.warning("VLLM_ENABLE_V1_MULTIPROCESSING=%s overridden: the colocated engine must run in this process",
-                       os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"])
+        logger.warning(
+            "VLLM_ENABLE_V1_MULTIPROCESSING=%s overridden: the colocated engine must run in this process",
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"],
+        )
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     if not torch.cuda.is_available():
         _match_cpu_threads()
@@ -469,8 +475,12 @@ class VLLMServerClient(_WeightVersion):
         for k in sorted(set(counts) - {0}):
             group = [i for i, c in enumerate(counts) if c == k]
             body = {
-                "model": self.model, "prompt": [list(prompt_ids[i]) for i in group], "n": k, "logprobs": 0,
-                "return_token_ids": True, **sampling.request_body(),
+                "model": self.model,
+                "prompt": [list(prompt_ids[i]) for i in group],
+                "n": k,
+                "logprobs": 0,
+                "return_token_ids": True,
+                **sampling.request_body(),
             }
             choices = self._request("POST", "/v1/completions", body)["choices"]
             for choice in choices:  # prompt-major: choice index = position in group · n + sample
@@ -547,8 +557,13 @@ def make_vllm_generator(model, tokenizer, args, eos: Sequence[int]) -> Colocated
     base_url = args.vllm_server_base_url or f"http://{args.vllm_server_host}:{args.vllm_server_port}"
     weights_dir = args.vllm_server_weights_dir or os.path.join(args.output_dir, "vllm_weights")
     return VLLMServerClient(
-        base_url, tokenizer, sampling, timeout=args.vllm_server_timeout, weight_sync=args.vllm_server_weight_sync,
-        weights_dir=weights_dir, group_port=args.vllm_group_port,
+        base_url,
+        tokenizer,
+        sampling,
+        timeout=args.vllm_server_timeout,
+        weight_sync=args.vllm_server_weight_sync,
+        weights_dir=weights_dir,
+        group_port=args.vllm_group_port,
     )
 
 

@@ -51,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     except OutputDirError as exc:
         return error(COMMAND, str(exc))
     print(format_markdown(results))
-    print(f"wall time of this call {results['wall_seconds']['total']:.0f} s (runs skipped as finished are not in it; "
-          f"every run's training + evaluation: {results['run_seconds_sum']:.0f} s); written to {args.out}/results.json, {args.out}/results.md, {args.out}/plots/")
+    print(
+        f"wall time of this call {results['wall_seconds']['total']:.0f} s (runs skipped as finished are not in it; "
+        f"every run's training + evaluation: {results['run_seconds_sum']:.0f} s); written to {args.out}/results.json, {args.out}/results.md, {args.out}/plots/"
+    )
     return 0
 
 

@@ -45,16 +45,20 @@ class TrainScriptArguments:
     tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Tokenizer (defaults to the model's)."})
     dry_run: bool = field(
         default=False,
-        metadata={"help": "Check the recipe without loading any weight: config, data schema and a sample, templates, prompt "
-                  "lengths (with the tokenizer when it is available locally), batch sizes and a rough memory estimate."},
+        metadata={
+            "help": "Check the recipe without loading any weight: config, data schema and a sample, templates, prompt "
+            "lengths (with the tokenizer when it is available locally), batch sizes and a rough memory estimate."
+        },
     )
     num_processes: int | None = field(
         default=None, metadata={"help": "For --dry-run: processes (GPUs) of the run (default: WORLD_SIZE, else 1)."}
     )
     engine: str | None = field(
         default=None,
-        metadata={"help": "For --dry-run: ddp, zero2, zero3 or fsdp2, the engine of the memory estimate (default: the one "
-                  "accelerate launch set up, else all of them)."},
+        metadata={
+            "help": "For --dry-run: ddp, zero2, zero3 or fsdp2, the engine of the memory estimate (default: the one "
+            "accelerate launch set up, else all of them)."
+        },
     )
 
 
@@ -66,9 +70,9 @@ def build_parser():
     """TRL's parser over `TrainScriptArguments` and `SGPOConfig`, with `--help` grouped by topic."""
     from trl import TrlParser
 
-
     parser = TrlParser(
-        (TrainScriptArguments, SGPOConfig), prog="sgpo train",
+        (TrainScriptArguments, SGPOConfig),
+        prog="sgpo train",
         usage="sgpo train --config RECIPE.yaml [--option value ...]   (all options: below, by topic)",
         description="Train a policy with SGPO (or GRPO: --distill_coef 0 --num_guided_generations 0) from a YAML "
         "recipe. Every option below can be a recipe key; options on the command line override the recipe. "
@@ -83,14 +87,17 @@ def _group_options(parser: argparse.ArgumentParser) -> None:
     TrainingArguments last) and give `per_device_train_batch_size` its meaning here."""
     from transformers import TrainingArguments
 
-
     inherited = {f.name for f in fields(TrainingArguments)}
     names = [f.name for f in fields(TrainScriptArguments)] + [f.name for f in fields(SGPOConfig)]
     ours = {f.name for f in fields(TrainScriptArguments)} | ({f.name for f in fields(SGPOConfig)} - inherited)
     default_group = next(g for g in parser._action_groups if any(a.dest == "learning_rate" for a in g._group_actions))  # noqa: SLF001
     recipe = parser.add_argument_group("recipe")
-    recipe.add_argument("--config", metavar="RECIPE.yaml", default=argparse.SUPPRESS,
-                        help="YAML recipe: any option below as `key: value` (e.g. recipes/tiny_cpu.yaml)")
+    recipe.add_argument(
+        "--config",
+        metavar="RECIPE.yaml",
+        default=argparse.SUPPRESS,
+        help="YAML recipe: any option below as `key: value` (e.g. recipes/tiny_cpu.yaml)",
+    )
     by_dest: dict[str, list[argparse.Action]] = {}
     for action in default_group._group_actions:  # noqa: SLF001
         by_dest.setdefault(action.dest, []).append(action)
@@ -169,7 +176,6 @@ def resolve_resume(value, output_dir: str) -> str | None:
     if value is None or value is False or str(value).strip().lower() in ("false", "none", "no", ""):
         return None
     if value is True or str(value).strip().lower() in ("true", "last", "yes"):
-
         last = last_complete_checkpoint(output_dir)
         if last is None:
             raise RecipeError(f"--resume_from_checkpoint {value}: no complete checkpoint-* folder in {output_dir} to resume from")
@@ -201,16 +207,19 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         return error(COMMAND, f"{' and '.join(missing)} must be given (in the recipe or on the command line)")
     if script_args.dry_run:
-
         if script_args.engine is not None and script_args.engine not in ENGINES:
             return error(COMMAND, f"--engine {script_args.engine}: must be one of {', '.join(ENGINES)}")
-        return dry_run(script_args, config, script_args.num_processes, script_args.engine,
-                       out=lambda line: print(f"sgpo {COMMAND} --dry-run: {line}", flush=True))
+        return dry_run(
+            script_args,
+            config,
+            script_args.num_processes,
+            script_args.engine,
+            out=lambda line: print(f"sgpo {COMMAND} --dry-run: {line}", flush=True),
+        )
     for name in (script_args.model_name_or_path, script_args.tokenizer_name_or_path):
         if name is not None and (code := check_model(COMMAND, name)) is not None:
             return code
     config.resume_from_checkpoint = resume
-
 
     try:
         tokenizer = load_tokenizer(script_args.tokenizer_name_or_path or script_args.model_name_or_path)

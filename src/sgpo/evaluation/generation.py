@@ -55,7 +55,7 @@ def cuda_available() -> bool:
 
 
 def select_backend(requested: str, model) -> str:
-    """"hf" or "vllm" for `requested` in BACKENDS; `model` is a path or a loaded model."""
+    """ "hf" or "vllm" for `requested` in BACKENDS; `model` is a path or a loaded model."""
     if requested not in BACKENDS:
         raise ValueError(f"unknown generation backend {requested!r}; choose one of {', '.join(BACKENDS)}")
     is_path = isinstance(model, (str, os.PathLike))
@@ -78,7 +78,6 @@ def load_model_and_tokenizer(path: str | os.PathLike, *, device: str | None = No
     base), in eval mode, on `device` (default: CUDA when available, else CPU). A tokenizer without a pad token gets its EOS token as pad."""
     import torch
 
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = load_tokenizer(str(path))
     if tokenizer.pad_token is None:
@@ -99,17 +98,32 @@ class HFGenerator:
     def __init__(self, model, tokenizer, batch_size: int | None = None):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
 
-    def generate(self, prompts: Sequence[str], *, k: int, temperature: float, top_p: float,
-                 max_new_tokens: int, seed: int | None = None, add_special_tokens: bool = False) -> list[list[Completion]]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        k: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        seed: int | None = None,
+        add_special_tokens: bool = False,
+    ) -> list[list[Completion]]:
         import torch
-
 
         if seed is not None:
             torch.manual_seed(seed)
         ids = tokenize_prompts(self.tokenizer, list(prompts), max_length=None, add_special_tokens=add_special_tokens)
         repeated = [p for p in ids for _ in range(k)]
-        gen = generate_completions(self.model, self.tokenizer, repeated, max_new_tokens=max_new_tokens,
-                                   temperature=temperature, top_p=top_p, batch_size=self.batch_size)
+        gen = generate_completions(
+            self.model,
+            self.tokenizer,
+            repeated,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            batch_size=self.batch_size,
+        )
         return grouped_completions(gen, len(prompts), k, eos_ids(self.tokenizer, self.model))
 
 
@@ -141,7 +155,6 @@ class VLLMGenerator:
 
         from transformers import GenerationConfig
 
-
         self.tokenizer = tokenizer
         self._merged = None
 
@@ -158,11 +171,25 @@ class VLLMGenerator:
         engine = EngineSettings(dtype=dtype, **engine_kwargs)
         self.engine = ColocatedVLLM(model_path, tokenizer, SamplingSettings(max_tokens=1), engine)
 
-    def generate(self, prompts: Sequence[str], *, k: int, temperature: float, top_p: float,
-                 max_new_tokens: int, seed: int | None = None, add_special_tokens: bool = False) -> list[list[Completion]]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        k: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        seed: int | None = None,
+        add_special_tokens: bool = False,
+    ) -> list[list[Completion]]:
 
-        sampling = SamplingSettings(max_tokens=max_new_tokens, temperature=temperature,
-                                    top_p=top_p if temperature > 0 else 1.0, stop_token_ids=self.eos, seed=seed)
+        sampling = SamplingSettings(
+            max_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p if temperature > 0 else 1.0,
+            stop_token_ids=self.eos,
+            seed=seed,
+        )
         ids = tokenize_prompts(self.tokenizer, list(prompts), max_length=None, add_special_tokens=add_special_tokens)
         return grouped_completions(self.engine.generate(ids, n=k, sampling=sampling), len(prompts), k, self.eos)
 

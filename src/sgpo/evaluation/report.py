@@ -45,19 +45,36 @@ class Panel:
 
 
 PANELS: tuple[Panel, ...] = (
-    Panel("reward", "Reward: autonomous vs guided", "mean reward",
-          (("reward/auto", "autonomous"), ("reward/guided", "guided")),
-          (("accuracy/auto", "accuracy, autonomous"), ("accuracy/guided", "accuracy, guided")),
-          "Rollouts without (autonomous) and with (guided) the strategy in the prompt."),
-    Panel("gap", "Guided − autonomous reward", "reward gap", (("reward/gap", "gap"),),
-          note="What the strategy still adds; SGPO's job is to move it into the autonomous policy."),
-    Panel("instance_weight", "Mean instance weight", "w", (("distill/weight_mean", "mean w"),),
-          note="The adaptive per-problem weight of the distillation term; it falls as the policy becomes competent alone."),
+    Panel(
+        "reward",
+        "Reward: autonomous vs guided",
+        "mean reward",
+        (("reward/auto", "autonomous"), ("reward/guided", "guided")),
+        (("accuracy/auto", "accuracy, autonomous"), ("accuracy/guided", "accuracy, guided")),
+        "Rollouts without (autonomous) and with (guided) the strategy in the prompt.",
+    ),
+    Panel(
+        "gap",
+        "Guided − autonomous reward",
+        "reward gap",
+        (("reward/gap", "gap"),),
+        note="What the strategy still adds; SGPO's job is to move it into the autonomous policy.",
+    ),
+    Panel(
+        "instance_weight",
+        "Mean instance weight",
+        "w",
+        (("distill/weight_mean", "mean w"),),
+        note="The adaptive per-problem weight of the distillation term; it falls as the policy becomes competent alone.",
+    ),
     Panel("distill_kl", "Distillation KL(teacher ‖ student)", "nats / token", (("distill/kl", "KL"),)),
-    Panel("masked_fraction", "Tokens masked by the proximal constraint", "fraction",
-          (("distill/masked_frac", "masked"),)),
-    Panel("completion_length", "Completion length", "tokens",
-          (("completion_length/auto", "autonomous"), ("completion_length/guided", "guided"))),
+    Panel("masked_fraction", "Tokens masked by the proximal constraint", "fraction", (("distill/masked_frac", "masked"),)),
+    Panel(
+        "completion_length",
+        "Completion length",
+        "tokens",
+        (("completion_length/auto", "autonomous"), ("completion_length/guided", "guided")),
+    ),
     Panel("loss", "Losses", "loss", (("loss", "total"), ("rl/loss", "RL term"), ("distill/loss", "distillation term"))),
     Panel("clip", "Clipped tokens (RL term)", "fraction", (("clip/low", "low"), ("clip/high", "high"))),
     Panel("learning_rate", "Learning rate", "lr", (("learning_rate", "lr"),)),
@@ -98,9 +115,11 @@ def step_warnings(rows: list[dict[str, Any]], name: str = "metrics.jsonl") -> li
         return []
     i, step, (j, before) = backwards[0]
     more = f" ({len(backwards)} places)" if len(backwards) > 1 else ""
-    return [f"{name}: steps go backwards{more}, first at row {i + 1}: step {step:g} after step {before:g} (row {j + 1}). "
-            "The file mixes several runs (e.g. a second run written into the same output folder); the curves "
-            "below interleave them. Give each run its own --output_dir."]
+    return [
+        f"{name}: steps go backwards{more}, first at row {i + 1}: step {step:g} after step {before:g} (row {j + 1}). "
+        "The file mixes several runs (e.g. a second run written into the same output folder); the curves "
+        "below interleave them. Give each run its own --output_dir."
+    ]
 
 
 def read_settings(run_dir: Path) -> tuple[dict[str, Any] | None, list[str]]:
@@ -128,8 +147,11 @@ def _settings_html(settings: dict[str, Any]) -> str:
     parts = ["<h2>Settings</h2><p>From <code>config.yaml</code>.</p>"]
     for title, _, names in grouped_fields([str(k) for k in settings], None):
         table = _html_table(["setting", "value"], [[n, show(settings[n])] for n in names], caption=html.escape(title))
-        parts.append(f"<details><summary>{html.escape(title)} ({len(names)})</summary>{table}</details>"
-                     if title == "other settings" else table)
+        parts.append(
+            f"<details><summary>{html.escape(title)} ({len(names)})</summary>{table}</details>"
+            if title == "other settings"
+            else table
+        )
     return "\n".join(parts)
 
 
@@ -266,13 +288,19 @@ def _eval_table(label: str, doc: dict) -> str:
         ci = e.get("ci95") or [None, None]
         cells = [name, e.get("n", "–"), pct(e.get("accuracy")), f"{pct(ci[0])}–{pct(ci[1])}"]
         cells += [pct(e.get("pass_at_k", {}).get(j)) for j in js]
-        cells += [pct(e.get("greedy_accuracy")), e.get("num_timeouts", "–"),
-                  f"{e['mean_completion_tokens']:.0f}" if _is_number(e.get("mean_completion_tokens")) else "–"]
+        cells += [
+            pct(e.get("greedy_accuracy")),
+            e.get("num_timeouts", "–"),
+            f"{e['mean_completion_tokens']:.0f}" if _is_number(e.get("mean_completion_tokens")) else "–",
+        ]
         rows.append(cells)
     avg = doc.get("average") or average({b: e for b, e in benches.items() if "pass_at_k" in e and "accuracy" in e})
     if len(benches) > 1 and avg:
-        rows.append(["<b>average</b>", "", pct(avg.get("accuracy")), ""]
-                    + [pct(avg.get("pass_at_k", {}).get(j)) for j in js] + [pct(avg.get("greedy_accuracy")), "", ""])
+        rows.append(
+            ["<b>average</b>", "", pct(avg.get("accuracy")), ""]
+            + [pct(avg.get("pass_at_k", {}).get(j)) for j in js]
+            + [pct(avg.get("greedy_accuracy")), "", ""]
+        )
     settings = doc.get("settings", {})
     caption = f"{html.escape(label)} — model {html.escape(str(doc.get('model', '?')))}"
     caption += f", T={settings.get('temperature', '?')}, top-p={settings.get('top_p', '?')}, max new tokens={settings.get('max_new_tokens', '?')}"
@@ -313,8 +341,9 @@ td:first-child, th:first-child { text-align: left; } caption { text-align: left;
 """
 
 
-def render_report(run_dir: str | Path, out_dir: str | Path | None = None,
-                  on_warning: Callable[[str], None] | None = None) -> Path:
+def render_report(
+    run_dir: str | Path, out_dir: str | Path | None = None, on_warning: Callable[[str], None] | None = None
+) -> Path:
     """Write the report of the run in `run_dir` (default folder `run_dir/report`); returns the path
     of `index.html`. Raises FileNotFoundError when the run has neither metrics nor eval results.
     Warnings (lines skipped, steps going backwards, an unreadable config.yaml) are shown on the page
@@ -343,8 +372,11 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None,
         solid = list(panel.series)
         # a gap that was not logged is derived from the two rewards when both were
         if panel.slug == "gap" and not series_of(rows, "reward/gap")[1]:
-            derived = [dict(r, **{"reward/gap": r["reward/guided"] - r["reward/auto"]}) for r in rows
-                       if _is_number(r.get("reward/guided")) and _is_number(r.get("reward/auto"))]
+            derived = [
+                dict(r, **{"reward/gap": r["reward/guided"] - r["reward/auto"]})
+                for r in rows
+                if _is_number(r.get("reward/guided")) and _is_number(r.get("reward/auto"))
+            ]
             if _plot_panel(derived, panel.title + " (derived)", panel.ylabel, solid, (), out_dir / f"{panel.slug}.png"):
                 figures.append((f"{panel.slug}.png", panel.title, panel.note))
         elif _plot_panel(rows, panel.title, panel.ylabel, solid, list(panel.dashed), out_dir / f"{panel.slug}.png"):
@@ -375,9 +407,11 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None,
         figures.append(("eval.png", "Evaluation", "avg@k per benchmark with its 95% interval"))
 
     # the page
-    parts = [f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>sgpo report: {html.escape(run_dir.name)}</title>",
-             f"<style>{_CSS}</style></head><body>",
-             f"<h1>Training run <code>{html.escape(str(run_dir))}</code></h1>"]
+    parts = [
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>sgpo report: {html.escape(run_dir.name)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Training run <code>{html.escape(str(run_dir))}</code></h1>",
+    ]
     for w in warnings[:20]:
         parts.append(f"<p class='warn'>{html.escape(w)}</p>")
     if rows:
@@ -392,8 +426,9 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None,
     if figures:
         parts.append("<h2>Training curves</h2><div class='grid'>")
         for file, title, note in figures:
-            parts.append(f"<figure><img src='{file}' alt='{html.escape(title)}'>"
-                         f"<figcaption>{html.escape(note)}</figcaption></figure>")
+            parts.append(
+                f"<figure><img src='{file}' alt='{html.escape(title)}'><figcaption>{html.escape(note)}</figcaption></figure>"
+            )
         parts.append("</div>")
     summary_rows = []
     for panel in PANELS:
@@ -408,8 +443,11 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None,
     if other_figs or final_values:
         parts.append("<h2>Other metrics</h2>")
         if other_figs:
-            parts.append("<div class='grid'>" + "".join(
-                f"<figure><img src='{f}' alt='{html.escape(t)}'></figure>" for f, t, _ in other_figs) + "</div>")
+            parts.append(
+                "<div class='grid'>"
+                + "".join(f"<figure><img src='{f}' alt='{html.escape(t)}'></figure>" for f, t, _ in other_figs)
+                + "</div>"
+            )
         if final_values:
             parts.append(_html_table(["metric", "value"], final_values))
     if settings:

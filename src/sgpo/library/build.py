@@ -163,7 +163,9 @@ def read_strategy_rows(sources: Sequence[Any], cfg: BuildConfig) -> tuple[list[_
                 if good is not None:
                     first = problem_of_id.setdefault(good.problem_id, (good.problem, f"{name} row {i}"))
                     if first[0] != good.problem:
-                        raise DataError(f"field {cfg.columns.id!r}: duplicate problem id {good.problem_id!r} names another problem (first in {first[1]})")
+                        raise DataError(
+                            f"field {cfg.columns.id!r}: duplicate problem id {good.problem_id!r} names another problem (first in {first[1]})"
+                        )
             except DataError as exc:
                 invalid.append(f"{where}: {exc}")
                 continue
@@ -172,7 +174,9 @@ def read_strategy_rows(sources: Sequence[Any], cfg: BuildConfig) -> tuple[list[_
             else:
                 used.append(good)
     if invalid and not cfg.skip_invalid:
-        raise DataError(f"{len(invalid)} invalid row(s) (fix them, or pass --skip-invalid to build without them):" + listing(invalid))
+        raise DataError(
+            f"{len(invalid)} invalid row(s) (fix them, or pass --skip-invalid to build without them):" + listing(invalid)
+        )
     return used, skipped, invalid, total, names
 
 
@@ -191,7 +195,9 @@ def build_entries(
     rows, skipped, invalid, total, names = read_strategy_rows(sources, config)
     if not rows:
         counts = ", ".join(f"{k} {v}" for k, v in skipped.items()) or "no rows"
-        raise LibraryError(f"no usable strategy in {', '.join(names)} ({total} rows: {counts}; invalid {len(invalid)}): the library would be empty")
+        raise LibraryError(
+            f"no usable strategy in {', '.join(names)} ({total} rows: {counts}; invalid {len(invalid)}): the library would be empty"
+        )
 
     by_text: dict[str, list[_Row]] = {}
     canonical_id: dict[str, str] = {}  # problem text -> its first id (a problem given two ids is one problem)

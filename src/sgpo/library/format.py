@@ -64,7 +64,10 @@ class LibraryProblem:
 
 
 def write_library(
-    folder: str | os.PathLike, entries: Sequence[Entry], problems: Sequence[LibraryProblem], manifest: dict[str, Any],
+    folder: str | os.PathLike,
+    entries: Sequence[Entry],
+    problems: Sequence[LibraryProblem],
+    manifest: dict[str, Any],
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write the three files into `folder` (created; written under a temporary name, then renamed) and
@@ -98,7 +101,9 @@ def read_library(folder: str | os.PathLike) -> tuple[list[Entry], list[LibraryPr
     entries = [_entry(folder / ENTRIES, n, row) for n, row in _lines(folder / ENTRIES)]
     problems = [_problem(folder / INDEX, n, row) for n, row in _lines(folder / INDEX)]
     if not entries:
-        raise LibraryError(f"{folder}: the library is empty (0 entries in {ENTRIES}); build it from extraction outputs with status ok")
+        raise LibraryError(
+            f"{folder}: the library is empty (0 entries in {ENTRIES}); build it from extraction outputs with status ok"
+        )
     known: dict[str, int] = {}
     for e in entries:
         if e.id in known:

@@ -171,11 +171,17 @@ def check_problems(rows: list[dict[str, Any]], name: str, columns: ColumnMap) ->
         where = f"row {i}" + (f" (id {row[columns.id]!r})" if columns.id in row else "")
         problem = row.get(columns.problem)
         if not isinstance(problem, str) or not problem.strip():
-            errors.append(f"{where}: field {columns.problem!r} " + ("is missing" if columns.problem not in row else "must be a non-empty string"))
+            errors.append(
+                f"{where}: field {columns.problem!r} "
+                + ("is missing" if columns.problem not in row else "must be a non-empty string")
+            )
         answer = text_value(row.get(columns.answer))
         if answer is None or not answer.strip():
-            errors.append(f"{where}: field {columns.answer!r} " + ("is missing" if columns.answer not in row else "must be a non-empty string or number")
-                          + " (the leak filter checks retrieved strategies against it)")
+            errors.append(
+                f"{where}: field {columns.answer!r} "
+                + ("is missing" if columns.answer not in row else "must be a non-empty string or number")
+                + " (the leak filter checks retrieved strategies against it)"
+            )
         strategy = row.get(columns.strategy)
         if strategy is not None and not isinstance(strategy, str):
             errors.append(f"{where}: field {columns.strategy!r} must be text or null, got a {type(strategy).__name__}")
@@ -191,8 +197,14 @@ def check_problems(rows: list[dict[str, Any]], name: str, columns: ColumnMap) ->
         raise DataError(f"{name}: {len(errors)} bad row(s):" + listing(errors))
 
 
-def rank_candidates(entries: Sequence[Entry], library_problems: Sequence[LibraryProblem], manifest: Mapping[str, Any],
-                    targets: list[dict[str, Any]], config: RetrievalConfig, leak: LeakFilter) -> list[tuple[list[_Candidate], int]]:
+def rank_candidates(
+    entries: Sequence[Entry],
+    library_problems: Sequence[LibraryProblem],
+    manifest: Mapping[str, Any],
+    targets: list[dict[str, Any]],
+    config: RetrievalConfig,
+    leak: LeakFilter,
+) -> list[tuple[list[_Candidate], int]]:
     """For each target row: its clean candidates (at most `k`, most similar first) and the number
     of leaking candidates skipped on the way, from a library's `entries`, `library_problems` and
     `manifest` (its TF-IDF settings)."""
@@ -232,17 +244,31 @@ def rank_candidates(entries: Sequence[Entry], library_problems: Sequence[Library
     return out
 
 
-def rerank(entries: Mapping[str, Entry], targets: list[dict[str, Any]], candidates: list[list[_Candidate]], config: RetrievalConfig,
-           rerank_config: RerankConfig, progress: bool) -> tuple[list[int], list[dict[str, Any] | None], int]:
+def rerank(
+    entries: Mapping[str, Entry],
+    targets: list[dict[str, Any]],
+    candidates: list[list[_Candidate]],
+    config: RetrievalConfig,
+    rerank_config: RerankConfig,
+    progress: bool,
+) -> tuple[list[int], list[dict[str, Any] | None], int]:
     """Score the candidates of every target with two or more (guided - autonomous accuracy of the
     policy on the target problem) through `score_strategies`; sets each candidate's `score`.
     Returns the chosen candidate index of every target, the scores of the chosen one (None when not
     re-ranked) and the number of rollouts sampled. `entries`: the library's entries by id."""
     cols = config.columns
     rows = [
-        {"rerank_group": t, "problem": str(targets[t][cols.problem]), "answer": text_value(targets[t][cols.answer]),
-         "strategy": entries[c.entry].strategy, "status": "ok", "entry": c.entry}
-        for t, cands in enumerate(candidates) if len(cands) > 1 for c in cands
+        {
+            "rerank_group": t,
+            "problem": str(targets[t][cols.problem]),
+            "answer": text_value(targets[t][cols.answer]),
+            "strategy": entries[c.entry].strategy,
+            "status": "ok",
+            "entry": c.entry,
+        }
+        for t, cands in enumerate(candidates)
+        if len(cands) > 1
+        for c in cands
     ]
     chosen = [0] * len(targets)
     scores: list[dict[str, Any] | None] = [None] * len(targets)
@@ -255,9 +281,15 @@ def rerank(entries: Mapping[str, Entry], targets: list[dict[str, Any]], candidat
             model=rerank_config.model,
             tokenizer=rerank_config.tokenizer,
             config=ScoringConfig(
-                sampling=SamplingConfig(k=rerank_config.rollouts, temperature=rerank_config.temperature,
-                                        max_new_tokens=rerank_config.max_new_tokens, seed=rerank_config.seed),
-                max_candidates=config.k, batch_size=rerank_config.batch_size, prompt_format=rerank_config.prompt_format,
+                sampling=SamplingConfig(
+                    k=rerank_config.rollouts,
+                    temperature=rerank_config.temperature,
+                    max_new_tokens=rerank_config.max_new_tokens,
+                    seed=rerank_config.seed,
+                ),
+                max_candidates=config.k,
+                batch_size=rerank_config.batch_size,
+                prompt_format=rerank_config.prompt_format,
                 group_by="rerank_group",
             ),
             cache=rerank_config.cache or Path(tmp) / "cache.sqlite",
@@ -271,14 +303,23 @@ def rerank(entries: Mapping[str, Entry], targets: list[dict[str, Any]], candidat
             candidates[t][index].score = r["strategy_score"]
             if r["chosen"]:
                 chosen[t] = index
-                scores[t] = {"rerank_score": r["strategy_score"], "rerank_guided_accuracy": r["guided_accuracy"],
-                             "rerank_auto_accuracy": r["auto_accuracy"]}
+                scores[t] = {
+                    "rerank_score": r["strategy_score"],
+                    "rerank_guided_accuracy": r["guided_accuracy"],
+                    "rerank_auto_accuracy": r["auto_accuracy"],
+                }
     return chosen, scores, summary.rollouts
 
 
-def retrieve_rows(entries: Sequence[Entry], library_problems: Sequence[LibraryProblem], manifest: Mapping[str, Any],
-                  problems: Any, config: RetrievalConfig = RetrievalConfig(), rerank_config: RerankConfig | None = None,
-                  progress: bool = True) -> RetrievalResult:
+def retrieve_rows(
+    entries: Sequence[Entry],
+    library_problems: Sequence[LibraryProblem],
+    manifest: Mapping[str, Any],
+    problems: Any,
+    config: RetrievalConfig = RetrievalConfig(),
+    rerank_config: RerankConfig | None = None,
+    progress: bool = True,
+) -> RetrievalResult:
     """Output rows (one per row of `problems`, in order) and the summary, from a library's `entries`,
     `library_problems` and `manifest` (`StrategyLibrary.retrieve`); see the module docstring."""
     start = time.monotonic()
@@ -299,9 +340,21 @@ def retrieve_rows(entries: Sequence[Entry], library_problems: Sequence[LibraryPr
     for i, row in enumerate(rows):
         own = _own_strategy(row, cols.strategy)
         own_json = row.get("strategy_json") if own else None
-        out.append({**row, cols.strategy: own, "strategy_json": own_json, "strategy_source": "own" if own else None, "strategy_similarity": None,
-                    "strategy_entry": None, "strategy_match": None, "own_strategy": own, "retrieval_outcome": "own" if own else "no_match",
-                    "retrieval_leaks": 0, "retrieval_candidates": []})
+        out.append(
+            {
+                **row,
+                cols.strategy: own,
+                "strategy_json": own_json,
+                "strategy_source": "own" if own else None,
+                "strategy_similarity": None,
+                "strategy_entry": None,
+                "strategy_match": None,
+                "own_strategy": own,
+                "retrieval_outcome": "own" if own else "no_match",
+                "retrieval_leaks": 0,
+                "retrieval_candidates": [],
+            }
+        )
     outcomes: Counter = Counter()
     similarities = []
     for t, i in enumerate(targets):
@@ -313,13 +366,27 @@ def retrieve_rows(entries: Sequence[Entry], library_problems: Sequence[LibraryPr
         if cands:
             best = cands[chosen[t]]
             entry = by_id[best.entry]
-            rec.update({cols.strategy: entry.strategy, "strategy_json": entry.strategy_json, "strategy_source": "retrieved",
-                        "strategy_similarity": best.similarity, "strategy_entry": best.entry, "strategy_match": best.match,
-                        "retrieval_outcome": "retrieved"})
+            rec.update(
+                {
+                    cols.strategy: entry.strategy,
+                    "strategy_json": entry.strategy_json,
+                    "strategy_source": "retrieved",
+                    "strategy_similarity": best.similarity,
+                    "strategy_entry": best.entry,
+                    "strategy_match": best.match,
+                    "retrieval_outcome": "retrieved",
+                }
+            )
             similarities.append(best.similarity)
         else:
-            rec.update({cols.strategy: None, "strategy_json": None, "strategy_source": None,
-                        "retrieval_outcome": "all_leaked" if leaks else "no_match"})
+            rec.update(
+                {
+                    cols.strategy: None,
+                    "strategy_json": None,
+                    "strategy_source": None,
+                    "retrieval_outcome": "all_leaked" if leaks else "no_match",
+                }
+            )
     outcomes.update(r["retrieval_outcome"] for r in out)
     summary = RetrievalSummary(
         input=name,

@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from sgpo.objectives.divergence import _upcast, token_divergence
 
 
-def head_logits(hidden: torch.Tensor, weight: torch.Tensor, temperature: float = 1.0, bias: torch.Tensor | None = None) -> torch.Tensor:
+def head_logits(
+    hidden: torch.Tensor, weight: torch.Tensor, temperature: float = 1.0, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """(N, H), (V, H) -> (N, V) logits / temperature (half precision upcast to float32)"""
     logits = _upcast(F.linear(hidden, weight, bias))
     return logits / temperature if temperature != 1.0 else logits

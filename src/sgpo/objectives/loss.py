@@ -161,7 +161,9 @@ def rl_term(x: LossInputs, cfg: LossConfig) -> tuple[Tensor, dict[str, tuple[flo
     off_tok = None if off is None else off[sel]
 
     def grad_factor(rows, lp):  # ∂L_RL/∂log π_θ(y_t), chunk by chunk (lets the chunked head finish ∂W early)
-        g = clipped_surrogate_grad(lp, lp if old_tok is None else old_tok[rows], adv_tok[rows], cfg.epsilon, cfg.epsilon_high, cfg.delta)
+        g = clipped_surrogate_grad(
+            lp, lp if old_tok is None else old_tok[rows], adv_tok[rows], cfg.epsilon, cfg.epsilon_high, cfg.delta
+        )
         if off_tok is not None:
             g = torch.where(off_tok[rows], shaped_off_policy_grad(lp, adv_tok[rows], cfg.policy_shaping_gamma), g)
         if ref_tok is not None:
@@ -218,7 +220,9 @@ def distill_term(x: LossInputs, cfg: LossConfig) -> tuple[Tensor, dict[str, tupl
             g = -w_tok[rows] * keep_mask(lp, torch.zeros_like(lp), rows)
             return g if cap is None else g * (-lp <= cap)
 
-        s_logp = sampled_logps(s_h, x.head_weight, targets, cfg.temperature, x.head_bias, **_head_kwargs(cfg), **_hint(cfg, nll_grad)).float()
+        s_logp = sampled_logps(
+            s_h, x.head_weight, targets, cfg.temperature, x.head_bias, **_head_kwargs(cfg), **_hint(cfg, nll_grad)
+        ).float()
         div, t_logp = -s_logp, torch.zeros_like(s_logp)
     else:
 

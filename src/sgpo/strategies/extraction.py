@@ -122,7 +122,9 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def read_items(source: Any, columns: InputColumns = InputColumns(), limit: int | None = None) -> tuple[list[dict[str, Any]], list[ExtractionRequest], str]:
+def read_items(
+    source: Any, columns: InputColumns = InputColumns(), limit: int | None = None
+) -> tuple[list[dict[str, Any]], list[ExtractionRequest], str]:
     """Input rows, the extraction request of each, and the source's name. Raises `DataError` naming
     the source, the rows and the columns of every bad row (up to 10 listed)."""
     rows, name = load_rows(source)
@@ -168,7 +170,9 @@ def _apply_leak(record: dict[str, Any], request: ExtractionRequest, leak: LeakFi
     record["leak_config"] = leak.config.fingerprint()
     record["leak_reason"] = record["leak_detail"] = None
     if record["status"] == "ok":
-        found = leak.check(Strategy.model_validate_json(record["strategy_json"]), request.problem, request.response, request.answer)
+        found = leak.check(
+            Strategy.model_validate_json(record["strategy_json"]), request.problem, request.response, request.answer
+        )
         if found is not None:
             record["leak_reason"], record["leak_detail"] = found.reason, found.detail
     return record
@@ -257,7 +261,6 @@ def extract_strategies(
 
     owns_extractor = isinstance(extractor, str)
     if isinstance(extractor, str):
-
         extractor = build_extractor(extractor, strict_extractor_options, **(extractor_options or {}))
     leak_filter = LeakFilter(config.leak)
     cache_path = Path(cache) if cache is not None else default_cache_path(output)
@@ -363,4 +366,7 @@ def _drive(
             for fut in inflight:
                 fut.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
-            print(f"extraction stopped; {len(stored)} finished items are kept in {store.path} and a rerun resumes from there", file=sys.stderr)
+            print(
+                f"extraction stopped; {len(stored)} finished items are kept in {store.path} and a rerun resumes from there",
+                file=sys.stderr,
+            )

@@ -235,7 +235,6 @@ class LeakFilter:
     def _get_verifier(self):
         with self._lock:
             if self._verifier is None:
-
                 self._verifier = Verifier(num_workers=1, timeout=5.0)
             return self._verifier
 

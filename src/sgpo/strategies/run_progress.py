@@ -32,7 +32,9 @@ def format_duration(seconds: float) -> str:
 class RunProgress:
     """`advance(outcome)` after each item; `close()` at the end."""
 
-    def __init__(self, total: int, *, label: str = "extract", enabled: bool = True, interval: float = 30.0, console: Console | None = None):
+    def __init__(
+        self, total: int, *, label: str = "extract", enabled: bool = True, interval: float = 30.0, console: Console | None = None
+    ):
         self.total = total
         self.label = label
         self.enabled = enabled and total > 0

@@ -118,7 +118,9 @@ class _Group:
     candidates: list[int]  # row indices with a usable, distinct strategy (at most max_candidates)
 
 
-def group_candidates(rows: list[dict[str, Any]], columns: ColumnMap, group_by: str, max_candidates: int, name: str) -> list[_Group]:
+def group_candidates(
+    rows: list[dict[str, Any]], columns: ColumnMap, group_by: str, max_candidates: int, name: str
+) -> list[_Group]:
     """Problems in first-appearance order with their candidate rows. Rows whose `status` is present and
     not "ok", or whose strategy is missing / empty, are not candidates. Raises `DataError` for rows
     without problem / answer and for a problem given two different answers."""
@@ -133,7 +135,9 @@ def group_candidates(rows: list[dict[str, Any]], columns: ColumnMap, group_by: s
         if g is None:
             g = groups[gkey] = _Group(gkey, [], str(row[columns.problem]), answer, [])
         elif answer != g.answer:
-            raise DataError(f"{name}: row {i}: answer {answer!r} differs from {g.answer!r} given for the same problem in row {g.rows[0]}")
+            raise DataError(
+                f"{name}: row {i}: answer {answer!r} differs from {g.answer!r} given for the same problem in row {g.rows[0]}"
+            )
         g.rows.append(i)
         strategy = row.get(columns.strategy)
         usable = isinstance(strategy, str) and strategy.strip() and row.get("status", "ok") == "ok"
@@ -165,7 +169,6 @@ def score_strategies(
     `config`; write one row per problem to `output` (and every candidate to `candidates_output`)."""
     import torch
 
-
     start = time.monotonic()
     rows, name = load_rows(input)
     if not rows:
@@ -176,7 +179,6 @@ def score_strategies(
     model_id = _model_id(model)
     if isinstance(model, (str, os.PathLike)):
         from transformers import AutoModelForCausalLM
-
 
         tokenizer = tokenizer or load_tokenizer(str(model))
         model = AutoModelForCausalLM.from_pretrained(str(model))
@@ -212,8 +214,13 @@ def score_strategies(
             if missing:
                 texts = [prompt_format.render(tokenizer, g.problem, s) for s in missing for _ in range(sampling.k)]
                 names = [f"{g.key!r}{' guided' if s else ' autonomous'}" for s in missing for _ in range(sampling.k)]
-                ids = tokenize_prompts(tokenizer, texts, max_length=config.max_prompt_length, row_names=names,
-                                       add_special_tokens=not prompt_format.applies_chat_template(tokenizer))
+                ids = tokenize_prompts(
+                    tokenizer,
+                    texts,
+                    max_length=config.max_prompt_length,
+                    row_names=names,
+                    add_special_tokens=not prompt_format.applies_chat_template(tokenizer),
+                )
                 torch.manual_seed((int(keys[None][:8], 16) + (sampling.seed or 0)) % (2**31))
                 gen = generate_completions(
                     model,
@@ -252,7 +259,15 @@ def score_strategies(
                     auto_accuracy=auto_acc,
                 )
                 for i, s, c, sc in zip(g.candidates, strategies, guided, scores):
-                    cand_rows.append({**rows[i], "strategy_score": sc, "guided_accuracy": sum(c) / len(c), "auto_accuracy": auto_acc, "chosen": i == g.candidates[b]})
+                    cand_rows.append(
+                        {
+                            **rows[i],
+                            "strategy_score": sc,
+                            "guided_accuracy": sum(c) / len(c),
+                            "auto_accuracy": auto_acc,
+                            "chosen": i == g.candidates[b],
+                        }
+                    )
             else:
                 base.update(strategy=None, strategy_score=None, guided_accuracy=None, auto_accuracy=None)
             base.update(num_candidates=len(strategies), scoring_k=sampling.k, scoring_model=model_id)

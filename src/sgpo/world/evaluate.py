@@ -53,8 +53,12 @@ def heldout_accuracy(
         raise ValueError(f"{len(missing)} record(s) have no strategy for the guided evaluation, e.g. id {missing[0]!r}")
     correct: dict[str, list[bool]] = {}
     for j, mode in enumerate(modes):
-        config = EvalConfig(SamplingConfig(k=1, temperature=temperature, max_new_tokens=max_new_tokens),
-                            guided=mode == "guided", prompt_format=prompt_format, batch_size=batch_size)
+        config = EvalConfig(
+            SamplingConfig(k=1, temperature=temperature, max_new_tokens=max_new_tokens),
+            guided=mode == "guided",
+            prompt_format=prompt_format,
+            batch_size=batch_size,
+        )
         result = evaluate_records(model, tokenizer, list(records), config, verifier=verifier)
         correct[mode] = [bool(s["correct"]) for s in result.samples]
         if on_progress is not None:

@@ -79,8 +79,14 @@ class ExperimentConfig:
     processes: int = 2  # runs at a time, one single-threaded process each
 
     def to_dict(self) -> dict[str, Any]:  # without an empty `compare`, as experiment.json was before it existed
-        return {"setup": self.setup.to_dict(), **{f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-                                                  for f in fields(self) if f.name != "setup" and (f.name != "compare" or self.compare)}}
+        return {
+            "setup": self.setup.to_dict(),
+            **{
+                f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+                for f in fields(self)
+                if f.name != "setup" and (f.name != "compare" or self.compare)
+            },
+        }
 
     def references(self) -> dict[str, str]:
         """{method: reference}: the intervals are of reference minus method."""
@@ -94,8 +100,20 @@ class ConfigError(ValueError):
     """A mistake in the experiment's YAML file: one line naming the file and the field."""
 
 
-TOP_KEYS = ("setting", "seed", "world", "train", "learning_rates", "seeds", "methods", "selectivity_rows",
-            "bootstrap_samples", "processes", "compare", "quick")
+TOP_KEYS = (
+    "setting",
+    "seed",
+    "world",
+    "train",
+    "learning_rates",
+    "seeds",
+    "methods",
+    "selectivity_rows",
+    "bootstrap_samples",
+    "processes",
+    "compare",
+    "quick",
+)
 TRAIN_KEYS = tuple(f.name for f in fields(TrainSettings) if f.name not in ("learning_rate", "seed"))
 
 
@@ -180,19 +198,27 @@ def load_config(path: str | Path, *, quick: bool = False, seeds: int | None = No
         if ref not in methods or ref == m:
             raise ConfigError(f"{where}: compare.{m}: the reference must be another of the methods, got {ref!r}")
     if not compare and REFERENCE not in methods:
-        raise ConfigError(f"{where}: methods must include {REFERENCE!r} (the intervals are of SGPO minus each other method), "
-                          "or compare must name each method's reference")
+        raise ConfigError(
+            f"{where}: methods must include {REFERENCE!r} (the intervals are of SGPO minus each other method), "
+            "or compare must name each method's reference"
+        )
     setup = replace(base, world=WorldSpec(per_family=world), train=replace(base.train, seed=0, **train))
     return ExperimentConfig(
-        setup=setup, learning_rates=lrs, seeds=number(raw.get("seeds", 3), "seeds", int, 1),
-        methods=tuple(methods), compare=compare, selectivity_rows=number(raw.get("selectivity_rows", 60), "selectivity_rows", int, 1),
+        setup=setup,
+        learning_rates=lrs,
+        seeds=number(raw.get("seeds", 3), "seeds", int, 1),
+        methods=tuple(methods),
+        compare=compare,
+        selectivity_rows=number(raw.get("selectivity_rows", 60), "selectivity_rows", int, 1),
         bootstrap_samples=number(raw.get("bootstrap_samples", 2000), "bootstrap_samples", int, 1),
         processes=number(raw.get("processes", 2), "processes", int, 1),
     )
 
 
 # -- one run ----------------------------------------------------------------------------------------
-def train_sft(start: Path, train_rows: Sequence[Mapping[str, Any]], dest: Path, settings: TrainSettings, advance=lambda done: None) -> None:
+def train_sft(
+    start: Path, train_rows: Sequence[Mapping[str, Any]], dest: Path, settings: TrainSettings, advance=lambda done: None
+) -> None:
     """SFT baseline: supervised training on the oracle (strong) responses of the training problems,
     autonomous prompts, from the model in `start` into `dest`. The world warm-up's loop
     (`sgpo.world.warmup.warmup`) with every example autonomous, the same optimizer steps, problems per
@@ -200,9 +226,17 @@ def train_sft(start: Path, train_rows: Sequence[Mapping[str, Any]], dest: Path, 
     Writes `dest/metrics.jsonl` ({"step", "loss"} per step) like the trainer's."""
     model, tokenizer = load_model(start)
     cfg = WarmupConfig(
-        steps=settings.max_steps, batch_size=settings.problems_per_step, guided_fraction=0.0, swap_fraction=0.0,
-        auto_families=tuple(sorted({r["family"] for r in train_rows})), learning_rate=settings.learning_rate,
-        warmup_steps=0, min_lr_ratio=1.0, weight_decay=0.0, save_every=settings.max_steps, seed=settings.seed,
+        steps=settings.max_steps,
+        batch_size=settings.problems_per_step,
+        guided_fraction=0.0,
+        swap_fraction=0.0,
+        auto_families=tuple(sorted({r["family"] for r in train_rows})),
+        learning_rate=settings.learning_rate,
+        warmup_steps=0,
+        min_lr_ratio=1.0,
+        weight_decay=0.0,
+        save_every=settings.max_steps,
+        seed=settings.seed,
     )
     losses = warmup(model, tokenizer, train_rows, cfg, on_step=lambda step, _: advance(step))
     save_model(model, tokenizer, dest)
@@ -241,12 +275,18 @@ def run_one(exp: ExperimentConfig, out: Path, method: str, lr: float, seed: int,
         logs, _ = read_metrics(tmp / "metrics.jsonl")
         steps = [r for r in logs if "loss" in r and "train_runtime" not in r]
         result.update(
-            method=method, learning_rate=lr, seed=seed, validation=validation, test=test,
-            steps=len(steps), generated_tokens=int(sum(r.get("tokens/generated", 0) for r in steps)),
+            method=method,
+            learning_rate=lr,
+            seed=seed,
+            validation=validation,
+            test=test,
+            steps=len(steps),
+            generated_tokens=int(sum(r.get("tokens/generated", 0) for r in steps)),
             zero_gradient_steps=sum(1 for r in steps if r.get("grad_norm") == 0.0),
             wall_seconds={"train": round(train_s, 2), "evaluate": round(time.perf_counter() - t0, 2)},
             train_file=str(train_file.relative_to(out)),
-            config=asdict(settings) | ({} if METHODS[method].base == "sft" else {"sgpo_config": method_config_kwargs(method, settings)}),
+            config=asdict(settings)
+            | ({} if METHODS[method].base == "sft" else {"sgpo_config": method_config_kwargs(method, settings)}),
         )
         write_json(tmp / RUN_FILE, result)
 

@@ -101,10 +101,17 @@ def selectivity(out: Path, exp, chosen: Mapping[str, float]) -> dict[str, Any]:
         nll = [-v for t in trajs for v in t.student_logp]
         critical = [c for t in trajs for c in t.critical]
         result[name] = {
-            "tokens": summary["tokens"], "forward_kl": {**summary["critical"], "top_mass_share": summary["top_mass_share"],
-                                                       "mean_per_token": summary["kl_mean_per_token"]},
-            "imitation_nll": {**critical_share(nll, critical), "top_mass_share": top_mass_shares(nll),
-                              "mean_per_token": sum(nll) / len(nll) if nll else None},
+            "tokens": summary["tokens"],
+            "forward_kl": {
+                **summary["critical"],
+                "top_mass_share": summary["top_mass_share"],
+                "mean_per_token": summary["kl_mean_per_token"],
+            },
+            "imitation_nll": {
+                **critical_share(nll, critical),
+                "top_mass_share": top_mass_shares(nll),
+                "mean_per_token": sum(nll) / len(nll) if nll else None,
+            },
         }
         for v in (result[name]["forward_kl"], result[name]["imitation_nll"]):
             v["mass_share"] = v.pop("kl_mass_share")
@@ -125,8 +132,14 @@ def instance_weight_series(folders: Sequence[Path]) -> dict[str, Any]:
     weight = [statistics.fmean(r[s][0] for r in per_run) for s in steps]
     acc = [statistics.fmean(r[s][1] for r in per_run) for s in steps]
     pairs = [v for r in per_run for v in r.values()]
-    return {"steps": steps, "weight_mean": weight, "accuracy_auto": acc, "runs": len(per_run),
-            "pairs": [list(v) for v in pairs], "correlation": pearson([w for w, _ in pairs], [a for _, a in pairs])}
+    return {
+        "steps": steps,
+        "weight_mean": weight,
+        "accuracy_auto": acc,
+        "runs": len(per_run),
+        "pairs": [list(v) for v in pairs],
+        "correlation": pearson([w for w, _ in pairs], [a for _, a in pairs]),
+    }
 
 
 def summarize_runs(exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, float]) -> dict[str, Any]:
@@ -144,7 +157,9 @@ def summarize_runs(exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, 
         methods[m] = {
             "label": METHODS[m].label,
             "chosen_learning_rate": chosen[m],
-            "validation_auto": {f"{r['learning_rate']:g}": r["validation"]["auto"] for r in runs if r["method"] == m and r["seed"] == 0},
+            "validation_auto": {
+                f"{r['learning_rate']:g}": r["validation"]["auto"] for r in runs if r["method"] == m and r["seed"] == 0
+            },
             "test_auto": mean_std([r["test"]["auto"] for r in fin]),
             "test_guided": mean_std([r["test"]["guided"] for r in fin]),
             "per_family_auto": {f: statistics.fmean(r["test"]["per_family"][f]["auto"] for r in fin) for f in families},
@@ -155,25 +170,44 @@ def summarize_runs(exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, 
             "steps": fin[0]["steps"],
         }
         verdicts[m] = np.array([r["test"]["correct"]["auto"] for r in fin], dtype=np.float64)
-    comparisons = {m: {"reference": ref, **paired_bootstrap(verdicts[ref], verdicts[m], exp.bootstrap_samples)}
-                   for m, ref in exp.references().items()}
-    tuning = {m: {f"{r['learning_rate']:g}": {f: v["auto"] for f, v in r["test"]["per_family"].items()} | {"all": r["test"]["auto"]}
-                  for r in runs if r["method"] == m and r["seed"] == 0} for m in exp.methods}
+    comparisons = {
+        m: {"reference": ref, **paired_bootstrap(verdicts[ref], verdicts[m], exp.bootstrap_samples)}
+        for m, ref in exp.references().items()
+    }
+    tuning = {
+        m: {
+            f"{r['learning_rate']:g}": {f: v["auto"] for f, v in r["test"]["per_family"].items()} | {"all": r["test"]["auto"]}
+            for r in runs
+            if r["method"] == m and r["seed"] == 0
+        }
+        for m in exp.methods
+    }
     return {"methods": methods, "comparisons": comparisons, "tuning_per_family": tuning}
 
 
-def write_outputs(out: Path, exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, float], sel: Mapping[str, Any],
-                  walls: dict[str, float], started: float) -> dict[str, Any]:
+def write_outputs(
+    out: Path,
+    exp,
+    runs: Sequence[Mapping[str, Any]],
+    chosen: Mapping[str, float],
+    sel: Mapping[str, Any],
+    walls: dict[str, float],
+    started: float,
+) -> dict[str, Any]:
     """results.json, results.md and plots/*.png; returns results.json's content."""
     results = summarize_runs(exp, runs, chosen)
     warm = json.loads((out / "setup" / "eval" / "warmup.json").read_text())
-    results["warmup"] = {"test_auto": warm["auto"], "test_guided": warm["guided"],
-                         "per_family_auto": {f: v["auto"] for f, v in warm["per_family"].items()},
-                         "per_family_guided": {f: v["guided"] for f, v in warm["per_family"].items()}}
+    results["warmup"] = {
+        "test_auto": warm["auto"],
+        "test_guided": warm["guided"],
+        "per_family_auto": {f: v["auto"] for f, v in warm["per_family"].items()},
+        "per_family_guided": {f: v["guided"] for f, v in warm["per_family"].items()},
+    }
     results["selectivity"] = sel
     sgpo_like = [m for m in exp.methods if m.startswith("sgpo")]
-    results["instance_weight"] = {m: instance_weight_series([run_dir(out, m, chosen[m], s) for s in range(exp.seeds)])
-                                  for m in sgpo_like}
+    results["instance_weight"] = {
+        m: instance_weight_series([run_dir(out, m, chosen[m], s) for s in range(exp.seeds)]) for m in sgpo_like
+    }
     results["learning_rates"] = list(exp.learning_rates)
     results["seeds"] = list(range(exp.seeds))
     results["shared_warmup"] = True
@@ -207,54 +241,80 @@ def format_markdown(results: Mapping[str, Any]) -> str:
     comp = results["comparisons"]
     n_seeds = len(results["seeds"])
     default_reference = all(c["reference"] == "sgpo" for c in comp.values())
-    lines = [f"Held-out test: {results['test_problems']} problems, greedy, {n_seeds} RL seeds per method from one shared "
-             f"warm-up; learning rate chosen per method on {results['validation_problems']} validation problems "
-             f"(seed 0). Warm-up: autonomous {results['warmup']['test_auto']:.3f}, guided {results['warmup']['test_guided']:.3f}.",
-             "",
-             "| method | chosen lr | validation auto at " + " / ".join(lrs) + " | test auto (mean ± std) | test guided "
-             f"| {'SGPO' if default_reference else 'reference'} − method [95% CI] | generated tokens / run | train s / run |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"Held-out test: {results['test_problems']} problems, greedy, {n_seeds} RL seeds per method from one shared "
+        f"warm-up; learning rate chosen per method on {results['validation_problems']} validation problems "
+        f"(seed 0). Warm-up: autonomous {results['warmup']['test_auto']:.3f}, guided {results['warmup']['test_guided']:.3f}.",
+        "",
+        "| method | chosen lr | validation auto at " + " / ".join(lrs) + " | test auto (mean ± std) | test guided "
+        f"| {'SGPO' if default_reference else 'reference'} − method [95% CI] | generated tokens / run | train s / run |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for m, r in methods.items():
         val = " / ".join(f"{r['validation_auto'].get(x, float('nan')):.3f}" for x in lrs)
         c = comp.get(m)
         diff = "—" if c is None else f"{c['mean_difference']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]"
         if c is not None and not default_reference:
             diff = f"{c['reference']} − {m}: {diff}"
-        lines.append(f"| {m} | {_lr(r['chosen_learning_rate'])} | {val} | {_pm(r['test_auto'])} | {_pm(r['test_guided'])} "
-                     f"| {diff} | {r['generated_tokens_per_run']:.0f} | {r['train_seconds_per_run']:.0f} |")
+        lines.append(
+            f"| {m} | {_lr(r['chosen_learning_rate'])} | {val} | {_pm(r['test_auto'])} | {_pm(r['test_guided'])} "
+            f"| {diff} | {r['generated_tokens_per_run']:.0f} | {r['train_seconds_per_run']:.0f} |"
+        )
     families = list(results["warmup"]["per_family_auto"])
-    lines += ["", "Test autonomous accuracy per family (mean over seeds, chosen rate):", "",
-              "| method | " + " | ".join(families) + " |", "| --- |" + " ---: |" * len(families)]
+    lines += [
+        "",
+        "Test autonomous accuracy per family (mean over seeds, chosen rate):",
+        "",
+        "| method | " + " | ".join(families) + " |",
+        "| --- |" + " ---: |" * len(families),
+    ]
     lines.append("| warm-up | " + " | ".join(f"{results['warmup']['per_family_auto'][f]:.3f}" for f in families) + " |")
     for m, r in methods.items():
         lines.append(f"| {m} | " + " | ".join(f"{r['per_family_auto'][f]:.3f}" for f in families) + " |")
-    lines += ["", "Test autonomous accuracy per family of every tuning run (seed 0), by learning rate:", "",
-              "| method | lr | " + " | ".join(families) + " | all |", "| --- | ---: |" + " ---: |" * (len(families) + 1)]
+    lines += [
+        "",
+        "Test autonomous accuracy per family of every tuning run (seed 0), by learning rate:",
+        "",
+        "| method | lr | " + " | ".join(families) + " | all |",
+        "| --- | ---: |" + " ---: |" * (len(families) + 1),
+    ]
     for m, by_lr in results["tuning_per_family"].items():
         for x in lrs:
             if x in by_lr:
                 lines.append(f"| {m} | {x} | " + " | ".join(f"{by_lr[x][f]:.3f}" for f in [*families, "all"]) + " |")
     sel = results["selectivity"]
-    lines += ["", f"Selectivity on the oracle responses of {sel['rows']} validation problems: share of each per-token "
-              "signal's mass on the strategy-critical tokens vs their share of the tokens (enrichment = ratio):", "",
-              "| model | signal | critical token share | mass share | enrichment | top-5% token mass share |",
-              "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        f"Selectivity on the oracle responses of {sel['rows']} validation problems: share of each per-token "
+        "signal's mass on the strategy-critical tokens vs their share of the tokens (enrichment = ratio):",
+        "",
+        "| model | signal | critical token share | mass share | enrichment | top-5% token mass share |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
     for name, v in sel.items():
         if not isinstance(v, dict):
             continue
         for signal in ("forward_kl", "imitation_nll"):
             s = v[signal]
             fmt = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731
-            lines.append(f"| {name} | {signal} | {fmt(s['token_share'])} | {fmt(s['mass_share'])} | {fmt(s['enrichment'])} "
-                         f"| {fmt(s['top_mass_share'].get('5%'))} |")
-    lines += ["", "Mean instance weight vs autonomous accuracy of the rollouts over training (mean over seeds):", "",
-              "| method | weight, first step → last | autonomous accuracy, first → last | correlation over (run, step) |",
-              "| --- | ---: | ---: | ---: |"]
+            lines.append(
+                f"| {name} | {signal} | {fmt(s['token_share'])} | {fmt(s['mass_share'])} | {fmt(s['enrichment'])} "
+                f"| {fmt(s['top_mass_share'].get('5%'))} |"
+            )
+    lines += [
+        "",
+        "Mean instance weight vs autonomous accuracy of the rollouts over training (mean over seeds):",
+        "",
+        "| method | weight, first step → last | autonomous accuracy, first → last | correlation over (run, step) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     for m, s in results["instance_weight"].items():
         if s["steps"]:
             corr = "–" if s["correlation"] is None else f"{s['correlation']:+.2f}"
-            lines.append(f"| {m} | {s['weight_mean'][0]:.3f} → {s['weight_mean'][-1]:.3f} | "
-                         f"{s['accuracy_auto'][0]:.3f} → {s['accuracy_auto'][-1]:.3f} | {corr} |")
+            lines.append(
+                f"| {m} | {s['weight_mean'][0]:.3f} → {s['weight_mean'][-1]:.3f} | "
+                f"{s['accuracy_auto'][0]:.3f} → {s['accuracy_auto'][-1]:.3f} | {corr} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -296,8 +356,13 @@ def write_plots(out: Path, exp, results: Mapping[str, Any], chosen: Mapping[str,
             ax_sft.plot(steps, _rolling(loss, window), color=colours[m], label=m)
             continue
         steps, reward = mean_curve(m, "reward/auto")
-        ax.plot(steps, _rolling(reward, window), color=colours[m], label=f"{m} (lr {chosen[m]:g})",
-                linestyle="-" if m in ("sgpo", "grpo", "luffy") else "--")
+        ax.plot(
+            steps,
+            _rolling(reward, window),
+            color=colours[m],
+            label=f"{m} (lr {chosen[m]:g})",
+            linestyle="-" if m in ("sgpo", "grpo", "luffy") else "--",
+        )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(f"autonomous reward (mean over seeds, rolling {window})")
     ax.set_title("Training reward of the autonomous rollouts")
@@ -346,7 +411,14 @@ def write_plots(out: Path, exp, results: Mapping[str, Any], chosen: Mapping[str,
     for m, s in results["instance_weight"].items():
         if s["pairs"] and m != "sgpo_constant_weight":
             corr = "–" if s["correlation"] is None else f"{s['correlation']:+.2f}"
-            ax_xy.scatter([a for _, a in s["pairs"]], [w for w, _ in s["pairs"]], s=12, alpha=0.6, color=colours[m], label=f"{m} (r = {corr})")
+            ax_xy.scatter(
+                [a for _, a in s["pairs"]],
+                [w for w, _ in s["pairs"]],
+                s=12,
+                alpha=0.6,
+                color=colours[m],
+                label=f"{m} (r = {corr})",
+            )
     ax_xy.set_xlabel("autonomous accuracy of the step's rollouts")
     ax_xy.set_ylabel("mean instance weight of the step")
     ax_xy.set_title("Every (run, step)")

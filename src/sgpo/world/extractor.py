@@ -21,7 +21,8 @@ from sgpo.strategies.base import ExtractionError, Extractor, Strategy, render_st
 from sgpo.world.families import FAMILY_BY_METHOD, Instance, parse_numbers
 
 _RESPONSE = re.compile(
-    r"^\s*method : (?P<method>[a-z ]+?) \. (?:target : (?P<target>\d+) \. )?(?P<trace>.+?) \. answer : \\boxed\{(?P<answer>-?\d+)\}\s*$", re.S
+    r"^\s*method : (?P<method>[a-z ]+?) \. (?:target : (?P<target>\d+) \. )?(?P<trace>.+?) \. answer : \\boxed\{(?P<answer>-?\d+)\}\s*$",
+    re.S,
 )
 _STEP = re.compile(r"^(?P<x>\d+)>(?P<v>-?\d+)$")
 _DIGIT = re.compile(r"\d")
@@ -84,9 +85,7 @@ class WorldExtractor(Extractor):
         return strategy
 
 
-def fill_strategies(
-    rows: Iterable[Mapping[str, Any]], extractor: Extractor | None = None
-) -> list[dict[str, Any]]:
+def fill_strategies(rows: Iterable[Mapping[str, Any]], extractor: Extractor | None = None) -> list[dict[str, Any]]:
     """Copies of `rows` with `strategy` set to the rendered strategy extracted from each `response`.
 
     Raises `ExtractionError` naming the row id when a response cannot be read.

@@ -86,8 +86,12 @@ def stage_extract(out: Path, world: dict[str, list[dict]], advance=lambda done: 
         path = out / "world" / f"{split}.jsonl"
         if not path.exists():
             summary = extract_strategies(
-                out / "world" / "oracle" / f"{split}.jsonl", path, WorldExtractor(), ExtractionConfig(concurrency=1),
-                progress=False, cache=out / "world" / "extraction-cache.sqlite",
+                out / "world" / "oracle" / f"{split}.jsonl",
+                path,
+                WorldExtractor(),
+                ExtractionConfig(concurrency=1),
+                progress=False,
+                cache=out / "world" / "extraction-cache.sqlite",
             )
             if summary.ok != summary.rows:
                 path.unlink(missing_ok=True)
@@ -142,8 +146,16 @@ def stage_warmup(out: Path, cfg: WorldRunConfig, world: dict[str, list[dict]], a
     return {k: saved[k] for k in ("first_loss", "last_loss", "steps")}
 
 
-def warmup_process(out: Path, cfg: WorldRunConfig, save_to: Path, *, rank: int = 0, rendezvous: Path | None = None,
-                   on_step=lambda done: None, progress=None) -> None:
+def warmup_process(
+    out: Path,
+    cfg: WorldRunConfig,
+    save_to: Path,
+    *,
+    rank: int = 0,
+    rendezvous: Path | None = None,
+    on_step=lambda done: None,
+    progress=None,
+) -> None:
     """One process of the warm-up (`rank` of `cfg.warmup_processes`, meeting the others through the
     `rendezvous` file): loads `model-init/`, trains, and (rank 0) saves the model and its losses to
     `save_to`. In a worker, `progress` (`_QueueProgress`) carries rank 0's steps to the parent."""
@@ -153,12 +165,21 @@ def warmup_process(out: Path, cfg: WorldRunConfig, save_to: Path, *, rank: int =
         on_step = lambda done: progress.update("warm-up", done)  # noqa: E731
     if n > 1:
         # a process that fails takes the others down within the timeout instead of leaving them waiting
-        dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=n,
-                                timeout=datetime.timedelta(minutes=5))
+        dist.init_process_group(
+            "gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=n, timeout=datetime.timedelta(minutes=5)
+        )
     try:
         model, tokenizer = load_model(out / "model-init")
-        losses = warmup(model, tokenizer, read_rows(out / "world" / "warmup.jsonl"), cfg.warmup, state_dir=out / "warmup-state",
-                        on_step=lambda step, _: on_step(step) if rank == 0 else None, rank=rank, world_size=n)
+        losses = warmup(
+            model,
+            tokenizer,
+            read_rows(out / "world" / "warmup.jsonl"),
+            cfg.warmup,
+            state_dir=out / "warmup-state",
+            on_step=lambda step, _: on_step(step) if rank == 0 else None,
+            rank=rank,
+            world_size=n,
+        )
     finally:
         if n > 1:
             dist.destroy_process_group()
@@ -174,8 +195,10 @@ def stage_train(out: Path, cfg: WorldRunConfig, method: str, advance=lambda done
     final = out / method
     if final.exists():
         return final
-    return atomic_dir(final, lambda tmp: train_rl(out / "warmup", out / "world" / "train.jsonl", tmp,
-                                                  cfg.train.sgpo_config_kwargs(method), advance))
+    return atomic_dir(
+        final,
+        lambda tmp: train_rl(out / "warmup", out / "world" / "train.jsonl", tmp, cfg.train.sgpo_config_kwargs(method), advance),
+    )
 
 
 def train_rl(start: Path, train_file: Path, dest: Path, config_kwargs: dict[str, Any], advance=lambda done: None) -> None:
@@ -184,6 +207,7 @@ def train_rl(start: Path, train_file: Path, dest: Path, config_kwargs: dict[str,
     output folder: metrics.jsonl, tensorboard logs, the model). Callers train into a temporary folder,
     emptied first, so the trainer never finds a previous run there (an interrupted one restarts from
     `start`; the folder is renamed into place only when the model is saved: `atomic_dir`)."""
+
     class _Advance(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             advance(state.global_step)
@@ -218,8 +242,12 @@ def stage_eval(out: Path, cfg: WorldRunConfig, name: str, advance=lambda done: N
         return json.loads(path.read_text())
     model, tokenizer = load_model(out / name)
     result = heldout_accuracy(
-        model, tokenizer, read_rows(out / "world" / "heldout.jsonl"),
-        max_new_tokens=cfg.eval_max_new_tokens, batch_size=cfg.eval_batch_size, on_progress=lambda done, total: advance(done),
+        model,
+        tokenizer,
+        read_rows(out / "world" / "heldout.jsonl"),
+        max_new_tokens=cfg.eval_max_new_tokens,
+        batch_size=cfg.eval_batch_size,
+        on_progress=lambda done, total: advance(done),
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, result)
@@ -298,12 +326,24 @@ def run_pipeline(
     timed("tokenizer + model", stage_model, out, cfg, world)
     losses = timed("warm-up", stage_warmup, out, cfg, world, total=cfg.warmup.steps)
     heldout = {"warmup": timed("evaluate warmup", stage_eval, out, cfg, "warmup", total=2 * len(world["heldout"]))}
-    results = {"seed": cfg.seed, "quick": cfg.quick, "methods": heldout, "warmup_loss": losses,
-               "num_parameters": num_parameters(load_model(out / "warmup")[0]), "numerics": {"warmup": numbers},
-               "wall_seconds": walls}
+    results = {
+        "seed": cfg.seed,
+        "quick": cfg.quick,
+        "methods": heldout,
+        "warmup_loss": losses,
+        "num_parameters": num_parameters(load_model(out / "warmup")[0]),
+        "numerics": {"warmup": numbers},
+        "wall_seconds": walls,
+    }
     walls["total"] = round(time.perf_counter() - t_all, 2)
-    write_json(out / WARMUP_FILE, {**{k: v for k, v in results.items() if k not in ("methods", "numerics")},
-                                   "heldout": heldout["warmup"], "numerics": numbers})
+    write_json(
+        out / WARMUP_FILE,
+        {
+            **{k: v for k, v in results.items() if k not in ("methods", "numerics")},
+            "heldout": heldout["warmup"],
+            "numerics": numbers,
+        },
+    )
     if not methods:
         return results
     t0 = time.perf_counter()

@@ -47,25 +47,32 @@ class TrainSettings:
         if method in ("grpo", "luffy"):
             rollout = dict(num_generations=self.rollouts_per_problem, num_guided_generations=0, distill_coef=0.0)
             if method == "luffy":
-                extra = dict(mix_strong_responses=True, strong_response_column="response", policy_shaping_gamma=0.1, loss_type="dr_grpo")
+                extra = dict(
+                    mix_strong_responses=True, strong_response_column="response", policy_shaping_gamma=0.1, loss_type="dr_grpo"
+                )
         elif method == "sgpo":
-            rollout = dict(num_generations=half, num_guided_generations=self.rollouts_per_problem - half, distill_coef=self.distill_coef)
+            rollout = dict(
+                num_generations=half, num_guided_generations=self.rollouts_per_problem - half, distill_coef=self.distill_coef
+            )
         else:
             raise ValueError(f"unknown method {method!r} (grpo, sgpo, luffy)")
-        return dict(
-            per_device_train_batch_size=self.problems_per_step,
-            max_steps=self.max_steps,
-            max_completion_length=self.max_completion_length,
-            learning_rate=self.learning_rate,
-            lr_scheduler_type="constant",
-            warmup_steps=0,
-            temperature=self.temperature,
-            loss_type=self.loss_type,
-            instance_weighting=self.instance_weighting,
-            seed=self.seed,
-            data_seed=self.seed,
-            **rollout,
-        ) | extra
+        return (
+            dict(
+                per_device_train_batch_size=self.problems_per_step,
+                max_steps=self.max_steps,
+                max_completion_length=self.max_completion_length,
+                learning_rate=self.learning_rate,
+                lr_scheduler_type="constant",
+                warmup_steps=0,
+                temperature=self.temperature,
+                loss_type=self.loss_type,
+                instance_weighting=self.instance_weighting,
+                seed=self.seed,
+                data_seed=self.seed,
+                **rollout,
+            )
+            | extra
+        )
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,10 @@ def half_rows(train: Sequence[Mapping[str, Any]], seed: int) -> list[dict[str, A
     """The `half` variant: the `half_split` rows lose their strong columns (strategy null,
     strategy_source null), the others keep theirs (strategy_source "own"); same order as `train`."""
     stripped = set(half_split(len(train), seed)[0])
-    return [{**without_strong(r), "strategy": None, "strategy_source": None} if i in stripped
-            else {**r, "strategy_source": "own"} for i, r in enumerate(train)]
+    return [
+        {**without_strong(r), "strategy": None, "strategy_source": None} if i in stripped else {**r, "strategy_source": "own"}
+        for i, r in enumerate(train)
+    ]
 
 
 def variant_rows(train: Sequence[Mapping[str, Any]], seed: int) -> dict[str, list[dict[str, Any]]]:

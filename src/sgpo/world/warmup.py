@@ -172,8 +172,10 @@ def _sum_across_processes(model, loss: torch.Tensor | None) -> float:
     which is returned summed: the loss of the whole batch). A parameter without a gradient here (a
     share without examples) contributes zeros."""
     params = list(model.parameters())
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
-                     + [loss.detach().reshape(1) if loss is not None else torch.zeros(1)])
+    flat = torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+        + [loss.detach().reshape(1) if loss is not None else torch.zeros(1)]
+    )
     dist.all_reduce(flat)  # 2 processes: a + b in both, the same bits everywhere
     offset = 0
     for p in params:
@@ -185,8 +187,14 @@ def _sum_across_processes(model, loss: torch.Tensor | None) -> float:
 def _save_state(path: Path, model, opt, sched, step: int, cfg: WarmupConfig, losses: list[float]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(
-        {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-         "config": cfg.to_dict(), "losses": losses},
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "step": step,
+            "config": cfg.to_dict(),
+            "losses": losses,
+        },
         tmp,
     )
     os.replace(tmp, path)

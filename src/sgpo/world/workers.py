@@ -79,8 +79,9 @@ def _call_in_worker(fn, args, kwargs):
     return fn(*args, **kwargs, progress=_QueueProgress(_worker_queue))
 
 
-def run_in_workers(calls: Sequence[tuple[Callable, tuple, dict]], on_message: Callable[[str, str, Any], None],
-                   processes: int | None = None) -> list[Any]:
+def run_in_workers(
+    calls: Sequence[tuple[Callable, tuple, dict]], on_message: Callable[[str, str, Any], None], processes: int | None = None
+) -> list[Any]:
     """`fn(*args, **kwargs, progress=...)` for each call at once, one fresh process each (spawned, so
     each sets its torch threads before anything is computed) — or, with `processes`, in that many
     processes, each taking the next call when it finishes one; returns their results in order. Their

@@ -48,7 +48,6 @@ class TransformersExtractor(BatchExtractor):
         import torch
         from transformers import AutoModelForCausalLM
 
-
         if not model:
             raise ExtractorConfigError("the transformers backend needs a model path or hub id (--model)")
         self.model = str(model)
