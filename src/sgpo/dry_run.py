@@ -50,7 +50,6 @@ def _local(name: str) -> bool:
 
 
 def dry_run(script_args, config, num_processes: int | None = None, engine: str | None = None, out=print) -> int:
-
     problems: list[str] = []
     n_proc = num_processes or int(os.environ.get("WORLD_SIZE", "1"))
     out(

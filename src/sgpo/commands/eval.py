@@ -30,7 +30,6 @@ COMMAND = "eval"
 
 
 def build_parser() -> argparse.ArgumentParser:
-
     p = argparse.ArgumentParser(
         prog="sgpo eval",
         description="Evaluate a model on math benchmarks: k samples per problem, answers checked with "
@@ -98,7 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     parser = build_parser()
     args = parse_args(parser, argv)
     if args.k < 1 or args.max_new_tokens < 1 or (args.limit is not None and args.limit < 1):

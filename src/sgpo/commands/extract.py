@@ -42,13 +42,7 @@ def _backend_arg(text: str) -> tuple[str, Any]:
         return key, value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="sgpo extract",
-        description="Extract structured strategies (schema v1) from strong-model responses.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _add_io_options(p: argparse.ArgumentParser) -> None:
     io = p.add_argument_group("input and output")
     io.add_argument(
         "--input",
@@ -70,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--id-column", default="id", help="input column with the row id, used in error messages (default: id)")
     io.add_argument("--summary-json", default=None, help="also write the run summary to this JSON file")
 
+
+def _add_extractor_options(p: argparse.ArgumentParser) -> None:
     be = p.add_argument_group("extractor")
     be.add_argument(
         "--backend",
@@ -117,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra constructor argument of the backend (VALUE parsed as JSON when it is JSON); repeatable",
     )
 
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
     run = p.add_argument_group("robustness and speed")
     run.add_argument("--concurrency", type=int, default=8, help="requests in flight at once (default: 8)")
     run.add_argument(
@@ -143,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar / progress lines")
 
+
+def _add_leak_options(p: argparse.ArgumentParser) -> None:
     lk = p.add_argument_group("leak filter")
     lk.add_argument("--no-gold-check", action="store_true", help="do not reject strategies containing the gold answer")
     lk.add_argument(
@@ -157,11 +157,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="reject strategies copying more than N distinct numbers of the problem (default: off)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sgpo extract",
+        description="Extract structured strategies (schema v1) from strong-model responses.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_io_options(p)
+    _add_extractor_options(p)
+    _add_run_options(p)
+    _add_leak_options(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-
     args = parse_args(build_parser(), argv)
     for name in ("concurrency", "max_tokens"):
         if getattr(args, name) < 1:

@@ -30,13 +30,7 @@ def _columns(p: argparse.ArgumentParser) -> None:
     g.add_argument("--id-column", default="id", help="column with the problem id (default: id)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-
-    p = argparse.ArgumentParser(
-        prog="sgpo library", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = p.add_subparsers(dest="action", required=True, metavar="{build,retrieve}")
-
+def _add_build_parser(sub) -> None:
     b = sub.add_parser(
         "build",
         help="build a library from extraction outputs (status ok rows), merging near-duplicates",
@@ -67,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--summary-json", default=None, help="also write the build summary to this JSON file")
     _columns(b)
 
+
+def _add_retrieve_parser(sub) -> None:
     r = sub.add_parser(
         "retrieve",
         help="fill the strategy of problems from the most similar library problems",
@@ -118,16 +114,24 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--rerank-cache", default=None, help="rollout cache for resuming (default: OUTPUT.rerank.cache.sqlite)")
     rr.add_argument("--device", default=None, help="device of the policy (default: cuda if available, else cpu)")
     add_prompt_arguments(r)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sgpo library", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="action", required=True, metavar="{build,retrieve}")
+
+    _add_build_parser(sub)
+    _add_retrieve_parser(sub)
     return p
 
 
 def _column_map(args):
-
     return ColumnMap(problem=args.problem_column, answer=args.answer_column, strategy=args.strategy_column, id=args.id_column)
 
 
 def _build(args) -> int:
-
     config = BuildConfig(
         merge_threshold=args.merge_threshold,
         skip_invalid=args.skip_invalid,
@@ -178,7 +182,6 @@ def _retrieve(args) -> int:
 
 
 def _report(summary, summary_json: str | None) -> int:
-
     report_summary(summary, summary_json)
     return 0
 

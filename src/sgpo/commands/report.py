@@ -24,7 +24,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     args = parse_args(build_parser(), argv)
     import matplotlib
 

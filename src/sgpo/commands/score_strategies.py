@@ -26,7 +26,6 @@ written with dashes or underscores (--max-new-tokens, --max_new_tokens).
 
 
 def build_parser() -> argparse.ArgumentParser:
-
     p = argparse.ArgumentParser(
         prog="sgpo score-strategies",
         description="For each problem: k guided vs k autonomous rollouts of a policy; score = guided accuracy - "
@@ -72,7 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     args = parse_args(build_parser(), argv)
     for name in ("k", "max_candidates", "max_new_tokens"):
         if getattr(args, name) < 1:

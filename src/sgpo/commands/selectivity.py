@@ -27,7 +27,6 @@ COMMAND = "selectivity"
 
 
 def build_parser() -> argparse.ArgumentParser:
-
     p = argparse.ArgumentParser(
         prog="sgpo selectivity",
         description="Per-token KL(teacher || student) on guided trajectories: teacher = the model with the "
@@ -65,7 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     args = parse_args(build_parser(), argv)
     if (args.limit is not None and args.limit < 1) or args.max_new_tokens < 1 or args.kl_temperature <= 0:
         return error(COMMAND, "--limit and --max-new-tokens must be >= 1 and --kl-temperature > 0")

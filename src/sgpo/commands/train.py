@@ -188,7 +188,6 @@ def resolve_resume(value, output_dir: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -182,7 +182,6 @@ class VLLMGenerator:
         seed: int | None = None,
         add_special_tokens: bool = False,
     ) -> list[list[Completion]]:
-
         sampling = SamplingSettings(
             max_tokens=max_new_tokens,
             temperature=temperature,

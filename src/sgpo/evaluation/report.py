@@ -140,7 +140,6 @@ def read_settings(run_dir: Path) -> tuple[dict[str, Any] | None, list[str]]:
 
 
 def _settings_html(settings: dict[str, Any]) -> str:
-
     def show(v: Any) -> str:
         return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
 
@@ -273,7 +272,6 @@ def _plot_eval(evals: list[tuple[str, dict]], out_path: Path) -> bool:
 
 
 def _eval_table(label: str, doc: dict) -> str:
-
     benches = doc["benchmarks"]
     k = max(int(e.get("k", 1)) for e in benches.values())
     js = sorted({j for e in benches.values() for j in e.get("pass_at_k", {}) if int(j) > 1}, key=int)
@@ -341,31 +339,8 @@ td:first-child, th:first-child { text-align: left; } caption { text-align: left;
 """
 
 
-def render_report(
-    run_dir: str | Path, out_dir: str | Path | None = None, on_warning: Callable[[str], None] | None = None
-) -> Path:
-    """Write the report of the run in `run_dir` (default folder `run_dir/report`); returns the path
-    of `index.html`. Raises FileNotFoundError when the run has neither metrics nor eval results.
-    Warnings (lines skipped, steps going backwards, an unreadable config.yaml) are shown on the page
-    and passed to `on_warning`."""
-    run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir is not None else run_dir / "report"
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no such run folder")
-    metrics_path = run_dir / "metrics.jsonl"
-    rows, warnings = read_metrics(metrics_path) if metrics_path.is_file() else ([], [])
-    evals = find_eval_results(run_dir, out_dir)
-    if not rows and not evals:
-        raise FileNotFoundError(f"{run_dir}: nothing to report: no metrics.jsonl with rows and no eval results.json")
-    settings, settings_warnings = read_settings(run_dir)
-    warnings = step_warnings(rows, str(metrics_path)) + settings_warnings + warnings
-    for w in warnings:
-        if on_warning is not None:
-            on_warning(w)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("*.png"):
-        old.unlink()
-
+def _plot_panels(rows: list[dict], out_dir: Path) -> tuple[list[tuple[str, str, str]], set[str]]:
+    """The `PANELS` that have data, as PNGs in `out_dir`: ([(file, title, note)], the keys they show)."""
     figures: list[tuple[str, str, str]] = []  # (file, title, note)
     claimed = set(_X_KEYS)
     for panel in PANELS:
@@ -382,7 +357,12 @@ def render_report(
         elif _plot_panel(rows, panel.title, panel.ylabel, solid, list(panel.dashed), out_dir / f"{panel.slug}.png"):
             figures.append((f"{panel.slug}.png", panel.title, panel.note))
         claimed.update(k for k, _ in panel.series + panel.dashed)
+    return figures, claimed
 
+
+def _plot_other(rows: list[dict], claimed: set[str], out_dir: Path) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+    """Everything else that was logged, grouped by prefix: ([(file, title, "")] of the series with two
+    points or more, [(key, last value)] of the others)."""
     # anything else that was logged, grouped by prefix
     other: dict[str, list[str]] = {}
     for row in rows:
@@ -401,12 +381,13 @@ def render_report(
             slug = "other_" + "".join(c if c.isalnum() else "_" for c in prefix) + (f"_{start // 6}" if start else "")
             if _plot_panel(rows, prefix, "value", [(k, k) for k in chunk], [], out_dir / f"{slug}.png"):
                 other_figs.append((f"{slug}.png", prefix, ""))
+    return other_figs, final_values
 
-    eval_labels = [(str(p.parent.relative_to(run_dir)) or ".", doc) for p, doc in evals]
-    if eval_labels and _plot_eval(eval_labels, out_dir / "eval.png"):
-        figures.append(("eval.png", "Evaluation", "avg@k per benchmark with its 95% interval"))
 
-    # the page
+def _page(run_dir: Path, rows: list[dict], warnings: list[str], eval_labels: list[tuple[str, dict]],
+          figures: list[tuple[str, str, str]], other_figs: list[tuple[str, str, str]],
+          final_values: list[tuple[str, str]], settings: dict | None) -> str:  # fmt: skip
+    """The report's HTML page."""
     parts = [
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>sgpo report: {html.escape(run_dir.name)}</title>",
         f"<style>{_CSS}</style></head><body>",
@@ -419,7 +400,7 @@ def render_report(
         parts.append(f"<p>{len(rows)} logged rows" + (f", steps {steps[0]:.0f} to {steps[-1]:.0f}" if steps else "") + ".</p>")
     else:
         parts.append("<p class='warn'>No metrics.jsonl rows in this run folder; only evaluation results are shown.</p>")
-    if evals:
+    if eval_labels:
         parts.append("<h2>Evaluation</h2>")
         for label, doc in eval_labels:
             parts.append(_eval_table(label, doc))
@@ -453,6 +434,38 @@ def render_report(
     if settings:
         parts.append(_settings_html(settings))
     parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def render_report(
+    run_dir: str | Path, out_dir: str | Path | None = None, on_warning: Callable[[str], None] | None = None
+) -> Path:
+    """Write the report of the run in `run_dir` (default folder `run_dir/report`); returns the path
+    of `index.html`. Raises FileNotFoundError when the run has neither metrics nor eval results.
+    Warnings (lines skipped, steps going backwards, an unreadable config.yaml) are shown on the page
+    and passed to `on_warning`."""
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / "report"
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run folder")
+    metrics_path = run_dir / "metrics.jsonl"
+    rows, warnings = read_metrics(metrics_path) if metrics_path.is_file() else ([], [])
+    evals = find_eval_results(run_dir, out_dir)
+    if not rows and not evals:
+        raise FileNotFoundError(f"{run_dir}: nothing to report: no metrics.jsonl with rows and no eval results.json")
+    settings, settings_warnings = read_settings(run_dir)
+    warnings = step_warnings(rows, str(metrics_path)) + settings_warnings + warnings
+    for w in warnings:
+        if on_warning is not None:
+            on_warning(w)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.png"):
+        old.unlink()
+    figures, claimed = _plot_panels(rows, out_dir)
+    other_figs, final_values = _plot_other(rows, claimed, out_dir)
+    eval_labels = [(str(p.parent.relative_to(run_dir)) or ".", doc) for p, doc in evals]
+    if eval_labels and _plot_eval(eval_labels, out_dir / "eval.png"):
+        figures.append(("eval.png", "Evaluation", "avg@k per benchmark with its 95% interval"))
     index = out_dir / "index.html"
-    index.write_text("\n".join(parts), encoding="utf-8")
+    index.write_text(_page(run_dir, rows, warnings, eval_labels, figures, other_figs, final_values, settings), encoding="utf-8")
     return index

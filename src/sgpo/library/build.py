@@ -184,6 +184,30 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _cluster_entry(variants: list[str], by_text: dict[str, list[_Row]], canonical_id: dict[str, str], names: list[str]) -> Entry:
+    """The entry of one cluster of rendered strategy texts: its best variant (the highest mean score,
+    then the most rows, then the first) with every row of the cluster as provenance."""
+
+    def rank(t: str) -> tuple:
+        score = _mean([r.score for r in by_text[t] if r.score is not None])
+        return (score is not None, score if score is not None else 0.0, len(by_text[t]), -variants.index(t))
+
+    best = max(variants, key=rank)
+    member_rows = [r for t in variants for r in by_text[t]]
+    scored = [r.score for r in by_text[best] if r.score is not None]
+    return Entry(
+        id="s" + hashlib.sha256(best.encode("utf-8")).hexdigest()[:12],
+        strategy=best,
+        strategy_json=by_text[best][0].strategy_json,
+        problems=list(dict.fromkeys(canonical_id[r.problem] for r in member_rows)),
+        num_rows=len(member_rows),
+        score=_mean(scored),
+        num_scored=len(scored),
+        merged_variants=[t for t in variants if t != best],
+        provenance=[r.provenance for r in sorted(member_rows, key=lambda r: (names.index(r.source), r.row))],
+    )
+
+
 def build_entries(
     sources: Sequence[Any], config: BuildConfig = BuildConfig()
 ) -> tuple[list[Entry], list[LibraryProblem], dict[str, Any], BuildSummary]:
@@ -213,31 +237,9 @@ def build_entries(
     entries: list[Entry] = []
     entry_of_text: dict[str, str] = {}
     for c in sorted(members):
-        variants = members[c]
-
-        def rank(t: str) -> tuple:
-            score = _mean([r.score for r in by_text[t] if r.score is not None])
-            return (score is not None, score if score is not None else 0.0, len(by_text[t]), -variants.index(t))
-
-        best = max(variants, key=rank)
-        member_rows = [r for t in variants for r in by_text[t]]
-        scored = [r.score for r in by_text[best] if r.score is not None]
-        eid = "s" + hashlib.sha256(best.encode("utf-8")).hexdigest()[:12]
-        entries.append(
-            Entry(
-                id=eid,
-                strategy=best,
-                strategy_json=by_text[best][0].strategy_json,
-                problems=list(dict.fromkeys(canonical_id[r.problem] for r in member_rows)),
-                num_rows=len(member_rows),
-                score=_mean(scored),
-                num_scored=len(scored),
-                merged_variants=[t for t in variants if t != best],
-                provenance=[r.provenance for r in sorted(member_rows, key=lambda r: (names.index(r.source), r.row))],
-            )
-        )
-        for t in variants:
-            entry_of_text[t] = eid
+        entries.append(_cluster_entry(members[c], by_text, canonical_id, names))
+        for t in members[c]:
+            entry_of_text[t] = entries[-1].id
     order = {e.id: (-(e.score if e.score is not None else float("-inf")), -len(e.problems), i) for i, e in enumerate(entries)}
 
     problems: dict[str, LibraryProblem] = {}

@@ -311,6 +311,63 @@ def rerank(
     return chosen, scores, summary.rollouts
 
 
+def _own_rows(rows: list[dict[str, Any]], cols: ColumnMap) -> list[dict[str, Any]]:
+    """Every input row with the retrieval columns as if nothing were retrieved: its own strategy, if any."""
+    out = []
+    for i, row in enumerate(rows):
+        own = _own_strategy(row, cols.strategy)
+        own_json = row.get("strategy_json") if own else None
+        out.append(
+            {
+                **row,
+                cols.strategy: own,
+                "strategy_json": own_json,
+                "strategy_source": "own" if own else None,
+                "strategy_similarity": None,
+                "strategy_entry": None,
+                "strategy_match": None,
+                "own_strategy": own,
+                "retrieval_outcome": "own" if own else "no_match",
+                "retrieval_leaks": 0,
+                "retrieval_candidates": [],
+            }
+        )
+    return out
+
+
+def _fill_retrieved(rec: dict[str, Any], cands: list[_Candidate], leaks: int, chosen: int, scores: dict[str, Any] | None,
+                    reranked: bool, by_id: Mapping[str, Entry], cols: ColumnMap) -> float | None:  # fmt: skip
+    """Set the retrieval columns of output row `rec` from its candidates (`chosen` the index of the one
+    used); returns the similarity of the one used (None: no clean candidate)."""
+    rec.update(retrieval_leaks=leaks, retrieval_candidates=[asdict(c) for c in cands])
+    if reranked:
+        rec.update(scores or {"rerank_score": None, "rerank_guided_accuracy": None, "rerank_auto_accuracy": None})
+    if not cands:
+        rec.update(
+            {
+                cols.strategy: None,
+                "strategy_json": None,
+                "strategy_source": None,
+                "retrieval_outcome": "all_leaked" if leaks else "no_match",
+            }
+        )
+        return None
+    best = cands[chosen]
+    entry = by_id[best.entry]
+    rec.update(
+        {
+            cols.strategy: entry.strategy,
+            "strategy_json": entry.strategy_json,
+            "strategy_source": "retrieved",
+            "strategy_similarity": best.similarity,
+            "strategy_entry": best.entry,
+            "strategy_match": best.match,
+            "retrieval_outcome": "retrieved",
+        }
+    )
+    return best.similarity
+
+
 def retrieve_rows(
     entries: Sequence[Entry],
     library_problems: Sequence[LibraryProblem],
@@ -336,58 +393,14 @@ def retrieve_rows(
     else:
         chosen, scores, rollouts = [0] * len(targets), [None] * len(targets), 0
 
-    out = []
-    for i, row in enumerate(rows):
-        own = _own_strategy(row, cols.strategy)
-        own_json = row.get("strategy_json") if own else None
-        out.append(
-            {
-                **row,
-                cols.strategy: own,
-                "strategy_json": own_json,
-                "strategy_source": "own" if own else None,
-                "strategy_similarity": None,
-                "strategy_entry": None,
-                "strategy_match": None,
-                "own_strategy": own,
-                "retrieval_outcome": "own" if own else "no_match",
-                "retrieval_leaks": 0,
-                "retrieval_candidates": [],
-            }
-        )
-    outcomes: Counter = Counter()
+    out = _own_rows(rows, cols)
     similarities = []
     for t, i in enumerate(targets):
         cands, leaks = ranked[t]
-        rec = out[i]
-        rec.update(retrieval_leaks=leaks, retrieval_candidates=[asdict(c) for c in cands])
-        if rerank_config is not None:
-            rec.update(scores[t] or {"rerank_score": None, "rerank_guided_accuracy": None, "rerank_auto_accuracy": None})
-        if cands:
-            best = cands[chosen[t]]
-            entry = by_id[best.entry]
-            rec.update(
-                {
-                    cols.strategy: entry.strategy,
-                    "strategy_json": entry.strategy_json,
-                    "strategy_source": "retrieved",
-                    "strategy_similarity": best.similarity,
-                    "strategy_entry": best.entry,
-                    "strategy_match": best.match,
-                    "retrieval_outcome": "retrieved",
-                }
-            )
-            similarities.append(best.similarity)
-        else:
-            rec.update(
-                {
-                    cols.strategy: None,
-                    "strategy_json": None,
-                    "strategy_source": None,
-                    "retrieval_outcome": "all_leaked" if leaks else "no_match",
-                }
-            )
-    outcomes.update(r["retrieval_outcome"] for r in out)
+        similarity = _fill_retrieved(out[i], cands, leaks, chosen[t], scores[t], rerank_config is not None, by_id, cols)
+        if similarity is not None:
+            similarities.append(similarity)
+    outcomes = Counter(r["retrieval_outcome"] for r in out)
     summary = RetrievalSummary(
         input=name,
         library_entries=len(entries),

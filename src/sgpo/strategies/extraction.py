@@ -235,6 +235,24 @@ def default_cache_path(output: str | os.PathLike) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------
+def _cached_results(store: ResultStore, unique: dict[str, ExtractionRequest], leak_filter: LeakFilter) -> dict[str, dict]:
+    """The cache's results of the `unique` items; those checked with another leak configuration are
+    re-filtered (and stored again), no request needed."""
+    stored = store.get_many(unique)
+    fingerprint = leak_filter.config.fingerprint()
+    refiltered = {k: _apply_leak(r, unique[k], leak_filter) for k, r in stored.items() if r.get("leak_config") != fingerprint}
+    store.put_many(refiltered)
+    stored.update(refiltered)
+    return stored
+
+
+def _needs_work(rec: dict | None, retry_failed: bool) -> bool:
+    """An item is (re)done when it has no result, or failed transiently (or at all, with `retry_failed`)."""
+    if rec is None:
+        return True
+    return rec["status"] == "failed" and (retry_failed or rec.get("reason") in TRANSIENT_REASONS)
+
+
 def extract_strategies(
     input: Any,
     output: str | os.PathLike,
@@ -271,21 +289,8 @@ def extract_strategies(
         unique: dict[str, ExtractionRequest] = {}
         for key, req in zip(keys, requests):
             unique.setdefault(key, req)
-        stored = store.get_many(unique)
-
-        # cached strategies checked with another leak configuration: re-filter, no request needed
-        fingerprint = leak_filter.config.fingerprint()
-        refiltered = {k: _apply_leak(r, unique[k], leak_filter) for k, r in stored.items() if r.get("leak_config") != fingerprint}
-        store.put_many(refiltered)
-        stored.update(refiltered)
-
-        def needs_work(key: str) -> bool:
-            rec = stored.get(key)
-            if rec is None:
-                return True
-            return rec["status"] == "failed" and (config.retry_failed or rec.get("reason") in TRANSIENT_REASONS)
-
-        todo = [k for k in unique if needs_work(k)]
+        stored = _cached_results(store, unique, leak_filter)
+        todo = [k for k in unique if _needs_work(stored.get(k), config.retry_failed)]
         if todo:
             extractor.probe()
         workers = max(1, min(config.concurrency, extractor.max_concurrency or config.concurrency))

@@ -117,101 +117,119 @@ TOP_KEYS = (
 TRAIN_KEYS = tuple(f.name for f in fields(TrainSettings) if f.name not in ("learning_rate", "seed"))
 
 
-def load_config(path: str | Path, *, quick: bool = False, seeds: int | None = None) -> ExperimentConfig:
-    """The experiment of the YAML file at `path` (experiments/strategy_world.yaml documents the keys,
-    experiments/strategy_library.yaml the `compare` map of bootstrap references);
-    with `quick`, its `quick:` section's keys replace the top-level ones; `seeds` replaces `seeds`."""
-    import yaml
+class _Fields:
+    """Checks of the values of one experiment file, each error one line naming the file and the field."""
 
-    path = Path(path)
-    where = str(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read it ({exc.strerror or exc})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: must be a mapping of the keys {', '.join(TOP_KEYS)}")
+    def __init__(self, where: str):
+        self.where = where
 
-    def check_keys(d: Any, known: Sequence[str], section: str) -> dict:
+    def keys(self, d: Any, known: Sequence[str], section: str) -> dict:
         if not isinstance(d, dict):
-            raise ConfigError(f"{where}: {section} must be a mapping")
+            raise ConfigError(f"{self.where}: {section} must be a mapping")
         unknown = [k for k in d if k not in known]
         if unknown:
-            raise ConfigError(f"{where}: {section}: unknown key {unknown[0]!r}; keys: {', '.join(known)}")
+            raise ConfigError(f"{self.where}: {section}: unknown key {unknown[0]!r}; keys: {', '.join(known)}")
         return d
 
-    check_keys(raw, TOP_KEYS, "top level")
-    if quick:
-        over = check_keys(raw.get("quick") or {}, [k for k in TOP_KEYS if k != "quick"], "quick")
-        raw = {**raw, **over}
-    if seeds is not None:
-        raw["seeds"] = seeds
-
-    def number(value: Any, name: str, kind=float, minimum: float | None = None) -> Any:
+    def number(self, value: Any, name: str, kind=float, minimum: float | None = None) -> Any:
         try:
             if isinstance(value, bool) or (kind is int and not isinstance(value, int)):
                 raise ValueError
             out = kind(value)  # a YAML 1e-5 (no dot) is a string: float() reads it
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}: {name} must be a{'n integer' if kind is int else ' number'}, got {value!r}") from None
+            raise ConfigError(
+                f"{self.where}: {name} must be a{'n integer' if kind is int else ' number'}, got {value!r}"
+            ) from None
         if minimum is not None and not out >= minimum or (kind is float and not math.isfinite(out)):
-            raise ConfigError(f"{where}: {name} must be >= {minimum}, got {value!r}")
+            raise ConfigError(f"{self.where}: {name} must be >= {minimum}, got {value!r}")
         return out
 
-    setting = raw.get("setting", "full")
-    if setting not in ("full", "quick"):
-        raise ConfigError(f"{where}: setting must be 'full' (the demo's model and warm-up) or 'quick', got {setting!r}")
-    seed = number(raw.get("seed", 0), "seed", int, 0)
-    base = make_config(seed, quick=setting == "quick")
-    world = check_keys(raw.get("world", dict(base.world.per_family)), SPLITS, "world")
-    world = {k: number(v, f"world.{k}", int, 1) for k, v in world.items()}
-    missing = [s for s in SPLITS if s not in world]
-    if missing:
-        raise ConfigError(f"{where}: world: needs a number of problems per family for every split; missing {missing[0]!r}")
-    train = check_keys(raw.get("train") or {}, TRAIN_KEYS, "train")
-
-    def train_value(key: str, value: Any) -> Any:  # of the type of the field's default: str, int or float
-        default = getattr(base.train, key)
+    def train_value(self, default: Any, key: str, value: Any) -> Any:
+        """`value` of the type of the field's `default`: str, int or float."""
         if isinstance(default, str):
             if not isinstance(value, str):
-                raise ConfigError(f"{where}: train.{key} must be a string, got {value!r}")
+                raise ConfigError(f"{self.where}: train.{key} must be a string, got {value!r}")
             return value
-        return number(value, f"train.{key}", type(default), 0)
+        return self.number(value, f"train.{key}", type(default), 0)
 
-    train = {k: train_value(k, v) for k, v in train.items()}
-    lrs = raw.get("learning_rates", list(ExperimentConfig.learning_rates))
-    if not isinstance(lrs, list) or not lrs:
-        raise ConfigError(f"{where}: learning_rates must be a non-empty list of numbers")
-    lrs = tuple(number(v, f"learning_rates[{i}]", float, 0) for i, v in enumerate(lrs))
-    if len(set(lrs)) != len(lrs) or min(lrs) <= 0:
-        raise ConfigError(f"{where}: learning_rates must be distinct positive numbers, got {list(lrs)}")
+
+def _read_yaml(path: Path, quick: bool, seeds: int | None, f: _Fields) -> dict[str, Any]:
+    """The file's top-level mapping, checked, with its `quick:` section and `seeds` applied."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{f.where}: cannot read it ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{f.where}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{f.where}: must be a mapping of the keys {', '.join(TOP_KEYS)}")
+    f.keys(raw, TOP_KEYS, "top level")
+    if quick:
+        over = f.keys(raw.get("quick") or {}, [k for k in TOP_KEYS if k != "quick"], "quick")
+        raw = {**raw, **over}
+    if seeds is not None:
+        raw["seeds"] = seeds
+    return raw
+
+
+def _methods(raw: dict[str, Any], f: _Fields) -> tuple[list[str], dict[str, str]]:
+    """(methods, compare): the compared methods and each one's bootstrap reference, checked."""
     methods = raw.get("methods", list(DEFAULT_METHODS))
     if not isinstance(methods, list) or not methods:
-        raise ConfigError(f"{where}: methods must be a non-empty list; methods: {', '.join(METHODS)}")
+        raise ConfigError(f"{f.where}: methods must be a non-empty list; methods: {', '.join(METHODS)}")
     for i, m in enumerate(methods):
         if m not in METHODS:
-            raise ConfigError(f"{where}: methods[{i}]: unknown method {m!r}; methods: {', '.join(METHODS)}")
-    compare = check_keys(raw.get("compare") or {}, methods, "compare")
+            raise ConfigError(f"{f.where}: methods[{i}]: unknown method {m!r}; methods: {', '.join(METHODS)}")
+    compare = f.keys(raw.get("compare") or {}, methods, "compare")
     for m, ref in compare.items():
         if ref not in methods or ref == m:
-            raise ConfigError(f"{where}: compare.{m}: the reference must be another of the methods, got {ref!r}")
+            raise ConfigError(f"{f.where}: compare.{m}: the reference must be another of the methods, got {ref!r}")
     if not compare and REFERENCE not in methods:
         raise ConfigError(
-            f"{where}: methods must include {REFERENCE!r} (the intervals are of SGPO minus each other method), "
+            f"{f.where}: methods must include {REFERENCE!r} (the intervals are of SGPO minus each other method), "
             "or compare must name each method's reference"
         )
+    return methods, compare
+
+
+def load_config(path: str | Path, *, quick: bool = False, seeds: int | None = None) -> ExperimentConfig:
+    """The experiment of the YAML file at `path` (experiments/strategy_world.yaml documents the keys,
+    experiments/strategy_library.yaml the `compare` map of bootstrap references);
+    with `quick`, its `quick:` section's keys replace the top-level ones; `seeds` replaces `seeds`."""
+    path = Path(path)
+    f = _Fields(str(path))
+    raw = _read_yaml(path, quick, seeds, f)
+    setting = raw.get("setting", "full")
+    if setting not in ("full", "quick"):
+        raise ConfigError(f"{f.where}: setting must be 'full' (the demo's model and warm-up) or 'quick', got {setting!r}")
+    seed = f.number(raw.get("seed", 0), "seed", int, 0)
+    base = make_config(seed, quick=setting == "quick")
+    world = f.keys(raw.get("world", dict(base.world.per_family)), SPLITS, "world")
+    world = {k: f.number(v, f"world.{k}", int, 1) for k, v in world.items()}
+    missing = [s for s in SPLITS if s not in world]
+    if missing:
+        raise ConfigError(f"{f.where}: world: needs a number of problems per family for every split; missing {missing[0]!r}")
+    train = f.keys(raw.get("train") or {}, TRAIN_KEYS, "train")
+    train = {k: f.train_value(getattr(base.train, k), k, v) for k, v in train.items()}
+    lrs = raw.get("learning_rates", list(ExperimentConfig.learning_rates))
+    if not isinstance(lrs, list) or not lrs:
+        raise ConfigError(f"{f.where}: learning_rates must be a non-empty list of numbers")
+    lrs = tuple(f.number(v, f"learning_rates[{i}]", float, 0) for i, v in enumerate(lrs))
+    if len(set(lrs)) != len(lrs) or min(lrs) <= 0:
+        raise ConfigError(f"{f.where}: learning_rates must be distinct positive numbers, got {list(lrs)}")
+    methods, compare = _methods(raw, f)
     setup = replace(base, world=WorldSpec(per_family=world), train=replace(base.train, seed=0, **train))
     return ExperimentConfig(
         setup=setup,
         learning_rates=lrs,
-        seeds=number(raw.get("seeds", 3), "seeds", int, 1),
+        seeds=f.number(raw.get("seeds", 3), "seeds", int, 1),
         methods=tuple(methods),
         compare=compare,
-        selectivity_rows=number(raw.get("selectivity_rows", 60), "selectivity_rows", int, 1),
-        bootstrap_samples=number(raw.get("bootstrap_samples", 2000), "bootstrap_samples", int, 1),
-        processes=number(raw.get("processes", 2), "processes", int, 1),
+        selectivity_rows=f.number(raw.get("selectivity_rows", 60), "selectivity_rows", int, 1),
+        bootstrap_samples=f.number(raw.get("bootstrap_samples", 2000), "bootstrap_samples", int, 1),
+        processes=f.number(raw.get("processes", 2), "processes", int, 1),
     )
 
 

@@ -233,9 +233,8 @@ def _lr(x: float) -> str:
     return f"{x:g}"
 
 
-def format_markdown(results: Mapping[str, Any]) -> str:
-    """The tables of results.md: main table, per-family accuracy, tuning per family, selectivity,
-    instance weight."""
+def _main_table(results: Mapping[str, Any]) -> list[str]:
+    """The main table: chosen rate, validation and test accuracy, intervals, cost, per method."""
     methods = results["methods"]
     lrs = [_lr(x) for x in results["learning_rates"]]
     comp = results["comparisons"]
@@ -260,6 +259,14 @@ def format_markdown(results: Mapping[str, Any]) -> str:
             f"| {m} | {_lr(r['chosen_learning_rate'])} | {val} | {_pm(r['test_auto'])} | {_pm(r['test_guided'])} "
             f"| {diff} | {r['generated_tokens_per_run']:.0f} | {r['train_seconds_per_run']:.0f} |"
         )
+    return lines
+
+
+def _family_tables(results: Mapping[str, Any]) -> list[str]:
+    """Test autonomous accuracy per family: at the chosen rate (mean over seeds), and of every tuning run."""
+    methods = results["methods"]
+    lrs = [_lr(x) for x in results["learning_rates"]]
+    lines: list[str] = []
     families = list(results["warmup"]["per_family_auto"])
     lines += [
         "",
@@ -282,6 +289,12 @@ def format_markdown(results: Mapping[str, Any]) -> str:
         for x in lrs:
             if x in by_lr:
                 lines.append(f"| {m} | {x} | " + " | ".join(f"{by_lr[x][f]:.3f}" for f in [*families, "all"]) + " |")
+    return lines
+
+
+def _selectivity_table(results: Mapping[str, Any]) -> list[str]:
+    """The share of each per-token signal's mass on the strategy-critical tokens."""
+    lines: list[str] = []
     sel = results["selectivity"]
     lines += [
         "",
@@ -301,6 +314,12 @@ def format_markdown(results: Mapping[str, Any]) -> str:
                 f"| {name} | {signal} | {fmt(s['token_share'])} | {fmt(s['mass_share'])} | {fmt(s['enrichment'])} "
                 f"| {fmt(s['top_mass_share'].get('5%'))} |"
             )
+    return lines
+
+
+def _weight_table(results: Mapping[str, Any]) -> list[str]:
+    """The mean instance weight against the autonomous accuracy over training."""
+    lines: list[str] = []
     lines += [
         "",
         "Mean instance weight vs autonomous accuracy of the rollouts over training (mean over seeds):",
@@ -315,6 +334,13 @@ def format_markdown(results: Mapping[str, Any]) -> str:
                 f"| {m} | {s['weight_mean'][0]:.3f} → {s['weight_mean'][-1]:.3f} | "
                 f"{s['accuracy_auto'][0]:.3f} → {s['accuracy_auto'][-1]:.3f} | {corr} |"
             )
+    return lines
+
+
+def format_markdown(results: Mapping[str, Any]) -> str:
+    """The tables of results.md: main table, per-family accuracy, tuning per family, selectivity,
+    instance weight."""
+    lines = _main_table(results) + _family_tables(results) + _selectivity_table(results) + _weight_table(results)
     return "\n".join(lines) + "\n"
 
 
@@ -327,35 +353,27 @@ def _rolling(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
-def write_plots(out: Path, exp, results: Mapping[str, Any], chosen: Mapping[str, float]) -> list[Path]:
-    """plots/learning_curves.png (training reward of the RL methods, SFT's loss), plots/test_accuracy.png
-    (mean ± std over seeds), plots/instance_weight.png (SGPO's mean instance weight and autonomous
-    accuracy per step)."""
-    import matplotlib
+def _mean_curve(out: Path, exp, chosen: Mapping[str, float], m: str, key: str) -> tuple[list[int], list[float]]:
+    """(steps, the mean over seeds of metric `key` at each step) of method `m`'s runs at its chosen rate."""
+    series = []
+    for s in range(exp.seeds):
+        logs = read_metrics(run_dir(out, m, chosen[m], s) / "metrics.jsonl")[0]
+        series.append({int(r["step"]): r[key] for r in logs if key in r and "train_runtime" not in r})
+    steps = sorted(set.intersection(*(set(x) for x in series)))
+    return steps, [statistics.fmean(x[t] for x in series) for t in steps]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _plot_learning_curves(plt, out: Path, exp, chosen: Mapping[str, float], colours: Mapping[str, Any]) -> Path:
+    """plots/learning_curves.png: training reward of the RL methods, SFT's loss (mean over seeds, rolling)."""
     folder = out / "plots"
-    folder.mkdir(parents=True, exist_ok=True)
-    colours = dict(zip(exp.methods, plt.get_cmap("tab10").colors))
-
-    def mean_curve(m: str, key: str) -> tuple[list[int], list[float]]:
-        series = []
-        for s in range(exp.seeds):
-            logs = read_metrics(run_dir(out, m, chosen[m], s) / "metrics.jsonl")[0]
-            series.append({int(r["step"]): r[key] for r in logs if key in r and "train_runtime" not in r})
-        steps = sorted(set.intersection(*(set(x) for x in series)))
-        return steps, [statistics.fmean(x[t] for x in series) for t in steps]
-
     fig, (ax, ax_sft) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [2.2, 1]})
     window = max(1, exp.setup.train.max_steps // 10)
     for m in exp.methods:
         if METHODS[m].base == "sft":
-            steps, loss = mean_curve(m, "loss")
+            steps, loss = _mean_curve(out, exp, chosen, m, "loss")
             ax_sft.plot(steps, _rolling(loss, window), color=colours[m], label=m)
             continue
-        steps, reward = mean_curve(m, "reward/auto")
+        steps, reward = _mean_curve(out, exp, chosen, m, "reward/auto")
         ax.plot(
             steps,
             _rolling(reward, window),
@@ -376,7 +394,11 @@ def write_plots(out: Path, exp, results: Mapping[str, Any], chosen: Mapping[str,
     curves = folder / "learning_curves.png"
     fig.savefig(curves, dpi=110)
     plt.close(fig)
+    return curves
 
+
+def _plot_test_accuracy(plt, folder: Path, exp, results: Mapping[str, Any], colours: Mapping[str, Any]) -> Path:
+    """plots/test_accuracy.png: held-out autonomous accuracy, mean ± std over seeds."""
     fig, ax = plt.subplots(figsize=(9, 4))
     names = list(results["methods"])
     means = [results["methods"][m]["test_auto"]["mean"] for m in names]
@@ -393,7 +415,11 @@ def write_plots(out: Path, exp, results: Mapping[str, Any], chosen: Mapping[str,
     bars = folder / "test_accuracy.png"
     fig.savefig(bars, dpi=110)
     plt.close(fig)
+    return bars
 
+
+def _plot_instance_weight(plt, folder: Path, results: Mapping[str, Any], colours: Mapping[str, Any]) -> Path:
+    """plots/instance_weight.png: SGPO's mean instance weight and autonomous accuracy per step, and every (run, step)."""
     fig, (ax, ax_xy) = plt.subplots(1, 2, figsize=(12, 4.2))
     ax2 = ax.twinx()
     shown = [m for m in ("sgpo", "sgpo_constant_weight") if results["instance_weight"].get(m, {}).get("steps")]
@@ -428,4 +454,22 @@ def write_plots(out: Path, exp, results: Mapping[str, Any], chosen: Mapping[str,
     weights = folder / "instance_weight.png"
     fig.savefig(weights, dpi=110)
     plt.close(fig)
+    return weights
+
+
+def write_plots(out: Path, exp, results: Mapping[str, Any], chosen: Mapping[str, float]) -> list[Path]:
+    """plots/learning_curves.png (training reward of the RL methods, SFT's loss), plots/test_accuracy.png
+    (mean ± std over seeds), plots/instance_weight.png (SGPO's mean instance weight and autonomous
+    accuracy per step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = out / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    colours = dict(zip(exp.methods, plt.get_cmap("tab10").colors))
+    curves = _plot_learning_curves(plt, out, exp, chosen, colours)
+    bars = _plot_test_accuracy(plt, folder, exp, results, colours)
+    weights = _plot_instance_weight(plt, folder, results, colours)
     return [curves, bars, weights]

@@ -69,7 +69,6 @@ class TransformersExtractor(BatchExtractor):
         self._lock = threading.Lock()
 
     def extract_batch(self, items: Sequence[ExtractionRequest]) -> list[Strategy | ExtractionError]:
-
         texts = [chat_prompt(self.tokenizer, self.prompt.messages(it.problem, it.response, it.answer)) for it in items]
         with self._lock:
             # chat-templated text carries its special tokens; plain text gets the tokenizer's own (BOS)
