@@ -20,7 +20,7 @@ DS_STAMP   := $(VENV)/.deepspeed-installed
 PYTEST_ARGS ?=
 LOCK_VENV := .lock-venv
 
-.PHONY: install lock vllm deepspeed test demo clean
+.PHONY: install lock vllm deepspeed lint test demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -78,11 +78,18 @@ deepspeed: $(DS_STAMP)
 TEST_ENV := SGPO_REQUIRE_DEEPSPEED=1
 endif
 
+# The architecture and the style, checked before the tests: the import contracts of pyproject.toml
+# (layers, no circles; docs/architecture.md), then ruff's lint and format checks.
+lint: install
+	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 ifeq ($(VLLM),none)
-test: install deepspeed
+test: lint install deepspeed
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 else
-test: install vllm deepspeed
+test: lint install vllm deepspeed
 	$(TEST_ENV) SGPO_REQUIRE_VLLM=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 endif
 
@@ -90,4 +97,4 @@ demo: install
 	$(BIN)/sgpo demo --out runs/demo --overwrite
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) runs build dist .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) runs build dist .pytest_cache .ruff_cache .import_linter_cache

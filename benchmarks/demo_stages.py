@@ -35,12 +35,15 @@ STAGES = ("warm-up", "evaluate warmup", "train grpo", "train sgpo", "train + eva
 
 def run_variant(out: str, variant: str, warmup_steps: int, train_steps: int) -> dict[str, float]:
     """One shortened demo in this process; returns its stage wall seconds."""
-    from sgpo.world.pipeline import make_config, run_pipeline
+    from sgpo.world.pipeline import run_pipeline
+    from sgpo.world.settings import make_config
 
     settings = dict(VARIANTS[variant])
     side_by_side = settings.pop("side_by_side")
     cfg = make_config(0)
-    cfg = replace(cfg, warmup=replace(cfg.warmup, steps=warmup_steps), train=replace(cfg.train, max_steps=train_steps), **settings)
+    cfg = replace(
+        cfg, warmup=replace(cfg.warmup, steps=warmup_steps), train=replace(cfg.train, max_steps=train_steps), **settings
+    )
     return run_pipeline(out, cfg, side_by_side=side_by_side)["wall_seconds"]
 
 
@@ -61,8 +64,17 @@ def main(argv: list[str] | None = None) -> int:
             order = list(VARIANTS) if r % 2 == 0 else list(VARIANTS)[::-1]
             for variant in order:
                 out = Path(tmp) / f"{variant}-{r}"
-                cmd = [sys.executable, __file__, "--child", str(out), variant,
-                       "--warmup-steps", str(args.warmup_steps), "--train-steps", str(args.train_steps)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    str(out),
+                    variant,
+                    "--warmup-steps",
+                    str(args.warmup_steps),
+                    "--train-steps",
+                    str(args.train_steps),
+                ]
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if proc.returncode != 0:
                     sys.exit(proc.stderr[-3000:])
@@ -71,8 +83,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"round": r, "variant": variant, **{s: walls[s] for s in STAGES}}), flush=True)
     median = {v: {s: round(statistics.median(w[s] for w in runs), 2) for s in STAGES} for v, runs in times.items()}
     ratio = {s: round(median["after"][s] / median["before"][s], 3) for s in STAGES}
-    print(json.dumps({"warmup_steps": args.warmup_steps, "train_steps": args.train_steps, "rounds": args.rounds,
-                      "median": median, "after_vs_before": ratio}))
+    print(
+        json.dumps(
+            {
+                "warmup_steps": args.warmup_steps,
+                "train_steps": args.train_steps,
+                "rounds": args.rounds,
+                "median": median,
+                "after_vs_before": ratio,
+            }
+        )
+    )
     return 0
 
 

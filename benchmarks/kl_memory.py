@@ -4,7 +4,7 @@
     python benchmarks/kl_memory.py --T 256 --vocab 32000 # smaller, quicker
 
 For each T, the reference (`sgpo.objectives.lm_head.distill_terms`: full N × V logits) and the
-chunked kernel (`sgpo.kernels.distill_terms`) each run in their OWN fresh subprocess, so one case's
+chunked kernel (`sgpo.objectives.chunked_head.distill_terms`) each run in their OWN fresh subprocess, so one case's
 freed-but-retained memory cannot hide or inflate the other's peak. The parent prints one JSON line
 per T:
 
@@ -127,7 +127,7 @@ def worker(args: argparse.Namespace) -> None:
     """One case in this process; prints {"peak_mb", "seconds", "method"} as JSON."""
     import torch
 
-    from sgpo import kernels
+    from sgpo.objectives import chunked_head as kernels
     from sgpo.objectives import lm_head
 
     torch.manual_seed(0)
@@ -138,6 +138,7 @@ def worker(args: argparse.Namespace) -> None:
     weight = torch.empty(V, H).normal_(std=0.02).requires_grad_()
     targets = torch.randint(0, V, (T,))
     pos_w = torch.empty(T).uniform_(0.5, 1.5) / T  # per-position loss weights, all non-zero, all different
+
     def forward(n: int):
         if args.impl == "reference":
             return lm_head.distill_terms(student[:n], teacher[:n], weight, targets[:n], kind=args.kind, topk=args.topk)
@@ -194,8 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kind", default="forward_kl", choices=["forward_kl", "reverse_kl"], help="divergence (default: forward_kl)")
     p.add_argument("--topk", type=int, default=None, help="top-k + tail bucket instead of the full vocabulary (forward_kl)")
     p.add_argument("--chunk-size", type=int, default=None, help="positions per chunk for the chunked kernel (default: its own)")
-    p.add_argument("--repeats", type=int, default=2, help="rounds of fresh (reference, chunked, fused) processes; min time and max peak reported (default: 2)")
-    p.add_argument("--no-fused", dest="fused", action="store_false", help="skip the third case, chunked with the loss_weights hint")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="rounds of fresh (reference, chunked, fused) processes; min time and max peak reported (default: 2)",
+    )
+    p.add_argument(
+        "--no-fused", dest="fused", action="store_false", help="skip the third case, chunked with the loss_weights hint"
+    )
     p.add_argument("--worker", choices=["reference", "chunked", "fused"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -205,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    from sgpo.kernels import default_chunk_size
+    from sgpo.objectives.chunked_head import default_chunk_size
 
     chunk = args.chunk_size or default_chunk_size(args.vocab)
     print(
@@ -220,7 +228,11 @@ def main(argv: list[str] | None = None) -> int:
             for impl in impls:
                 runs[impl].append(run_case(args, impl, T))
         best = {
-            impl: {"peak_mb": max(r["peak_mb"] for r in rs), "seconds": min(r["seconds"] for r in rs), "cpu_s": min(r["cpu_s"] for r in rs)}
+            impl: {
+                "peak_mb": max(r["peak_mb"] for r in rs),
+                "seconds": min(r["seconds"] for r in rs),
+                "cpu_s": min(r["cpu_s"] for r in rs),
+            }
             for impl, rs in runs.items()
         }
         detail = "; ".join(

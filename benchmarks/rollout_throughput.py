@@ -50,7 +50,7 @@ def word_tokenizer(vocab: int):
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sequences", type=int, nargs="+", default=[16, 128])
     p.add_argument("--new-tokens", type=int, default=256)
@@ -61,12 +61,72 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=8192)
     p.add_argument("--prompt-tokens", type=int, default=32)
     p.add_argument("--per-prompt", type=int, default=8, help="completions per prompt (the trainer's num_generations)")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def measure(args: argparse.Namespace, runners: dict, T: int) -> dict[tuple[str, int], list[float]]:
+    """Tokens per second of each backend at each size, rounds in alternating order (one JSON line each)."""
+    rates: dict[tuple[str, int], list[float]] = {}
+    for r in range(args.rounds):
+        for S in args.sequences:
+            order = ("hf", "vllm") if r % 2 == 0 else ("vllm", "hf")
+            for name in order:
+                t0 = time.perf_counter()
+                tokens = runners[name](S)
+                s = time.perf_counter() - t0
+                assert tokens == S * T, f"{name} generated {tokens} tokens, expected {S * T}"
+                rates.setdefault((name, S), []).append(tokens / s)
+                print(
+                    json.dumps(
+                        {
+                            "round": r,
+                            "backend": name,
+                            "sequences": S,
+                            "tokens": tokens,
+                            "seconds": round(s, 3),
+                            "tokens_per_s": round(tokens / s, 1),
+                        }
+                    ),
+                    flush=True,
+                )
+    return rates
+
+
+def report(args: argparse.Namespace, rates: dict[tuple[str, int], list[float]]) -> None:
+    """One JSON line per size: median tokens/s of each backend and their ratio."""
+    for S in args.sequences:
+        hf, vl = rates[("hf", S)], rates[("vllm", S)]
+        ratios = [v / h for v, h in zip(vl, hf)]
+        print(
+            json.dumps(
+                {
+                    "sequences": S,
+                    "hf_tokens_per_s": round(statistics.median(hf), 1),
+                    "vllm_tokens_per_s": round(statistics.median(vl), 1),
+                    "vllm_vs_hf": round(statistics.median(ratios), 2),
+                    "vllm_vs_hf_min": round(min(ratios), 2),
+                    "vllm_vs_hf_max": round(max(ratios), 2),
+                    "hf_best_tokens_per_s": round(max(hf), 1),
+                    "vllm_best_tokens_per_s": round(max(vl), 1),
+                    "best_vs_best": round(max(vl) / max(hf), 2),
+                }
+            ),
+            flush=True,
+        )
+
+
+def main() -> None:
+    args = parse_args()
 
     tok = word_tokenizer(args.vocab)
     torch.manual_seed(0)
-    model = build_vllm_tiny_model(tok, layers=args.layers, head_dim=args.head_dim, heads=args.heads,
-                                  max_position_embeddings=args.prompt_tokens + args.new_tokens + 16).eval()
+    model = build_vllm_tiny_model(
+        tok,
+        layers=args.layers,
+        head_dim=args.head_dim,
+        heads=args.heads,
+        max_position_embeddings=args.prompt_tokens + args.new_tokens + 16,
+    ).eval()
     params = sum(p.numel() for p in model.parameters())
     g = torch.Generator().manual_seed(1)
     max_prompts = max(args.sequences) // args.per_prompt
@@ -78,15 +138,28 @@ def main() -> None:
     t0 = time.perf_counter()
     engine = ColocatedVLLM(model, tok, sampling)
     start_s = time.perf_counter() - t0
-    print(json.dumps({"model_parameters": params, "layers": args.layers, "hidden": args.heads * args.head_dim,
-                      "vocab": args.vocab, "prompt_tokens": args.prompt_tokens, "new_tokens": T,
-                      "per_prompt": args.per_prompt, "vllm_engine_start_s": round(start_s, 2),
-                      "torch_threads": torch.get_num_threads()}), flush=True)
+    print(
+        json.dumps(
+            {
+                "model_parameters": params,
+                "layers": args.layers,
+                "hidden": args.heads * args.head_dim,
+                "vocab": args.vocab,
+                "prompt_tokens": args.prompt_tokens,
+                "new_tokens": T,
+                "per_prompt": args.per_prompt,
+                "vllm_engine_start_s": round(start_s, 2),
+                "torch_threads": torch.get_num_threads(),
+            }
+        ),
+        flush=True,
+    )
 
     def run_hf(S: int) -> int:
         batch = [q for q in prompts[: S // args.per_prompt] for _ in range(args.per_prompt)]
-        gen = generate_completions(model, tok, batch, max_new_tokens=T, temperature=1.0, top_k=0,
-                                   generation_kwargs={"min_new_tokens": T})
+        gen = generate_completions(
+            model, tok, batch, max_new_tokens=T, temperature=1.0, top_k=0, generation_kwargs={"min_new_tokens": T}
+        )
         return int(gen.completion_mask.sum())
 
     def run_vllm(S: int) -> int:
@@ -96,26 +169,7 @@ def main() -> None:
     runners = {"hf": run_hf, "vllm": run_vllm}
     run_vllm(min(args.sequences))  # warm-up (first-call set-up of either engine)
     run_hf(min(args.sequences))
-    rates: dict[tuple[str, int], list[float]] = {}
-    for r in range(args.rounds):
-        for S in args.sequences:
-            order = ("hf", "vllm") if r % 2 == 0 else ("vllm", "hf")
-            for name in order:
-                t0 = time.perf_counter()
-                tokens = runners[name](S)
-                s = time.perf_counter() - t0
-                assert tokens == S * T, f"{name} generated {tokens} tokens, expected {S * T}"
-                rates.setdefault((name, S), []).append(tokens / s)
-                print(json.dumps({"round": r, "backend": name, "sequences": S, "tokens": tokens, "seconds": round(s, 3),
-                                  "tokens_per_s": round(tokens / s, 1)}), flush=True)
-    for S in args.sequences:
-        hf, vl = rates[("hf", S)], rates[("vllm", S)]
-        ratios = [v / h for v, h in zip(vl, hf)]
-        print(json.dumps({"sequences": S, "hf_tokens_per_s": round(statistics.median(hf), 1),
-                          "vllm_tokens_per_s": round(statistics.median(vl), 1),
-                          "vllm_vs_hf": round(statistics.median(ratios), 2), "vllm_vs_hf_min": round(min(ratios), 2),
-                          "vllm_vs_hf_max": round(max(ratios), 2), "hf_best_tokens_per_s": round(max(hf), 1),
-                          "vllm_best_tokens_per_s": round(max(vl), 1), "best_vs_best": round(max(vl) / max(hf), 2)}), flush=True)
+    report(args, measure(args, runners, T))
     engine.close()
 
 

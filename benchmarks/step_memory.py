@@ -48,9 +48,18 @@ def build(tokenizer):
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    config = Qwen2Config(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=4864, num_hidden_layers=LAYERS,
-                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=8192,
-                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = Qwen2Config(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=4864,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     return Qwen2ForCausalLM(config)
 
@@ -76,22 +85,42 @@ def worker(kind: str, tokens: int, out: Path) -> None:
     tokenizer = build_tiny_tokenizer()
     model = build(tokenizer)
     rows = tiny_arithmetic_rows(1)
-    common = dict(max_completion_length=tokens, learning_rate=1e-3, optim="sgd", max_grad_norm=0.0, max_steps=1,
-                  report_to="none", use_cpu=True, save_strategy="no", logging_steps=1, seed=0, num_generations=2,
-                  output_dir=str(out.parent / f"run-{kind}"))
+    common = dict(
+        max_completion_length=tokens,
+        learning_rate=1e-3,
+        optim="sgd",
+        max_grad_norm=0.0,
+        max_steps=1,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+        num_generations=2,
+        output_dir=str(out.parent / f"run-{kind}"),
+    )
     if kind == "trl":
         from datasets import Dataset
         from trl import GRPOConfig, GRPOTrainer
 
         def rollout(prompts, trainer):
             ids = [list(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-            return {"prompt_ids": ids, "completion_ids": [completion(i % 2, tokens) for i in range(len(prompts))],
-                    "logprobs": None}
+            return {
+                "prompt_ids": ids,
+                "completion_ids": [completion(i % 2, tokens) for i in range(len(prompts))],
+                "logprobs": None,
+            }
 
         args = GRPOConfig(per_device_train_batch_size=2, bf16=False, gradient_checkpointing=False, beta=0.0, **common)
         data = Dataset.from_list([{"prompt": r["problem"], "answer": r["answer"]} for r in rows])
-        trainer = GRPOTrainer(model=model, args=args, processing_class=tokenizer, reward_funcs=[alternating_reward],
-                              train_dataset=data, rollout_func=rollout)
+        trainer = GRPOTrainer(
+            model=model,
+            args=args,
+            processing_class=tokenizer,
+            reward_funcs=[alternating_reward],
+            train_dataset=data,
+            rollout_func=rollout,
+        )
     else:
         from sgpo.config import SGPOConfig
         from sgpo.rollout import Generation, pad
@@ -115,7 +144,9 @@ def worker(kind: str, tokens: int, out: Path) -> None:
     step_peak = _status_kb("VmHWM") - before
     import resource
 
-    out.write_text(json.dumps({"step_mb": step_peak / 1024, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    out.write_text(
+        json.dumps({"step_mb": step_peak / 1024, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    )
 
 
 def main() -> None:
@@ -130,20 +161,33 @@ def main() -> None:
     import tempfile
 
     result: dict[str, float] = {"tokens": args.tokens, "vocab": VOCAB}
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRL_EXPERIMENTAL_SILENCE="1",
-               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        TRL_EXPERIMENTAL_SILENCE="1",
+        PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")]),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("trl", "grpo", "sgpo"):
             out = Path(tmp) / f"{kind}.json"
-            proc = subprocess.run([sys.executable, __file__, "--worker", kind, "--tokens", str(args.tokens), "--out", str(out)],
-                                  env=env, capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--worker", kind, "--tokens", str(args.tokens), "--out", str(out)],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode != 0:
                 sys.exit(f"{kind} worker failed:\n{proc.stderr[-3000:]}")
             figures = json.loads(out.read_text())
             result[f"{kind}_step_mb"] = round(figures["step_mb"], 1)
             result[f"{kind}_peak_rss_mb"] = round(figures["peak_rss_mb"], 1)
-            print(f"{kind}: step peak {figures['step_mb']:.0f} MB above the built trainer, process peak "
-                  f"{figures['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
+            print(
+                f"{kind}: step peak {figures['step_mb']:.0f} MB above the built trainer, process peak "
+                f"{figures['peak_rss_mb']:.0f} MB",
+                file=sys.stderr,
+                flush=True,
+            )
     result["sgpo_over_trl"] = round(result["sgpo_step_mb"] / result["trl_step_mb"], 3)
     result["grpo_over_trl"] = round(result["grpo_step_mb"] / result["trl_step_mb"], 3)
     print(json.dumps(result))

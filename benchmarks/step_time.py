@@ -108,11 +108,25 @@ def run_trl(steps: int, warmup: int) -> tuple[list[float], dict]:
     from datasets import Dataset
 
     rows = tiny_arithmetic_rows(64)
-    data = Dataset.from_list([{"prompt": tok.apply_chat_template([{"role": "user", "content": r["problem"]}], tokenize=False, add_generation_prompt=True), "answer": r["answer"]} for r in rows])
+    data = Dataset.from_list(
+        [
+            {
+                "prompt": tok.apply_chat_template(
+                    [{"role": "user", "content": r["problem"]}], tokenize=False, add_generation_prompt=True
+                ),
+                "answer": r["answer"],
+            }
+            for r in rows
+        ]
+    )
     with tempfile.TemporaryDirectory() as out:
-        args = GRPOConfig(per_device_train_batch_size=PROBLEMS * G, bf16=False, gradient_checkpointing=False, **common(out, steps + warmup))
+        args = GRPOConfig(
+            per_device_train_batch_size=PROBLEMS * G, bf16=False, gradient_checkpointing=False, **common(out, steps + warmup)
+        )
         clock = StepClock()
-        trainer = TimedGRPO(model=model, args=args, processing_class=tok, reward_funcs=[_accuracy], train_dataset=data, callbacks=[clock])
+        trainer = TimedGRPO(
+            model=model, args=args, processing_class=tok, reward_funcs=[_accuracy], train_dataset=data, callbacks=[clock]
+        )
         trainer.train()
     n = steps + warmup
     return clock.durations(warmup), {k: v / n for k, v in timings.items()}
@@ -159,7 +173,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps per trainer per round (≥ 10)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2, help="rounds, alternating the order of the trainers")
-    p.add_argument("--head-implementation", default="chunked", choices=["chunked", "plain"], help="SGPOConfig.head_implementation")
+    p.add_argument(
+        "--head-implementation", default="chunked", choices=["chunked", "plain"], help="SGPOConfig.head_implementation"
+    )
     p.add_argument("--no-vllm", action="store_true", help="leave out the SGPO-with-vLLM column")
     a = p.parse_args()
     import importlib.util
@@ -183,8 +199,10 @@ def main() -> None:
             times[name] += d
             stages[name].append(s)
             print(f"round {r} {name}: median {statistics.median(d):.3f}s over {len(d)} steps", file=sys.stderr)
-    print(f"# setting: {PROBLEMS} problems x {G} completions x {MAX_LEN} tokens per step, SGPO +{G // 2} guided, "
-          f"Qwen2 hidden {HIDDEN} x {LAYERS} layers, LM head {chunk}, {torch.get_num_threads()} threads")
+    print(
+        f"# setting: {PROBLEMS} problems x {G} completions x {MAX_LEN} tokens per step, SGPO +{G // 2} guided, "
+        f"Qwen2 hidden {HIDDEN} x {LAYERS} layers, LM head {chunk}, {torch.get_num_threads()} threads"
+    )
     for name, runs in stages.items():
         keys = sorted({k for s in runs for k in s})
         breakdown = {k: round(statistics.mean(s.get(k, 0.0) for s in runs), 4) for k in keys}

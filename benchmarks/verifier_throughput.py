@@ -49,21 +49,23 @@ def answer_mix(n: int, seed: int, number_seed: int = 0) -> list[tuple[str, str]]
         elif kind < 0.50:
             out.append((str(a), str(a + 1)))  # integer, wrong
         else:
-            pair = rnd.choice([
-                (f"{a / b:g}", f"\\frac{{{a}}}{{{b}}}"),
-                (f"\\dfrac{{{a}}}{{{b}}}", f"\\frac{{{a}}}{{{b}}}"),
-                (f"{a}/{b}", f"\\frac{{{a}}}{{{b}}}"),
-                (f"\\sqrt{{{m * m * s}}}", f"{m}\\sqrt{{{s}}}"),
-                (f"x^2+{2 * m}x+{m * m}", f"(x+{m})^2"),
-                (f"\\{{{a}, {a + m}\\}}", f"\\{{{a + m},{a}\\}}"),
-                (f"{a % 180}^\\circ", f"{a % 180}"),
-                (f"x = {a}", f"{a}"),
-                (f"\\frac{{{a}\\pi}}{{{b}}}", f"\\frac{{{a}}}{{{b}}}\\pi"),
-                (f"[{a}, {a + m})", f"[{a},{a + m}]"),  # wrong: interval ends
-                (f"\\frac{{{a + 1}}}{{{b}}}", f"\\frac{{{a}}}{{{b}}}"),  # wrong
-                (f"{m}\\sqrt{{{s + 1}}}", f"{m}\\sqrt{{{s}}}"),  # wrong
-                (f"\\text{{({'ABCDE'[i % 5]})}}", "ABCDE"[i % 5]),
-            ])
+            pair = rnd.choice(
+                [
+                    (f"{a / b:g}", f"\\frac{{{a}}}{{{b}}}"),
+                    (f"\\dfrac{{{a}}}{{{b}}}", f"\\frac{{{a}}}{{{b}}}"),
+                    (f"{a}/{b}", f"\\frac{{{a}}}{{{b}}}"),
+                    (f"\\sqrt{{{m * m * s}}}", f"{m}\\sqrt{{{s}}}"),
+                    (f"x^2+{2 * m}x+{m * m}", f"(x+{m})^2"),
+                    (f"\\{{{a}, {a + m}\\}}", f"\\{{{a + m},{a}\\}}"),
+                    (f"{a % 180}^\\circ", f"{a % 180}"),
+                    (f"x = {a}", f"{a}"),
+                    (f"\\frac{{{a}\\pi}}{{{b}}}", f"\\frac{{{a}}}{{{b}}}\\pi"),
+                    (f"[{a}, {a + m})", f"[{a},{a + m}]"),  # wrong: interval ends
+                    (f"\\frac{{{a + 1}}}{{{b}}}", f"\\frac{{{a}}}{{{b}}}"),  # wrong
+                    (f"{m}\\sqrt{{{s + 1}}}", f"{m}\\sqrt{{{s}}}"),  # wrong
+                    (f"\\text{{({'ABCDE'[i % 5]})}}", "ABCDE"[i % 5]),
+                ]
+            )
             out.append(pair)
     return out
 
@@ -101,24 +103,28 @@ def main() -> None:
     inproc_checks = inproc.check_answers([x for x, _ in pairs2], [g for _, g in pairs2])
     inproc_s, inproc_cpu = time.perf_counter() - t0, time.process_time() - c0
 
-    print(json.dumps({
-        "benchmark": "verifier_throughput",
-        "answers": args.n,
-        "quick_path_share": round(quick / args.n, 3),
-        "correct_share": round(sum(c.correct for c in pool_checks) / args.n, 3),
-        "pool_workers": workers,
-        "pool_startup_s": round(startup, 2),
-        "pool_answers_per_s": round(args.n / pool_s, 1),
-        "pool_answers_per_worker_cpu_s": round(args.n / pool_cpu, 1) if pool_cpu else None,
-        "pool_timeouts": sum(c.timed_out for c in pool_checks),
-        "in_process_answers_per_s": round(args.n / inproc_s, 1),
-        "in_process_answers_per_cpu_s": round(args.n / inproc_cpu, 1),
-        "in_process_timeouts": sum(c.timed_out for c in inproc_checks),
-        "timeout_s": args.timeout,
-        "cpus": os.cpu_count(),
-        "load_avg_1m": round(os.getloadavg()[0], 2),
-        "python": platform.python_version(),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "verifier_throughput",
+                "answers": args.n,
+                "quick_path_share": round(quick / args.n, 3),
+                "correct_share": round(sum(c.correct for c in pool_checks) / args.n, 3),
+                "pool_workers": workers,
+                "pool_startup_s": round(startup, 2),
+                "pool_answers_per_s": round(args.n / pool_s, 1),
+                "pool_answers_per_worker_cpu_s": round(args.n / pool_cpu, 1) if pool_cpu else None,
+                "pool_timeouts": sum(c.timed_out for c in pool_checks),
+                "in_process_answers_per_s": round(args.n / inproc_s, 1),
+                "in_process_answers_per_cpu_s": round(args.n / inproc_cpu, 1),
+                "in_process_timeouts": sum(c.timed_out for c in inproc_checks),
+                "timeout_s": args.timeout,
+                "cpus": os.cpu_count(),
+                "load_avg_1m": round(os.getloadavg()[0], 2),
+                "python": platform.python_version(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

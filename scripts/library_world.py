@@ -2,7 +2,7 @@
 
     python scripts/library_world.py --run runs/demo --out runs/library-world [--seed 0]
 
-`--run` is a finished `sgpo demo` folder (or `python -m sgpo.world.pipeline` folder: the same world and
+`--run` is a finished `sgpo demo` folder (or `python -m sgpo.commands.world` folder: the same world and
 warm-up). Half of the training problems, drawn at random over all families (`--seed`), lose their
 strong response and strategy; the library is built (`StrategyLibrary.build`) from the other half's
 extraction outputs and strategies are retrieved for the first half. Reported:
@@ -66,11 +66,17 @@ def guided(model, tokenizer, records: list[dict[str, Any]]) -> dict[str, Any]:
     from sgpo.world.evaluate import heldout_accuracy
 
     result = heldout_accuracy(model, tokenizer, records, max_new_tokens=64, batch_size=128)
-    return {"n": result["n"], "auto": result["auto"], "guided": result["guided"],
-            "per_family": {f: r["guided"] for f, r in result["per_family"].items()}}
+    return {
+        "n": result["n"],
+        "auto": result["auto"],
+        "guided": result["guided"],
+        "per_family": {f: r["guided"] for f, r in result["per_family"].items()},
+    }
 
 
-def measure(name: str, library_rows, strip_rows, heldout, model, tokenizer, family_strategy, out: Path, config: RetrievalConfig) -> dict:
+def measure(
+    name: str, library_rows, strip_rows, heldout, model, tokenizer, family_strategy, out: Path, config: RetrievalConfig
+) -> dict:
     t0 = time.perf_counter()
     library, build = StrategyLibrary.build([library_rows])
     library.save(out / name / "library", overwrite=True)
@@ -86,9 +92,15 @@ def measure(name: str, library_rows, strip_rows, heldout, model, tokenizer, fami
     }
     with_strategy = [r for r in held if r["strategy"]]
     own = [{**r, "strategy": r["own_strategy"]} for r in with_strategy]
-    result["heldout_guided"] = None if model is None else {
-        "own": guided(model, tokenizer, own), "retrieved": guided(model, tokenizer, with_strategy),
-        "without_retrieved_strategy": len(held) - len(with_strategy)}
+    result["heldout_guided"] = (
+        None
+        if model is None
+        else {
+            "own": guided(model, tokenizer, own),
+            "retrieved": guided(model, tokenizer, with_strategy),
+            "without_retrieved_strategy": len(held) - len(with_strategy),
+        }
+    )
     return result
 
 
@@ -115,31 +127,54 @@ def main(argv: list[str] | None = None) -> int:
     config = RetrievalConfig(only_missing=False, min_similarity=args.min_similarity)
     t0 = time.perf_counter()
     results: dict[str, Any] = {
-        "run": str(run), "seed": args.seed, "min_similarity": args.min_similarity,
-        "split": {"stripped": len(strip), "library": len(keep),
-                  "stripped_per_family": dict(sorted(Counter(train[i]["family"] for i in strip).items()))},
+        "run": str(run),
+        "seed": args.seed,
+        "min_similarity": args.min_similarity,
+        "split": {
+            "stripped": len(strip),
+            "library": len(keep),
+            "stripped_per_family": dict(sorted(Counter(train[i]["family"] for i in strip).items())),
+        },
     }
-    results["same_paraphrases"] = measure("same-paraphrases", [train[i] for i in keep], [train[i] for i in strip], heldout,
-                                          model, tokenizer, family_strategy, out, config)
+    results["same_paraphrases"] = measure(
+        "same-paraphrases",
+        [train[i] for i in keep],
+        [train[i] for i in strip],
+        heldout,
+        model,
+        tokenizer,
+        family_strategy,
+        out,
+        config,
+    )
     results["paraphrase_held_out"] = measure(
         "paraphrase-held-out",
         [train[i] for i in keep if paraphrase_index(train[i]) < 2],
         [train[i] for i in strip if paraphrase_index(train[i]) == 2],
         [r for r in heldout if paraphrase_index(r) == 2],
-        model, tokenizer, family_strategy, out, config,
+        model,
+        tokenizer,
+        family_strategy,
+        out,
+        config,
     )
     results["wall_seconds"] = round(time.perf_counter() - t0, 1)
     write_json(out / "results.json", results)
     print(json.dumps(results, indent=1))
     print()
-    print("| setting | library entries | precision (stripped half) | precision (held-out) | held-out guided, own | held-out guided, retrieved | no strategy |")
+    print(
+        "| setting | library entries | precision (stripped half) | precision (held-out) | held-out guided, own | held-out guided, retrieved | no strategy |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for key in ("same_paraphrases", "paraphrase_held_out"):
         r = results[key]
         g = r["heldout_guided"]
         ps = r["precision_stripped"]["precision"] if r["precision_stripped"] else None
-        acc = (f"{g['own']['guided']:.3f} (n={g['own']['n']}) | {g['retrieved']['guided']:.3f} | {g['without_retrieved_strategy']}"
-               if g else "- | - | -")
+        acc = (
+            f"{g['own']['guided']:.3f} (n={g['own']['n']}) | {g['retrieved']['guided']:.3f} | {g['without_retrieved_strategy']}"
+            if g
+            else "- | - | -"
+        )
         print(f"| {key} | {r['library']['entries']} | {ps} | {r['precision_heldout']['precision']} | {acc} |")
     return 0
 

@@ -30,7 +30,11 @@ ROWS = [
     ("1 thread, MKL AVX2 (an AVX2-only CPU)", 1, {"MKL_ENABLE_INSTRUCTIONS": "AVX2"}),
     ("1 thread, both (an AVX2-only CPU)", 1, {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}),
     ("1 thread, pinned: MKL_CBWR=AVX2 + ATen AVX2", 1, {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}),
-    ("1 thread, pinned, on an AVX2-only CPU", 1, {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}),
+    (
+        "1 thread, pinned, on an AVX2-only CPU",
+        1,
+        {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    ),
 ]
 
 
@@ -41,14 +45,18 @@ def probe(threads: int) -> dict:
     torch.use_deterministic_algorithms(True, warn_only=True)
     from sgpo.prompts import tokenize_prompts
     from sgpo.rollout import pad
+    from sgpo.sft import completion_nll
     from sgpo.world.extractor import fill_strategies
     from sgpo.world.generate import WorldSpec, build_world
     from sgpo.world.model import ModelSpec, build_model
     from sgpo.world.prompt import WORLD_PROMPT_FORMAT
     from sgpo.world.tokenizer import build_tokenizer, world_texts
-    from sgpo.world.warmup import WarmupConfig, build_examples, completion_nll, step_batch
+    from sgpo.world.warmup import WarmupConfig, build_examples, step_batch
 
-    world = {s: fill_strategies(rows) for s, rows in build_world(0, WorldSpec(per_family={"heldout": 10, "train": 1, "warmup": 100})).items()}
+    world = {
+        s: fill_strategies(rows)
+        for s, rows in build_world(0, WorldSpec(per_family={"heldout": 10, "train": 1, "warmup": 100})).items()
+    }
     tokenizer = build_tokenizer(world_texts(world["warmup"], WORLD_PROMPT_FORMAT), 640)
     model = build_model(tokenizer, ModelSpec(), seed=0)
     cfg = WarmupConfig()
@@ -72,8 +80,12 @@ def probe(threads: int) -> dict:
     ids, mask = pad(tokenize_prompts(tokenizer, prompts, max_length=None), tokenizer.pad_token_id, "left")
     with torch.inference_mode():
         logits = model(input_ids=ids, attention_mask=mask).logits
-    return {"threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "weights": weights, "logits": digest([logits])}
+    return {
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "weights": weights,
+        "logits": digest([logits]),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for name, threads, env in ROWS:
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("MKL_", "ATEN_", "OMP_"))}
-        proc = subprocess.run([sys.executable, __file__, "--one", str(threads)], env={**clean, **env},
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--one", str(threads)], env={**clean, **env}, capture_output=True, text=True
+        )
         if proc.returncode != 0:
             sys.exit(proc.stderr[-3000:])
         print(json.dumps({"row": name, **env, **json.loads(proc.stdout.splitlines()[-1])}), flush=True)

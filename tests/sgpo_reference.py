@@ -162,7 +162,9 @@ def sgpo_loss(model, old_model, ref_model, problems: list[Problem], cfg: RefConf
         if cfg.distill_proximal:
             with torch.no_grad():
                 ratio = torch.exp(log_p[idx, c.ids] - old)
-                drop = ((teacher > old) & (ratio > 1 + cfg.distill_epsilon_high)) | ((teacher < old) & (ratio < 1 - cfg.distill_epsilon_low))
+                drop = ((teacher > old) & (ratio > 1 + cfg.distill_epsilon_high)) | (
+                    (teacher < old) & (ratio < 1 - cfg.distill_epsilon_low)
+                )
                 keep = (~drop).float()
         if cfg.distill_kl_cap is not None:
             d = torch.clamp(d, max=cfg.distill_kl_cap)

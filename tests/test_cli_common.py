@@ -12,25 +12,42 @@ from sgpo.cli import COMMANDS, main
 from sgpo.commands.common import dashed_flags, join_negative_values
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    # underscores reach the option (argparse alone: "unrecognized arguments: --max_new_tokens")
-    (["eval", "--model", "m", "--benchmark", "b", "--max_new_tokens", "0"],
-     "sgpo eval: error: --k, --max-new-tokens and --limit must be >= 1"),
-    (["selectivity", "--model", "m", "--input", "d", "--out", "o", "--max_new_tokens", "0"],
-     "sgpo selectivity: error: --limit and --max-new-tokens must be >= 1 and --kl-temperature > 0"),
-    (["score-strategies", "--input", "d", "--output", "o.jsonl", "--model", "m", "--max_new_tokens", "0"],
-     "sgpo score-strategies: error: --max-new-tokens must be >= 1, got 0"),
-    (["extract", "--input", "d", "--output", "o.jsonl", "--max_new_tokens", "0"],  # --max-tokens' alias
-     "sgpo extract: error: --max-tokens must be >= 1, got 0"),
-    # the old names of one thing still work: selectivity's --data and --n, score-strategies' --prompt-template
-    (["selectivity", "--model", "m", "--data", "d", "--out", "o", "--n", "0"],
-     "sgpo selectivity: error: --limit and --max-new-tokens must be >= 1 and --kl-temperature > 0"),
-    (["score-strategies", "--data", "d", "--out", "o.jsonl", "--model", "m", "--prompt-template", "x", "--k", "0"],
-     "sgpo score-strategies: error: --k must be >= 1, got 0"),
-    # a negative number is a value, in scientific notation too
-    (["eval", "--model", "m", "--benchmark", "b", "--temperature", "-1e-1", "--k", "2"],
-     "sgpo eval: error: temperature must be >= 0, got -0.1"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # underscores reach the option (argparse alone: "unrecognized arguments: --max_new_tokens")
+        (
+            ["eval", "--model", "m", "--benchmark", "b", "--max_new_tokens", "0"],
+            "sgpo eval: error: --k, --max-new-tokens and --limit must be >= 1",
+        ),
+        (
+            ["selectivity", "--model", "m", "--input", "d", "--out", "o", "--max_new_tokens", "0"],
+            "sgpo selectivity: error: --limit and --max-new-tokens must be >= 1 and --kl-temperature > 0",
+        ),
+        (
+            ["score-strategies", "--input", "d", "--output", "o.jsonl", "--model", "m", "--max_new_tokens", "0"],
+            "sgpo score-strategies: error: --max-new-tokens must be >= 1, got 0",
+        ),
+        (
+            ["extract", "--input", "d", "--output", "o.jsonl", "--max_new_tokens", "0"],  # --max-tokens' alias
+            "sgpo extract: error: --max-tokens must be >= 1, got 0",
+        ),
+        # the old names of one thing still work: selectivity's --data and --n, score-strategies' --prompt-template
+        (
+            ["selectivity", "--model", "m", "--data", "d", "--out", "o", "--n", "0"],
+            "sgpo selectivity: error: --limit and --max-new-tokens must be >= 1 and --kl-temperature > 0",
+        ),
+        (
+            ["score-strategies", "--data", "d", "--out", "o.jsonl", "--model", "m", "--prompt-template", "x", "--k", "0"],
+            "sgpo score-strategies: error: --k must be >= 1, got 0",
+        ),
+        # a negative number is a value, in scientific notation too
+        (
+            ["eval", "--model", "m", "--benchmark", "b", "--temperature", "-1e-1", "--k", "2"],
+            "sgpo eval: error: temperature must be >= 0, got -0.1",
+        ),
+    ],
+)
 def test_flag_styles_aliases_and_negative_values_reach_each_command(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "b").write_text(json.dumps({"problem": "p", "answer": "1"}) + "\n")
@@ -69,5 +86,11 @@ def test_every_dashed_option_of_every_command_is_accepted_with_underscores():
 
 def test_negative_values_are_joined_to_their_option_only():
     assert join_negative_values(["--lr", "-1e-3", "--k", "-2", "--x", "-.5", "--flag", "--y", "3"]) == [
-        "--lr=-1e-3", "--k=-2", "--x=-.5", "--flag", "--y", "3"]
+        "--lr=-1e-3",
+        "--k=-2",
+        "--x=-.5",
+        "--flag",
+        "--y",
+        "3",
+    ]
     assert join_negative_values(["-1", "--a=1", "-2", "--", "-3"]) == ["-1", "--a=1", "-2", "--", "-3"]

@@ -27,7 +27,7 @@ def readme_block(heading: str) -> list[list[str]]:
     import shlex
 
     text = (ROOT / "README.md").read_text()
-    block = text[text.index(heading):].split("```bash\n", 1)[1].split("```", 1)[0]
+    block = text[text.index(heading) :].split("```bash\n", 1)[1].split("```", 1)[0]
     return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
 
 
@@ -38,7 +38,13 @@ def test_readme_train_block_runs_and_the_tiny_run_moves_every_part_of_the_method
     import importlib.util
 
     commands = [c for c in readme_block("## Train") if c[0] != "accelerate"]
-    assert [c[:2] for c in commands] == [["python", "-m"], ["sgpo", "train"], ["sgpo", "train"], ["sgpo", "train"], ["sgpo", "report"]]
+    assert [c[:2] for c in commands] == [
+        ["python", "-m"],
+        ["sgpo", "train"],
+        ["sgpo", "train"],
+        ["sgpo", "train"],
+        ["sgpo", "report"],
+    ]
     assert "--use_vllm" in commands[3]
     if importlib.util.find_spec("vllm") is None and os.environ.get("SGPO_REQUIRE_VLLM") != "1":
         commands.pop(3)  # the vLLM line needs `make vllm` (make test installs it)
@@ -69,8 +75,21 @@ def test_readme_train_block_runs_and_the_tiny_run_moves_every_part_of_the_method
 def test_train_recipe_end_to_end(tmp_path):
     assets = write_tiny_assets(tmp_path / "tiny", warm_up=False)
     out = tmp_path / "run"
-    proc = sgpo("train", "--config", str(ROOT / "recipes" / "tiny_cpu.yaml"), "--model_name_or_path", str(assets / "model"),
-                "--dataset_name", str(assets / "train.jsonl"), "--output_dir", str(out), "--max_steps", "2", "--report_to", "none")
+    proc = sgpo(
+        "train",
+        "--config",
+        str(ROOT / "recipes" / "tiny_cpu.yaml"),
+        "--model_name_or_path",
+        str(assets / "model"),
+        "--dataset_name",
+        str(assets / "train.jsonl"),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "2",
+        "--report_to",
+        "none",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
     logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -94,9 +113,13 @@ def test_testing_module_help_creates_nothing(tmp_path):
 
 
 def test_unknown_option_and_bad_values_are_clear_errors(tmp_path):
-    proc = sgpo("train", "--model_name_or_path", "m", "--dataset_name", "d.jsonl", "--output_dir", str(tmp_path), "--num_generatons", "4")
+    proc = sgpo(
+        "train", "--model_name_or_path", "m", "--dataset_name", "d.jsonl", "--output_dir", str(tmp_path), "--num_generatons", "4"
+    )
     assert proc.returncode == 2 and "--num_generatons" in proc.stderr
-    proc = sgpo("train", "--model_name_or_path", "m", "--dataset_name", "d.jsonl", "--output_dir", str(tmp_path), "--loss_type", "ppo")
+    proc = sgpo(
+        "train", "--model_name_or_path", "m", "--dataset_name", "d.jsonl", "--output_dir", str(tmp_path), "--loss_type", "ppo"
+    )
     assert proc.returncode == 2 and "SGPOConfig.loss_type" in proc.stderr
     proc = sgpo("train", "--output_dir", str(tmp_path))
     assert proc.returncode == 2 and "--model_name_or_path and --dataset_name must be given" in proc.stderr
@@ -106,8 +129,19 @@ def test_bad_dataset_is_reported_without_traceback(tmp_path):
     assets = write_tiny_assets(tmp_path / "tiny", warm_up=False)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"question": "x", "answer": "1"}) + "\n")
-    proc = sgpo("train", "--config", str(ROOT / "recipes" / "tiny_cpu.yaml"), "--model_name_or_path", str(assets / "model"),
-                "--dataset_name", str(bad), "--output_dir", str(tmp_path / "o"), "--report_to", "none")
+    proc = sgpo(
+        "train",
+        "--config",
+        str(ROOT / "recipes" / "tiny_cpu.yaml"),
+        "--model_name_or_path",
+        str(assets / "model"),
+        "--dataset_name",
+        str(bad),
+        "--output_dir",
+        str(tmp_path / "o"),
+        "--report_to",
+        "none",
+    )
     assert proc.returncode == 1
     assert "bad.jsonl: row 0: missing column 'problem' (columns found: answer, question)" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -131,7 +165,10 @@ def test_recipe_and_option_mistakes_are_one_line_before_anything_loads(tmp_path,
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text((ROOT / "recipes" / "tiny_cpu.yaml").read_text() + "num_generatoins: 4\n")
     assert main(["train", "--config", str(recipe)]) == 2
-    assert capsys.readouterr().err == f"sgpo train: error: {recipe}: unknown key 'num_generatoins' (did you mean 'num_generations'?)\n"
+    assert (
+        capsys.readouterr().err
+        == f"sgpo train: error: {recipe}: unknown key 'num_generatoins' (did you mean 'num_generations'?)\n"
+    )
     assert main(["train", "--config", str(ROOT / "recipes" / "tiny_cpu.yaml"), "--distill_coeff", "0"]) == 2
     assert "unknown option --distill_coeff (did you mean 'distill_coef'?)" in capsys.readouterr().err
     broken = tmp_path / "broken.yaml"
@@ -143,8 +180,15 @@ def test_recipe_and_option_mistakes_are_one_line_before_anything_loads(tmp_path,
 def test_model_and_checkpoint_mistakes_are_one_line(tmp_path, capsys):
     from sgpo.cli import main
 
-    base = ["train", "--config", str(ROOT / "recipes" / "tiny_cpu.yaml"), "--dataset_name", str(tmp_path / "d.jsonl"),
-            "--output_dir", str(tmp_path / "out")]
+    base = [
+        "train",
+        "--config",
+        str(ROOT / "recipes" / "tiny_cpu.yaml"),
+        "--dataset_name",
+        str(tmp_path / "d.jsonl"),
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
     # a negative number is a value (argparse alone: "expected one argument"), and an illegal one is named
     # by the config before any model is looked at
     assert main([*base, "--learning_rate", "-1e-3", "--model_name_or_path", str(tmp_path / "nope")]) == 2
@@ -155,8 +199,10 @@ def test_model_and_checkpoint_mistakes_are_one_line(tmp_path, capsys):
     capsys.readouterr()
     # true means the last checkpoint of output_dir, and there is none
     assert main([*base, "--model_name_or_path", str(assets / "model"), "--resume_from_checkpoint", "true"]) == 2
-    assert capsys.readouterr().err == (f"sgpo train: error: --resume_from_checkpoint true: no complete checkpoint-* folder in "
-                          f"{tmp_path / 'out'} to resume from\n")
+    assert capsys.readouterr().err == (
+        f"sgpo train: error: --resume_from_checkpoint true: no complete checkpoint-* folder in "
+        f"{tmp_path / 'out'} to resume from\n"
+    )
 
 
 def test_resume_true_and_last_mean_the_last_checkpoint(tmp_path):
@@ -178,9 +224,23 @@ def test_resume_true_and_last_mean_the_last_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_resume_true_on_the_command_line_resumes_from_the_last_checkpoint(tmp_path):
     assets = write_tiny_assets(tmp_path / "tiny", warm_up=False)
-    args = ["train", "--config", str(ROOT / "recipes" / "tiny_cpu.yaml"), "--model_name_or_path", str(assets / "model"),
-            "--dataset_name", str(assets / "train.jsonl"), "--output_dir", str(tmp_path / "run"), "--report_to", "none",
-            "--save_strategy", "steps", "--save_steps", "2"]
+    args = [
+        "train",
+        "--config",
+        str(ROOT / "recipes" / "tiny_cpu.yaml"),
+        "--model_name_or_path",
+        str(assets / "model"),
+        "--dataset_name",
+        str(assets / "train.jsonl"),
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+    ]
     first = sgpo(*args, "--max_steps", "2")
     assert first.returncode == 0, first.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoint-2").is_dir()
@@ -198,21 +258,44 @@ def test_hub_id_without_network_fails_at_once(tmp_path):
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env.update(PYTHONPATH=str(ROOT / "src"), HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{port}")
-    proc = subprocess.run([sys.executable, "-m", "sgpo", "train", "--config", str(ROOT / "recipes" / "tiny_cpu.yaml"),
-                           "--model_name_or_path", "Qwen/Qwen2.5-0.5B-Instruct", "--output_dir", str(tmp_path / "o")],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sgpo",
+            "train",
+            "--config",
+            str(ROOT / "recipes" / "tiny_cpu.yaml"),
+            "--model_name_or_path",
+            "Qwen/Qwen2.5-0.5B-Instruct",
+            "--output_dir",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 1
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith("sgpo train: error: Qwen/Qwen2.5-0.5B-Instruct: no such model folder, not in the Hugging "
-                           f"Face cache, and the hub (http://127.0.0.1:{port}) cannot be reached")
+    assert line.startswith(
+        "sgpo train: error: Qwen/Qwen2.5-0.5B-Instruct: no such model folder, not in the Hugging "
+        f"Face cache, and the hub (http://127.0.0.1:{port}) cannot be reached"
+    )
     env["HF_HUB_OFFLINE"] = "1"
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"problem": "What is 2+2?", "answer": "4"}) + "\n")
-    proc = subprocess.run([sys.executable, "-m", "sgpo", "eval", "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--benchmark",
-                           str(data)], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sgpo", "eval", "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--benchmark", str(data)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
         "sgpo eval: error: Qwen/Qwen2.5-0.5B-Instruct: no such model folder, and not in the Hugging Face cache "
-        "(HF_HUB_OFFLINE is set)")
+        "(HF_HUB_OFFLINE is set)"
+    )
 
 
 def test_train_help_lists_the_recipe_and_sgpo_fields_first(capsys):
@@ -223,10 +306,18 @@ def test_train_help_lists_the_recipe_and_sgpo_fields_first(capsys):
     assert exit_.value.code == 0
     text = capsys.readouterr().out
     groups = [line[:-1] for line in text.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
-    assert groups[:8] == ["options", "recipe", "model and data", "rollouts", "rewards and RL term", "distillation",
-                          "instance weighting", "data columns"]
+    assert groups[:8] == [
+        "options",
+        "recipe",
+        "model and data",
+        "rollouts",
+        "rewards and RL term",
+        "distillation",
+        "instance weighting",
+        "data columns",
+    ]
     assert groups[-2:] == ["run (common TrainingArguments)", "other TrainingArguments"]
-    body = text[text.index("\noptions:"):]  # the option listing, after usage and description
+    body = text[text.index("\noptions:") :]  # the option listing, after usage and description
     assert body.index("--config RECIPE.yaml") < body.index("--num_generations") < body.index("--distill_coef")
     assert body.index("--distill_coef") < body.index("--instance_weighting") < body.index("--adam_beta1")
     assert "Problems per device per micro-step (not completions" in " ".join(text.split())

@@ -16,13 +16,25 @@ import pytest
 
 from sgpo.world.generate import WorldSpec
 from sgpo.world.model import ModelSpec
-from sgpo.world.pipeline import METHODS, TrainSettings, WorldRunConfig, run_pipeline
+from sgpo.world.pipeline import DEMO_METHODS as METHODS
+from sgpo.world.pipeline import run_pipeline
 from sgpo.world.progress import StageProgress
+from sgpo.world.settings import TrainSettings, WorldRunConfig
 from sgpo.world.warmup import WarmupConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("build world", "extract strategies", "tokenizer + model", "warm-up", "evaluate warmup",
-          "train grpo", "evaluate grpo", "train sgpo", "evaluate sgpo", "plots + reports")
+STAGES = (
+    "build world",
+    "extract strategies",
+    "tokenizer + model",
+    "warm-up",
+    "evaluate warmup",
+    "train grpo",
+    "evaluate grpo",
+    "train sgpo",
+    "evaluate sgpo",
+    "plots + reports",
+)
 
 
 def sgpo(*args, cwd=None):
@@ -136,8 +148,9 @@ def test_runs_in_worker_processes_give_the_numbers_of_runs_in_this_process(tmp_p
         metrics = [(tmp_path / run / method / "metrics.jsonl").read_text().splitlines() for run in ("inline", "workers")]
         losses = [[json.loads(x).get("loss") for x in m] for m in metrics]
         assert losses[0] == losses[1] and len([x for x in losses[0] if x is not None]) == 2, method
-        assert (tmp_path / "workers" / method / "model.safetensors").read_bytes() == \
-            (tmp_path / "inline" / method / "model.safetensors").read_bytes(), method
+        assert (tmp_path / "workers" / method / "model.safetensors").read_bytes() == (
+            tmp_path / "inline" / method / "model.safetensors"
+        ).read_bytes(), method
     assert not stale.exists()
     assert all(workers["numerics"][m]["threads"] == cfg.threads == 1 for m in METHODS)  # fixed, not the core count
     assert {f"train {m}" for m in METHODS} <= set(workers["wall_seconds"])

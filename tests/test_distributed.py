@@ -31,8 +31,24 @@ def run_two_processes(out: Path, *args: str) -> None:
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     # `--cpu` makes accelerate use its single-process launcher; `--multi_gpu` starts torchrun, and the
     # script's `use_cpu=True` then selects MULTI_CPU with the gloo backend.
-    cmd = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", "29517", str(SCRIPT), str(out), *args]
+    cmd = [
+        launcher,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29517",
+        str(SCRIPT),
+        str(out),
+        *args,
+    ]
     proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "processes=2" in proc.stdout
@@ -80,10 +96,38 @@ def test_sgpo_train_on_two_processes_ends_its_process_group(tmp_path):
     build_tiny_run([str(tmp_path / "tiny")])
     recipe = Path(__file__).parents[1] / "recipes" / "tiny_cpu.yaml"
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-    cmd = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", "29518", "-m", "sgpo", "train", "--config", str(recipe),
-           "--model_name_or_path", str(tmp_path / "tiny" / "model"), "--dataset_name", str(tmp_path / "tiny" / "train.jsonl"),
-           "--output_dir", str(tmp_path / "run"), "--use_cpu", "true", "--max_steps", "2", "--report_to", "none"]
+    cmd = [
+        launcher,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29518",
+        "-m",
+        "sgpo",
+        "train",
+        "--config",
+        str(recipe),
+        "--model_name_or_path",
+        str(tmp_path / "tiny" / "model"),
+        "--dataset_name",
+        str(tmp_path / "tiny" / "train.jsonl"),
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--use_cpu",
+        "true",
+        "--max_steps",
+        "2",
+        "--report_to",
+        "none",
+    ]
     proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "saved to" in proc.stdout and (tmp_path / "run" / "model.safetensors").is_file()

@@ -17,15 +17,48 @@ RECIPES = sorted(p.name for p in (ROOT / "recipes").glob("*.yaml"))
 
 # the published sizes of the recipes' models (config.json on the hub), and their parameter counts
 STAND_INS = {
-    "Qwen/Qwen2.5-Math-1.5B": ("qwen2", dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                               num_attention_heads=12, num_key_value_heads=2, vocab_size=151936,
-                               max_position_embeddings=4096, tie_word_embeddings=True), 1.54e9),
-    "Qwen/Qwen2.5-7B-Instruct": ("qwen2", dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                                 num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
-                                 max_position_embeddings=32768, tie_word_embeddings=False), 7.62e9),
-    "meta-llama/Llama-3.1-8B-Instruct": ("llama", dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                                         num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
-                                         max_position_embeddings=131072, tie_word_embeddings=False), 8.03e9),
+    "Qwen/Qwen2.5-Math-1.5B": (
+        "qwen2",
+        dict(
+            hidden_size=1536,
+            intermediate_size=8960,
+            num_hidden_layers=28,
+            num_attention_heads=12,
+            num_key_value_heads=2,
+            vocab_size=151936,
+            max_position_embeddings=4096,
+            tie_word_embeddings=True,
+        ),
+        1.54e9,
+    ),
+    "Qwen/Qwen2.5-7B-Instruct": (
+        "qwen2",
+        dict(
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+            vocab_size=152064,
+            max_position_embeddings=32768,
+            tie_word_embeddings=False,
+        ),
+        7.62e9,
+    ),
+    "meta-llama/Llama-3.1-8B-Instruct": (
+        "llama",
+        dict(
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            vocab_size=128256,
+            max_position_embeddings=131072,
+            tie_word_embeddings=False,
+        ),
+        8.03e9,
+    ),
 }
 
 
@@ -65,8 +98,12 @@ def test_every_shipped_recipe_dry_runs(recipe, tmp_path, data, capsys):
     model = recipe_value(recipe, "model_name_or_path")
     args = ["--config", str(ROOT / "recipes" / recipe), "--dataset_name", str(data), "--output_dir", str(tmp_path / "out")]
     if model in STAND_INS:
-        args += ["--model_name_or_path", str(stand_in(tmp_path / "model", model)), "--num_processes",
-                 "1" if "1gpu" in recipe else "8"]
+        args += [
+            "--model_name_or_path",
+            str(stand_in(tmp_path / "model", model)),
+            "--num_processes",
+            "1" if "1gpu" in recipe else "8",
+        ]
     else:  # the tiny CPU recipe: its own tiny model
         from sgpo.testing import write_tiny_assets
 
@@ -89,12 +126,25 @@ def test_the_8_gpu_figures(tmp_path, data, capsys):
     # weights, gradients and AdamW states (+ fp32 master weights) of 7.62 B parameters over 8 processes
     recipe = ROOT / "recipes" / "qwen2.5-7b-instruct_8gpu_zero3.yaml"
     model = stand_in(tmp_path / "model", "Qwen/Qwen2.5-7B-Instruct")
-    code, lines = dry(capsys, "--config", str(recipe), "--dataset_name", str(data), "--model_name_or_path", str(model),
-                      "--num_processes", "8", "--engine", "zero3")
+    code, lines = dry(
+        capsys,
+        "--config",
+        str(recipe),
+        "--dataset_name",
+        str(data),
+        "--model_name_or_path",
+        str(model),
+        "--num_processes",
+        "8",
+        "--engine",
+        "zero3",
+    )
     assert code == 0
     text = "\n".join(lines)
-    assert ("effective batch: 8 problems per optimizer step per process (64 over 8 processes), each with 8 autonomous "
-            "+ 8 guided completions (at most 128 completions per process, 1024 in all)") in text
+    assert (
+        "effective batch: 8 problems per optimizer step per process (64 over 8 processes), each with 8 autonomous "
+        "+ 8 guided completions (at most 128 completions per process, 1024 in all)"
+    ) in text
     zero3 = next(line for line in lines if line.strip().startswith("zero3"))
     params = 7.6156e9  # Qwen2.5-7B
     expected = (params * 2 / 8 + params * 2 / 8 + params * 12 / 8) / 1024**3
@@ -106,18 +156,36 @@ def test_the_8_gpu_figures(tmp_path, data, capsys):
 def test_problems_are_named_and_nothing_loads(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"problem": "p", "solution": "x"}) + "\n")
-    code, lines = dry(capsys, "--config", str(ROOT / "recipes" / "qwen2.5-math-1.5b_1gpu.yaml"), "--dataset_name", str(bad),
-                      "--model_name_or_path", "Qwen/Qwen2.5-Math-1.5B")
+    code, lines = dry(
+        capsys,
+        "--config",
+        str(ROOT / "recipes" / "qwen2.5-math-1.5b_1gpu.yaml"),
+        "--dataset_name",
+        str(bad),
+        "--model_name_or_path",
+        "Qwen/Qwen2.5-Math-1.5B",
+    )
     assert code == 1
-    assert any(line.startswith(f"problem: data: {bad}: row 0: missing column 'answer' (columns found: problem, solution)")
-               for line in lines)
+    assert any(
+        line.startswith(f"problem: data: {bad}: row 0: missing column 'answer' (columns found: problem, solution)")
+        for line in lines
+    )
     assert "memory: skipped (the model config of 'Qwen/Qwen2.5-Math-1.5B' is not available locally)" in lines
     assert lines[-1] == "dry run: 1 problem(s) (no weights were loaded)"
 
 
 def test_prompts_over_max_prompt_length_are_a_problem(tmp_path, data, capsys):
     model = stand_in(tmp_path / "model", "Qwen/Qwen2.5-Math-1.5B")
-    code, lines = dry(capsys, "--config", str(ROOT / "recipes" / "qwen2.5-math-1.5b_1gpu.yaml"), "--dataset_name", str(data),
-                      "--model_name_or_path", str(model), "--max_prompt_length", "20")
+    code, lines = dry(
+        capsys,
+        "--config",
+        str(ROOT / "recipes" / "qwen2.5-math-1.5b_1gpu.yaml"),
+        "--dataset_name",
+        str(data),
+        "--model_name_or_path",
+        str(model),
+        "--max_prompt_length",
+        "20",
+    )
     assert code == 1
     assert any(line.startswith("problem: prompts: 128 guided prompt(s) exceed max_prompt_length=20") for line in lines)

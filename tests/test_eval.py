@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_eval_fixtures import ORACLE_TEXT, tiny_models, write_jsonl  # noqa: F401 - fixture
 
 from sgpo.data import DataError
 from sgpo.evaluation import (
@@ -26,6 +25,8 @@ from sgpo.evaluation.metrics import pass_k_values
 from sgpo.evaluation.suite import average, markdown_table
 from sgpo.sampling import SamplingConfig
 from sgpo.verify import Verifier
+
+from test_eval_fixtures import ORACLE_TEXT, tiny_models, write_jsonl  # noqa: F401 - fixture
 
 # ----------------------------------------------------------------------------- metrics
 
@@ -81,8 +82,7 @@ def test_interval_uses_the_effective_sample_size_for_k_above_one():
 
 
 def test_average_across_benchmarks_is_unweighted():
-    entries = {"a": {"accuracy": 0.5, "pass_at_k": {"1": 0.5, "4": 0.9}},
-               "b": {"accuracy": 0.1, "pass_at_k": {"1": 0.1}}}
+    entries = {"a": {"accuracy": 0.5, "pass_at_k": {"1": 0.5, "4": 0.9}}, "b": {"accuracy": 0.1, "pass_at_k": {"1": 0.1}}}
     avg = average(entries)
     assert avg["accuracy"] == pytest.approx(0.3)  # (0.5 + 0.1) / 2, whatever the sizes
     assert avg["pass_at_k"] == {"1": pytest.approx(0.3)}  # pass@4 is not on every benchmark
@@ -98,11 +98,16 @@ def test_registry_has_the_standard_benchmarks():
 
 def test_registry_names_read_local_copies_with_hub_columns(tmp_path):
     # hub column names as the hub has them: AMC answers are floats, OlympiadBench answers lists
-    write_jsonl(tmp_path / "amc23.jsonl", [{"id": 0, "question": "Q1", "answer": 27.0}, {"id": 1, "question": "Q2", "answer": 0.5}])
-    write_jsonl(tmp_path / "olympiadbench.jsonl", [
-        {"id": 7, "question": "Find x.", "final_answer": ["$\\frac{1}{2}$"], "context": "A circle."},
-        {"id": 8, "question": "Find y.", "final_answer": ["2", "3"], "context": None},
-    ])
+    write_jsonl(
+        tmp_path / "amc23.jsonl", [{"id": 0, "question": "Q1", "answer": 27.0}, {"id": 1, "question": "Q2", "answer": 0.5}]
+    )
+    write_jsonl(
+        tmp_path / "olympiadbench.jsonl",
+        [
+            {"id": 7, "question": "Find x.", "final_answer": ["$\\frac{1}{2}$"], "context": "A circle."},
+            {"id": 8, "question": "Find y.", "final_answer": ["2", "3"], "context": None},
+        ],
+    )
     write_jsonl(tmp_path / "math500.jsonl", [{"unique_id": "test/a.json", "problem": "P", "answer": "\\pi", "level": 3}])
     amc, olym, m500 = load_benchmarks("amc23,olympiadbench,math500", data_dir=tmp_path)
     assert [(r["id"], r["problem"], r["answer"]) for r in amc.records] == [("0", "Q1", "27"), ("1", "Q2", "0.5")]
@@ -113,9 +118,10 @@ def test_registry_names_read_local_copies_with_hub_columns(tmp_path):
 
 
 def test_files_labels_limits_and_errors(tmp_path):
-    f = write_jsonl(tmp_path / "heldout.jsonl", [
-        {"id": f"r{i}", "problem": f"p{i}", "answer": str(i), "strategy": "s", "family": "f"} for i in range(5)
-    ])
+    f = write_jsonl(
+        tmp_path / "heldout.jsonl",
+        [{"id": f"r{i}", "problem": f"p{i}", "answer": str(i), "strategy": "s", "family": "f"} for i in range(5)],
+    )
     b = load_benchmark(str(f), limit=2)
     assert b.name == "heldout" and [r["id"] for r in b.records] == ["r0", "r1"] and b.records[0]["family"] == "f"
     assert load_benchmark(f"world={f}").name == "world"
@@ -176,7 +182,9 @@ def test_evaluate_records_sampled_guided_and_truncated(oracle):
     assert res.accuracy == pytest.approx(2 / 3) and res.pass_at_k[3] == pytest.approx(2 / 3)
     assert res.greedy_accuracy is None and "greedy_accuracy" not in res.summary()
     # a token limit shorter than the answer: no box, not finished
-    short = evaluate_records(model, tok, RECORDS[:1], EvalConfig(SamplingConfig(max_new_tokens=3)), verifier=Verifier(num_workers=0))
+    short = evaluate_records(
+        model, tok, RECORDS[:1], EvalConfig(SamplingConfig(max_new_tokens=3)), verifier=Verifier(num_workers=0)
+    )
     assert short.samples[0]["finished"] is False and short.samples[0]["extracted"] is None and short.truncated_fraction == 1.0
 
 
@@ -215,8 +223,16 @@ def test_backend_selection_without_a_gpu(monkeypatch):
 
 
 def test_markdown_table_lists_every_benchmark_and_the_average():
-    entry = {"n": 30, "k": 4, "accuracy": 0.25, "ci95": [0.1, 0.4], "pass_at_k": {"1": 0.25, "2": 0.4, "4": 0.5},
-             "num_timeouts": 1, "mean_completion_tokens": 812.4, "greedy_accuracy": 0.3}
+    entry = {
+        "n": 30,
+        "k": 4,
+        "accuracy": 0.25,
+        "ci95": [0.1, 0.4],
+        "pass_at_k": {"1": 0.25, "2": 0.4, "4": 0.5},
+        "num_timeouts": 1,
+        "mean_completion_tokens": 812.4,
+        "greedy_accuracy": 0.3,
+    }
     other = dict(entry, n=40, accuracy=0.75, pass_at_k={"1": 0.75, "2": 0.8, "4": 0.9})
     doc = {"benchmarks": {"aime24": entry, "amc23": other}}
     doc["average"] = average(doc["benchmarks"])
@@ -237,9 +253,15 @@ def test_prompt_format_resolution(tmp_path):
     fmt, origin = prompt_format_from_args(args)
     assert origin == "built-in" and "\\boxed{{}}" in fmt.template
     # a format saved next to the weights is used, and single options override it
-    (model / "prompt_format.json").write_text(json.dumps({
-        "template": "{problem}\nanswer in \\boxed{{}} .", "guided_template": "{problem}\nstrategy :\n{strategy}\n.",
-        "use_chat_template": False}))
+    (model / "prompt_format.json").write_text(
+        json.dumps(
+            {
+                "template": "{problem}\nanswer in \\boxed{{}} .",
+                "guided_template": "{problem}\nstrategy :\n{strategy}\n.",
+                "use_chat_template": False,
+            }
+        )
+    )
     fmt, origin = prompt_format_from_args(args)
     assert origin == str(model / "prompt_format.json") and fmt.template == "{problem}\nanswer in \\boxed{{}} ."
     assert fmt.use_chat_template is False

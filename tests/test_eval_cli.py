@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_eval_fixtures import ORACLE_TEXT, tiny_models, write_jsonl  # noqa: F401 - fixture
 
 from sgpo.commands.eval import main as eval_main
 from sgpo.data import read_rows, write_rows
 from sgpo.evaluation import EvalConfig, default_out_dir, load_benchmarks, make_generator, model_identity, run_suite
 from sgpo.sampling import SamplingConfig
 from sgpo.verify import Verifier
+
+from test_eval_fixtures import ORACLE_TEXT, tiny_models, write_jsonl  # noqa: F401 - fixture
 
 WORLD = [  # a strategy-world split as the world helper writes it; the oracle answers 4
     {"id": "w0", "problem": "What is 2+2?", "answer": "4", "response": "r", "strategy": "add", "family": "add"},
@@ -37,9 +38,29 @@ def test_eval_cli_end_to_end(tiny_models, tmp_path):
     write_jsonl(data / "aime24.jsonl", [{"id": "2024-I-1", "problem": "What is 2+2?", "solution": "...", "answer": "004"}])
     heldout = write_jsonl(tmp_path / "world" / "heldout.jsonl", WORLD)
     out = tmp_path / "eval"
-    cmd = [sys.executable, "-m", "sgpo", "eval", "--model", str(tiny_models["oracle"]),
-           "--benchmark", f"aime24,{heldout}", "--data-dir", str(data), "--k", "2", "--temperature", "1.0",
-           "--greedy", "--max-new-tokens", "16", "--workers", "1", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sgpo",
+        "eval",
+        "--model",
+        str(tiny_models["oracle"]),
+        "--benchmark",
+        f"aime24,{heldout}",
+        "--data-dir",
+        str(data),
+        "--k",
+        "2",
+        "--temperature",
+        "1.0",
+        "--greedy",
+        "--max-new-tokens",
+        "16",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((out / "results.json").read_text())
@@ -141,7 +162,9 @@ def test_default_out_dir_names_the_model_benchmarks_and_mode(tiny_models, tmp_pa
     f = write_jsonl(tmp_path / "heldout.jsonl", WORLD)
     benches = load_benchmarks(f"{f},math={f}")
     sampled = EvalConfig(SamplingConfig(k=8, temperature=0.6), guided=True)
-    assert default_out_dir(tiny_models["oracle"], benches, sampled) == tiny_models["oracle"] / "eval" / "heldout+math-k8-t0.6-guided"
+    assert (
+        default_out_dir(tiny_models["oracle"], benches, sampled) == tiny_models["oracle"] / "eval" / "heldout+math-k8-t0.6-guided"
+    )
     assert default_out_dir("Qwen/Qwen2.5-Math-1.5B", benches[:1], EvalConfig()) == Path("eval/Qwen__Qwen2.5-Math-1.5B/heldout")
 
 
@@ -160,15 +183,33 @@ def test_model_identity_is_the_files_not_the_name(tiny_models, tmp_path):
 def test_eval_column_options_and_data_dir_layouts(tiny_models, tmp_path, capsys):
     from sgpo.cli import main
 
-    odd = write_jsonl(tmp_path / "odd.jsonl", [{"key": "k1", "prompt": "What is 2+2?", "gold": "4"},
-                                               {"key": "k2", "prompt": "What is 2+3?", "gold": "5"}])
+    odd = write_jsonl(
+        tmp_path / "odd.jsonl",
+        [{"key": "k1", "prompt": "What is 2+2?", "gold": "4"}, {"key": "k2", "prompt": "What is 2+3?", "gold": "5"}],
+    )
     base = ["eval", "--model", str(tiny_models["oracle"]), "--max-new-tokens", "16", "--workers", "1"]
     assert main([*base, "--benchmark", str(odd), "--out", str(tmp_path / "o1")]) == 1
     err = capsys.readouterr().err
     assert "sgpo eval: error:" in err and "missing column 'problem'" in err and "--problem-column" in err
     # the options the message recommends
-    assert main([*base, "--benchmark", str(odd), "--out", str(tmp_path / "o2"), "--problem-column", "prompt",
-                 "--answer_column", "gold", "--id-column", "key"]) == 0
+    assert (
+        main(
+            [
+                *base,
+                "--benchmark",
+                str(odd),
+                "--out",
+                str(tmp_path / "o2"),
+                "--problem-column",
+                "prompt",
+                "--answer_column",
+                "gold",
+                "--id-column",
+                "key",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     doc = json.loads((tmp_path / "o2" / "results.json").read_text())
     assert doc["benchmarks"]["odd"]["accuracy"] == 0.5
@@ -182,8 +223,10 @@ def test_eval_column_options_and_data_dir_layouts(tiny_models, tmp_path, capsys)
     assert main([*base, "--benchmark", "aime24,amc23,math500", "--data-dir", str(data), "--out", str(tmp_path / "o3")]) == 0
     doc = json.loads((tmp_path / "o3" / "results.json").read_text())
     assert {n: (e["source"], e["accuracy"]) for n, e in doc["benchmarks"].items()} == {
-        "aime24": (str(data / "aime24.jsonl"), 1.0), "amc23": (str(data / "amc23" / "test.jsonl"), 1.0),
-        "math500": (str(data / "math500" / "test.parquet"), 0.0)}
+        "aime24": (str(data / "aime24.jsonl"), 1.0),
+        "amc23": (str(data / "amc23" / "test.jsonl"), 1.0),
+        "math500": (str(data / "math500" / "test.parquet"), 0.0),
+    }
     assert main([*base, "--benchmark", "minerva", "--data-dir", str(data)]) == 1
     assert "minerva/test.jsonl/.json/.parquet" in capsys.readouterr().err
 
@@ -192,9 +235,9 @@ def test_eval_model_errors_are_one_line(tmp_path, capsys):
     from sgpo.cli import main
 
     heldout = write_jsonl(tmp_path / "heldout.jsonl", WORLD)
-    for model, says in [(tmp_path / "runs" / "nope", "no such model folder"),
-                        (tmp_path, "a folder without config.json")]:
+    for model, says in [(tmp_path / "runs" / "nope", "no such model folder"), (tmp_path, "a folder without config.json")]:
         assert main(["eval", "--model", str(model), "--benchmark", str(heldout)]) == 1
         err = capsys.readouterr().err
         assert err.strip().splitlines()[-1] == f"sgpo eval: error: {model}: {says}" + (
-            ", not a saved model (save_pretrained writes one)" if says.startswith("a folder") else "")
+            ", not a saved model (save_pretrained writes one)" if says.startswith("a folder") else ""
+        )

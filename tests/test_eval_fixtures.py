@@ -25,7 +25,8 @@ CORPUS = [
     "Please reason step by step, and put your final answer within \\boxed{}.",
     "A strategy that solves problems of this kind: add the numbers, then check the sum.",
     "method : running maximum . 3 > 3 , 7 > 7 , 1 > 7 . answer : \\boxed{7}",
-    ORACLE_TEXT, "user assistant system",
+    ORACLE_TEXT,
+    "user assistant system",
 ] * 3
 
 
@@ -36,8 +37,12 @@ def build_tokenizer(path: Path):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=360, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=360,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(CORPUS, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     fast.chat_template = CHAT_TEMPLATE
@@ -48,9 +53,17 @@ def build_tokenizer(path: Path):
 def _config(vocab_size: int, **kw):
     from transformers import Qwen2Config
 
-    return Qwen2Config(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                       tie_word_embeddings=False, **kw)
+    return Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        **kw,
+    )
 
 
 def build_oracle_model(path: Path, tokenizer) -> None:
@@ -116,7 +129,6 @@ def test_oracle_model_writes_its_answer(tiny_models):
     from transformers import AutoModelForCausalLM
 
     from sgpo.modeling import load_tokenizer
-
     from sgpo.rollout import generate_completions
 
     tok = load_tokenizer(tiny_models["oracle"])

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from sgpo.world.experiment import DEFAULT_METHODS, METHODS, ConfigError, choose_rate, load_config, run_dir
+from sgpo.world.experiment import ConfigError, choose_rate, load_config
 from sgpo.world.experiment_results import mean_std, paired_bootstrap
+from sgpo.world.methods import DEFAULT_METHODS, METHODS, run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "strategy_world.yaml"
@@ -72,7 +73,9 @@ def test_quick_experiment_reports_every_method_and_seed_consistently(quick):
             assert cfg["per_device_train_batch_size"] == exp.setup.train.problems_per_step
             assert m["generated_tokens_per_run"] > 0
     # the ablations are what they say
-    sgpo_cfg = lambda name: json.loads((run_dir(out, name, results["methods"][name]["chosen_learning_rate"], 0) / "run.json").read_text())["config"]["sgpo_config"]  # noqa: E731
+    sgpo_cfg = lambda name: json.loads(
+        (run_dir(out, name, results["methods"][name]["chosen_learning_rate"], 0) / "run.json").read_text()
+    )["config"]["sgpo_config"]  # noqa: E731
     assert sgpo_cfg("sgpo_imitation")["distill_divergence"] == "imitation"
     assert sgpo_cfg("sgpo_no_proximal")["distill_proximal"] is False
     assert sgpo_cfg("luffy")["mix_strong_responses"] is True and sgpo_cfg("luffy")["num_guided_generations"] == 0
@@ -103,7 +106,9 @@ def test_quick_experiment_resumes_without_redoing_finished_runs(quick):
     before = json.loads((out / "results.json").read_text())
     lost = run_dir(out, "grpo", before["methods"]["grpo"]["chosen_learning_rate"], 2)
     shutil.rmtree(lost)  # as if interrupted while this run trained
-    stamps = {p: p.stat().st_mtime_ns for p in [*(out / "runs").rglob("run.json"), out / "setup" / "warmup" / "model.safetensors"]}
+    stamps = {
+        p: p.stat().st_mtime_ns for p in [*(out / "runs").rglob("run.json"), out / "setup" / "warmup" / "model.safetensors"]
+    }
     proc = sgpo("experiment", "--config", str(CONFIG), "--quick", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert started_runs(proc.stderr) == [f"grpo lr={before['methods']['grpo']['chosen_learning_rate']:g} seed=2"]
@@ -115,7 +120,8 @@ def test_quick_experiment_resumes_without_redoing_finished_runs(quick):
     # this call's wall time covers only the redone run; the sum over every run does not depend on it
     runs = [json.loads(p.read_text()) for p in (out / "runs").rglob("run.json")]
     assert after["run_seconds_sum"] == pytest.approx(
-        sum(r["wall_seconds"]["train"] + r["wall_seconds"]["evaluate"] for r in runs), abs=0.1 * len(runs))
+        sum(r["wall_seconds"]["train"] + r["wall_seconds"]["evaluate"] for r in runs), abs=0.1 * len(runs)
+    )
     assert after["run_seconds_sum"] > after["wall_seconds"]["total"] - after["wall_seconds"]["setup (world, warm-up)"]
     # another configuration is refused, never mixed in
     proc = sgpo("experiment", "--config", str(CONFIG), "--quick", "--seeds", "4", "--out", str(out))
@@ -171,11 +177,17 @@ def test_shipped_config_is_a_fair_full_experiment():
         ("learning_rates: [1.0e-4, fast]\n", "learning_rates[1] must be a number, got 'fast'"),
         ("methods: [sgpo, ppo]\n", "methods[1]: unknown method 'ppo'"),
         ("methods: [grpo, sft]\n", "methods must include 'sgpo'"),
-        ("methods: [grpo, sft]\ncompare: {sft: luffy}\n", "compare.sft: the reference must be another of the methods, got 'luffy'"),
+        (
+            "methods: [grpo, sft]\ncompare: {sft: luffy}\n",
+            "compare.sft: the reference must be another of the methods, got 'luffy'",
+        ),
         ("methods: [grpo, sft]\ncompare: {sgpo: grpo}\n", "compare: unknown key 'sgpo'"),
         ("train: {max_step: 3}\n", "train: unknown key 'max_step'"),
         ("wrld: {heldout: 3}\n", "top level: unknown key 'wrld'"),
-        ("world: {heldout: 3, train: 3, warmup: 3}\n", "world: needs a number of problems per family for every split; missing 'validation'"),
+        (
+            "world: {heldout: 3, train: 3, warmup: 3}\n",
+            "world: needs a number of problems per family for every split; missing 'validation'",
+        ),
         ("seeds: 0\n", "seeds must be >= 1, got 0"),
         ("learning_rates: [1e-4, 1e-4]\n", "learning_rates must be distinct positive numbers"),
     ],

@@ -14,7 +14,11 @@ from sgpo.strategies.registry import accepted_options, build_extractor, resolve_
 from sgpo.strategies.retry import RetryPolicy, parse_retry_after
 from sgpo.strategies.store import ResultStore, content_hash
 
-GOOD = {"approach": "Complete the square.", "key_insight": "A quadratic is a shifted square.", "steps": ["Group x terms.", "Add and subtract the square."]}
+GOOD = {
+    "approach": "Complete the square.",
+    "key_insight": "A quadratic is a shifted square.",
+    "steps": ["Group x terms.", "Add and subtract the square."],
+}
 
 
 # -- prompts ------------------------------------------------------------------------------------------
@@ -48,7 +52,7 @@ def test_unknown_prompt_version_lists_known_ones():
         "<think>maybe {not this} ... </think>\n" + json.dumps(GOOD),
         "I reasoned a lot about {braces}.</think>" + json.dumps(GOOD),  # template opened the think block
         json.dumps({"strategy": GOOD}),
-        "First try: {\"approach\": 1}. Final: " + json.dumps(GOOD),  # the first valid object wins
+        'First try: {"approach": 1}. Final: ' + json.dumps(GOOD),  # the first valid object wins
     ],
 )
 def test_tolerant_parsing_accepts(reply):
@@ -64,10 +68,15 @@ def test_tolerant_parsing_accepts(reply):
         ("I cannot help with that.", "stop", "no_json", "no JSON object"),
         ('{"approach": "a", "key_insight": "b", "steps": ["c",]}', "stop", "invalid_json", "Expecting value"),
         ('{"approach": "a", "key_insight": "b", "ste', "length", "truncated", "reply starts"),
-        ('{"approach": "a", "steps": "one step"}', "stop", "schema", "key_insight: Field required; steps: Input should be a valid list"),
+        (
+            '{"approach": "a", "steps": "one step"}',
+            "stop",
+            "schema",
+            "key_insight: Field required; steps: Input should be a valid list",
+        ),
         ('{"approach": " ", "key_insight": "b", "steps": ["c", ""]}', "stop", "schema", "empty field(s): approach, steps.1"),
         ('{"approach": "a", "key_insight": "b", "steps": []}', "stop", "schema", "steps (no steps)"),
-        ("<think>{\"approach\": \"a\", \"key_insight\": \"b\", \"steps\": [\"c\"]} still thinking", "length", "no_json", ""),
+        ('<think>{"approach": "a", "key_insight": "b", "steps": ["c"]} still thinking', "length", "no_json", ""),
     ],
 )
 def test_parsing_failures_have_reasons(reply, finish, reason, detail_part):
@@ -186,7 +195,7 @@ def test_vllm_backend_without_vllm_says_how_to_install(monkeypatch):
 
 def test_python_api_with_an_extractor_instance_and_a_list_input(tmp_path):
     from sgpo.data import read_rows
-    from sgpo.strategies.pipeline import ExtractionConfig, extract_strategies
+    from sgpo.strategies.extraction import ExtractionConfig, extract_strategies
 
     class Flaky(Echo):
         name = "flaky"
@@ -202,7 +211,11 @@ def test_python_api_with_an_extractor_instance_and_a_list_input(tmp_path):
         def close(self):
             self.closed = True
 
-    rows = [{"problem": "p1", "response": "fine"}, {"problem": "p2", "response": "bad"}, {"problem": "p3", "response": "bug", "answer": 3}]
+    rows = [
+        {"problem": "p1", "response": "fine"},
+        {"problem": "p2", "response": "bad"},
+        {"problem": "p3", "response": "bug", "answer": 3},
+    ]
     ex = Flaky(prefix="Use ")
     summary = extract_strategies(rows, tmp_path / "o.jsonl", ex, config=ExtractionConfig(concurrency=2), progress=False)
     got = read_rows(tmp_path / "o.jsonl")

@@ -13,10 +13,12 @@ import pytest
 
 from sgpo.data import DataError, read_rows
 from sgpo.strategies.base import ExtractorConfigError, Strategy
-from sgpo.strategies.pipeline import ExtractionConfig, extract_strategies
-from sgpo.strategies.scripted_server import DEFAULT_STRATEGY_JSON, Drop, Fail, Reply, ScriptedServer
+from sgpo.strategies.extraction import ExtractionConfig, extract_strategies
+from sgpo.strategies.scripted_server import Drop, Fail, Reply, ScriptedServer
 
-VALID = json.dumps({"approach": "Use symmetry.", "key_insight": "Paired terms cancel.", "steps": ["Pair the terms.", "Sum the pairs."]})
+VALID = json.dumps(
+    {"approach": "Use symmetry.", "key_insight": "Paired terms cancel.", "steps": ["Pair the terms.", "Sum the pairs."]}
+)
 LEAKY = json.dumps({"approach": "Compute the ratio.", "key_insight": "It is \\frac{3}{4}.", "steps": ["Divide."]})
 BOXED = json.dumps({"approach": "Solve.", "key_insight": "Linear.", "steps": ["Write \\boxed{x}."]})
 SAYS_17 = json.dumps({"approach": "Count.", "key_insight": "There are 17 cases.", "steps": ["Enumerate."]})
@@ -72,7 +74,14 @@ def test_every_reply_kind_ends_as_it_should_and_reruns_redo_only_transient_failu
     out = tmp_path / "out.jsonl"
     with ScriptedServer({m: c[0] for m, c in CASES.items()}) as srv:
         t0 = time.time()
-        summary = extract_strategies(inp, out, "openai", extractor_options=dict(OPTS, base_url=srv.base_url), config=ExtractionConfig(concurrency=6), progress=False)
+        summary = extract_strategies(
+            inp,
+            out,
+            "openai",
+            extractor_options=dict(OPTS, base_url=srv.base_url),
+            config=ExtractionConfig(concurrency=6),
+            progress=False,
+        )
         wall = time.time() - t0
         for m, (_, _, _, _, n_requests) in CASES.items():
             assert srv.count(m) == n_requests, m
@@ -109,8 +118,17 @@ def test_every_reply_kind_ends_as_it_should_and_reruns_redo_only_transient_failu
     n_ok = sum(1 for c in CASES.values() if c[2] == "ok") + 1
     assert summary.rows == len(rows) and summary.unique_items == len(CASES) and summary.ok == n_ok
     assert summary.rejected == {"leak_gold_answer": 1, "leak_boxed": 1, "leak_response_answer": 1}
-    assert summary.failed == {"invalid_json": 1, "no_json": 1, "schema": 1, "truncated": 1, "rate_limited": 1,
-                              "server_error": 1, "timeout": 1, "connection_error": 1, "http_400": 1}
+    assert summary.failed == {
+        "invalid_json": 1,
+        "no_json": 1,
+        "schema": 1,
+        "truncated": 1,
+        "rate_limited": 1,
+        "server_error": 1,
+        "timeout": 1,
+        "connection_error": 1,
+        "http_400": 1,
+    }
 
     # rerun against a healthy server: only the transient failures are asked again
     healthy = {m: [Reply(VALID)] for m in CASES}
@@ -122,8 +140,21 @@ def test_every_reply_kind_ends_as_it_should_and_reruns_redo_only_transient_failu
     assert set(s2.failed) == {"invalid_json", "no_json", "schema", "truncated", "http_400"}
     # --retry-failed redoes the rest; rejected items are final and not asked again
     with ScriptedServer(healthy) as srv:
-        s3 = extract_strategies(inp, out, "openai", extractor_options=dict(OPTS, base_url=srv.base_url), config=ExtractionConfig(retry_failed=True), progress=False)
-        assert sorted(r.marker for r in srv.requests) == ["CASE-400", "CASE-malformed", "CASE-nojson", "CASE-schema", "CASE-truncated"]
+        s3 = extract_strategies(
+            inp,
+            out,
+            "openai",
+            extractor_options=dict(OPTS, base_url=srv.base_url),
+            config=ExtractionConfig(retry_failed=True),
+            progress=False,
+        )
+        assert sorted(r.marker for r in srv.requests) == [
+            "CASE-400",
+            "CASE-malformed",
+            "CASE-nojson",
+            "CASE-schema",
+            "CASE-truncated",
+        ]
     assert s3.failed == {} and sum(s3.rejected.values()) == 3 and s3.ok == len(rows) - 3
     assert len(read_rows(out)) == len(rows)
 
@@ -131,14 +162,28 @@ def test_every_reply_kind_ends_as_it_should_and_reruns_redo_only_transient_failu
 def test_structured_output_falls_back_once_and_sticks(tmp_path):
     inp = write_jsonl(tmp_path / "in.jsonl", [{"problem": f"P{i}", "response": "R \\boxed{9}"} for i in range(4)])
     with ScriptedServer(default=Reply(VALID), reject_response_formats={"json_schema"}) as srv:
-        s = extract_strategies(inp, tmp_path / "o.jsonl", "openai", extractor_options=dict(OPTS, base_url=srv.base_url), config=ExtractionConfig(concurrency=1), progress=False)
+        s = extract_strategies(
+            inp,
+            tmp_path / "o.jsonl",
+            "openai",
+            extractor_options=dict(OPTS, base_url=srv.base_url),
+            config=ExtractionConfig(concurrency=1),
+            progress=False,
+        )
         kinds = [(r.body.get("response_format") or {}).get("type") for r in srv.requests]
         schema = srv.requests[0].body["response_format"]["json_schema"]["schema"]
     assert s.ok == 4
     assert kinds == ["json_schema", "json_object", "json_object", "json_object", "json_object"]
     assert set(schema["required"]) == {"approach", "key_insight", "steps"}
     with ScriptedServer(default=Reply(VALID), reject_response_formats={"json_schema", "json_object"}) as srv:
-        s = extract_strategies(inp, tmp_path / "o2.jsonl", "openai", extractor_options=dict(OPTS, base_url=srv.base_url), config=ExtractionConfig(concurrency=1), progress=False)
+        s = extract_strategies(
+            inp,
+            tmp_path / "o2.jsonl",
+            "openai",
+            extractor_options=dict(OPTS, base_url=srv.base_url),
+            config=ExtractionConfig(concurrency=1),
+            progress=False,
+        )
         kinds = [(r.body.get("response_format") or {}).get("type") for r in srv.requests]
     assert s.ok == 4 and kinds == ["json_schema", "json_object", None, None, None, None]
 
@@ -149,20 +194,40 @@ def test_auth_error_stops_the_run_and_keeps_finished_items(tmp_path):
     out = tmp_path / "o.jsonl"
     with ScriptedServer({"CASE-auth": [Fail(401, message="invalid api key")]}, default=Reply(VALID)) as srv:
         with pytest.raises(ExtractorConfigError, match="HTTP 401.*check --base-url, --model and the API key"):
-            extract_strategies(inp, out, "openai", extractor_options=dict(OPTS, base_url=srv.base_url), config=ExtractionConfig(concurrency=1), progress=False)
+            extract_strategies(
+                inp,
+                out,
+                "openai",
+                extractor_options=dict(OPTS, base_url=srv.base_url),
+                config=ExtractionConfig(concurrency=1),
+                progress=False,
+            )
     assert not out.exists()
     with ScriptedServer(default=Reply(VALID)) as srv:
-        s = extract_strategies(inp, out, "openai", extractor_options=dict(OPTS, base_url=srv.base_url), config=ExtractionConfig(concurrency=1), progress=False)
+        s = extract_strategies(
+            inp,
+            out,
+            "openai",
+            extractor_options=dict(OPTS, base_url=srv.base_url),
+            config=ExtractionConfig(concurrency=1),
+            progress=False,
+        )
         assert srv.count() == 3  # the three finished before the 401 were kept
     assert s.ok == 6 and s.from_cache == 3
 
 
 def test_bad_input_names_rows_and_columns_before_any_request(tmp_path):
-    rows = [{"id": "a", "problem": "P", "response": "R"}, {"id": "b", "problem": "P2"}, {"id": "c", "problem": "", "response": "R", "answer": [1]}]
+    rows = [
+        {"id": "a", "problem": "P", "response": "R"},
+        {"id": "b", "problem": "P2"},
+        {"id": "c", "problem": "", "response": "R", "answer": [1]},
+    ]
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     with ScriptedServer() as srv:
         with pytest.raises(DataError) as err:
-            extract_strategies(inp, tmp_path / "o.jsonl", "openai", extractor_options=dict(OPTS, base_url=srv.base_url), progress=False)
+            extract_strategies(
+                inp, tmp_path / "o.jsonl", "openai", extractor_options=dict(OPTS, base_url=srv.base_url), progress=False
+            )
         assert srv.count() == 0
     msg = str(err.value)
     assert "in.jsonl: 3 bad row(s)" in msg
@@ -184,9 +249,23 @@ def test_cli_api_key_comes_from_env_and_is_never_written(tmp_path):
     out = tmp_path / "out.parquet"
     with ScriptedServer({m: CASES[m][0] for m in ("CASE-valid", "CASE-malformed")}) as srv:
         proc = _run_cli(
-            ["--input", str(inp), "--output", str(out), "--base-url", srv.base_url, "--model", "m", "--api-key-env", "MY_KEY",
-             "--summary-json", str(tmp_path / "summary.json"), "--no-progress"],
-            env_extra={"MY_KEY": secret}, timeout=120,
+            [
+                "--input",
+                str(inp),
+                "--output",
+                str(out),
+                "--base-url",
+                srv.base_url,
+                "--model",
+                "m",
+                "--api-key-env",
+                "MY_KEY",
+                "--summary-json",
+                str(tmp_path / "summary.json"),
+                "--no-progress",
+            ],
+            env_extra={"MY_KEY": secret},
+            timeout=120,
         )
         auths = {r.authorization for r in srv.requests}
     assert proc.returncode == 0, proc.stderr
@@ -213,19 +292,40 @@ def test_cli_selects_an_extractor_by_import_path(tmp_path):
         "            raise ExtractionError('no_rule', 'no known method in the response')\n"
         "        return Strategy(approach='Use a parity ' + self.word + '.', key_insight='Parity is preserved.', steps=['Track parity.'])\n"
     )
-    rows = [{"problem": "P1", "response": "by parity, \\boxed{0}", "answer": "0"}, {"problem": "P2", "response": "guess", "answer": "4"}]
+    rows = [
+        {"problem": "P1", "response": "by parity, \\boxed{0}", "answer": "0"},
+        {"problem": "P2", "response": "guess", "answer": "4"},
+    ]
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.jsonl"
     env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    proc = _run_cli(["--input", str(inp), "--output", str(out), "--backend", "my_rules:Rules", "--backend-arg", "word=argument",
-                     "--timeout", "5"], env_extra=env, timeout=120)
+    proc = _run_cli(
+        [
+            "--input",
+            str(inp),
+            "--output",
+            str(out),
+            "--backend",
+            "my_rules:Rules",
+            "--backend-arg",
+            "word=argument",
+            "--timeout",
+            "5",
+        ],
+        env_extra=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "extract: 2/2 (100.0%)" in proc.stderr and "items/s ETA" in proc.stderr  # progress line (not a terminal)
     got = read_rows(out)
     assert [(r["status"], r["reason"]) for r in got] == [("ok", None), ("failed", "no_rule")]
     assert got[0]["strategy"].startswith("Approach: Use a parity argument.")
     assert (got[0]["extractor"], got[0]["extractor_model"], got[0]["prompt_version"]) == ("rules", None, None)
-    bad = _run_cli(["--input", str(inp), "--output", str(out), "--backend", "my_rules:Rules", "--backend-arg", "colour=red"], env_extra=env, timeout=120)
+    bad = _run_cli(
+        ["--input", str(inp), "--output", str(out), "--backend", "my_rules:Rules", "--backend-arg", "colour=red"],
+        env_extra=env,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "takes no option(s) colour" in bad.stderr
     unknown = _run_cli(["--input", str(inp), "--output", str(out), "--frobnicate"], timeout=60)
     assert unknown.returncode == 2 and "unrecognized arguments: --frobnicate" in unknown.stderr
@@ -233,10 +333,30 @@ def test_cli_selects_an_extractor_by_import_path(tmp_path):
 
 def test_kill_minus_9_then_rerun_gives_every_row_exactly_once(tmp_path):
     n = 40
-    rows = [{"id": f"item-{i}", "problem": f"Problem number {i}", "response": f"Solution {i}: \\boxed{{{i + 100}}}", "answer": str(i + 100)} for i in range(n)]
+    rows = [
+        {
+            "id": f"item-{i}",
+            "problem": f"Problem number {i}",
+            "response": f"Solution {i}: \\boxed{{{i + 100}}}",
+            "answer": str(i + 100),
+        }
+        for i in range(n)
+    ]
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out, cache = tmp_path / "out.jsonl", tmp_path / "cache.sqlite"
-    args = ["--input", str(inp), "--output", str(out), "--cache", str(cache), "--model", "m", "--concurrency", "2", "--no-progress"]
+    args = [
+        "--input",
+        str(inp),
+        "--output",
+        str(out),
+        "--cache",
+        str(cache),
+        "--model",
+        "m",
+        "--concurrency",
+        "2",
+        "--no-progress",
+    ]
 
     def done_count():
         if not cache.exists():
@@ -248,8 +368,11 @@ def test_kill_minus_9_then_rerun_gives_every_row_exactly_once(tmp_path):
             return 0
 
     with ScriptedServer(latency=0.1) as srv:
-        proc = subprocess.Popen([sys.executable, "-m", "sgpo", "extract", *args, "--base-url", srv.base_url],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sgpo", "extract", *args, "--base-url", srv.base_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.time() + 60
         while done_count() < 10 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.05)
@@ -289,8 +412,24 @@ def test_cli_stops_at_once_when_nothing_listens_at_the_endpoint(tmp_path, capsys
     inp = write_jsonl(tmp_path / "in.jsonl", rows_for(["CASE-valid", "CASE-prose", "CASE-fenced"]))
     out = tmp_path / "out.jsonl"
     url = f"http://127.0.0.1:{_closed_port()}/v1"
-    rc = main(["extract", "--input", str(inp), "--output", str(out), "--base_url", url, "--model", "m",
-               "--max-retries", "1", "--retry-base", "0.01", "--no-progress"])
+    rc = main(
+        [
+            "extract",
+            "--input",
+            str(inp),
+            "--output",
+            str(out),
+            "--base_url",
+            url,
+            "--model",
+            "m",
+            "--max-retries",
+            "1",
+            "--retry-base",
+            "0.01",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2, err
     (line,) = [x for x in err.splitlines() if x.strip()]  # one line, no traceback, no per-item failures

@@ -17,12 +17,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_extract_tiny import build_model, build_tokenizer, teach
 
 from sgpo.data import read_rows
 from sgpo.strategies.backends.transformers_local import chat_prompt
-from sgpo.strategies.pipeline import ExtractionConfig, extract_strategies
+from sgpo.strategies.extraction import ExtractionConfig, extract_strategies
 from sgpo.strategies.prompt import get_prompt
+
+from test_extract_tiny import build_model, build_tokenizer, teach
 
 STRATEGY = {
     "approach": "Split the whole into equal parts.",
@@ -31,11 +32,26 @@ STRATEGY = {
 }
 BLOB = json.dumps(STRATEGY)
 FAILED_REASONS = {"no_json", "invalid_json", "truncated", "schema", "empty_response"}
-OUTPUT_COLUMNS = {"status", "reason", "detail", "strategy", "strategy_json", "extractor", "extractor_model", "prompt_version", "content_hash"}
+OUTPUT_COLUMNS = {
+    "status",
+    "reason",
+    "detail",
+    "strategy",
+    "strategy_json",
+    "extractor",
+    "extractor_model",
+    "prompt_version",
+    "content_hash",
+}
 
 ROWS = [
     # gold 0.5: the strategy's \frac{1}{2} gives it away
-    {"id": "half", "problem": "What fraction is one of two equal parts?", "response": "One of two parts: \\boxed{0.5}", "answer": "0.5"},
+    {
+        "id": "half",
+        "problem": "What fraction is one of two equal parts?",
+        "response": "One of two parts: \\boxed{0.5}",
+        "answer": "0.5",
+    },
     {"id": "quarter", "problem": "What fraction is one of four equal parts?", "response": "So \\boxed{1/4}.", "answer": "1/4"},
     # no gold answer; the response's final answer 1/2 is in the strategy
     {"id": "resp", "problem": "Split a cake between two people.", "response": "Each gets \\boxed{\\dfrac{1}{2}}."},
@@ -78,8 +94,12 @@ def serve_process(tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
     with open(log, "w") as fh:
-        proc = subprocess.Popen([str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-                                stdout=fh, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     yield proc, f"http://127.0.0.1:{port}", log
     proc.terminate()
     try:
@@ -125,8 +145,14 @@ def _check_well_formed(got, rows, model_path):
 
 def _extract(tmp_path, out_name, backend, model_path, **options):
     out = tmp_path / out_name
-    summary = extract_strategies(_write(tmp_path, ROWS), out, backend, extractor_options={"model": str(model_path), **options},
-                                 config=ExtractionConfig(concurrency=2), progress=False)
+    summary = extract_strategies(
+        _write(tmp_path, ROWS),
+        out,
+        backend,
+        extractor_options={"model": str(model_path), **options},
+        config=ExtractionConfig(concurrency=2),
+        progress=False,
+    )
     got = read_rows(out)
     _check_well_formed(got, ROWS, model_path)
     return summary, got
@@ -135,7 +161,10 @@ def _extract(tmp_path, out_name, backend, model_path, **options):
 def test_transformers_serve_rigged_model_gives_ok_and_leak_rejections(serve, models, tmp_path):
     summary, got = _extract(tmp_path, "out.jsonl", "openai", models["rigged"], base_url=serve, timeout=60, max_tokens=16)
     assert [(r["status"], r["reason"]) for r in got] == [
-        ("rejected", "leak_gold_answer"), ("ok", None), ("rejected", "leak_response_answer"), ("ok", None)
+        ("rejected", "leak_gold_answer"),
+        ("ok", None),
+        ("rejected", "leak_response_answer"),
+        ("ok", None),
     ], [r["detail"] for r in got]
     assert json.loads(got[1]["strategy_json"]) == {**STRATEGY, "pitfalls": []}
     assert got[1]["strategy"].startswith("Approach: Split the whole into equal parts.\nKey insight: Each part is $\\frac{1}{2}$")

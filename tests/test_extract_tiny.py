@@ -26,7 +26,10 @@ def build_tokenizer(corpus: list[str], added: list[str] = ()) -> PreTrainedToken
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>", "<|im_start|>", "<|im_end|>"]))
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<|im_end|>",
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        eos_token="<|im_end|>",
         additional_special_tokens=["<|im_start|>"],
     )
     if added:
@@ -38,9 +41,17 @@ def build_tokenizer(corpus: list[str], added: list[str] = ()) -> PreTrainedToken
 def build_model(tokenizer, seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=4096, tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
     )
     model = LlamaForCausalLM(cfg)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -48,7 +59,9 @@ def build_model(tokenizer, seed: int = 0) -> LlamaForCausalLM:
     return model
 
 
-def teach(model, tokenizer, examples: list[tuple[str, str]], max_steps: int = 300, lr: float = 1e-2, max_loss: float = 0.02) -> int:
+def teach(
+    model, tokenizer, examples: list[tuple[str, str]], max_steps: int = 300, lr: float = 1e-2, max_loss: float = 0.02
+) -> int:
     """Adam on the completion tokens (+ EOS) of (prompt text, completion text) pairs until greedy decoding
     reproduces every completion and the mean loss is below `max_loss` (a margin, so that small numeric
     differences elsewhere cannot flip a greedy choice); returns the steps taken (raises otherwise)."""

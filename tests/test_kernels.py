@@ -1,4 +1,4 @@
-"""The chunked LM-head kernels (`sgpo.kernels`) against the plain path (`sgpo.objectives.lm_head`).
+"""The chunked LM-head kernels (`sgpo.objectives.chunked_head`) against the plain path (`sgpo.objectives.lm_head`).
 
 The plain path (logits materialised, autograd / the explicit-gradient divergences) is the reference;
 a few cases are also derived by hand and by finite differences (gradcheck), so the reference is not
@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from sgpo import kernels
+from sgpo.objectives import chunked_head as kernels
 from sgpo.objectives import lm_head
 
 KINDS = [("forward_kl", None), ("forward_kl", 5), ("reverse_kl", None)]
@@ -126,7 +126,11 @@ def test_matches_plain_path(kind, topk, grads, dtype):
     kw = dict(teacher_weight=teacher_weight, kind=kind, topk=topk, temperature=0.7, bias=bias)
     ref = run_distill(lm_head.distill_terms, student, teacher, weight, targets, g_div, g_logp, **kw)
     got = run_distill(kernels.distill_terms, student, teacher, weight, targets, g_div, g_logp, chunk_size=4, **kw)
-    for name, a, e in zip(("divergence", "student_logp", "teacher_logp"), (got[0].divergence, got[0].student_logp, got[0].teacher_logp), (ref[0].divergence, ref[0].student_logp, ref[0].teacher_logp)):
+    for name, a, e in zip(
+        ("divergence", "student_logp", "teacher_logp"),
+        (got[0].divergence, got[0].student_logp, got[0].teacher_logp),
+        (ref[0].divergence, ref[0].student_logp, ref[0].teacher_logp),
+    ):
         assert_rel(a, e, TOL[dtype], name)
     for name, a, e in zip(("d hidden", "d weight", "d bias"), got[1:], ref[1:]):
         assert_rel(a, e, TOL[dtype], name)
@@ -172,7 +176,19 @@ def test_leading_dimensions_are_kept():
 @pytest.mark.parametrize("kind,topk", KINDS, ids=KIND_IDS)
 def test_all_positions_masked_gives_zero_gradient(kind, topk):
     student, teacher, weight, teacher_weight, bias, targets = make_case(6, 8, 29, torch.float32, seed=6)
-    got = run_distill(kernels.distill_terms, student, teacher, weight, targets, torch.zeros(6), None, kind=kind, topk=topk, bias=bias, chunk_size=4)
+    got = run_distill(
+        kernels.distill_terms,
+        student,
+        teacher,
+        weight,
+        targets,
+        torch.zeros(6),
+        None,
+        kind=kind,
+        topk=topk,
+        bias=bias,
+        chunk_size=4,
+    )
     for grad in got[1:]:
         assert torch.equal(grad, torch.zeros_like(grad))
 
@@ -232,7 +248,9 @@ def test_gradcheck_finite_differences(kind, topk):
     s, w = student.clone().requires_grad_(), weight.clone().requires_grad_()
 
     def f(s, w):
-        out = kernels.distill_terms(s, teacher, w, targets, teacher_weight=teacher_weight, kind=kind, topk=topk, temperature=0.9, bias=bias, chunk_size=2)
+        out = kernels.distill_terms(
+            s, teacher, w, targets, teacher_weight=teacher_weight, kind=kind, topk=topk, temperature=0.9, bias=bias, chunk_size=2
+        )
         return out.divergence, out.student_logp
 
     assert torch.autograd.gradcheck(f, (s, w), eps=1e-6, atol=1e-7, rtol=1e-5)
@@ -359,7 +377,7 @@ def test_default_chunk_size_bounds_the_buffer():
 @pytest.fixture
 def no_recompute(monkeypatch):
     """Makes backward's recomputation of the logits an error: the hint must have made it unnecessary."""
-    from sgpo.kernels import chunked_head
+    from sgpo.objectives import chunked_head
 
     def fail(*args, **kwargs):
         raise AssertionError("backward recomputed the logits")
@@ -394,7 +412,11 @@ def test_hint_callable_with_masks_from_this_forward_pass(no_recompute):
     student, teacher, weight, teacher_weight, bias, targets = make_case(13, 8, 37, torch.float64, seed=14, bias=False)
     coef = torch.rand(13, generator=torch.Generator().manual_seed(5), dtype=torch.float64) + 0.5
     threshold = -3.6  # keeps some positions and masks others (checked below)
-    cap = lm_head.distill_terms(student, teacher, weight, targets, teacher_weight=teacher_weight, temperature=0.9).divergence.median().item()
+    cap = (
+        lm_head.distill_terms(student, teacher, weight, targets, teacher_weight=teacher_weight, temperature=0.9)
+        .divergence.median()
+        .item()
+    )
     calls = []
 
     def loss_weights(rows, terms):
@@ -408,7 +430,17 @@ def test_hint_callable_with_masks_from_this_forward_pass(no_recompute):
     assert 0 < int((out.student_logp.detach() <= threshold).sum()) and 0 < int(mask.sum()) < 13
     (out.divergence * coef * mask).sum().backward()
     assert calls == [slice(0, 4), slice(4, 8), slice(8, 12), slice(12, 13)]
-    ref = run_distill(lm_head.distill_terms, student, teacher, weight, targets, coef * mask, None, teacher_weight=teacher_weight, temperature=0.9)
+    ref = run_distill(
+        lm_head.distill_terms,
+        student,
+        teacher,
+        weight,
+        targets,
+        coef * mask,
+        None,
+        teacher_weight=teacher_weight,
+        temperature=0.9,
+    )
     assert_rel(s.grad, ref[1], 1e-10, "d hidden")
     assert_rel(w.grad, ref[2], 1e-10, "d weight")
 
@@ -433,7 +465,9 @@ def test_hint_with_student_logp_gradient_and_a_second_backward():
     gen = torch.Generator().manual_seed(7)
     w, g_logp = torch.rand(9, generator=gen, dtype=torch.float64) + 0.5, torch.randn(9, generator=gen, dtype=torch.float64)
     g_logp[2] = 0.0
-    ref = run_distill(lm_head.distill_terms, student, teacher, weight, targets, 2 * w, g_logp, teacher_weight=teacher_weight, bias=bias)
+    ref = run_distill(
+        lm_head.distill_terms, student, teacher, weight, targets, 2 * w, g_logp, teacher_weight=teacher_weight, bias=bias
+    )
     s, wt, b = (x.clone().requires_grad_() for x in (student, weight, bias))
     out = kernels.distill_terms(s, teacher, wt, targets, teacher_weight=teacher_weight, bias=b, chunk_size=4, loss_weights=w)
     loss = (out.divergence * 2 * w).sum() + (out.student_logp * g_logp).sum()
@@ -449,7 +483,9 @@ def test_hint_keeps_exact_zero():
     w = torch.rand(10) + 0.5
     out, gh, gw, gb = run_distill(hinted_distill(w), student, student.clone(), weight, targets, w, None, bias=bias)
     assert torch.equal(out.divergence, torch.zeros(10))
-    assert torch.equal(gw, torch.zeros_like(gw)) and torch.equal(gh, torch.zeros_like(gh)) and torch.equal(gb, torch.zeros_like(gb))
+    assert (
+        torch.equal(gw, torch.zeros_like(gw)) and torch.equal(gh, torch.zeros_like(gh)) and torch.equal(gb, torch.zeros_like(gb))
+    )
 
 
 def test_sampled_logps_hint_from_a_clipped_surrogate(no_recompute):
@@ -460,7 +496,9 @@ def test_sampled_logps_hint_from_a_clipped_surrogate(no_recompute):
     gen = torch.Generator().manual_seed(8)
     adv = torch.randn(n, generator=gen, dtype=torch.float64)
     with torch.no_grad():
-        old = lm_head.sampled_logps(student, weight, targets, 0.9, bias) + 0.3 * torch.randn(n, generator=gen, dtype=torch.float64)
+        old = lm_head.sampled_logps(student, weight, targets, 0.9, bias) + 0.3 * torch.randn(
+            n, generator=gen, dtype=torch.float64
+        )
 
     def surrogate(logp):
         ratio = (logp - old).exp()

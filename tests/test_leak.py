@@ -8,7 +8,9 @@ from sgpo.strategies.base import Strategy
 from sgpo.strategies.leak import LeakConfig, LeakFilter, numbers_in, parse_number
 
 
-def strat(*steps: str, approach: str = "Set up an equation for the unknown.", insight: str = "The constraint is linear.") -> Strategy:
+def strat(
+    *steps: str, approach: str = "Set up an equation for the unknown.", insight: str = "The constraint is linear."
+) -> Strategy:
     return Strategy(approach=approach, key_insight=insight, steps=list(steps) or ["Solve it."])
 
 
@@ -43,8 +45,17 @@ def test_numbers_in_signs_and_notations():
     # "x - 3" is a subtraction (3), "is -5" a negative number, \frac and a/b are one value each
     # (a/b's parts are literals too), 1,200 counts as 1200 and as the list 1, 200.
     got = numbers_in("take \\frac{1}{2}, then x - 3; the root is -5; 3/4 of 1,200")
-    assert got == [Fraction(1, 2), Fraction(3, 4), Fraction(3), Fraction(-5), Fraction(3), Fraction(4),
-                   Fraction(1200), Fraction(1), Fraction(200)]
+    assert got == [
+        Fraction(1, 2),
+        Fraction(3, 4),
+        Fraction(3),
+        Fraction(-5),
+        Fraction(3),
+        Fraction(4),
+        Fraction(1200),
+        Fraction(1),
+        Fraction(200),
+    ]
 
 
 @pytest.mark.parametrize(

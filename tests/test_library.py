@@ -18,19 +18,35 @@ from sgpo.library import BuildConfig, LibraryError, RerankConfig, RetrievalConfi
 from sgpo.library.similarity import leader_clusters
 from sgpo.strategies.base import Strategy, render_strategy
 
-SQUARE = Strategy(approach="Complete the square", key_insight="A quadratic is a shifted square",
-                  steps=["Group the x terms", "Add and subtract the square of half the coefficient"], pitfalls=["Sign errors when moving terms"])
+SQUARE = Strategy(
+    approach="Complete the square",
+    key_insight="A quadratic is a shifted square",
+    steps=["Group the x terms", "Add and subtract the square of half the coefficient"],
+    pitfalls=["Sign errors when moving terms"],
+)
 # one word more than SQUARE: TF-IDF cosine 0.942 with it in the first build below (>= 0.9: merged)
-SQUARE2 = Strategy(approach="Complete the square", key_insight="A quadratic is a shifted square",
-                   steps=["Group the x terms", "Add and subtract the square of half the linear coefficient"], pitfalls=["Sign errors when moving terms"])
-COMPLEMENT = Strategy(approach="Count complementary outcomes", key_insight="P(at least one) is one minus P(none)",
-                      steps=["Compute the probability that nothing happens", "Subtract it from one"])
-CYCLE = Strategy(approach="Find the cycle of powers", key_insight="Powers repeat modulo the divisor",
-                 steps=["List the first powers modulo the divisor", "Reduce the exponent modulo the cycle length"])
+SQUARE2 = Strategy(
+    approach="Complete the square",
+    key_insight="A quadratic is a shifted square",
+    steps=["Group the x terms", "Add and subtract the square of half the linear coefficient"],
+    pitfalls=["Sign errors when moving terms"],
+)
+COMPLEMENT = Strategy(
+    approach="Count complementary outcomes",
+    key_insight="P(at least one) is one minus P(none)",
+    steps=["Compute the probability that nothing happens", "Subtract it from one"],
+)
+CYCLE = Strategy(
+    approach="Find the cycle of powers",
+    key_insight="Powers repeat modulo the divisor",
+    steps=["List the first powers modulo the divisor", "Reduce the exponent modulo the cycle length"],
+)
 # a remainder strategy that quotes its own problem's answer (4): it leaks where the target's answer is 4
-CYCLE_LEAKY = Strategy(approach="Use Fermat's little theorem on the power",
-                       key_insight="In the worked case the remainder comes out as 4",
-                       steps=["Reduce the base modulo the divisor", "Apply the theorem to the exponent"])
+CYCLE_LEAKY = Strategy(
+    approach="Use Fermat's little theorem on the power",
+    key_insight="In the worked case the remainder comes out as 4",
+    steps=["Reduce the base modulo the divisor", "Apply the theorem to the exponent"],
+)
 
 Q1 = "Solve x^2 + 6x + 5 = 0 by completing the square."
 Q2 = "Solve x^2 - 8x + 7 = 0 by completing the square."
@@ -40,9 +56,19 @@ R2 = "Find the remainder of 3^40 divided by 11."
 
 
 def row(pid, problem, strategy, answer="1", status="ok", reason=None, score=None):
-    r = {"id": pid, "problem": problem, "answer": answer, "status": status, "reason": reason,
-         "strategy": render_strategy(strategy) if status == "ok" else None, "strategy_json": strategy.model_dump_json(),
-         "extractor": "hand", "extractor_model": None, "prompt_version": None, "content_hash": f"h-{pid}"}
+    r = {
+        "id": pid,
+        "problem": problem,
+        "answer": answer,
+        "status": status,
+        "reason": reason,
+        "strategy": render_strategy(strategy) if status == "ok" else None,
+        "strategy_json": strategy.model_dump_json(),
+        "extractor": "hand",
+        "extractor_model": None,
+        "prompt_version": None,
+        "content_hash": f"h-{pid}",
+    }
     if score is not None:
         r["strategy_score"] = score
     return r
@@ -85,7 +111,10 @@ def test_build_keeps_ok_rows_and_merges_near_duplicates(library_file):
     square = lib.entries[0]
     assert square.merged_variants == [render_strategy(SQUARE2)]
     assert square.problems == ["q1", "q2"] and square.num_rows == 2
-    assert [(p["source"], p["row"], p["content_hash"]) for p in square.provenance] == [(str(library_file), 0, "h-q1"), (str(library_file), 1, "h-q2")]
+    assert [(p["source"], p["row"], p["content_hash"]) for p in square.provenance] == [
+        (str(library_file), 0, "h-q1"),
+        (str(library_file), 1, "h-q2"),
+    ]
     cycle = lib.entries[3]
     assert cycle.problems == ["r1", "r2"] and cycle.num_rows == 2
     # the index: one row per distinct problem, with its entries
@@ -100,8 +129,12 @@ def test_build_keeps_ok_rows_and_merges_near_duplicates(library_file):
 
 
 def test_entry_text_is_the_best_scored_variant(tmp_path):
-    rows = [row("a", Q1, SQUARE, score=0.25), row("b", Q2, SQUARE2, score=0.75), row("c", Q2, SQUARE2, score=0.25),
-            row("d", P1, COMPLEMENT)]
+    rows = [
+        row("a", Q1, SQUARE, score=0.25),
+        row("b", Q2, SQUARE2, score=0.75),
+        row("c", Q2, SQUARE2, score=0.25),
+        row("d", P1, COMPLEMENT),
+    ]
     lib, _ = StrategyLibrary.build([rows])
     square = lib.entries[0]
     # mean score of SQUARE2's two rows = 0.5 > SQUARE's 0.25: SQUARE2 is the entry's text, SQUARE a variant
@@ -167,7 +200,9 @@ def test_malformed_library_files_name_file_line_and_field(library, tmp_path):
     bad = json.loads(lines[1])
     bad["strategy_json"] = json.dumps({"approach": "x", "key_insight": "y"})  # no steps
     (folder / "entries.jsonl").write_text("\n".join([lines[0], json.dumps(bad), *lines[2:]]) + "\n")
-    with pytest.raises(LibraryError, match=r"entries.jsonl: line 2: field 'strategy_json' is not a valid strategy \(steps: Field required\)"):
+    with pytest.raises(
+        LibraryError, match=r"entries.jsonl: line 2: field 'strategy_json' is not a valid strategy \(steps: Field required\)"
+    ):
         StrategyLibrary.load(folder)
     (folder / "entries.jsonl").write_text("\n".join(lines) + "\n")
     index = (folder / "index.jsonl").read_text().replace(library.entries[0].id, "s-nowhere", 1)
@@ -215,7 +250,11 @@ def test_invalid_rows_are_reported_per_row_never_dropped(tmp_path):
 # ------------------------------------------------------------------------------------------ retrieval
 TARGETS = [
     {"id": "t-square", "problem": "Solve x^2 - 4x - 12 = 0 by completing the square.", "answer": "6"},
-    {"id": "t-prob", "problem": "A die is rolled 3 times. What is the probability of getting at least one six?", "answer": "91/216"},
+    {
+        "id": "t-prob",
+        "problem": "A die is rolled 3 times. What is the probability of getting at least one six?",
+        "answer": "91/216",
+    },
     {"id": "t-rem", "problem": "What is the remainder when 5^30 is divided by 7?", "answer": "1"},
     {"id": "t-own", "problem": "Find the remainder of 3^20 divided by 11.", "answer": "1", "strategy": "Approach: my own"},
     {"id": "t-far", "problem": "Name a capital city in Europe.", "answer": "Paris"},
@@ -229,7 +268,10 @@ def test_retrieval_finds_the_right_entries(library):
     assert by_id["t-square"]["strategy_entry"] == square and by_id["t-square"]["strategy"] == render_strategy(SQUARE)
     assert by_id["t-prob"]["strategy_entry"] == complement and by_id["t-prob"]["strategy_match"] == "p1"
     # R1 is the nearest problem; its entries come in index order (scored leaky first): gold 1 is not in its text
-    assert by_id["t-rem"]["strategy_entry"] == leaky and [c["entry"] for c in by_id["t-rem"]["retrieval_candidates"]] == [leaky, cycle]
+    assert by_id["t-rem"]["strategy_entry"] == leaky and [c["entry"] for c in by_id["t-rem"]["retrieval_candidates"]] == [
+        leaky,
+        cycle,
+    ]
     for r in result.rows[:3]:
         assert r["strategy_source"] == "retrieved" and r["retrieval_outcome"] == "retrieved" and r["strategy_similarity"] >= 0.2
     # without --only-missing the own strategy is replaced, and kept in own_strategy
@@ -248,7 +290,10 @@ def test_retrieval_finds_the_right_entries(library):
     vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit([p.problem for p in library.problems])
     expected = cosine_similarity(vec.transform([TARGETS[1]["problem"]]), vec.transform([P1]))[0, 0]
     assert by_id["t-prob"]["strategy_similarity"] == pytest.approx(expected, abs=1e-6)
-    assert cosine_similarity(vec.transform([TARGETS[4]["problem"]]), vec.transform([p.problem for p in library.problems])).max() < 0.2
+    assert (
+        cosine_similarity(vec.transform([TARGETS[4]["problem"]]), vec.transform([p.problem for p in library.problems])).max()
+        < 0.2
+    )
 
 
 def test_only_missing_keeps_own_strategies(library):
@@ -317,13 +362,16 @@ def test_every_candidate_leaking_leaves_the_problem_without_a_strategy(tmp_path)
 
 
 def test_bad_problem_rows_are_reported_per_row(library, tmp_path):
-    path = write_jsonl(tmp_path / "problems.jsonl", [
-        {"id": "a", "problem": "x", "answer": "1"},
-        {"id": "a", "problem": "y", "answer": "2"},
-        {"id": "b", "problem": "", "answer": "2"},
-        {"id": "c", "problem": "z"},
-        {"id": "d", "problem": "w", "answer": "1", "strategy": 3},
-    ])
+    path = write_jsonl(
+        tmp_path / "problems.jsonl",
+        [
+            {"id": "a", "problem": "x", "answer": "1"},
+            {"id": "a", "problem": "y", "answer": "2"},
+            {"id": "b", "problem": "", "answer": "2"},
+            {"id": "c", "problem": "z"},
+            {"id": "d", "problem": "w", "answer": "1", "strategy": 3},
+        ],
+    )
     with pytest.raises(DataError) as err:
         library.retrieve(str(path))
     msg = str(err.value)
@@ -343,13 +391,15 @@ def test_bad_problem_rows_are_reported_per_row(library, tmp_path):
 def test_world_library_retrieves_the_right_family(tmp_path):
     """Extraction outputs of the strategy world through the real extraction pipeline: one entry per family,
     and every held-out problem (same question paraphrases, new lists) retrieves its family's strategy."""
-    from sgpo.strategies.pipeline import ExtractionConfig, extract_strategies
+    from sgpo.strategies.extraction import ExtractionConfig, extract_strategies
     from sgpo.world import WorldExtractor, build_world, write_world
     from sgpo.world.generate import WorldSpec
 
     world = build_world(0, WorldSpec(per_family={"heldout": 5, "train": 8, "warmup": 0}))
     paths = write_world(tmp_path / "oracle", world)
-    extract_strategies(paths["train"], tmp_path / "train.jsonl", WorldExtractor(), ExtractionConfig(concurrency=1), progress=False)
+    extract_strategies(
+        paths["train"], tmp_path / "train.jsonl", WorldExtractor(), ExtractionConfig(concurrency=1), progress=False
+    )
     lib, summary = StrategyLibrary.build([tmp_path / "train.jsonl"])
     assert summary.entries == 6 and summary.used == 48 and len(lib.problems) == 48
     heldout = [{k: r[k] for k in ("id", "family", "problem", "answer")} for r in world["heldout"]]
@@ -365,24 +415,35 @@ ZEBRA = Strategy(approach="follow the zebra zebra zebra method", key_insight="ze
 ZOO = "What is the magic number of the zoo keeper?"
 # the strategy last, right before the answer: a one-layer model learns to read it in ~120 steps (lr 3e-3,
 # seeds 0-3 all within 130 steps); with the default template's instruction after it, some seeds never do
-ZOO_LIBRARY = [row("w", "What is the magic number of the zoo keeper today?", WALRUS),
-               row("z", "What is the magic number of the zebra house?", ZEBRA)]
+ZOO_LIBRARY = [
+    row("w", "What is the magic number of the zoo keeper today?", WALRUS),
+    row("z", "What is the magic number of the zebra house?", ZEBRA),
+]
 ZOO_FORMAT_KW = {"template": "{problem}", "guided_template": "{problem}\n{strategy}"}
 
 
 @pytest.fixture(scope="module")
 def zoo_policy(tmp_path_factory):
     """A tiny policy taught to answer 7 with the zebra strategy in its prompt and 3 otherwise."""
-    from test_extract_tiny import build_model, build_tokenizer, teach
-
     from sgpo.prompts import PromptFormat
+
+    from test_extract_tiny import build_model, build_tokenizer, teach
 
     fmt = PromptFormat(**ZOO_FORMAT_KW)
     zebra, walrus = render_strategy(ZEBRA), render_strategy(WALRUS)
     tok = build_tokenizer([ZOO, zebra, walrus, "today zebra house"], added=["\\boxed{7}", "\\boxed{3}"])
     model = build_model(tok, seed=0)
-    teach(model, tok, [(fmt.render(tok, ZOO, zebra), "\\boxed{7}"), (fmt.render(tok, ZOO, walrus), "\\boxed{3}"),
-                       (fmt.render(tok, ZOO), "\\boxed{3}")], lr=3e-3, max_steps=400)
+    teach(
+        model,
+        tok,
+        [
+            (fmt.render(tok, ZOO, zebra), "\\boxed{7}"),
+            (fmt.render(tok, ZOO, walrus), "\\boxed{3}"),
+            (fmt.render(tok, ZOO), "\\boxed{3}"),
+        ],
+        lr=3e-3,
+        max_steps=400,
+    )
     path = tmp_path_factory.mktemp("zoo") / "policy"
     model.save_pretrained(path)
     tok.save_pretrained(path)
@@ -422,13 +483,17 @@ def _sgpo(*args, timeout=240):
 
 def test_cli_build_and_retrieve(library_file, tmp_path):
     lib = tmp_path / "lib"
-    proc = _sgpo("library", "build", "--input", str(library_file), "--output", str(lib), "--summary-json", str(tmp_path / "b.json"))
+    proc = _sgpo(
+        "library", "build", "--input", str(library_file), "--output", str(lib), "--summary-json", str(tmp_path / "b.json")
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"library {lib}: 4 entries for 5 problems, from 8 rows of 1 input(s)" in proc.stderr
     assert json.loads((tmp_path / "b.json").read_text())["entries"] == 4
     problems = write_jsonl(tmp_path / "problems.jsonl", TARGETS)
     out = tmp_path / "out.parquet"
-    proc = _sgpo("library", "retrieve", "--library", str(lib), "--input", str(problems), "--output", str(out), "--only-missing", "--k", "2")
+    proc = _sgpo(
+        "library", "retrieve", "--library", str(lib), "--input", str(problems), "--output", str(out), "--only-missing", "--k", "2"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = read_rows(out)
     assert [r["strategy_source"] for r in rows] == ["retrieved", "retrieved", "retrieved", "own", None]
@@ -451,13 +516,29 @@ def test_cli_errors_in_process(library_file, tmp_path, capsys):
     assert cli_main(["library", "build", "--input", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "l2")]) == 2
     assert "nope.jsonl: no such file" in capsys.readouterr().err
     problems = write_jsonl(tmp_path / "p.jsonl", TARGETS)
-    assert cli_main(["library", "retrieve", "--library", str(lib), "--input", str(problems), "--output", str(tmp_path / "o.txt")]) == 2
+    assert (
+        cli_main(["library", "retrieve", "--library", str(lib), "--input", str(problems), "--output", str(tmp_path / "o.txt")])
+        == 2
+    )
     assert "o.txt: output must end in .jsonl, .json, .parquet" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         cli_main(["library", "retrieve", "--library", str(lib), "--input", str(problems), "--output", "o.jsonl", "--k", "0"])
     assert exit_.value.code == 2 and "--k must be >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        cli_main(["library", "retrieve", "--library", str(lib), "--input", str(problems), "--output", "o.jsonl", "--min-similarity", "1.5"])
+        cli_main(
+            [
+                "library",
+                "retrieve",
+                "--library",
+                str(lib),
+                "--input",
+                str(problems),
+                "--output",
+                "o.jsonl",
+                "--min-similarity",
+                "1.5",
+            ]
+        )
     assert "--min-similarity must be in [0, 1]" in capsys.readouterr().err
 
 
@@ -467,9 +548,33 @@ def test_cli_rerank_reads_the_policy_folder(zoo_policy, tmp_path, capsys):
     lib = StrategyLibrary.build([ZOO_LIBRARY])[0].save(tmp_path / "lib")
     problems = write_jsonl(tmp_path / "p.jsonl", [{"id": "t", "problem": ZOO, "answer": "7"}])
     out = tmp_path / "out.jsonl"
-    args = ["library", "retrieve", "--library", str(lib), "--input", str(problems), "--output", str(out), "--k", "2",
-            "--min-similarity", "0.1", "--rerank-model", str(path), "--rerank-k", "2", "--rerank-temperature", "0",
-            "--rerank-max-new-tokens", "3", "--device", "cpu", "--no-progress", "--summary-json", str(tmp_path / "s.json")]
+    args = [
+        "library",
+        "retrieve",
+        "--library",
+        str(lib),
+        "--input",
+        str(problems),
+        "--output",
+        str(out),
+        "--k",
+        "2",
+        "--min-similarity",
+        "0.1",
+        "--rerank-model",
+        str(path),
+        "--rerank-k",
+        "2",
+        "--rerank-temperature",
+        "0",
+        "--rerank-max-new-tokens",
+        "3",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--summary-json",
+        str(tmp_path / "s.json"),
+    ]
     assert cli_main(args) == 0
     err = capsys.readouterr().err
     assert f"prompt format: {path / 'prompt_format.json'}" in err and "1 re-ranked by the policy (6 rollouts)" in err

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from sgpo.checkpoints import OutputDirError
 from sgpo.data import read_rows
-from sgpo.world.experiment import METHODS, load_config, prepare_experiment, run_dir
-from sgpo.world.pipeline import OutputDirError, prepare_out
+from sgpo.world.experiment import load_config, prepare_experiment
+from sgpo.world.methods import METHODS, run_dir
+from sgpo.world.pipeline import prepare_out
 from sgpo.world.train_data import half_split, variant_file, write_variants
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,8 +93,10 @@ def test_quick_library_experiment_trains_each_method_on_its_variant(tmp_path):
         steps = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
         steps = [s for s in steps if "problems/without_strategy_frac" in s]
         assert len(steps) == exp.setup.train.max_steps
-        logged[m] = ({k.rpartition("/")[2] for s in steps for k in s if k.startswith("accuracy/guided/")},
-                     sum(s["problems/without_strategy_frac"] for s in steps))
+        logged[m] = (
+            {k.rpartition("/")[2] for s in steps for k in s if k.startswith("accuracy/guided/")},
+            sum(s["problems/without_strategy_frac"] for s in steps),
+        )
     # what the trainer saw: no strategy_source column and every problem guided; own strategies and
     # problems without one; own and retrieved strategies and every problem guided
     assert logged["sgpo"] == (set(), 0.0)

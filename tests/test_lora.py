@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FixedRolloutTrainer, even_answer_reward, param_snapshot
-
 from safetensors.torch import load_file
 
 from sgpo.cli import main as sgpo_main
@@ -21,16 +19,35 @@ from sgpo.config import SGPOConfig
 from sgpo.modeling import load_tokenizer
 from sgpo.testing import build_tiny_model, build_tiny_tokenizer, tiny_arithmetic_rows, write_tiny_assets
 
+from conftest import FixedRolloutTrainer, even_answer_reward, param_snapshot
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ["q_proj", "v_proj", "up_proj"]
 
 
 def lora_args(out: Path, **kw) -> SGPOConfig:
-    base = dict(output_dir=str(out), use_peft=True, lora_r=4, lora_alpha=8, lora_dropout=0.0,
-                lora_target_modules=TARGETS, per_device_train_batch_size=4, num_generations=3,
-                num_guided_generations=2, max_completion_length=10, distill_on="all", instance_weighting="constant",
-                beta=0.04, learning_rate=0.05, max_steps=3, logging_steps=1, report_to="none", save_strategy="no",
-                use_cpu=True, seed=0)
+    base = dict(
+        output_dir=str(out),
+        use_peft=True,
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        lora_target_modules=TARGETS,
+        per_device_train_batch_size=4,
+        num_generations=3,
+        num_guided_generations=2,
+        max_completion_length=10,
+        distill_on="all",
+        instance_weighting="constant",
+        beta=0.04,
+        learning_rate=0.05,
+        max_steps=3,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+    )
     base.update(kw)
     return SGPOConfig(**base)
 
@@ -42,8 +59,13 @@ def trained(tmp_path_factory):
     tokenizer = build_tiny_tokenizer()
     build_tiny_model(tokenizer).save_pretrained(root / "base")
     tokenizer.save_pretrained(root / "base")
-    trainer = FixedRolloutTrainer(str(root / "base"), lora_args(root / "run"), processing_class=load_tokenizer(str(root / "base")),
-                                  reward_funcs=[even_answer_reward], train_dataset=tiny_arithmetic_rows(8))
+    trainer = FixedRolloutTrainer(
+        str(root / "base"),
+        lora_args(root / "run"),
+        processing_class=load_tokenizer(str(root / "base")),
+        reward_funcs=[even_answer_reward],
+        train_dataset=tiny_arithmetic_rows(8),
+    )
     base = param_snapshot(trainer.model.get_base_model())
     lora_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
     trainer.train()
@@ -105,12 +127,48 @@ def test_eval_and_selectivity_load_an_adapter_folder(trained, tmp_path):
     data.write_text("".join(json.dumps(r) + "\n" for r in tiny_arithmetic_rows(4)))
     results = {}
     for name, model in (("adapter", root / "run"), ("merged", tmp_path / "merged")):
-        assert sgpo_main(["eval", "--model", str(model), "--benchmark", str(data), "--k", "2", "--temperature", "1.0",
-                          "--max-new-tokens", "6", "--backend", "hf", "--out", str(tmp_path / f"eval-{name}")]) == 0
+        assert (
+            sgpo_main(
+                [
+                    "eval",
+                    "--model",
+                    str(model),
+                    "--benchmark",
+                    str(data),
+                    "--k",
+                    "2",
+                    "--temperature",
+                    "1.0",
+                    "--max-new-tokens",
+                    "6",
+                    "--backend",
+                    "hf",
+                    "--out",
+                    str(tmp_path / f"eval-{name}"),
+                ]
+            )
+            == 0
+        )
         samples = tmp_path / f"eval-{name}"
         results[name] = [p.read_text() for p in sorted((samples / "samples").glob("*.jsonl"))]
-        assert sgpo_main(["selectivity", "--model", str(model), "--input", str(data), "--limit", "2",
-                          "--max-new-tokens", "6", "--out", str(tmp_path / f"sel-{name}")]) == 0
+        assert (
+            sgpo_main(
+                [
+                    "selectivity",
+                    "--model",
+                    str(model),
+                    "--input",
+                    str(data),
+                    "--limit",
+                    "2",
+                    "--max-new-tokens",
+                    "6",
+                    "--out",
+                    str(tmp_path / f"sel-{name}"),
+                ]
+            )
+            == 0
+        )
     assert results["adapter"] and results["adapter"] == results["merged"]  # the same completions, token for token
     summaries = [json.loads((tmp_path / f"sel-{n}" / "summary.json").read_text()) for n in ("adapter", "merged")]
     for key in ("tokens", "kl_total", "kl_mean_per_token"):
@@ -121,8 +179,13 @@ def test_lm_head_as_a_lora_target_and_lora_with_vllm_are_clear_errors(tmp_path, 
     from sgpo.adapters import AdapterError
 
     with pytest.raises(AdapterError, match="includes the LM head"):
-        FixedRolloutTrainer(build_tiny_model(tokenizer), lora_args(tmp_path, lora_target_modules=["q_proj", "lm_head"]),
-                            processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows)
+        FixedRolloutTrainer(
+            build_tiny_model(tokenizer),
+            lora_args(tmp_path, lora_target_modules=["q_proj", "lm_head"]),
+            processing_class=tokenizer,
+            reward_funcs=[even_answer_reward],
+            train_dataset=rows,
+        )
     with pytest.raises(ValueError, match="SGPOConfig.use_peft: with use_vllm is not supported yet"):
         lora_args(tmp_path, use_vllm=True)
 
@@ -132,10 +195,44 @@ def test_sgpo_train_use_peft_from_the_command_line(tmp_path):
     assets = write_tiny_assets(tmp_path / "tiny", n=8, warm_up=False)
     out = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    proc = subprocess.run([sys.executable, "-m", "sgpo", "train", "--config", str(ROOT / "recipes" / "tiny_cpu.yaml"),
-                           "--model_name_or_path", str(assets / "model"), "--dataset_name", str(assets / "train.jsonl"),
-                           "--output_dir", str(out), "--report_to", "none", "--max_steps", "2", "--use_peft", "true",
-                           "--lora_r", "8", "--lora_target_modules", "all-linear"], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sgpo",
+            "train",
+            "--config",
+            str(ROOT / "recipes" / "tiny_cpu.yaml"),
+            "--model_name_or_path",
+            str(assets / "model"),
+            "--dataset_name",
+            str(assets / "train.jsonl"),
+            "--output_dir",
+            str(out),
+            "--report_to",
+            "none",
+            "--max_steps",
+            "2",
+            "--use_peft",
+            "true",
+            "--lora_r",
+            "8",
+            "--lora_target_modules",
+            "all-linear",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     config = json.loads((out / "adapter_config.json").read_text())
-    assert config["r"] == 8 and {t.split(".")[-1] for t in config["target_modules"]} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert config["r"] == 8 and {t.split(".")[-1] for t in config["target_modules"]} == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from sgpo.objectives import aggregate, clipped_surrogate, GlobalCounts, k3_kl, shaped_off_policy
+from sgpo.objectives import GlobalCounts, aggregate, clipped_surrogate, k3_kl, shaped_off_policy
 
 
 def test_clipped_surrogate_hand_cases():

@@ -49,13 +49,29 @@ def sgpo_rows(n=60):
     for step in range(1, n + 1):
         t = step / n
         auto, guided = 0.2 + 0.5 * t, 0.7 + 0.2 * t
-        rows.append({
-            "step": step, "epoch": t, "loss": 1 - t, "learning_rate": 1e-6, "reward/auto": auto, "reward/guided": guided,
-            "reward/gap": guided - auto, "accuracy/auto": auto, "accuracy/guided": guided,
-            "distill/weight_mean": guided - auto, "distill/kl": 0.3 * math.exp(-3 * t), "distill/masked_frac": 0.05,
-            "distill/loss": 0.1, "rl/loss": 0.0, "clip/low": 0.01, "clip/high": 0.02,
-            "completion_length/auto": 100 + 50 * t, "completion_length/guided": 90 + 40 * t, "tokens_per_second": 900.0,
-        })
+        rows.append(
+            {
+                "step": step,
+                "epoch": t,
+                "loss": 1 - t,
+                "learning_rate": 1e-6,
+                "reward/auto": auto,
+                "reward/guided": guided,
+                "reward/gap": guided - auto,
+                "accuracy/auto": auto,
+                "accuracy/guided": guided,
+                "distill/weight_mean": guided - auto,
+                "distill/kl": 0.3 * math.exp(-3 * t),
+                "distill/masked_frac": 0.05,
+                "distill/loss": 0.1,
+                "rl/loss": 0.0,
+                "clip/low": 0.01,
+                "clip/high": 0.02,
+                "completion_length/auto": 100 + 50 * t,
+                "completion_length/guided": 90 + 40 * t,
+                "tokens_per_second": 900.0,
+            }
+        )
         if step % 20 == 0:
             rows[-1]["eval/heldout_accuracy"] = auto
     return rows
@@ -68,9 +84,20 @@ def write_run(run: Path, rows, tail: str = "") -> Path:
 
 
 EVAL_DOC = {
-    "model": "runs/x", "settings": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 64},
-    "benchmarks": {"heldout": {"n": 40, "k": 1, "accuracy": 0.55, "ci95": [0.4, 0.69], "pass_at_k": {"1": 0.55},
-                               "num_timeouts": 0, "mean_completion_tokens": 31.0, "greedy_accuracy": 0.55}},
+    "model": "runs/x",
+    "settings": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 64},
+    "benchmarks": {
+        "heldout": {
+            "n": 40,
+            "k": 1,
+            "accuracy": 0.55,
+            "ci95": [0.4, 0.69],
+            "pass_at_k": {"1": 0.55},
+            "num_timeouts": 0,
+            "mean_completion_tokens": 31.0,
+            "greedy_accuracy": 0.55,
+        }
+    },
 }
 
 
@@ -82,8 +109,17 @@ def test_report_of_an_sgpo_run(tmp_path):
     index = run / "report" / "index.html"
     page = parse(index)
     srcs = [img["src"] for img in page.images]
-    expected = {"reward.png", "gap.png", "instance_weight.png", "distill_kl.png", "masked_fraction.png",
-                "completion_length.png", "loss.png", "eval.png", "other_eval.png"}
+    expected = {
+        "reward.png",
+        "gap.png",
+        "instance_weight.png",
+        "distill_kl.png",
+        "masked_fraction.png",
+        "completion_length.png",
+        "loss.png",
+        "eval.png",
+        "other_eval.png",
+    }
     assert expected <= set(srcs)
     for src in srcs:  # every figure referenced exists and is a PNG
         data = (index.parent / src).read_bytes()
@@ -147,16 +183,29 @@ def test_report_shows_the_run_settings_by_topic(tmp_path):
     import yaml
 
     run = write_run(tmp_path / "run", sgpo_rows(10))
-    settings = {"output_dir": str(run), "learning_rate": 1e-5, "num_generations": 4, "distill_coef": 0.5,
-                "instance_weighting": "marginal", "reward_funcs": ["accuracy"], "adam_beta1": 0.9}
+    settings = {
+        "output_dir": str(run),
+        "learning_rate": 1e-5,
+        "num_generations": 4,
+        "distill_coef": 0.5,
+        "instance_weighting": "marginal",
+        "reward_funcs": ["accuracy"],
+        "adam_beta1": 0.9,
+    }
     (run / "config.yaml").write_text(yaml.safe_dump(settings), encoding="utf-8")
     assert report_main([str(run)]) == 0
     page = parse(run / "report" / "index.html")
     assert "Settings" in page.headings
     cells = page.cells
     last = {c: i for i, c in enumerate(cells)}  # the settings tables come last on the page
-    for key, shown in [("num_generations", "4"), ("distill_coef", "0.5"), ("instance_weighting", "marginal"),
-                       ("reward_funcs", '["accuracy"]'), ("learning_rate", "1e-05"), ("adam_beta1", "0.9")]:
+    for key, shown in [
+        ("num_generations", "4"),
+        ("distill_coef", "0.5"),
+        ("instance_weighting", "marginal"),
+        ("reward_funcs", '["accuracy"]'),
+        ("learning_rate", "1e-05"),
+        ("adam_beta1", "0.9"),
+    ]:
         assert cells[last[key] + 1] == shown
     text = (run / "report" / "index.html").read_text()
     # grouped: the rollouts table comes before the distillation one, the rest is folded away

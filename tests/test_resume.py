@@ -33,10 +33,32 @@ def env():
 
 
 def train_args(assets: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--config", str(ROOT / "recipes" / "tiny_cpu.yaml"), "--model_name_or_path", str(assets / "model"),
-            "--dataset_name", str(assets / "train.jsonl"), "--output_dir", str(out), "--report_to", "none",
-            "--save_strategy", "steps", "--save_steps", "2", "--lr_scheduler_type", "constant",
-            "--instance_weight_ema", "0.5", "--distill_on", "all", "--reward_funcs", "conftest:text_length_reward", *extra]
+    return [
+        "train",
+        "--config",
+        str(ROOT / "recipes" / "tiny_cpu.yaml"),
+        "--model_name_or_path",
+        str(assets / "model"),
+        "--dataset_name",
+        str(assets / "train.jsonl"),
+        "--output_dir",
+        str(out),
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--lr_scheduler_type",
+        "constant",
+        "--instance_weight_ema",
+        "0.5",
+        "--distill_on",
+        "all",
+        "--reward_funcs",
+        "conftest:text_length_reward",
+        *extra,
+    ]
 
 
 def sgpo(*args: str) -> subprocess.CompletedProcess:
@@ -73,8 +95,13 @@ def runs(tmp_path_factory):
 def test_sigkill_after_a_checkpoint_then_resume_true_reproduces_the_run(tmp_path, runs):
     assets, straight = runs
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "sgpo", *train_args(assets, out, "--max_steps", "6")],
-                            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sgpo", *train_args(assets, out, "--max_steps", "6")],
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     while not (out / "checkpoint-4").is_dir():  # renamed into place only once complete
         assert proc.poll() is None, proc.stderr.read()[-3000:]

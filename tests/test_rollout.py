@@ -12,7 +12,9 @@ def near_uniform_model(tiny_model, model_defaults: dict):
     # truncated to the top k
     with torch.no_grad():
         tiny_model.lm_head.weight.normal_(0.0, 1e-3)
-    tiny_model.generation_config = GenerationConfig(eos_token_id=tiny_model.generation_config.eos_token_id, pad_token_id=0, **model_defaults)
+    tiny_model.generation_config = GenerationConfig(
+        eos_token_id=tiny_model.generation_config.eos_token_id, pad_token_id=0, **model_defaults
+    )
     return tiny_model
 
 

@@ -6,14 +6,14 @@ import json
 from dataclasses import replace
 
 import pytest
-from test_extract_tiny import build_model, build_tokenizer, teach
 
-from sgpo.data import DataError, read_rows
+from sgpo.data import ColumnMap, DataError, read_rows
 from sgpo.prompts import DEFAULT_GUIDED_PROMPT_TEMPLATE, DEFAULT_PROMPT_TEMPLATE, PromptFormat
-from sgpo.data import ColumnMap
 from sgpo.sampling import SamplingConfig
 from sgpo.strategies.scoring import ScoringConfig, best_index, group_candidates, score_strategies, strategy_score
 from sgpo.verify import Verifier
+
+from test_extract_tiny import build_model, build_tokenizer, teach
 
 P1, P2, P3 = "What is the magic number of the zoo?", "What is the other number of the zoo?", "Name the zoo keeper."
 ZEBRA = "Approach: follow the zebra zebra zebra method.\nKey insight: zebra stripes count."
@@ -57,8 +57,12 @@ def policy(tmp_path_factory):
     model = build_model(tok, seed=3)
     examples = []
     for p in (P1, P2):
-        examples += [(fmt.render(tok, p, ZEBRA), "\\boxed{7}"), (fmt.render(tok, p, ZEBRA2), "\\boxed{7}"),
-                     (fmt.render(tok, p, WALRUS), "\\boxed{3}"), (fmt.render(tok, p), "\\boxed{3}")]
+        examples += [
+            (fmt.render(tok, p, ZEBRA), "\\boxed{7}"),
+            (fmt.render(tok, p, ZEBRA2), "\\boxed{7}"),
+            (fmt.render(tok, p, WALRUS), "\\boxed{3}"),
+            (fmt.render(tok, p), "\\boxed{3}"),
+        ]
     teach(model, tok, examples)
     path = tmp_path_factory.mktemp("policy") / "policy"
     model.save_pretrained(path)
@@ -82,27 +86,41 @@ def test_scores_and_best_candidate(policy, tmp_path):
     inp.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     cfg = ScoringConfig(SamplingConfig(k=2, max_new_tokens=3, temperature=0.0, seed=0), max_candidates=2)
     with Verifier(num_workers=0) as verifier:
-        summary = score_strategies(inp, tmp_path / "best.jsonl", model, tok, config=cfg, verifier=verifier,
-                                   candidates_output=tmp_path / "all.jsonl", progress=False)
+        summary = score_strategies(
+            inp,
+            tmp_path / "best.jsonl",
+            model,
+            tok,
+            config=cfg,
+            verifier=verifier,
+            candidates_output=tmp_path / "all.jsonl",
+            progress=False,
+        )
         got = read_rows(tmp_path / "best.jsonl")
         # P1 (gold 7): autonomous says 3 -> 0/2 = 0; walrus -> 3 -> 0, score 0; zebra -> 7 -> 2/2 = 1, score 1 - 0 = 1
         # P2 (gold 3): autonomous 3 -> 1; zebra -> 7 -> 0, score -1; walrus -> 3 -> 1, score 0
         assert [(r["id"], r["strategy_score"], r["guided_accuracy"], r["auto_accuracy"], r["num_candidates"]) for r in got] == [
-            ("p1-zebra", 1.0, 1.0, 0.0, 2), ("p2-walrus", 0.0, 1.0, 1.0, 2), ("p3-failed", None, None, None, 0)
+            ("p1-zebra", 1.0, 1.0, 0.0, 2),
+            ("p2-walrus", 0.0, 1.0, 1.0, 2),
+            ("p3-failed", None, None, None, 0),
         ]
         assert got[0]["strategy"] == ZEBRA and got[1]["strategy"] == WALRUS and got[2]["strategy"] is None
         assert got[0]["scoring_k"] == 2
         every = read_rows(tmp_path / "all.jsonl")
         assert [(r["id"], r["strategy_score"], r["chosen"]) for r in every] == [
-            ("p1-walrus", 0.0, False), ("p1-zebra", 1.0, True), ("p2-zebra", -1.0, False), ("p2-walrus", 0.0, True)
+            ("p1-walrus", 0.0, False),
+            ("p1-zebra", 1.0, True),
+            ("p2-zebra", -1.0, False),
+            ("p2-walrus", 0.0, True),
         ]
         # 2 problems x (1 autonomous + 2 guided) prompts x k=2
         assert summary.rollouts == 12 and summary.candidates_scored == 4 and summary.problems == 3
         assert summary.mean_auto_accuracy == pytest.approx(0.5) and summary.mean_best_score == pytest.approx(0.5)
 
         # rerun: everything comes from the cache, same result; min_score drops the useless strategy of P2
-        again = score_strategies(inp, tmp_path / "best.jsonl", model, tok, config=replace(cfg, min_score=0.5),
-                                 verifier=verifier, progress=False)
+        again = score_strategies(
+            inp, tmp_path / "best.jsonl", model, tok, config=replace(cfg, min_score=0.5), verifier=verifier, progress=False
+        )
         assert again.rollouts == 0 and again.from_cache == 6 and again.kept == 1
         got2 = read_rows(tmp_path / "best.jsonl")
         assert got2[0]["strategy"] == ZEBRA and got2[1]["strategy"] is None and got2[1]["strategy_score"] == 0.0
@@ -116,8 +134,27 @@ def test_cli_scores_from_a_saved_policy(policy, tmp_path, capsys):
     inp = tmp_path / "cands.jsonl"
     inp.write_text("".join(json.dumps(r) + "\n" for r in ROWS[:2]))
     out = tmp_path / "best.parquet"
-    rc = main(["--input", str(inp), "--output", str(out), "--model", str(path), "--k", "2", "--temperature", "0",
-               "--max-new-tokens", "3", "--device", "cpu", "--no-progress", "--summary-json", str(tmp_path / "s.json")])
+    rc = main(
+        [
+            "--input",
+            str(inp),
+            "--output",
+            str(out),
+            "--model",
+            str(path),
+            "--k",
+            "2",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "3",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--summary-json",
+            str(tmp_path / "s.json"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0, err
     (row,) = read_rows(out)

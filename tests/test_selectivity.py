@@ -8,12 +8,13 @@ from html.parser import HTMLParser
 
 import pytest
 import torch
-from test_eval_fixtures import tiny_models, write_jsonl  # noqa: F401 - fixture
 
 import sgpo.evaluation.selectivity as sel
 from sgpo.commands.selectivity import main as selectivity_main
 from sgpo.data import DataError
 from sgpo.objectives import forward_kl_reference
+
+from test_eval_fixtures import tiny_models, write_jsonl  # noqa: F401 - fixture
 
 RESPONSE = "method : running maximum . 3 > 3 , 7 > 7 , 1 > 7 . answer : \\boxed{7}"
 METHOD = (RESPONSE.index("running maximum"), RESPONSE.index("running maximum") + len("running maximum"))
@@ -41,7 +42,10 @@ def test_top_mass_shares_hand_values():
 def test_critical_share_hand_values():
     # critical tokens 0 and 3 (half the tokens) carry 3 of the 4 nats: share .75, enrichment 1.5
     assert sel.critical_share([3.0, 1.0, 0.0, 0.0], [True, False, False, True]) == {
-        "token_share": 0.5, "kl_mass_share": 0.75, "enrichment": 1.5}
+        "token_share": 0.5,
+        "kl_mass_share": 0.75,
+        "enrichment": 1.5,
+    }
     with pytest.raises(ValueError):
         sel.critical_share([1.0], [True, False])
 
@@ -109,15 +113,26 @@ class Spans(HTMLParser):
 
 def test_selectivity_cli_end_to_end(tiny_models, tmp_path):
     boxed = (RESPONSE.index("\\boxed"), len(RESPONSE))
-    data = write_jsonl(tmp_path / "heldout.jsonl", [
-        {"id": "m1", "problem": "3 7 1 : keep the largest", "answer": "7", "family": "max", "response": RESPONSE,
-         "strategy": "keep a running maximum", "critical_spans": [list(METHOD), list(boxed)]},
-        {"id": "s1", "problem": "What is 2+3?", "answer": "5", "family": "sum", "strategy": "add the numbers"},
-        {"id": "unused", "problem": "p", "answer": "1", "strategy": "s"},
-    ])
+    data = write_jsonl(
+        tmp_path / "heldout.jsonl",
+        [
+            {
+                "id": "m1",
+                "problem": "3 7 1 : keep the largest",
+                "answer": "7",
+                "family": "max",
+                "response": RESPONSE,
+                "strategy": "keep a running maximum",
+                "critical_spans": [list(METHOD), list(boxed)],
+            },
+            {"id": "s1", "problem": "What is 2+3?", "answer": "5", "family": "sum", "strategy": "add the numbers"},
+            {"id": "unused", "problem": "p", "answer": "1", "strategy": "s"},
+        ],
+    )
     out = tmp_path / "sel"
-    rc = selectivity_main(["--model", str(tiny_models["random"]), "--data", str(data), "--n", "2",
-                           "--out", str(out), "--max-new-tokens", "6"])
+    rc = selectivity_main(
+        ["--model", str(tiny_models["random"]), "--data", str(data), "--n", "2", "--out", str(out), "--max-new-tokens", "6"]
+    )
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     rows = [json.loads(line) for line in (out / "tokens.jsonl").read_text().splitlines()]

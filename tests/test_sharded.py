@@ -38,8 +38,22 @@ def launch(config: str, out: Path, scenario: str, *extra: str) -> str:
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     e = env()
     e["DS_ACCELERATOR"] = "cpu"  # DeepSpeed's CPU accelerator (gloo); FSDP2 runs on CPU as it is
-    cmd = [launcher, "launch", "--config_file", str(ROOT / "configs" / "accelerate" / config), *extra,
-           "--num_processes", "2", "--main_process_port", "29518", str(SCRIPT), str(out), "2", "dapo", scenario]
+    cmd = [
+        launcher,
+        "launch",
+        "--config_file",
+        str(ROOT / "configs" / "accelerate" / config),
+        *extra,
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        "29518",
+        str(SCRIPT),
+        str(out),
+        "2",
+        "dapo",
+        scenario,
+    ]
     proc = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stdout
@@ -76,8 +90,15 @@ def test_fsdp2_with_the_head_resharded_after_every_forward(tmp_path, single_upda
     # the model is sharded before the trainer sees it, the root with reshard_after_forward=True: the
     # LM head is a DTensor when the loss needs it, and must be unsharded through FSDP (a gathered
     # full_tensor() copy would give each process's gradient of its own slice, never reduced)
-    stdout = launch("fsdp2.yaml", out := tmp_path / "fsdp2" / "delta.pt", "reuse_root", "--mixed_precision", "no",
-                    "--fsdp_auto_wrap_policy", "NO_WRAP")
+    stdout = launch(
+        "fsdp2.yaml",
+        out := tmp_path / "fsdp2" / "delta.pt",
+        "reuse_root",
+        "--mixed_precision",
+        "no",
+        "--fsdp_auto_wrap_policy",
+        "NO_WRAP",
+    )
     assert "processes=2 engine=DistributedType.FSDP" in stdout
     assert_same_update(single_updates["reuse"], out)
 

@@ -7,11 +7,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from conftest import FixedRolloutTrainer, even_answer_reward, param_snapshot, text_length_reward
 from sgpo.config import SGPOConfig
 from sgpo.data import DataError
 from sgpo.prompts import PromptTooLongError
-from sgpo.trainer import RewardFunctionError, SGPOTrainer
+from sgpo.rewards import RewardFunctionError
+from sgpo.trainer import SGPOTrainer
+
+from conftest import FixedRolloutTrainer, even_answer_reward, param_snapshot, text_length_reward
 
 
 def config(tmp_path, **kw):
@@ -50,9 +52,23 @@ def test_sgpo_few_steps_real_generation(tmp_path, tokenizer, tiny_model, rows):
     assert changed(before, tiny_model)
     logs = [m for m in metrics(tmp_path) if "loss" in m]
     assert len(logs) == 3
-    for key in ("reward/auto", "reward/guided", "reward/gap", "accuracy/auto", "accuracy/guided", "distill/weight_mean",
-                "distill/kl", "distill/masked_frac", "clip/low", "clip/high", "completion_length/auto",
-                "completion_length/guided", "tokens_per_second", "rl/loss", "distill/loss"):
+    for key in (
+        "reward/auto",
+        "reward/guided",
+        "reward/gap",
+        "accuracy/auto",
+        "accuracy/guided",
+        "distill/weight_mean",
+        "distill/kl",
+        "distill/masked_frac",
+        "clip/low",
+        "clip/high",
+        "completion_length/auto",
+        "completion_length/guided",
+        "tokens_per_second",
+        "rl/loss",
+        "distill/loss",
+    ):
         assert all(key in m for m in logs), key
     assert all(m["distill/kl"] > 0 for m in logs)  # random teacher ≠ student: the term is non-zero
     assert all(m["distill/loss"] != 0 for m in logs)
@@ -81,8 +97,18 @@ def sgd_delta(tmp_path, tokenizer, rows, seed_model, **kw):
 
     model = build_tiny_model(tokenizer, seed=seed_model)
     before = param_snapshot(model)
-    args = config(tmp_path, optim="sgd", learning_rate=1.0, max_grad_norm=0.0, max_steps=1, weight_decay=0.0,
-                  shuffle_dataset=False, distill_on="all", instance_weighting="constant", **kw)
+    args = config(
+        tmp_path,
+        optim="sgd",
+        learning_rate=1.0,
+        max_grad_norm=0.0,
+        max_steps=1,
+        weight_decay=0.0,
+        shuffle_dataset=False,
+        distill_on="all",
+        instance_weighting="constant",
+        **kw,
+    )
     FixedRolloutTrainer(model, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows).train()
     return {n: before[n] - p.detach() for n, p in model.named_parameters()}  # = lr · grad
 
@@ -92,7 +118,15 @@ def test_update_invariant_to_micro_batch_split(tmp_path, tokenizer, rows, loss_t
     # one generation batch of 4 problems, split into 1, 2 or 4 micro-batches (gradient accumulation):
     # the optimizer step must be the same, because every normaliser is counted over the whole step
     deltas = [
-        sgd_delta(tmp_path / f"s{ga}", tokenizer, rows, 0, per_device_train_batch_size=4 // ga, gradient_accumulation_steps=ga, loss_type=loss_type)
+        sgd_delta(
+            tmp_path / f"s{ga}",
+            tokenizer,
+            rows,
+            0,
+            per_device_train_batch_size=4 // ga,
+            gradient_accumulation_steps=ga,
+            loss_type=loss_type,
+        )
         for ga in (1, 2, 4)
     ]
     for other in deltas[1:]:
@@ -110,7 +144,15 @@ def test_distillation_term_moves_parameters_on_its_own(tmp_path, tokenizer, rows
 
     model = build_tiny_model(tokenizer)
     before = param_snapshot(model)
-    args = config(tmp_path, optim="sgd", learning_rate=1.0, max_grad_norm=0.0, max_steps=1, distill_on="correct", instance_weighting="constant")
+    args = config(
+        tmp_path,
+        optim="sgd",
+        learning_rate=1.0,
+        max_grad_norm=0.0,
+        max_steps=1,
+        distill_on="correct",
+        instance_weighting="constant",
+    )
     FixedRolloutTrainer(model, args, processing_class=tokenizer, reward_funcs=[const], train_dataset=rows).train()
     assert changed(before, model)
     # and with distill_coef = 0 nothing moves
@@ -122,9 +164,19 @@ def test_distillation_term_moves_parameters_on_its_own(tmp_path, tokenizer, rows
 
 
 def test_reuse_over_several_steps_uses_old_logps_and_proximal_mask(tmp_path, tokenizer, tiny_model, rows):
-    args = config(tmp_path, steps_per_generation=2, num_iterations=2, max_steps=4, distill_on="all",
-                  instance_weighting="constant", learning_rate=0.5, distill_topk=4)
-    trainer = FixedRolloutTrainer(tiny_model, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows)
+    args = config(
+        tmp_path,
+        steps_per_generation=2,
+        num_iterations=2,
+        max_steps=4,
+        distill_on="all",
+        instance_weighting="constant",
+        learning_rate=0.5,
+        distill_topk=4,
+    )
+    trainer = FixedRolloutTrainer(
+        tiny_model, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows
+    )
     trainer.train()
     logs = [m for m in metrics(tmp_path) if "loss" in m]
     # after the first optimizer step the policy has moved: some tokens leave the KL term or get clipped
@@ -136,8 +188,13 @@ def test_resume_gives_the_same_model(tmp_path, tokenizer, rows):
 
     common = dict(max_steps=3, distill_on="all", instance_weighting="marginal", instance_weight_ema=0.5, shuffle_dataset=True)
     straight = build_tiny_model(tokenizer)
-    FixedRolloutTrainer(straight, config(tmp_path / "a", **common), processing_class=tokenizer,
-                        reward_funcs=[even_answer_reward], train_dataset=rows).train()
+    FixedRolloutTrainer(
+        straight,
+        config(tmp_path / "a", **common),
+        processing_class=tokenizer,
+        reward_funcs=[even_answer_reward],
+        train_dataset=rows,
+    ).train()
 
     first = build_tiny_model(tokenizer)
     args = config(tmp_path / "b", save_strategy="steps", save_steps=1, **common)
@@ -155,7 +212,9 @@ def test_resume_gives_the_same_model(tmp_path, tokenizer, rows):
 
 def test_reference_model_kl(tmp_path, tokenizer, tiny_model, rows):
     args = config(tmp_path, beta=0.1, max_steps=2, learning_rate=0.5)
-    FixedRolloutTrainer(tiny_model, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows).train()
+    FixedRolloutTrainer(
+        tiny_model, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows
+    ).train()
     logs = [m for m in metrics(tmp_path) if "loss" in m]
     assert logs[0]["kl_ref"] == pytest.approx(0.0, abs=1e-7)  # policy = reference before the first update
     assert logs[1]["kl_ref"] > 0
@@ -170,9 +229,16 @@ def test_reward_function_that_raises_names_function_and_row(tmp_path, tokenizer,
             raise KeyError("boom")
         return [0.0] * len(completions)
 
-    trainer = FixedRolloutTrainer(tiny_model, config(tmp_path, shuffle_dataset=False), processing_class=tokenizer,
-                                  reward_funcs=[fragile], train_dataset=rows)
-    with pytest.raises(RewardFunctionError, match=r"reward function 'fragile' raised KeyError: 'boom'; it fails on problem id 'add-2'"):
+    trainer = FixedRolloutTrainer(
+        tiny_model,
+        config(tmp_path, shuffle_dataset=False),
+        processing_class=tokenizer,
+        reward_funcs=[fragile],
+        train_dataset=rows,
+    )
+    with pytest.raises(
+        RewardFunctionError, match=r"reward function 'fragile' raised KeyError: 'boom'; it fails on problem id 'add-2'"
+    ):
         trainer.train()
 
 
@@ -180,23 +246,31 @@ def test_reward_function_that_raises_names_function_and_row(tmp_path, tokenizer,
     "bad,match",
     [
         (lambda prompts, completions, **_: [0.0] * (len(completions) - 1), r"returned \d+ values for \d+ completions"),
-        (lambda prompts, completions, **_: [float("nan")] + [0.0] * (len(completions) - 1), r"returned nan for problem id 'add-0' \(autonomous completion\)"),
+        (
+            lambda prompts, completions, **_: [float("nan")] + [0.0] * (len(completions) - 1),
+            r"returned nan for problem id 'add-0' \(autonomous completion\)",
+        ),
         (lambda prompts, completions, **_: [None] * len(completions), r"returned None for problem id"),
     ],
     ids=["wrong_length", "nan", "none"],
 )
 def test_bad_reward_outputs(tmp_path, tokenizer, tiny_model, rows, bad, match):
     bad.__name__ = "bad_reward"
-    trainer = FixedRolloutTrainer(tiny_model, config(tmp_path, shuffle_dataset=False), processing_class=tokenizer,
-                                  reward_funcs=[bad], train_dataset=rows)
+    trainer = FixedRolloutTrainer(
+        tiny_model, config(tmp_path, shuffle_dataset=False), processing_class=tokenizer, reward_funcs=[bad], train_dataset=rows
+    )
     with pytest.raises(RewardFunctionError, match="reward function 'bad_reward' " + match):
         trainer.train()
 
 
 def test_guided_prompt_too_long_names_the_row(tmp_path, tokenizer, tiny_model, rows):
     rows[5]["strategy"] = " ".join(["add the numbers"] * 60)
-    with pytest.raises(PromptTooLongError, match=r"1 guided prompt\(s\) exceed max_prompt_length=96: row 5 \(id 'add-5'\) \(\d+ tokens\)"):
-        SGPOTrainer(tiny_model, config(tmp_path), processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows)
+    with pytest.raises(
+        PromptTooLongError, match=r"1 guided prompt\(s\) exceed max_prompt_length=96: row 5 \(id 'add-5'\) \(\d+ tokens\)"
+    ):
+        SGPOTrainer(
+            tiny_model, config(tmp_path), processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows
+        )
 
 
 def test_rows_without_strategy_train_rl_only_and_are_counted(tmp_path, tokenizer, tiny_model, rows, caplog):
@@ -204,8 +278,13 @@ def test_rows_without_strategy_train_rl_only_and_are_counted(tmp_path, tokenizer
         r["strategy"] = None
     rows[3]["strategy"] = ""
     with caplog.at_level(logging.WARNING, logger="sgpo.trainer"):
-        trainer = FixedRolloutTrainer(tiny_model, config(tmp_path, shuffle_dataset=False, max_steps=1), processing_class=tokenizer,
-                                      reward_funcs=[even_answer_reward], train_dataset=rows)
+        trainer = FixedRolloutTrainer(
+            tiny_model,
+            config(tmp_path, shuffle_dataset=False, max_steps=1),
+            processing_class=tokenizer,
+            reward_funcs=[even_answer_reward],
+            train_dataset=rows,
+        )
     assert "4 of 8 problems have no usable strategy" in caplog.text
     trainer.train()
     log = [m for m in metrics(tmp_path) if "loss" in m][0]
@@ -224,8 +303,9 @@ def test_tokenizer_without_pad_token_uses_eos(tmp_path, tiny_model, rows):
 
     tok = build_tiny_tokenizer()
     tok.pad_token = None
-    trainer = FixedRolloutTrainer(tiny_model, config(tmp_path, max_steps=1), processing_class=tok,
-                                  reward_funcs=[even_answer_reward], train_dataset=rows)
+    trainer = FixedRolloutTrainer(
+        tiny_model, config(tmp_path, max_steps=1), processing_class=tok, reward_funcs=[even_answer_reward], train_dataset=rows
+    )
     assert tok.pad_token == tok.eos_token
     trainer.train()
     tok2 = build_tiny_tokenizer()
@@ -242,8 +322,13 @@ def test_empty_missing_column_and_too_small_datasets(tmp_path, tokenizer, tiny_m
     bad.write_text(json.dumps({"question": "x", "answer": "1"}) + "\n")
     with pytest.raises(DataError, match=r"bad.jsonl: row 0: missing column 'problem' \(columns found: answer, question\)"):
         SGPOTrainer(tiny_model, config(tmp_path), processing_class=tokenizer, train_dataset=str(bad))
-    trainer = SGPOTrainer(tiny_model, config(tmp_path, per_device_train_batch_size=16), processing_class=tokenizer,
-                          reward_funcs=[even_answer_reward], train_dataset=rows)
+    trainer = SGPOTrainer(
+        tiny_model,
+        config(tmp_path, per_device_train_batch_size=16),
+        processing_class=tokenizer,
+        reward_funcs=[even_answer_reward],
+        train_dataset=rows,
+    )
     with pytest.raises(DataError, match="train_dataset has 8 problems; one generation batch needs at least 16"):
         trainer.train()
 
@@ -262,21 +347,38 @@ def test_chunked_head_matches_plain_and_never_recomputes(tmp_path, tokenizer, ro
     # the default (chunked) LM-head path gives the same training as the plain one, and the loss-weight
     # hints the trainer passes are exact: backward never has to recompute the logits (SGD: Adam would
     # amplify float rounding in near-zero gradients into visible differences)
-    from sgpo.kernels import chunked_head
+    from sgpo.objectives import chunked_head
     from sgpo.testing import build_tiny_model
 
-    common = dict(steps_per_generation=2, max_steps=3, beta=0.1, distill_kl_cap=0.02, distill_on="all", loss_type=loss_type,
-                  distill_divergence=divergence, instance_weighting="constant", learning_rate=0.5, optim="sgd", head_chunk_size=5)
+    common = dict(
+        steps_per_generation=2,
+        max_steps=3,
+        beta=0.1,
+        distill_kl_cap=0.02,
+        distill_on="all",
+        loss_type=loss_type,
+        distill_divergence=divergence,
+        instance_weighting="constant",
+        learning_rate=0.5,
+        optim="sgd",
+        head_chunk_size=5,
+    )
     finals = {}
     for impl in ("plain", "chunked"):
         if impl == "chunked":
+
             def fail(*a, **k):
                 raise AssertionError("backward recomputed the logits: a loss-weight hint was wrong")
 
             monkeypatch.setattr(chunked_head, "_weight_grads", fail)
         model = build_tiny_model(tokenizer)
-        trainer = FixedRolloutTrainer(model, config(tmp_path / impl, head_implementation=impl, **common), processing_class=tokenizer,
-                                      reward_funcs=[even_answer_reward], train_dataset=rows)
+        trainer = FixedRolloutTrainer(
+            model,
+            config(tmp_path / impl, head_implementation=impl, **common),
+            processing_class=tokenizer,
+            reward_funcs=[even_answer_reward],
+            train_dataset=rows,
+        )
         trainer.train()
         finals[impl] = param_snapshot(model)
         logs = [m for m in metrics(tmp_path / impl) if "loss" in m]
@@ -297,9 +399,19 @@ def test_distillation_kl_matches_direct_computation(tmp_path, tokenizer, tiny_mo
     with torch.no_grad():  # a random tiny model barely reacts to its context (KL ~1e-4, at float32's
         for p in tiny_model.parameters():  # rounding level): sharpen it so the strategy shifts p_t
             p.mul_(4.0)
-    args = config(tmp_path, per_device_train_batch_size=8, max_steps=1, distill_on="all", instance_weighting="constant",
-                  learning_rate=0.0, head_implementation=impl, head_chunk_size=5)
-    trainer = FixedRolloutTrainer(tiny_model, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows)
+    args = config(
+        tmp_path,
+        per_device_train_batch_size=8,
+        max_steps=1,
+        distill_on="all",
+        instance_weighting="constant",
+        learning_rate=0.0,
+        head_implementation=impl,
+        head_chunk_size=5,
+    )
+    trainer = FixedRolloutTrainer(
+        tiny_model, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows
+    )
     data = trainer.train_dataset
     total, count = 0.0, 0
     with torch.no_grad():
@@ -326,12 +438,17 @@ def test_distillation_kl_matches_direct_computation(tmp_path, tokenizer, tiny_mo
 
 
 def test_output_dir_holding_a_run_is_refused_unless_overwritten(tmp_path, tokenizer, rows):
+    from sgpo.checkpoints import OutputDirError
     from sgpo.testing import build_tiny_model
-    from sgpo.trainer import OutputDirError
 
     def run(**kw):
-        t = FixedRolloutTrainer(build_tiny_model(tokenizer), config(tmp_path, max_steps=1, **kw), processing_class=tokenizer,
-                                reward_funcs=[even_answer_reward], train_dataset=rows)
+        t = FixedRolloutTrainer(
+            build_tiny_model(tokenizer),
+            config(tmp_path, max_steps=1, **kw),
+            processing_class=tokenizer,
+            reward_funcs=[even_answer_reward],
+            train_dataset=rows,
+        )
         t.train()
 
     run()
@@ -347,8 +464,13 @@ def test_output_dir_holding_a_run_is_refused_unless_overwritten(tmp_path, tokeni
 def test_run_folder_keeps_the_resolved_settings(tmp_path, tokenizer, tiny_model, rows):
     import yaml
 
-    trainer = FixedRolloutTrainer(tiny_model, config(tmp_path, max_steps=1, distill_coef=0.5), processing_class=tokenizer,
-                                  reward_funcs=[even_answer_reward], train_dataset=rows)
+    trainer = FixedRolloutTrainer(
+        tiny_model,
+        config(tmp_path, max_steps=1, distill_coef=0.5),
+        processing_class=tokenizer,
+        reward_funcs=[even_answer_reward],
+        train_dataset=rows,
+    )
     trainer.train()
     saved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
     assert saved["distill_coef"] == 0.5 and saved["num_generations"] == 3 and saved["epsilon_high"] == 0.2
@@ -359,10 +481,15 @@ def test_run_folder_keeps_the_resolved_settings(tmp_path, tokenizer, tiny_model,
 def test_no_problem_with_a_strategy_is_one_clear_error(tmp_path, tokenizer, tiny_model, rows):
     for r in rows:
         r["strategy"] = None
-    with pytest.raises(DataError, match=r"none of the 8 problems has a usable strategy.*--num_guided_generations 0 --distill_coef 0.*sgpo extract"):
+    with pytest.raises(
+        DataError,
+        match=r"none of the 8 problems has a usable strategy.*--num_guided_generations 0 --distill_coef 0.*sgpo extract",
+    ):
         SGPOTrainer(tiny_model, config(tmp_path), processing_class=tokenizer, train_dataset=rows)
     # GRPO on the same data is fine
-    SGPOTrainer(tiny_model, config(tmp_path, num_guided_generations=0, distill_coef=0.0), processing_class=tokenizer, train_dataset=rows)
+    SGPOTrainer(
+        tiny_model, config(tmp_path, num_guided_generations=0, distill_coef=0.0), processing_class=tokenizer, train_dataset=rows
+    )
 
 
 def test_data_is_checked_before_the_model_is_loaded(tmp_path, tokenizer):

@@ -19,11 +19,12 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from conftest import fixed_completion, param_snapshot
 from sgpo.config import SGPOConfig
 from sgpo.rollout import Generation, pad
 from sgpo.testing import build_tiny_model
 from sgpo.trainer import SGPOTrainer
+
+from conftest import fixed_completion, param_snapshot
 from sgpo_reference import Completion, Problem, RefConfig, reference_gradient
 from sgpo_reference import weights as reference_weights
 
@@ -92,10 +93,25 @@ class Snapshots(TrainerCallback):
 
 def sgd_config(tmp_path, **kw) -> SGPOConfig:
     base = dict(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=GA_, num_guided_generations=GG_,
-        max_completion_length=16, max_prompt_length=96, optim="sgd", learning_rate=1.0, max_grad_norm=0.0,
-        weight_decay=0.0, lr_scheduler_type="constant", max_steps=1, logging_steps=1, save_strategy="no",
-        report_to="none", use_cpu=True, seed=0, shuffle_dataset=False, temperature=0.7,
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        num_generations=GA_,
+        num_guided_generations=GG_,
+        max_completion_length=16,
+        max_prompt_length=96,
+        optim="sgd",
+        learning_rate=1.0,
+        max_grad_norm=0.0,
+        weight_decay=0.0,
+        lr_scheduler_type="constant",
+        max_steps=1,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        shuffle_dataset=False,
+        temperature=0.7,
     )
     base.update(kw)
     return SGPOConfig(**base)
@@ -201,7 +217,9 @@ def test_all_three_weightings_give_different_updates(tmp_path, tokenizer, rows):
     grads = []
     for mode in ("marginal", "deficit", "constant"):
         model = sharpened_model(tokenizer)
-        trainer = TableTrainer(model, sgd_config(tmp_path / mode), processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows)
+        trainer = TableTrainer(
+            model, sgd_config(tmp_path / mode), processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows
+        )
         problems = reference_problems(trainer, ["add-0", "add-1", "add-2", "add-3"])
         ref_cfg.instance_weighting = mode
         grads.append(reference_gradient(model, model, None, problems, ref_cfg)["lm_head.weight"])
@@ -214,8 +232,18 @@ def test_reused_batch_updates_equal_reference(tmp_path, tokenizer, rows, proxima
     # one generation batch, two optimizer steps on it (num_iterations=2): step 2 is off-policy, so old log-probs, the clip, the proximal mask and the rollout-time teacher (LM head
     # and bias included) all enter the update
     trainer, problems, ref_cfg = run_and_compare(
-        tmp_path, tokenizer, rows, head_bias=head_bias, steps_per_batch=2, num_iterations=2, max_steps=2,
-        distill_on="all", instance_weighting="constant", distill_proximal=proximal, epsilon_high=0.28, beta=0.05,
+        tmp_path,
+        tokenizer,
+        rows,
+        head_bias=head_bias,
+        steps_per_batch=2,
+        num_iterations=2,
+        max_steps=2,
+        distill_on="all",
+        instance_weighting="constant",
+        distill_proximal=proximal,
+        epsilon_high=0.28,
+        beta=0.05,
     )
     logs = logged(tmp_path)
     assert logs[0]["distill/masked_frac"] == 0.0 and logs[0]["clip/region"] == 0.0  # on-policy step
@@ -227,8 +255,15 @@ def test_reused_batch_updates_equal_reference(tmp_path, tokenizer, rows, proxima
 def test_truncated_completions_masked(tmp_path, tokenizer, rows):
     # max_completion_length 8 cuts the completions with 2 leading "step" words (9 tokens): they are
     # truncated, and with mask_truncated_completions they leave both terms
-    trainer, problems, _ = run_and_compare(tmp_path, tokenizer, rows, max_completion_length=8, mask_truncated_completions=True,
-                                           distill_on="all", instance_weighting="constant")
+    trainer, problems, _ = run_and_compare(
+        tmp_path,
+        tokenizer,
+        rows,
+        max_completion_length=8,
+        mask_truncated_completions=True,
+        distill_on="all",
+        instance_weighting="constant",
+    )
     n_trunc = sum(c.truncated for p in problems for c in p.auto + p.guided)
     assert 0 < n_trunc < sum(len(p.auto) + len(p.guided) for p in problems)
     assert logged(tmp_path)[0]["completions/truncated_frac"] == pytest.approx(n_trunc / 20)
@@ -270,14 +305,29 @@ def test_resume_inside_a_generation_period_reproduces_the_run(tmp_path, tokenize
     # a checkpoint taken in the middle of a generation period: the resumed run must train the rest of
     # the period on the same rollouts, π_old and teacher as the uninterrupted run (not on a fresh
     # sample from the policy it resumed with), and reach the same parameters
-    common = dict(max_steps=4, distill_on="all", instance_weighting="marginal", instance_weight_ema=0.5,
-                  learning_rate=0.05, shuffle_dataset=True, epsilon_high=0.28, **kw)
+    common = dict(
+        max_steps=4,
+        distill_on="all",
+        instance_weighting="marginal",
+        instance_weight_ema=0.5,
+        learning_rate=0.05,
+        shuffle_dataset=True,
+        epsilon_high=0.28,
+        **kw,
+    )
     straight = sharpened_model(tokenizer)
-    TableTrainer(straight, sgd_config(tmp_path / "a", **common), processing_class=tokenizer, reward_funcs=[table_reward],
-                 train_dataset=rows).train()
+    TableTrainer(
+        straight,
+        sgd_config(tmp_path / "a", **common),
+        processing_class=tokenizer,
+        reward_funcs=[table_reward],
+        train_dataset=rows,
+    ).train()
 
     args = sgd_config(tmp_path / "b", save_strategy="steps", save_steps=1, **common)
-    TableTrainer(sharpened_model(tokenizer), args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows).train()
+    TableTrainer(
+        sharpened_model(tokenizer), args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows
+    ).train()
     ckpt = tmp_path / "b" / "out" / f"checkpoint-{checkpoint}"
     mid_period = any(ckpt.glob("rollout_buffer_rank*.pt"))
     assert mid_period == (checkpoint == 1)
@@ -301,7 +351,7 @@ class MismatchedSamplerTrainer(TableTrainer):
 
     def _generate(self, prompt_ids):
         from sgpo.objectives import sampled_logps
-        from sgpo.stages import Packed, completion_hidden
+        from sgpo.phases import Packed, completion_hidden
 
         gen = super()._generate(prompt_ids)
         with torch.no_grad():
@@ -321,8 +371,14 @@ def test_importance_weights_of_the_sampler_reach_the_rl_term(tmp_path, tokenizer
     for on in (True, False):
         model = sharpened_model(tokenizer)
         before = param_snapshot(model)
-        args = sgd_config(tmp_path / str(on), use_vllm=True, vllm_importance_sampling_correction=on,
-                          vllm_importance_sampling_mode="token_truncate", distill_coef=0.0, num_guided_generations=0)
+        args = sgd_config(
+            tmp_path / str(on),
+            use_vllm=True,
+            vllm_importance_sampling_correction=on,
+            vllm_importance_sampling_mode="token_truncate",
+            distill_coef=0.0,
+            num_guided_generations=0,
+        )
         MismatchedSamplerTrainer(model, args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows).train()
         deltas[on] = {n: before[n] - p.detach() for n, p in model.named_parameters()}
         if on:
@@ -343,7 +399,9 @@ def test_metrics_split_by_strategy_source(tmp_path, tokenizer, rows):
     for r in rows:
         r["strategy_source"] = "own" if r["id"] in ("add-0", "add-1") else "retrieved"
     args = sgd_config(tmp_path, instance_weighting="constant", distill_on="all", learning_rate=0.0)
-    TableTrainer(sharpened_model(tokenizer), args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows).train()
+    TableTrainer(
+        sharpened_model(tokenizer), args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows
+    ).train()
     log = logged(tmp_path)[0]
     assert log["accuracy/guided/own"] == pytest.approx(3 / 4) and log["accuracy/guided/retrieved"] == pytest.approx(1 / 2)
     assert log["reward/gap/own"] == pytest.approx(7 / 12) and log["reward/gap/retrieved"] == pytest.approx(-1 / 6)
@@ -360,8 +418,14 @@ def test_luffy_mixed_groups_update_equals_reference(tmp_path, tokenizer, rows):
         r["response"] = f"the answer is \\boxed{{ {r['answer']} }}"
     model = sharpened_model(tokenizer)
     init = param_snapshot(model)
-    args = sgd_config(tmp_path, mix_strong_responses=True, loss_type="dr_grpo", num_guided_generations=0, distill_coef=0.0,
-                      policy_shaping_gamma=0.1)
+    args = sgd_config(
+        tmp_path,
+        mix_strong_responses=True,
+        loss_type="dr_grpo",
+        num_guided_generations=0,
+        distill_coef=0.0,
+        policy_shaping_gamma=0.1,
+    )
     trainer = TableTrainer(model, args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows)
     trainer.train()
     problems = reference_problems(trainer, ["add-0", "add-1", "add-2", "add-3"])
@@ -375,8 +439,9 @@ def test_luffy_mixed_groups_update_equals_reference(tmp_path, tokenizer, rows):
             Completion(c, a.reward) for c, a in zip(sampled, p.auto[1:])
         ]
         p.guided = []
-    expected = reference_gradient(model_with(tokenizer, init, False).train(), model_with(tokenizer, init, False), None, problems,
-                                  ref_config(args))
+    expected = reference_gradient(
+        model_with(tokenizer, init, False).train(), model_with(tokenizer, init, False), None, problems, ref_config(args)
+    )
     for n, q in model.named_parameters():
         torch.testing.assert_close(init[n] - q.detach(), expected[n], atol=2e-5, rtol=1e-4, msg=lambda m: f"{n}: {m}")
     log = logged(tmp_path)[0]
@@ -386,8 +451,9 @@ def test_luffy_mixed_groups_update_equals_reference(tmp_path, tokenizer, rows):
     # the shaped term matters: without it (plain surrogate on the same rows) the gradient differs
     for p in problems:
         p.auto[0].off_policy = False
-    plain = reference_gradient(model_with(tokenizer, init, False).train(), model_with(tokenizer, init, False), None, problems,
-                               ref_config(args))
+    plain = reference_gradient(
+        model_with(tokenizer, init, False).train(), model_with(tokenizer, init, False), None, problems, ref_config(args)
+    )
     assert max((plain[n] - expected[n]).abs().max() for n in plain) > 1e-3
 
 
@@ -399,5 +465,7 @@ def test_luffy_needs_strong_responses_that_fit(tmp_path, tokenizer, tiny_model, 
         SGPOTrainer(tiny_model, args, processing_class=tokenizer, train_dataset=rows)
     for r in rows:
         r["response"] = " ".join(["step"] * 20)
-    with pytest.raises(DataError, match=r"8 strong response\(s\) longer than max_completion_length=16 .*row 0 \(id 'add-0'\) \(21 tokens\)"):
+    with pytest.raises(
+        DataError, match=r"8 strong response\(s\) longer than max_completion_length=16 .*row 0 \(id 'add-0'\) \(21 tokens\)"
+    ):
         SGPOTrainer(tiny_model, args, processing_class=tokenizer, train_dataset=rows)

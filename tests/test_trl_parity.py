@@ -15,9 +15,10 @@ import pytest
 import torch
 from datasets import Dataset
 
-from conftest import FixedRolloutTrainer, even_answer_reward, fixed_completion, param_snapshot
 from sgpo.config import SGPOConfig
 from sgpo.testing import build_tiny_model, tiny_arithmetic_rows
+
+from conftest import FixedRolloutTrainer, even_answer_reward, fixed_completion, param_snapshot
 
 os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
 G = 4
@@ -57,11 +58,23 @@ def run_trl(tmp_path, tokenizer, rows, loss_type, **extra):
 
     model = build_tiny_model(tokenizer)
     before = param_snapshot(model)
-    args = GRPOConfig(output_dir=str(tmp_path / "trl"), per_device_train_batch_size=2 * G, loss_type=loss_type,
-                      bf16=False, gradient_checkpointing=False, **{**COMMON, **extra})
+    args = GRPOConfig(
+        output_dir=str(tmp_path / "trl"),
+        per_device_train_batch_size=2 * G,
+        loss_type=loss_type,
+        bf16=False,
+        gradient_checkpointing=False,
+        **{**COMMON, **extra},
+    )
     data = Dataset.from_list([{"prompt": r["problem"], "answer": r["answer"]} for r in rows])
-    trainer = GRPOTrainer(model=model, args=args, processing_class=tokenizer, reward_funcs=[even_answer_reward],
-                          train_dataset=data, rollout_func=rollout)
+    trainer = GRPOTrainer(
+        model=model,
+        args=args,
+        processing_class=tokenizer,
+        reward_funcs=[even_answer_reward],
+        train_dataset=data,
+        rollout_func=rollout,
+    )
     trainer.train()
     return trainer.state.log_history, before, model
 
@@ -69,9 +82,16 @@ def run_trl(tmp_path, tokenizer, rows, loss_type, **extra):
 def run_ours(tmp_path, tokenizer, rows, loss_type, **extra):
     model = build_tiny_model(tokenizer)
     before = param_snapshot(model)
-    args = SGPOConfig(output_dir=str(tmp_path / "ours"), per_device_train_batch_size=2, loss_type=loss_type,
-                      distill_coef=0.0, num_guided_generations=0, use_chat_template=False, prompt_template="{problem}",
-                      **{**COMMON, **extra})
+    args = SGPOConfig(
+        output_dir=str(tmp_path / "ours"),
+        per_device_train_batch_size=2,
+        loss_type=loss_type,
+        distill_coef=0.0,
+        num_guided_generations=0,
+        use_chat_template=False,
+        prompt_template="{problem}",
+        **{**COMMON, **extra},
+    )
     trainer = FixedRolloutTrainer(model, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows)
     trainer.train()
     return trainer.state.log_history, before, model
@@ -107,7 +127,11 @@ def test_grpo_equals_trl_over_reused_batches(tmp_path, tokenizer, loss_type):
     assert len(trl_steps) == len(our_steps) == 4
     for t, o in zip(trl_steps, our_steps):
         assert o["loss"] == pytest.approx(t["loss"], abs=1e-5), (t["step"], o["loss"], t["loss"])
-        for ours, theirs in (("clip/low", "clip_ratio/low_mean"), ("clip/high", "clip_ratio/high_mean"), ("clip/region", "clip_ratio/region_mean")):
+        for ours, theirs in (
+            ("clip/low", "clip_ratio/low_mean"),
+            ("clip/high", "clip_ratio/high_mean"),
+            ("clip/region", "clip_ratio/region_mean"),
+        ):
             assert o[ours] == pytest.approx(t[theirs], abs=1e-6), (t["step"], ours)
     # the reused steps really are off-policy and clipped (else this test would prove nothing)
     assert trl_steps[0]["clip_ratio/region_mean"] == 0 and trl_steps[2]["clip_ratio/region_mean"] == 0

@@ -6,8 +6,8 @@ import os
 import signal
 import sys
 import threading
-import types
 import time
+import types
 
 import pytest
 

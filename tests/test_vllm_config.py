@@ -20,10 +20,20 @@ def config(tmp_path, **kw) -> SGPOConfig:
 def test_trl_names_and_defaults(tmp_path):
     args = config(tmp_path)
     # TRL 1.16 GRPOConfig's defaults
-    assert (args.use_vllm, args.vllm_mode, args.vllm_gpu_memory_utilization, args.vllm_tensor_parallel_size) == (False, "colocate", 0.3, 1)
+    assert (args.use_vllm, args.vllm_mode, args.vllm_gpu_memory_utilization, args.vllm_tensor_parallel_size) == (
+        False,
+        "colocate",
+        0.3,
+        1,
+    )
     assert (args.vllm_importance_sampling_correction, args.vllm_importance_sampling_mode) == (True, "sequence_mask")
     assert (args.vllm_importance_sampling_clip_max, args.vllm_importance_sampling_clip_min) == (3.0, None)
-    assert (args.vllm_server_host, args.vllm_server_port, args.vllm_server_timeout, args.vllm_group_port) == ("0.0.0.0", 8000, 240.0, 51216)
+    assert (args.vllm_server_host, args.vllm_server_port, args.vllm_server_timeout, args.vllm_group_port) == (
+        "0.0.0.0",
+        8000,
+        240.0,
+        51216,
+    )
     # TRL's deprecated name still works: it sets clip_max
     assert config(tmp_path, vllm_importance_sampling_cap=2.0).vllm_importance_sampling_clip_max == 2.0
 
@@ -41,8 +51,14 @@ def test_trl_names_and_defaults(tmp_path):
         ({"vllm_server_weight_sync": "rsync"}, "vllm_server_weight_sync"),
         ({"vllm_importance_sampling_mode": "token_clip"}, "vllm_importance_sampling_mode"),
         ({"vllm_importance_sampling_clip_max": 0.0}, "vllm_importance_sampling_clip_max"),
-        ({"vllm_importance_sampling_clip_min": 2.0, "vllm_importance_sampling_clip_max": 1.5}, "vllm_importance_sampling_clip_min"),
-        ({"vllm_importance_sampling_mode": "token_truncate", "vllm_importance_sampling_clip_max": None}, "vllm_importance_sampling_clip_max"),
+        (
+            {"vllm_importance_sampling_clip_min": 2.0, "vllm_importance_sampling_clip_max": 1.5},
+            "vllm_importance_sampling_clip_min",
+        ),
+        (
+            {"vllm_importance_sampling_mode": "token_truncate", "vllm_importance_sampling_clip_max": None},
+            "vllm_importance_sampling_clip_max",
+        ),
         ({"use_vllm": True, "generation_kwargs": {"num_beams": 4}}, "generation_kwargs"),
     ],
 )
@@ -65,11 +81,27 @@ def test_generation_kwargs_map_to_vllm_or_are_refused():
 
 
 def test_sampling_settings_are_the_trainers(tmp_path):
-    args = config(tmp_path, temperature=0.7, top_p=0.9, top_k=20, min_p=0.05, repetition_penalty=1.1,
-                  max_completion_length=64, generation_kwargs={"min_new_tokens": 2, "top_p": 0.8})
+    args = config(
+        tmp_path,
+        temperature=0.7,
+        top_p=0.9,
+        top_k=20,
+        min_p=0.05,
+        repetition_penalty=1.1,
+        max_completion_length=64,
+        generation_kwargs={"min_new_tokens": 2, "top_p": 0.8},
+    )
     s = SamplingSettings.from_config(args, eos=[1, 5])
-    assert s == SamplingSettings(max_tokens=64, temperature=0.7, top_p=0.8, top_k=20, min_p=0.05,
-                                 repetition_penalty=1.1, min_tokens=2, stop_token_ids=(1, 5))
+    assert s == SamplingSettings(
+        max_tokens=64,
+        temperature=0.7,
+        top_p=0.8,
+        top_k=20,
+        min_p=0.05,
+        repetition_penalty=1.1,
+        min_tokens=2,
+        stop_token_ids=(1, 5),
+    )
     # the trainer's defaults: top_k 0 and min_p None mean off
     d = SamplingSettings.from_config(config(tmp_path), eos=[1])
     assert (d.top_k, d.min_p, d.top_p, d.temperature) == (0, 0.0, 1.0, 1.0)

@@ -37,8 +37,13 @@ def tied(request) -> bool:
 def engine(tied, tokenizer, tmp_path_factory):
     model = build_vllm_tiny_model(tokenizer, tie_word_embeddings=tied)
     args = SGPOConfig(
-        output_dir=str(tmp_path_factory.mktemp("out")), use_vllm=True, temperature=TEMPERATURE,
-        max_completion_length=MAX_TOKENS, num_guided_generations=0, distill_coef=0.0, report_to="none",
+        output_dir=str(tmp_path_factory.mktemp("out")),
+        use_vllm=True,
+        temperature=TEMPERATURE,
+        max_completion_length=MAX_TOKENS,
+        num_guided_generations=0,
+        distill_coef=0.0,
+        report_to="none",
     )
     threads = torch.get_num_threads()
     torch.manual_seed(123)

@@ -6,10 +6,10 @@ frees it when it finishes."""
 import json
 
 import pytest
-from test_extract_serve import BLOB, ROWS, STRATEGY
-from test_extract_tiny import build_tokenizer, teach
 
 from conftest import require_vllm
+from test_extract_serve import BLOB, ROWS, STRATEGY
+from test_extract_tiny import build_tokenizer, teach
 
 require_vllm()
 
@@ -31,8 +31,22 @@ def eval_model(tmp_path_factory, tokenizer):
 
 
 def run_eval(model, data, out, *extra) -> dict:
-    code = sgpo_main(["eval", "--model", str(model), "--benchmark", f"tiny={data}", "--out", str(out),
-                      "--max-new-tokens", "8", "--workers", "1", *extra])
+    code = sgpo_main(
+        [
+            "eval",
+            "--model",
+            str(model),
+            "--benchmark",
+            f"tiny={data}",
+            "--out",
+            str(out),
+            "--max-new-tokens",
+            "8",
+            "--workers",
+            "1",
+            *extra,
+        ]
+    )
     assert code == 0
     return json.loads((out / "results.json").read_text())
 
@@ -51,7 +65,10 @@ def test_eval_vllm_backend_decodes_greedily_as_the_hf_backend(eval_model, tmp_pa
     # same prompts (chat template), same greedy continuations, same stopping and token counts
     for a, b in zip(got, want):
         assert (a["prompt"], a["completion"], a["completion_tokens"], a["finished"]) == (
-            b["prompt"], b["completion"], b["completion_tokens"], b["finished"]
+            b["prompt"],
+            b["completion"],
+            b["completion_tokens"],
+            b["finished"],
         )
     assert any(s["completion"] for s in got)
 
@@ -79,9 +96,17 @@ def rigged_extractor(tmp_path_factory):
     corpus = [get_prompt().system, get_prompt().user_template] + [r["problem"] + " " + r["response"] for r in ROWS]
     tok = build_tokenizer(corpus, added=[BLOB])
     cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=4096, tie_word_embeddings=True,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
     )
     model = LlamaForCausalLM(cfg)
     model.generation_config.eos_token_id = tok.eos_token_id
@@ -97,14 +122,31 @@ def test_extract_vllm_backend_with_guided_decoding(rigged_extractor, tmp_path):
     rows = tmp_path / "in.jsonl"
     write_rows(rows, ROWS)
     out = tmp_path / "out.jsonl"
-    code = sgpo_main(["extract", "--input", str(rows), "--output", str(out), "--backend", "vllm",
-                      "--model", str(rigged_extractor), "--max-tokens", "16", "--no-progress"])
+    code = sgpo_main(
+        [
+            "extract",
+            "--input",
+            str(rows),
+            "--output",
+            str(out),
+            "--backend",
+            "vllm",
+            "--model",
+            str(rigged_extractor),
+            "--max-tokens",
+            "16",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     got = read_rows(out)
     # the JSON-schema grammar admits the taught reply; the leak filter then rejects the two rows whose
     # answer (1/2) the strategy states, as with every other backend
     assert [(r["status"], r["reason"]) for r in got] == [
-        ("rejected", "leak_gold_answer"), ("ok", None), ("rejected", "leak_response_answer"), ("ok", None)
+        ("rejected", "leak_gold_answer"),
+        ("ok", None),
+        ("rejected", "leak_response_answer"),
+        ("ok", None),
     ], [r["detail"] for r in got]
     assert got[1]["extractor"] == "vllm"
     assert json.loads(got[1]["strategy_json"]) == {**STRATEGY, "pitfalls": []}
@@ -125,11 +167,31 @@ def test_extract_vllm_after_torch_was_set_to_one_thread(rigged_extractor, tmp_pa
     rows = tmp_path / "in.jsonl"
     write_rows(rows, ROWS)
     out = tmp_path / "out.jsonl"
-    script = ("import sys, torch; torch.set_num_threads(1); from sgpo.cli import main; sys.exit(main(sys.argv[1:]))")
+    script = "import sys, torch; torch.set_num_threads(1); from sgpo.cli import main; sys.exit(main(sys.argv[1:]))"
     src = str(Path(__file__).parents[1] / "src")
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", script, "extract", "--input", str(rows), "--output", str(out),
-                           "--backend", "vllm", "--model", str(rigged_extractor), "--max-tokens", "16", "--no-progress"],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "extract",
+            "--input",
+            str(rows),
+            "--output",
+            str(out),
+            "--backend",
+            "vllm",
+            "--model",
+            str(rigged_extractor),
+            "--max-tokens",
+            "16",
+            "--no-progress",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [r["status"] for r in read_rows(out)] == ["rejected", "ok", "rejected", "ok"]

@@ -15,9 +15,9 @@ import time
 
 import pytest
 import torch
-from test_vllm_engine import PROMPTS, TEMPERATURE, gap_to, prompt_ids
 
 from conftest import require_vllm
+from test_vllm_engine import PROMPTS, TEMPERATURE, gap_to, prompt_ids
 
 require_vllm()
 
@@ -43,16 +43,34 @@ def served(tmp_path_factory, tokenizer):
     port = _free_port()
     log = folder / "server.log"
     env = dict(os.environ, VLLM_SERVER_DEV_MODE="1", HF_HUB_OFFLINE="1", VLLM_LOGGING_LEVEL="INFO")
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder), "--host", "127.0.0.1",
-           "--port", str(port), "--dtype", "float32", "--enforce-eager", "--kv-cache-memory-bytes", str(256 * 2**20),
-           "--logprobs-mode", "processed_logprobs"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(folder),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--kv-cache-memory-bytes",
+        str(256 * 2**20),
+        "--logprobs-mode",
+        "processed_logprobs",
+    ]
     with open(log, "w") as fh:  # its own process group: the engine core it starts goes down with it
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        sampling = SamplingSettings(max_tokens=MAX_TOKENS, temperature=TEMPERATURE, stop_token_ids=tuple(eos_ids(tokenizer, model)))
+        sampling = SamplingSettings(
+            max_tokens=MAX_TOKENS, temperature=TEMPERATURE, stop_token_ids=tuple(eos_ids(tokenizer, model))
+        )
         try:
-            client = VLLMServerClient(f"http://127.0.0.1:{port}", tokenizer, sampling, timeout=300,
-                                      weight_sync="disk", weights_dir=folder / "pushed")
+            client = VLLMServerClient(
+                f"http://127.0.0.1:{port}", tokenizer, sampling, timeout=300, weight_sync="disk", weights_dir=folder / "pushed"
+            )
         except ConnectionError:
             pytest.fail(f"the vLLM server did not come up:\n{log.read_text()[-3000:]}")
         client.hf_model = model
@@ -92,17 +110,23 @@ def test_disk_weight_push_reaches_the_server(served, tokenizer):
     assert gap_to(before, served.generate(long, n=2)) < 1e-4
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="NCCL weight transfer needs CUDA on the trainer and the server (GPU only)")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="NCCL weight transfer needs CUDA on the trainer and the server (GPU only)"
+)
 def test_nccl_weight_push_reaches_a_trl_server(tmp_path, tokenizer):  # pragma: no cover - GPU only
     model = build_vllm_tiny_model(tokenizer, seed=7).cuda()
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     port = _free_port()
     trl = os.path.join(os.path.dirname(sys.executable), "trl")
-    proc = subprocess.Popen([trl, "vllm-serve", "--model", str(tmp_path), "--port", str(port), "--gpu_memory_utilization", "0.2"],
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [trl, "vllm-serve", "--model", str(tmp_path), "--port", str(port), "--gpu_memory_utilization", "0.2"],
+        start_new_session=True,
+    )
     try:
-        sampling = SamplingSettings(max_tokens=MAX_TOKENS, temperature=TEMPERATURE, stop_token_ids=tuple(eos_ids(tokenizer, model)))
+        sampling = SamplingSettings(
+            max_tokens=MAX_TOKENS, temperature=TEMPERATURE, stop_token_ids=tuple(eos_ids(tokenizer, model))
+        )
         client = VLLMServerClient(f"http://127.0.0.1:{port}", tokenizer, sampling, timeout=300, weight_sync="nccl")
         with torch.no_grad():
             for p in model.parameters():

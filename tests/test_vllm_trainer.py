@@ -12,7 +12,6 @@ pushed only when a step changed them.
 import json
 
 import pytest
-import torch
 
 from conftest import require_vllm, text_length_reward
 
@@ -38,13 +37,31 @@ def run(tokenizer, tmp_path_factory):
     model = build_vllm_tiny_model(tokenizer, tie_word_embeddings=True)  # tied: the head must be pushed too
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
     args = SGPOConfig(
-        output_dir=str(out), use_vllm=True, per_device_train_batch_size=2, num_generations=3, num_guided_generations=2,
-        max_completion_length=8, max_prompt_length=96, temperature=0.7, optim="sgd", learning_rate=2.0, max_grad_norm=0.0,
-        max_steps=4, num_iterations=2, logging_steps=1, distill_on="all", instance_weighting="constant",
-        vllm_importance_sampling_mode="token_truncate", report_to="none", use_cpu=True, save_strategy="no", seed=0,
+        output_dir=str(out),
+        use_vllm=True,
+        per_device_train_batch_size=2,
+        num_generations=3,
+        num_guided_generations=2,
+        max_completion_length=8,
+        max_prompt_length=96,
+        temperature=0.7,
+        optim="sgd",
+        learning_rate=2.0,
+        max_grad_norm=0.0,
+        max_steps=4,
+        num_iterations=2,
+        logging_steps=1,
+        distill_on="all",
+        instance_weighting="constant",
+        vllm_importance_sampling_mode="token_truncate",
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        seed=0,
     )
-    trainer = PushCountingTrainer(model, args, processing_class=tokenizer, reward_funcs=[text_length_reward],
-                                  train_dataset=tiny_arithmetic_rows(8))
+    trainer = PushCountingTrainer(
+        model, args, processing_class=tokenizer, reward_funcs=[text_length_reward], train_dataset=tiny_arithmetic_rows(8)
+    )
     trainer.train()
     logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     return trainer, logs, start, model

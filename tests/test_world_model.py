@@ -8,13 +8,16 @@ from dataclasses import replace
 import pytest
 import torch
 
+from sgpo.checkpoints import OutputDirError
+from sgpo.commands.world import main
 from sgpo.prompts import tokenize_prompts
 from sgpo.world.evaluate import heldout_accuracy, summarize
 from sgpo.world.extractor import fill_strategies
 from sgpo.world.generate import WorldSpec, build_world
 from sgpo.world.model import ModelSpec, build_model, load_model, num_parameters, save_model
-from sgpo.world.pipeline import OutputDirError, WorldRunConfig, main, make_config, prepare_out, run_pipeline
+from sgpo.world.pipeline import prepare_out, run_pipeline
 from sgpo.world.prompt import WORLD_PROMPT_FORMAT
+from sgpo.world.settings import WorldRunConfig, make_config
 from sgpo.world.tokenizer import EOS_TOKEN, PAD_TOKEN, build_tokenizer, world_texts
 from sgpo.world.warmup import WarmupConfig, build_examples, step_batch, warmup
 
@@ -139,7 +142,11 @@ def test_heldout_accuracy_runs_the_real_generation_and_verifier(world, tokenizer
     model = build_model(tokenizer, MICRO_MODEL, seed=0)
     progress = []
     out = heldout_accuracy(
-        model, tokenizer, world["heldout"][:6], max_new_tokens=4, batch_size=4,
+        model,
+        tokenizer,
+        world["heldout"][:6],
+        max_new_tokens=4,
+        batch_size=4,
         on_progress=lambda done, total: progress.append((done, total)),
     )
     assert progress == [(6, 12), (12, 12)]  # after each mode (autonomous, guided)
@@ -164,9 +171,17 @@ def micro_config(seed: int = 0) -> WorldRunConfig:
 def test_pipeline_writes_every_stage_and_reruns_to_the_same_numbers(tmp_path):
     cfg = micro_config()
     first = run_pipeline(tmp_path / "a", cfg, methods=())
-    for path in ("config.json", "world/oracle/train.jsonl", "world/heldout.jsonl", "tokenizer/tokenizer.json",
-                 "model-init/model.safetensors", "warmup/model.safetensors", "warmup-state/state.pt", "eval/warmup.json",
-                 "warmup.json"):
+    for path in (
+        "config.json",
+        "world/oracle/train.jsonl",
+        "world/heldout.jsonl",
+        "tokenizer/tokenizer.json",
+        "model-init/model.safetensors",
+        "warmup/model.safetensors",
+        "warmup-state/state.pt",
+        "eval/warmup.json",
+        "warmup.json",
+    ):
         assert (tmp_path / "a" / path).exists(), path
     assert not (tmp_path / "a" / "grpo").exists() and not (tmp_path / "a" / "results.json").exists()  # no training asked for
     saved = json.loads((tmp_path / "a" / "warmup.json").read_text())

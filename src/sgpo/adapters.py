@@ -6,39 +6,19 @@ With `use_peft: true` the trainer wraps the policy in a PEFT LoRA model built fr
 train, and with `beta > 0` the reference policy is the base model with the adapters disabled (as in
 TRL) instead of a copy. A run saves the adapter (`adapter_config.json` + `adapter_model.safetensors`,
 with the tokenizer and `prompt_format.json`); `merge_adapter` (`sgpo merge ADAPTER --out DIR`) writes
-a plain model folder, and every command that loads a model (`sgpo eval`, `sgpo selectivity`,
-`sgpo train`) accepts an adapter folder and merges it on load.
+a plain model folder. Reading adapter folders (`is_adapter_folder`, `adapter_base`, `load_merged`) is
+`sgpo.modeling`'s: every command that loads a model (`sgpo eval`, `sgpo selectivity`, `sgpo train`)
+accepts an adapter folder and merges it on load.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
-ADAPTER_CONFIG = "adapter_config.json"
-
-
-class AdapterError(ValueError):
-    """An adapter folder that cannot be used; the message is one line."""
-
-
-def is_adapter_folder(path: str | os.PathLike) -> bool:
-    """True when `path` is a folder holding a PEFT adapter (`adapter_config.json`)."""
-    return (Path(path) / ADAPTER_CONFIG).is_file()
-
-
-def adapter_base(path: str | os.PathLike) -> str:
-    """The base model an adapter folder was trained on (`base_model_name_or_path` of its config)."""
-    config_file = Path(path) / ADAPTER_CONFIG
-    try:
-        base = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    except (OSError, json.JSONDecodeError) as exc:
-        raise AdapterError(f"{config_file}: not a readable adapter config ({exc})") from None
-    if not base:
-        raise AdapterError(f"{config_file}: no base_model_name_or_path; give the base model with --base")
-    return str(base)
+from sgpo.modeling import AdapterError, adapter_base, load_merged, load_tokenizer
+from sgpo.prompts import PROMPT_FORMAT_FILE
 
 
 def apply_lora(model, args, zero3: bool = False):
@@ -66,23 +46,9 @@ def apply_lora(model, args, zero3: bool = False):
     return peft_model
 
 
-def load_merged(path: str | os.PathLike, base: str | None = None, dtype="auto"):
-    """The base model with the adapter of folder `path` merged into its weights (a plain
-    `PreTrainedModel`; `base` overrides the base recorded in the adapter config)."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    base = base or adapter_base(path)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
-    return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
-
-
 def merge_adapter(path: str | os.PathLike, out: str | os.PathLike, base: str | None = None, dtype="auto") -> Path:
     """Write the base model with the adapter of folder `path` merged in to folder `out` (weights,
     config, tokenizer, `prompt_format.json`): a model folder any tool loads without PEFT."""
-    from sgpo.modeling import load_tokenizer
-    from sgpo.prompts import PROMPT_FORMAT_FILE
-
     out = Path(out)
     model = load_merged(path, base, dtype)
     model.save_pretrained(out)

@@ -1,22 +1,45 @@
-"""Which checkpoint a run resumes from (torch-free: `sgpo train` checks it before anything loads).
+"""A run's output folder: what it may hold, how checkpoints are written whole, what a resume reads.
 
-`SGPOTrainer` writes each checkpoint into `OUTPUT_DIR/.partial-checkpoints/checkpoint-N` and renames
-it to `OUTPUT_DIR/checkpoint-N` once every process has written its part, so a run killed while
-saving leaves the earlier checkpoints usable and never a half-written `checkpoint-N`.
-`last_complete_checkpoint` is what `--resume_from_checkpoint true` / `last` means.
+- Output folder policy (`previous_run`, `prepare_run_folder`): a fresh run refuses a folder that
+  holds another run (`OutputDirError`) unless told to overwrite it; a resumed run keeps the metrics
+  up to its step; the resolved settings are written to `config.yaml`.
+- Staged save (`staging_folder`, `publish_checkpoint`): `SGPOTrainer` writes each checkpoint into
+  `OUTPUT_DIR/.partial-checkpoints/checkpoint-N` and renames it to `OUTPUT_DIR/checkpoint-N` once
+  every process has written its part, so a run killed while saving leaves the earlier checkpoints
+  usable and never a half-written `checkpoint-N`.
+- Resume state (`resume_path`, `STATE_FILE`, `BUFFER_FILE`): `last_complete_checkpoint` is what
+  `--resume_from_checkpoint true` / `last` means; a checkpoint also holds the instance-weight EMA
+  and, inside a generation period, each process's rollout buffer.
+
+Torch-free: `sgpo train` checks the resume folder before anything heavy loads.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
+import shutil
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 logger = logging.getLogger(__name__)
 
 STAGING_DIR = ".partial-checkpoints"  # a checkpoint is written here, then renamed into place whole
 COMPLETE_MARKER = "trainer_state.json"  # the last file Hugging Face's Trainer writes into a checkpoint
+STATE_FILE = "sgpo_state.json"  # the instance-weight EMA of a checkpoint
+BUFFER_FILE = "rollout_buffer_rank{rank}.pt"  # a checkpoint taken inside a generation period keeps its rollouts
+CONFIG_FILE = "config.yaml"  # the resolved settings of a run
+METRICS_FILE = "metrics.jsonl"
+RUN_ARTIFACTS = (METRICS_FILE, COMPLETE_MARKER, "model.safetensors", "adapter_model.safetensors")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+class OutputDirError(FileExistsError, ValueError):
+    """The output folder holds another run (or other files) and the new one would mix with it."""
 
 
 def last_complete_checkpoint(output_dir: str | Path) -> str | None:
@@ -32,3 +55,75 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
             return str(folder)
         logger.warning("%s is incomplete (no %s): skipped", folder, COMPLETE_MARKER)
     return None
+
+
+def resume_path(value: str | bool, output_dir: str | Path) -> str:
+    """The checkpoint folder `resume_from_checkpoint=value` means: True → the last complete one of
+    `output_dir` (ValueError when there is none), else `value` itself."""
+    if value is True:
+        path = last_complete_checkpoint(output_dir)
+        if path is None:
+            raise ValueError(f"resume_from_checkpoint=True but {output_dir} holds no checkpoint")
+        return path
+    return str(value)
+
+
+def read_state(checkpoint: str | Path) -> dict[str, Any] | None:
+    """The SGPO state a checkpoint holds beside Hugging Face's (`STATE_FILE`), or None."""
+    path = Path(checkpoint) / STATE_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_state(folder: Path, instance_weight_ema: dict[str, Any]) -> None:
+    (folder / STATE_FILE).write_text(json.dumps({"instance_weight_ema": instance_weight_ema}))
+
+
+def previous_run(out: Path, overwrite: bool) -> list[str]:
+    """What another run left in `out` (checkpoints, metrics, weights, a staging folder): raises
+    `OutputDirError` when there is any, unless `overwrite` (then they are returned, to be removed)."""
+    previous = sorted(p.name for p in out.glob("checkpoint-*")) + [n for n in (*RUN_ARTIFACTS, STAGING_DIR) if (out / n).exists()]
+    if previous and not overwrite:
+        raise OutputDirError(
+            f"output_dir {out} already holds a run ({', '.join(previous[:3])}{', …' if len(previous) > 3 else ''}): "
+            "resume it with --resume_from_checkpoint true, pick another --output_dir, or pass --overwrite_output_dir"
+        )
+    return previous
+
+
+def prepare_run_folder(out: Path, previous: list[str], resume: str | None, config: dict[str, Any]) -> None:
+    """(Main process.) Remove `previous` (`previous_run`), keep the metrics of a resumed run up to its
+    checkpoint's step, create `out` and write `config` to `config.yaml`."""
+    for name in previous:
+        target = out / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    if previous:
+        logger.warning("overwrite_output_dir: removed %s from %s", ", ".join(previous), out)
+    metrics = out / METRICS_FILE
+    if resume is not None and metrics.exists():
+        step = json.loads((Path(resume) / COMPLETE_MARKER).read_text()).get("global_step", 0)
+        kept = [line for line in metrics.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+        metrics.write_text("".join(line + "\n" for line in kept))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def staging_folder(run_dir: Path, name: str, main_process: bool) -> Path:
+    """The staging folder `checkpoint-N` is written under, emptied of what a run killed while saving left."""
+    staging = run_dir / STAGING_DIR
+    if main_process and (staging / name).exists():
+        shutil.rmtree(staging / name)
+    return staging
+
+
+def publish_checkpoint(run_dir: Path, name: str, save_total_limit: int | None, best_model_checkpoint: str | None) -> None:
+    """(Main process, once every process has written its part.) Rename the staged `name` into
+    `run_dir`, replacing an older one of that name, then keep at most `save_total_limit` checkpoints."""
+    from transformers.trainer_utils import rotate_checkpoints
+
+    target = run_dir / name
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(run_dir / STAGING_DIR / name, target)
+    rotate_checkpoints(
+        output_dir=str(run_dir), save_total_limit=save_total_limit, best_model_checkpoint=best_model_checkpoint, use_mtime=True
+    )

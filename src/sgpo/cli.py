@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from sgpo import __version__
+
 # name -> (module, one-line help). Modules are imported lazily.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("sgpo.commands.train", "train a policy with SGPO (or GRPO) from a YAML recipe"),
@@ -41,8 +43,6 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        from sgpo import __version__
-
         print(f"sgpo {__version__}")
         return 0
     name, rest = argv[0], argv[1:]

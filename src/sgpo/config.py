@@ -11,6 +11,7 @@ GRPO is the special case `distill_coef=0, num_guided_generations=0`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +19,9 @@ from transformers import TrainingArguments
 
 import sgpo.process_group  # noqa: F401  (before SGPOConfig creates any process group: see that module)
 from sgpo.config_fields import BATCH_SIZE_HELP
-from sgpo.objectives import DISTILL_TERMS, INSTANCE_WEIGHTS, LOSS_TYPE_TO_AGG_MODE
+from sgpo.objectives import DISTILL_TERMS, INSTANCE_WEIGHTS, IS_MODES, LOSS_TYPE_TO_AGG_MODE
 from sgpo.prompts import DEFAULT_GUIDED_PROMPT_TEMPLATE, DEFAULT_PROMPT_TEMPLATE
+from sgpo.sampling import sampling_kwargs_from_generation_kwargs
 
 
 @dataclass
@@ -34,37 +36,47 @@ class SGPOConfig(TrainingArguments):
     )
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Start a fresh run in an output_dir that holds another run (its metrics.jsonl and checkpoints are removed). Without it such a folder is refused unless the run is resumed."},
+        metadata={
+            "help": "Start a fresh run in an output_dir that holds another run (its metrics.jsonl and checkpoints are removed). Without it such a folder is refused unless the run is resumed."
+        },
     )
     remove_unused_columns: bool | None = field(
         default=False, metadata={"help": "Kept False: every data set column is passed to the reward functions."}
     )
     ddp_find_unused_parameters: bool | None = field(
         default=False,
-        metadata={"help": "DDP's find_unused_parameters. False: the SGPO loss reaches every trainable parameter of a causal "
-                  "LM (the backbone through the hidden states, the LM head directly, and an empty micro-batch through a "
-                  "zero-gradient anchor), so the extra graph traversal True costs is not needed. Set true only for a "
-                  "model with parameters outside its forward (DDP's error then names this option)."},
+        metadata={
+            "help": "DDP's find_unused_parameters. False: the SGPO loss reaches every trainable parameter of a causal "
+            "LM (the backbone through the hidden states, the LM head directly, and an empty micro-batch through a "
+            "zero-gradient anchor), so the extra graph traversal True costs is not needed. Set true only for a "
+            "model with parameters outside its forward (DDP's error then names this option)."
+        },
     )
 
     # ------------------------------------------------------------------ model
     model_init_kwargs: dict[str, Any] | str | None = field(
         default=None,
-        metadata={"help": "Keyword arguments for `AutoModelForCausalLM.from_pretrained` when the model is given as a path or hub id (e.g. {\"dtype\": \"bfloat16\"})."},
+        metadata={
+            "help": 'Keyword arguments for `AutoModelForCausalLM.from_pretrained` when the model is given as a path or hub id (e.g. {"dtype": "bfloat16"}).'
+        },
     )
     disable_dropout: bool = field(default=False, metadata={"help": "Set every dropout probability of the policy to 0."})
 
     # ------------------------------------------------------------------ LoRA (PEFT): TRL's ModelConfig names and defaults
     use_peft: bool = field(
         default=False,
-        metadata={"help": "Train a LoRA adapter (PEFT) instead of every weight; teacher and student are the same adapted model, the saved output is the adapter (merge it with `sgpo merge`)."},
+        metadata={
+            "help": "Train a LoRA adapter (PEFT) instead of every weight; teacher and student are the same adapted model, the saved output is the adapter (merge it with `sgpo merge`)."
+        },
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (the adapter is scaled by lora_alpha / lora_r)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
     lora_target_modules: list[str] | None = field(
         default=None,
-        metadata={"help": "Modules to adapt (names, or `all-linear`); None = PEFT's default for the architecture. The LM head cannot be one."},
+        metadata={
+            "help": "Modules to adapt (names, or `all-linear`); None = PEFT's default for the architecture. The LM head cannot be one."
+        },
     )
     lora_target_parameters: list[str] | None = field(
         default=None, metadata={"help": "Parameters to adapt directly (PEFT target_parameters, e.g. MoE experts)."}
@@ -79,8 +91,12 @@ class SGPOConfig(TrainingArguments):
     # ------------------------------------------------------------------ data and prompts
     problem_column: str = field(default="problem", metadata={"help": "Data set column holding the problem text."})
     answer_column: str = field(default="answer", metadata={"help": "Data set column holding the gold answer."})
-    strategy_column: str = field(default="strategy", metadata={"help": "Data set column holding the rendered strategy block (optional per row)."})
-    id_column: str = field(default="id", metadata={"help": "Data set column holding a unique problem id (the row number when absent)."})
+    strategy_column: str = field(
+        default="strategy", metadata={"help": "Data set column holding the rendered strategy block (optional per row)."}
+    )
+    id_column: str = field(
+        default="id", metadata={"help": "Data set column holding a unique problem id (the row number when absent)."}
+    )
     require_strategy: bool = field(
         default=False,
         metadata={"help": "Error on rows without a usable strategy instead of training them with RL only."},
@@ -90,13 +106,17 @@ class SGPOConfig(TrainingArguments):
         default=DEFAULT_GUIDED_PROMPT_TEMPLATE,
         metadata={"help": "Guided prompt; must contain {problem} and {strategy}."},
     )
-    system_prompt: str | None = field(default=None, metadata={"help": "Optional system message (chat templates) or prefix (plain text)."})
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "Optional system message (chat templates) or prefix (plain text)."}
+    )
     use_chat_template: bool = field(
         default=True, metadata={"help": "Apply the tokenizer's chat template when it has one (plain text otherwise)."}
     )
     max_prompt_length: int | None = field(
         default=1024,
-        metadata={"help": "Longest allowed prompt in tokens (guided prompts included). Longer prompts raise an error naming the rows: prompts are never truncated. None = no limit."},
+        metadata={
+            "help": "Longest allowed prompt in tokens (guided prompts included). Longer prompts raise an error naming the rows: prompts are never truncated. None = no limit."
+        },
     )
     shuffle_dataset: bool = field(default=True, metadata={"help": "Shuffle the training problems each epoch."})
 
@@ -106,24 +126,31 @@ class SGPOConfig(TrainingArguments):
         default=8, metadata={"help": "Guided completions per problem (strategy in the prompt). 0 for GRPO."}
     )
     max_completion_length: int = field(default=512, metadata={"help": "Maximum number of generated tokens per completion."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature; log-probs are computed at this temperature too."})
+    temperature: float = field(
+        default=1.0, metadata={"help": "Sampling temperature; log-probs are computed at this temperature too."}
+    )
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling probability."})
     top_k: int = field(default=0, metadata={"help": "Top-k sampling (0 = off)."})
     min_p: float | None = field(default=None, metadata={"help": "Minimum token probability relative to the most likely one."})
     repetition_penalty: float = field(default=1.0, metadata={"help": "Repetition penalty for generation (1.0 = none)."})
     generation_kwargs: dict[str, Any] | str | None = field(
         default=None,
-        metadata={"help": "Extra `GenerationConfig` arguments for sampling (e.g. {\"min_new_tokens\": 16}); they override the fields above (TRL's meaning)."},
+        metadata={
+            "help": 'Extra `GenerationConfig` arguments for sampling (e.g. {"min_new_tokens": 16}); they override the fields above (TRL\'s meaning).'
+        },
     )
     generation_micro_batch_size: int | None = field(
         default=None, metadata={"help": "Most sequences per `generate` call (memory bound); all at once when None."}
     )
     forward_micro_batch_size: int | None = field(
-        default=None, metadata={"help": "Most sequences per no-grad scoring forward (old/teacher/reference passes); all at once when None."}
+        default=None,
+        metadata={"help": "Most sequences per no-grad scoring forward (old/teacher/reference passes); all at once when None."},
     )
     steps_per_generation: int | None = field(
         default=None,
-        metadata={"help": "Micro-steps served by one generation batch (TRL's meaning); defaults to gradient_accumulation_steps. Must be a multiple of it."},
+        metadata={
+            "help": "Micro-steps served by one generation batch (TRL's meaning); defaults to gradient_accumulation_steps. Must be a multiple of it."
+        },
     )
     num_iterations: int = field(default=1, metadata={"help": "Passes over each generation batch (μ in GRPO)."})
     mask_truncated_completions: bool = field(
@@ -133,44 +160,65 @@ class SGPOConfig(TrainingArguments):
     # ------------------------------------------------------------------ rewards and the RL term
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy"],
-        metadata={"help": "Reward functions by registry name (accuracy, boxed_format) or 'module:function'. Used when the trainer gets none."},
+        metadata={
+            "help": "Reward functions by registry name (accuracy, boxed_format) or 'module:function'. Used when the trainer gets none."
+        },
     )
-    reward_weights: list[float] | None = field(default=None, metadata={"help": "Weight of each reward function (all 1 when None)."})
+    reward_weights: list[float] | None = field(
+        default=None, metadata={"help": "Weight of each reward function (all 1 when None)."}
+    )
     correct_reward_threshold: float = field(
         default=1.0,
-        metadata={"help": "A completion counts as correct (for acc_auto / acc_guided and distill_on=correct) when its total reward is at least this."},
+        metadata={
+            "help": "A completion counts as correct (for acc_auto / acc_guided and distill_on=correct) when its total reward is at least this."
+        },
     )
     loss_type: str = field(
         default="dapo",
-        metadata={"help": "RL loss aggregation, TRL's meanings: grpo (per-sequence mean), dr_grpo (sum / (N·max_completion_length)), dapo (global token mean)."},
+        metadata={
+            "help": "RL loss aggregation, TRL's meanings: grpo (per-sequence mean), dr_grpo (sum / (N·max_completion_length)), dapo (global token mean)."
+        },
     )
     scale_rewards: str = field(default="group", metadata={"help": "Advantage scaling: group, batch or none (TRL's meanings)."})
     epsilon: float = field(default=0.2, metadata={"help": "Lower clipping range of the policy ratio."})
     epsilon_high: float | None = field(default=None, metadata={"help": "Upper clipping range (defaults to epsilon)."})
-    delta: float | None = field(default=None, metadata={"help": "Two-sided clipping: cap on the unclipped ratio (off when None)."})
-    beta: float = field(default=0.0, metadata={"help": "Coefficient of the k3 KL to a frozen reference model (0 = no reference model)."})
+    delta: float | None = field(
+        default=None, metadata={"help": "Two-sided clipping: cap on the unclipped ratio (off when None)."}
+    )
+    beta: float = field(
+        default=0.0, metadata={"help": "Coefficient of the k3 KL to a frozen reference model (0 = no reference model)."}
+    )
 
     # ------------------------------------------------------------------ SGPO: distillation
-    distill_coef: float = field(default=1.0, metadata={"help": "λ: weight of the strategy-distillation term. 0 turns SGPO into GRPO."})
+    distill_coef: float = field(
+        default=1.0, metadata={"help": "λ: weight of the strategy-distillation term. 0 turns SGPO into GRPO."}
+    )
     distill_on: str = field(default="correct", metadata={"help": "Guided completions to distil on: correct or all."})
     distill_divergence: str = field(
         default="forward_kl",
-        metadata={"help": "forward_kl (KL(teacher‖student), SGPO), reverse_kl (ablation) or imitation (NLL of the guided tokens, ablation)."},
+        metadata={
+            "help": "forward_kl (KL(teacher‖student), SGPO), reverse_kl (ablation) or imitation (NLL of the guided tokens, ablation)."
+        },
     )
     distill_topk: int | None = field(
-        default=None, metadata={"help": "Forward KL over the teacher's top-k tokens plus one tail bucket (full vocabulary when None)."}
+        default=None,
+        metadata={"help": "Forward KL over the teacher's top-k tokens plus one tail bucket (full vocabulary when None)."},
     )
     distill_proximal: bool = field(default=True, metadata={"help": "Apply the proximal keep-mask to the distillation term."})
     distill_epsilon_low: float | None = field(
-        default=None, metadata={"help": "Proximal constraint: drop a token the teacher wants down once ρ < 1 − this (defaults to epsilon)."}
+        default=None,
+        metadata={"help": "Proximal constraint: drop a token the teacher wants down once ρ < 1 − this (defaults to epsilon)."},
     )
     distill_epsilon_high: float | None = field(
-        default=None, metadata={"help": "Proximal constraint: drop a token the teacher wants up once ρ > 1 + this (defaults to epsilon_high)."}
+        default=None,
+        metadata={"help": "Proximal constraint: drop a token the teacher wants up once ρ > 1 + this (defaults to epsilon_high)."},
     )
     distill_kl_cap: float | None = field(default=None, metadata={"help": "Optional cap on the per-token divergence."})
     instance_weighting: str = field(
         default="marginal",
-        metadata={"help": "Per-problem distillation weight: marginal (clip(acc_guided − acc_auto, 0, 1)), deficit ((1 − acc_auto)·[acc_guided>0]) or constant (1)."},
+        metadata={
+            "help": "Per-problem distillation weight: marginal (clip(acc_guided − acc_auto, 0, 1)), deficit ((1 − acc_auto)·[acc_guided>0]) or constant (1)."
+        },
     )
     instance_weight_ema: float = field(
         default=0.0, metadata={"help": "EMA decay of the instance weight over the times a problem is seen (0 = off)."}
@@ -178,7 +226,9 @@ class SGPOConfig(TrainingArguments):
     # ------------------------------------------------------------------ baselines (docs/algorithm.md "Baselines")
     mix_strong_responses: bool = field(
         default=False,
-        metadata={"help": "LUFFY mixed-policy GRPO: in each problem's autonomous group one rollout is replaced by the problem's strong response (strong_response_column), off-policy; advantages over the mixed group; its tokens get the shaped term −A·p/(p+γ) with p = π_θ(token), no clipping. LUFFY uses loss_type=dr_grpo and no guided rollouts (num_guided_generations=0, distill_coef=0)."},
+        metadata={
+            "help": "LUFFY mixed-policy GRPO: in each problem's autonomous group one rollout is replaced by the problem's strong response (strong_response_column), off-policy; advantages over the mixed group; its tokens get the shaped term −A·p/(p+γ) with p = π_θ(token), no clipping. LUFFY uses loss_type=dr_grpo and no guided rollouts (num_guided_generations=0, distill_coef=0)."
+        },
     )
     strong_response_column: str = field(
         default="response", metadata={"help": "Data set column holding the strong model's response (for mix_strong_responses)."}
@@ -188,54 +238,78 @@ class SGPOConfig(TrainingArguments):
     )
     head_implementation: str = field(
         default="chunked",
-        metadata={"help": "How token log-probs and divergences are computed from the final hidden states: chunked (memory-bounded, never holds the tokens × vocabulary logits; see docs/performance.md) or plain (materialises them; the reference)."},
+        metadata={
+            "help": "How token log-probs and divergences are computed from the final hidden states: chunked (memory-bounded, never holds the tokens × vocabulary logits; see docs/performance.md) or plain (materialises them; the reference)."
+        },
     )
     head_chunk_size: int | None = field(
         default=None,
-        metadata={"help": "Token positions per chunk of the chunked LM-head path (default: a 128 MiB float32 (chunk, vocabulary) buffer)."},
+        metadata={
+            "help": "Token positions per chunk of the chunked LM-head path (default: a 128 MiB float32 (chunk, vocabulary) buffer)."
+        },
     )
 
     # ------------------------------------------------------------------ vLLM rollouts (docs/vllm.md)
     # TRL's names and defaults (`GRPOConfig`); the CPU-only and server weight-sync fields are ours.
     use_vllm: bool = field(
         default=False,
-        metadata={"help": "Sample rollouts with vLLM instead of Hugging Face generate (needs the vllm package; see docs/vllm.md)."},
+        metadata={
+            "help": "Sample rollouts with vLLM instead of Hugging Face generate (needs the vllm package; see docs/vllm.md)."
+        },
     )
     vllm_mode: str = field(
         default="colocate",
-        metadata={"help": "colocate: an in-process engine beside the trainer, weights pushed in memory; server: a separately started vLLM server (vllm_server_* fields)."},
+        metadata={
+            "help": "colocate: an in-process engine beside the trainer, weights pushed in memory; server: a separately started vLLM server (vllm_server_* fields)."
+        },
     )
     vllm_gpu_memory_utilization: float = field(
         default=0.3,
-        metadata={"help": "Fraction of the GPU's memory the colocated engine may take (weights, activations, KV cache). Ignored when vllm_kv_cache_memory_bytes is set (always the case on a CPU)."},
+        metadata={
+            "help": "Fraction of the GPU's memory the colocated engine may take (weights, activations, KV cache). Ignored when vllm_kv_cache_memory_bytes is set (always the case on a CPU)."
+        },
     )
     vllm_tensor_parallel_size: int = field(
         default=1, metadata={"help": "Tensor-parallel size of the colocated engine (GPUs only; 1 on a CPU)."}
     )
     vllm_max_model_length: int | None = field(
         default=None,
-        metadata={"help": "Context window of the engine: at least the longest prompt plus max_completion_length (a longer request raises). None = the model config's."},
+        metadata={
+            "help": "Context window of the engine: at least the longest prompt plus max_completion_length (a longer request raises). None = the model config's."
+        },
     )
     vllm_kv_cache_memory_bytes: int | None = field(
         default=None,
-        metadata={"help": "KV-cache size of the colocated engine in bytes; overrides vllm_gpu_memory_utilization. None = 256 MiB on a CPU (a memory fraction is unreliable on a shared machine), the memory fraction on a GPU."},
+        metadata={
+            "help": "KV-cache size of the colocated engine in bytes; overrides vllm_gpu_memory_utilization. None = 256 MiB on a CPU (a memory fraction is unreliable on a shared machine), the memory fraction on a GPU."
+        },
     )
     vllm_enforce_eager: bool | None = field(
         default=None,
-        metadata={"help": "Run the colocated engine eagerly (no torch.compile / CUDA graphs). None = True on a CPU, False on a GPU."},
+        metadata={
+            "help": "Run the colocated engine eagerly (no torch.compile / CUDA graphs). None = True on a CPU, False on a GPU."
+        },
     )
     vllm_server_base_url: str | None = field(
         default=None,
-        metadata={"help": "Base URL of the vLLM server (e.g. http://gpu-host:8000); vllm_server_host and vllm_server_port are ignored when set."},
+        metadata={
+            "help": "Base URL of the vLLM server (e.g. http://gpu-host:8000); vllm_server_host and vllm_server_port are ignored when set."
+        },
     )
-    vllm_server_host: str = field(default="0.0.0.0", metadata={"help": "Host of the vLLM server (when vllm_server_base_url is not set)."})
-    vllm_server_port: int = field(default=8000, metadata={"help": "Port of the vLLM server (when vllm_server_base_url is not set)."})
+    vllm_server_host: str = field(
+        default="0.0.0.0", metadata={"help": "Host of the vLLM server (when vllm_server_base_url is not set)."}
+    )
+    vllm_server_port: int = field(
+        default=8000, metadata={"help": "Port of the vLLM server (when vllm_server_base_url is not set)."}
+    )
     vllm_server_timeout: float = field(
         default=240.0, metadata={"help": "Seconds to wait for the vLLM server to answer its health check before giving up."}
     )
     vllm_server_weight_sync: str = field(
         default="nccl",
-        metadata={"help": "How server mode pushes the weights: nccl (vLLM's NCCL weight transfer through TRL's client; GPUs only, start the server with `trl vllm-serve`) or disk (safetensors written to vllm_server_weights_dir and reloaded by the server; any hardware, needs a folder both can read and a server started with VLLM_SERVER_DEV_MODE=1)."},
+        metadata={
+            "help": "How server mode pushes the weights: nccl (vLLM's NCCL weight transfer through TRL's client; GPUs only, start the server with `trl vllm-serve`) or disk (safetensors written to vllm_server_weights_dir and reloaded by the server; any hardware, needs a folder both can read and a server started with VLLM_SERVER_DEV_MODE=1)."
+        },
     )
     vllm_server_weights_dir: str | None = field(
         default=None, metadata={"help": "Folder for vllm_server_weight_sync=disk (default: OUTPUT_DIR/vllm_weights)."}
@@ -245,11 +319,15 @@ class SGPOConfig(TrainingArguments):
     )
     vllm_importance_sampling_correction: bool = field(
         default=True,
-        metadata={"help": "Reweight the RL term by the bounded ratio π_trainer / π_sampler of the sampled tokens, correcting the mismatch between vLLM's and the trainer's log-probs (TRL's truncated importance sampling)."},
+        metadata={
+            "help": "Reweight the RL term by the bounded ratio π_trainer / π_sampler of the sampled tokens, correcting the mismatch between vLLM's and the trainer's log-probs (TRL's truncated importance sampling)."
+        },
     )
     vllm_importance_sampling_mode: str = field(
         default="sequence_mask",
-        metadata={"help": "token_truncate, token_mask, sequence_truncate or sequence_mask: one ratio per token or per sequence; ratios outside [clip_min, clip_max] clipped (truncate) or zeroed (mask). TRL's modes."},
+        metadata={
+            "help": "token_truncate, token_mask, sequence_truncate or sequence_mask: one ratio per token or per sequence; ratios outside [clip_min, clip_max] clipped (truncate) or zeroed (mask). TRL's modes."
+        },
     )
     vllm_importance_sampling_clip_max: float | None = field(
         default=3.0, metadata={"help": "Upper bound C_max of the importance ratio (None = none)."}
@@ -258,13 +336,12 @@ class SGPOConfig(TrainingArguments):
         default=None, metadata={"help": "Lower bound C_min of the importance ratio (None = none)."}
     )
     vllm_importance_sampling_cap: float | None = field(
-        default=None, metadata={"help": "Deprecated in TRL: the old name of vllm_importance_sampling_clip_max, which it replaces when set."}
+        default=None,
+        metadata={"help": "Deprecated in TRL: the old name of vllm_importance_sampling_clip_max, which it replaces when set."},
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        import json
-
         if isinstance(self.model_init_kwargs, str):
             self.model_init_kwargs = json.loads(self.model_init_kwargs)
         if isinstance(self.generation_kwargs, str):
@@ -288,7 +365,10 @@ class SGPOConfig(TrainingArguments):
             raise ValueError(f"SGPOConfig.{name}: {msg}")
 
         if self.num_generations < 2:
-            bad("num_generations", f"must be ≥ 2 (a group of one has no relative advantage, so the RL term would be 0), got {self.num_generations}")
+            bad(
+                "num_generations",
+                f"must be ≥ 2 (a group of one has no relative advantage, so the RL term would be 0), got {self.num_generations}",
+            )
         if self.learning_rate < 0:
             bad("learning_rate", f"must be ≥ 0, got {self.learning_rate}")
         if self.num_guided_generations < 0:
@@ -334,14 +414,14 @@ class SGPOConfig(TrainingArguments):
             if not 0.0 <= self.lora_dropout < 1.0:
                 bad("lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
             if self.use_vllm:
-                bad("use_peft", "with use_vllm is not supported yet (the engine would need the merged weights at every push): train LoRA with Hugging Face generate")
+                bad(
+                    "use_peft",
+                    "with use_vllm is not supported yet (the engine would need the merged weights at every push): train LoRA with Hugging Face generate",
+                )
         self._validate_vllm(bad)
 
     def _validate_vllm(self, bad) -> None:
         """The vLLM fields (cheap checks only: nothing is imported from vllm here)."""
-        from sgpo.objectives import IS_MODES
-        from sgpo.vllm_engine import sampling_kwargs_from_generation_kwargs
-
         if self.vllm_importance_sampling_cap is not None:
             self.vllm_importance_sampling_clip_max = self.vllm_importance_sampling_cap
         if self.vllm_mode not in ("colocate", "server"):
@@ -351,7 +431,10 @@ class SGPOConfig(TrainingArguments):
         if self.vllm_tensor_parallel_size < 1:
             bad("vllm_tensor_parallel_size", f"must be ≥ 1, got {self.vllm_tensor_parallel_size}")
         if self.vllm_max_model_length is not None and self.vllm_max_model_length <= self.max_completion_length:
-            bad("vllm_max_model_length", f"({self.vllm_max_model_length}) must exceed max_completion_length ({self.max_completion_length})")
+            bad(
+                "vllm_max_model_length",
+                f"({self.vllm_max_model_length}) must exceed max_completion_length ({self.max_completion_length})",
+            )
         if self.vllm_kv_cache_memory_bytes is not None and self.vllm_kv_cache_memory_bytes < 2**20:
             bad("vllm_kv_cache_memory_bytes", f"must be at least 1 MiB (1048576), got {self.vllm_kv_cache_memory_bytes}")
         if not 0 < self.vllm_server_port < 65536:
@@ -363,7 +446,10 @@ class SGPOConfig(TrainingArguments):
         if self.vllm_server_weight_sync not in ("nccl", "disk"):
             bad("vllm_server_weight_sync", f"must be nccl or disk, got {self.vllm_server_weight_sync!r}")
         if self.vllm_importance_sampling_mode not in IS_MODES:
-            bad("vllm_importance_sampling_mode", f"must be one of {', '.join(IS_MODES)}, got {self.vllm_importance_sampling_mode!r}")
+            bad(
+                "vllm_importance_sampling_mode",
+                f"must be one of {', '.join(IS_MODES)}, got {self.vllm_importance_sampling_mode!r}",
+            )
         lo, hi = self.vllm_importance_sampling_clip_min, self.vllm_importance_sampling_clip_max
         if hi is not None and hi <= 0:
             bad("vllm_importance_sampling_clip_max", f"must be > 0, got {hi}")

@@ -9,37 +9,123 @@ from __future__ import annotations
 
 #: (title, description, field names), in the order `sgpo train --help` lists them
 FIELD_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("model and data", "the policy and the training problems (the recipe may set them too)",
-     ("model_name_or_path", "dataset_name", "dataset_split", "tokenizer_name_or_path")),
-    ("rollouts", "what is sampled for each problem; per_device_train_batch_size (under run) counts problems, "
-     "each bringing num_generations + num_guided_generations completions",
-     ("num_generations", "num_guided_generations", "max_prompt_length", "max_completion_length", "temperature",
-      "top_p", "top_k", "min_p", "repetition_penalty", "generation_kwargs", "generation_micro_batch_size",
-      "forward_micro_batch_size", "steps_per_generation", "num_iterations", "mask_truncated_completions")),
-    ("rewards and RL term", "the GRPO-style term on the autonomous group (TRL's names and meanings)",
-     ("reward_funcs", "reward_weights", "correct_reward_threshold", "loss_type", "scale_rewards", "epsilon",
-      "epsilon_high", "delta", "beta")),
-    ("distillation", "the token-level KL from the strategy-conditioned policy to the unconditioned one",
-     ("distill_coef", "distill_on", "distill_divergence", "distill_topk", "distill_proximal", "distill_epsilon_low",
-      "distill_epsilon_high", "distill_kl_cap", "head_implementation", "head_chunk_size")),
-    ("instance weighting", "how much each problem's distillation term counts",
-     ("instance_weighting", "instance_weight_ema")),
-    ("data columns", "which data set column holds what",
-     ("problem_column", "answer_column", "strategy_column", "id_column", "require_strategy", "shuffle_dataset",
-      "remove_unused_columns")),
-    ("prompts", "the autonomous and the guided prompt",
-     ("prompt_template", "guided_prompt_template", "system_prompt", "use_chat_template")),
+    (
+        "model and data",
+        "the policy and the training problems (the recipe may set them too)",
+        ("model_name_or_path", "dataset_name", "dataset_split", "tokenizer_name_or_path"),
+    ),
+    (
+        "rollouts",
+        "what is sampled for each problem; per_device_train_batch_size (under run) counts problems, "
+        "each bringing num_generations + num_guided_generations completions",
+        (
+            "num_generations",
+            "num_guided_generations",
+            "max_prompt_length",
+            "max_completion_length",
+            "temperature",
+            "top_p",
+            "top_k",
+            "min_p",
+            "repetition_penalty",
+            "generation_kwargs",
+            "generation_micro_batch_size",
+            "forward_micro_batch_size",
+            "steps_per_generation",
+            "num_iterations",
+            "mask_truncated_completions",
+        ),
+    ),
+    (
+        "rewards and RL term",
+        "the GRPO-style term on the autonomous group (TRL's names and meanings)",
+        (
+            "reward_funcs",
+            "reward_weights",
+            "correct_reward_threshold",
+            "loss_type",
+            "scale_rewards",
+            "epsilon",
+            "epsilon_high",
+            "delta",
+            "beta",
+        ),
+    ),
+    (
+        "distillation",
+        "the token-level KL from the strategy-conditioned policy to the unconditioned one",
+        (
+            "distill_coef",
+            "distill_on",
+            "distill_divergence",
+            "distill_topk",
+            "distill_proximal",
+            "distill_epsilon_low",
+            "distill_epsilon_high",
+            "distill_kl_cap",
+            "head_implementation",
+            "head_chunk_size",
+        ),
+    ),
+    ("instance weighting", "how much each problem's distillation term counts", ("instance_weighting", "instance_weight_ema")),
+    (
+        "data columns",
+        "which data set column holds what",
+        (
+            "problem_column",
+            "answer_column",
+            "strategy_column",
+            "id_column",
+            "require_strategy",
+            "shuffle_dataset",
+            "remove_unused_columns",
+        ),
+    ),
+    (
+        "prompts",
+        "the autonomous and the guided prompt",
+        ("prompt_template", "guided_prompt_template", "system_prompt", "use_chat_template"),
+    ),
     ("model loading", "", ("model_init_kwargs", "disable_dropout")),
-    ("LoRA (PEFT)", "train an adapter instead of every weight (TRL's ModelConfig names and defaults)",
-     ("use_peft", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_target_parameters",
-      "lora_modules_to_save", "lora_task_type", "use_rslora", "use_dora")),
+    (
+        "LoRA (PEFT)",
+        "train an adapter instead of every weight (TRL's ModelConfig names and defaults)",
+        (
+            "use_peft",
+            "lora_r",
+            "lora_alpha",
+            "lora_dropout",
+            "lora_target_modules",
+            "lora_target_parameters",
+            "lora_modules_to_save",
+            "lora_task_type",
+            "use_rslora",
+            "use_dora",
+        ),
+    ),
 )
 
 #: the inherited `TrainingArguments` a run usually sets, listed before the other inherited ones
 COMMON_TRAINING_ARGUMENTS: tuple[str, ...] = (
-    "output_dir", "per_device_train_batch_size", "gradient_accumulation_steps", "max_steps", "num_train_epochs",
-    "learning_rate", "lr_scheduler_type", "warmup_ratio", "warmup_steps", "logging_steps", "save_strategy",
-    "save_steps", "save_total_limit", "report_to", "run_name", "seed", "bf16", "use_cpu", "resume_from_checkpoint",
+    "output_dir",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_steps",
+    "num_train_epochs",
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_ratio",
+    "warmup_steps",
+    "logging_steps",
+    "save_strategy",
+    "save_steps",
+    "save_total_limit",
+    "report_to",
+    "run_name",
+    "seed",
+    "bf16",
+    "use_cpu",
+    "resume_from_checkpoint",
     "overwrite_output_dir",
 )
 
@@ -70,8 +156,11 @@ def grouped_fields(names: list[str], sgpo_fields: set[str] | None) -> list[tuple
         add(title, description, [f for f in fields if f in present and f not in placed])
     if sgpo_fields is not None:
         add("other SGPO settings", "", [n for n in names if n in sgpo_fields and n not in placed])
-    add("run (common TrainingArguments)", "where the run goes and how long it is",
-        [f for f in COMMON_TRAINING_ARGUMENTS if f in present and f not in placed])
+    add(
+        "run (common TrainingArguments)",
+        "where the run goes and how long it is",
+        [f for f in COMMON_TRAINING_ARGUMENTS if f in present and f not in placed],
+    )
     rest = [n for n in names if n not in placed]
     if sgpo_fields is None:
         add("other settings", "", rest)

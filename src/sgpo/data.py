@@ -5,21 +5,33 @@ were found, so a bad row in a 46k-row file is found without opening a debugger.
 
 Canonical columns after `load_problems`: `id` (str, unique), `problem` (str), `answer` (str),
 `strategy` (str or None); any other columns are kept and passed to reward functions.
+`tokenize_problems` adds the prompts as text and token ids (the `INTERNAL_COLUMNS`, which reward
+functions never see): a prompt that does not fit fails here, before a model is loaded.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import shutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sgpo.prompts import PromptFormat, tokenize_prompts
+
 if TYPE_CHECKING:  # imported lazily: `datasets` costs ~2 s at start-up
     import datasets
 
+logger = logging.getLogger(__name__)
+
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+# the columns `tokenize_problems` adds (never passed to reward functions)
+PROMPT_IDS, GUIDED_IDS, PROMPT_TEXT, GUIDED_TEXT = "_prompt_ids", "_guided_ids", "_prompt_text", "_guided_text"
+RESPONSE_IDS = "_response_ids"  # the strong response as completion tokens (mix_strong_responses)
+INTERNAL_COLUMNS = (PROMPT_IDS, GUIDED_IDS, PROMPT_TEXT, GUIDED_TEXT, RESPONSE_IDS)
 
 
 class DataError(ValueError):
@@ -65,6 +77,17 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return path
 
 
+def atomic_dir(final: Path, write: Callable[[Path], Any]) -> Path:
+    """Write a folder under a temporary name (`<final>.tmp`, emptied first), then rename it into place."""
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return final
+
+
 def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a `.jsonl`, `.json` (a list of objects, or {"data": [...]}) or `.parquet` file into dicts."""
     path = Path(path)
@@ -88,7 +111,7 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
         if isinstance(obj, dict) and isinstance(obj.get("data"), list):
             obj = obj["data"]
         if not isinstance(obj, list):
-            raise DataError(f"{path}: expected a list of objects (or {{\"data\": [...]}})")
+            raise DataError(f'{path}: expected a list of objects (or {{"data": [...]}})')
         for i, row in enumerate(obj):
             if not isinstance(row, dict):
                 raise DataError(f"{path}: row {i}: expected a JSON object, got {type(row).__name__}")
@@ -207,12 +230,12 @@ def load_problems(
         hint = ""
         if i == 0:
             field = [k for k, v in required if v == col][0]
-            hint = f" Map another column with `{field}_column` (--{field}-column on the command line)." if any(
-                v == col for _, v in required
-            ) else ""
-        return DataError(
-            f"{name}: row {i}: missing column {col!r} (columns found: {', '.join(sorted(row)) or 'none'}).{hint}"
-        )
+            hint = (
+                f" Map another column with `{field}_column` (--{field}-column on the command line)."
+                if any(v == col for _, v in required)
+                else ""
+            )
+        return DataError(f"{name}: row {i}: missing column {col!r} (columns found: {', '.join(sorted(row)) or 'none'}).{hint}")
 
     out: list[dict[str, Any]] = []
     seen_ids: dict[str, int] = {}
@@ -238,8 +261,10 @@ def load_problems(
         strategy = row.get(columns.strategy)
         if not isinstance(strategy, str) or not strategy.strip():
             if require_strategy:
-                what = "missing" if columns.strategy not in row else (
-                    "empty" if strategy in (None, "") or isinstance(strategy, str) else f"a {type(strategy).__name__}"
+                what = (
+                    "missing"
+                    if columns.strategy not in row
+                    else ("empty" if strategy in (None, "") or isinstance(strategy, str) else f"a {type(strategy).__name__}")
                 )
                 raise DataError(
                     f"{name}: row {i}: column {columns.strategy!r} is {what}, and require_strategy is set "
@@ -254,3 +279,97 @@ def load_problems(
 def count_missing_strategies(ds: datasets.Dataset) -> int:
     """Rows that will train with RL only because they have no usable strategy."""
     return sum(1 for s in ds["strategy"] if s is None)
+
+
+def tokenize_problems(
+    dataset: datasets.Dataset,
+    tokenizer,
+    prompt_format: PromptFormat,
+    *,
+    source_name: str,
+    guided: bool,
+    max_prompt_length: int | None,
+    strategy_column: str = "strategy",
+    strong_response_column: str | None = None,
+    max_completion_length: int | None = None,
+) -> datasets.Dataset:
+    """`dataset` with every prompt rendered and tokenized: the autonomous prompt x of every row and,
+    when `guided`, the guided prompt x ⊕ s of every row with a strategy (`INTERNAL_COLUMNS`); with
+    `strong_response_column`, the strong responses as completion tokens too (`tokenize_responses`).
+
+    Raises `DataError` when `guided` and no row has a strategy (nothing to distil), and
+    `PromptTooLongError` naming the rows whose prompt exceeds `max_prompt_length`; rows without a
+    strategy are logged (they train with RL only). `strategy_column` only names the column in messages."""
+    n_missing = count_missing_strategies(dataset)
+    if guided and n_missing == len(dataset):
+        raise DataError(
+            f"{source_name}: none of the {len(dataset)} problems has a usable strategy (column "
+            f"{strategy_column!r} missing or empty), so there is nothing to distil: train GRPO with "
+            "--num_guided_generations 0 --distill_coef 0, or add strategies with `sgpo extract`"
+        )
+    if guided and n_missing:
+        logger.warning(
+            "%s: %d of %d problems have no usable strategy (missing, empty or not a string); they train with RL only",
+            source_name,
+            n_missing,
+            len(dataset),
+        )
+    ids = [str(i) for i in dataset["id"]]
+    problems = dataset["problem"]
+    strategies = dataset["strategy"]
+    texts = [prompt_format.render(tokenizer, p) for p in problems]
+    names = [f"{i} (id {pid!r})" for i, pid in enumerate(ids)]
+    special = not prompt_format.applies_chat_template(tokenizer)
+    prompt_ids = tokenize_prompts(
+        tokenizer, texts, max_length=max_prompt_length, row_names=names, what="prompt", add_special_tokens=special
+    )
+    guided_texts = [""] * len(dataset)
+    guided_ids: list[list[int]] = [[] for _ in range(len(dataset))]
+    if guided:
+        rows = [i for i, s in enumerate(strategies) if s is not None]
+        g_texts = [prompt_format.render(tokenizer, problems[i], strategies[i]) for i in rows]
+        g_ids = tokenize_prompts(
+            tokenizer,
+            g_texts,
+            max_length=max_prompt_length,
+            row_names=[names[i] for i in rows],
+            what="guided prompt",
+            add_special_tokens=special,
+        )
+        for i, t, g in zip(rows, g_texts, g_ids):
+            guided_texts[i], guided_ids[i] = t, g
+    dataset = dataset.add_column(PROMPT_TEXT, texts).add_column(PROMPT_IDS, prompt_ids)
+    dataset = dataset.add_column(GUIDED_TEXT, guided_texts).add_column(GUIDED_IDS, guided_ids)
+    if strong_response_column is not None:
+        responses = tokenize_responses(dataset, tokenizer, strong_response_column, max_completion_length, source_name, names)
+        dataset = dataset.add_column(RESPONSE_IDS, responses)
+    return dataset
+
+
+def tokenize_responses(
+    dataset: datasets.Dataset, tokenizer, column: str, max_length: int | None, source_name: str, names: list[str]
+) -> list[list[int]]:
+    """The strong responses of `column` as completion tokens (EOS appended); every row needs one that
+    fits in `max_length` (max_completion_length: a cut response would be trained on as if the strong
+    model had stopped there)."""
+    if column not in dataset.column_names:
+        raise DataError(
+            f"{source_name}: mix_strong_responses needs the strong responses in column {column!r}, which the data "
+            f"does not have (columns: {', '.join(sorted(c for c in dataset.column_names if not c.startswith('_')))}); "
+            "set strong_response_column"
+        )
+    texts = dataset[column]
+    empty = [names[i] for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if empty:
+        raise DataError(
+            f"{source_name}: {len(empty)} row(s) without a strong response in column {column!r}: row {', row '.join(empty[:10])}"
+        )
+    ids = [list(t) + [tokenizer.eos_token_id] for t in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    long = [(names[i], len(t)) for i, t in enumerate(ids) if max_length is not None and len(t) > max_length]
+    if long:
+        shown = ", ".join(f"row {n} ({k} tokens)" for n, k in long[:10])
+        raise DataError(
+            f"{source_name}: {len(long)} strong response(s) longer than max_completion_length="
+            f"{max_length} (EOS included): {shown}; raise max_completion_length or drop these rows"
+        )
+    return ids

@@ -14,7 +14,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sgpo.data import ColumnMap, DataError, count_missing_strategies, load_problems
+from sgpo.modeling import adapter_base, is_adapter_folder, load_tokenizer, model_source_error
 from sgpo.planning import ENGINE_HELP, ENGINES, batch_plan, memory_estimate, model_size
+from sgpo.prompts import PromptFormat
 
 SAMPLE_ROWS = 2
 
@@ -35,7 +38,6 @@ def _short(text: str, n: int = 100) -> str:
 
 def _local(name: str) -> bool:
     """The model / tokenizer `name` can be read without the network (a folder, or the HF cache)."""
-    from sgpo.modeling import model_source_error
 
     if Path(name).expanduser().exists():
         return model_source_error(name) is None
@@ -48,32 +50,36 @@ def _local(name: str) -> bool:
 
 
 def dry_run(script_args, config, num_processes: int | None = None, engine: str | None = None, out=print) -> int:
-    from sgpo.data import ColumnMap, DataError, count_missing_strategies, load_problems
-    from sgpo.prompts import PromptFormat
-
     problems: list[str] = []
     n_proc = num_processes or int(os.environ.get("WORLD_SIZE", "1"))
-    out(f"config: ok ({'GRPO' if config.is_grpo else 'SGPO'}; loss_type {config.loss_type}, "
+    out(
+        f"config: ok ({'GRPO' if config.is_grpo else 'SGPO'}; loss_type {config.loss_type}, "
         f"distill_coef {config.distill_coef}, {'LoRA r=' + str(config.lora_r) if config.use_peft else 'full fine-tuning'}, "
-        f"{'vLLM ' + config.vllm_mode if config.use_vllm else 'HF generate'}; output_dir {config.output_dir})")
+        f"{'vLLM ' + config.vllm_mode if config.use_vllm else 'HF generate'}; output_dir {config.output_dir})"
+    )
 
     # -- data
     dataset = None
     try:
         columns = ColumnMap(config.problem_column, config.answer_column, config.strategy_column, config.id_column)
-        dataset = load_problems(script_args.dataset_name, columns=columns, split=script_args.dataset_split,
-                                require_strategy=config.require_strategy)
+        dataset = load_problems(
+            script_args.dataset_name, columns=columns, split=script_args.dataset_split, require_strategy=config.require_strategy
+        )
     except (DataError, FileNotFoundError, ValueError) as exc:
         problems.append(f"data: {exc}")
     if dataset is not None:
         missing = count_missing_strategies(dataset)
-        out(f"data: {script_args.dataset_name}: {len(dataset)} problems, {len(dataset) - missing} with a strategy; "
-            f"columns {', '.join(dataset.column_names)}")
+        out(
+            f"data: {script_args.dataset_name}: {len(dataset)} problems, {len(dataset) - missing} with a strategy; "
+            f"columns {', '.join(dataset.column_names)}"
+        )
         if not config.is_grpo and missing == len(dataset):
             problems.append(f"data: {script_args.dataset_name}: no problem has a strategy, so nothing would be distilled")
         for row in dataset.select(range(min(SAMPLE_ROWS, len(dataset)))):
-            out(f"  row {row['id']!r}: problem {_short(row['problem'])!r} answer {_short(row['answer'], 40)!r} "
-                f"strategy {_short(row['strategy']) if row['strategy'] else None!r}")
+            out(
+                f"  row {row['id']!r}: problem {_short(row['problem'])!r} answer {_short(row['answer'], 40)!r} "
+                f"strategy {_short(row['strategy']) if row['strategy'] else None!r}"
+            )
 
     # -- templates and prompt lengths
     fmt = None
@@ -84,15 +90,15 @@ def dry_run(script_args, config, num_processes: int | None = None, engine: str |
     tok_name = script_args.tokenizer_name_or_path or script_args.model_name_or_path
     tokenizer = None
     if tok_name and _local(tok_name):
-        from sgpo.modeling import load_tokenizer
-
         tokenizer = load_tokenizer(tok_name)
     if fmt is not None and dataset is not None:
         _check_prompts(dataset, fmt, tokenizer, tok_name, config, problems, out)
 
     # -- batch sizes
     plan = batch_plan(config, n_proc, len(dataset) if dataset is not None else None)
-    out(f"batch ({n_proc} process{'es' if n_proc > 1 else ''}): {plan.describe(config.num_generations, config.num_guided_generations)}")
+    out(
+        f"batch ({n_proc} process{'es' if n_proc > 1 else ''}): {plan.describe(config.num_generations, config.num_guided_generations)}"
+    )
     if dataset is not None:
         per_generation = config.per_device_train_batch_size * config.steps_per_generation * n_proc
         if len(dataset) < per_generation:
@@ -126,8 +132,10 @@ def _check_prompts(dataset, fmt, tokenizer, tok_name, config, problems: list[str
             continue
         lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=special)["input_ids"]]
         over = sum(n > limit for n in lengths) if limit is not None else 0
-        out(f"prompt lengths ({what}, {len(lengths)}): max {max(lengths)}, mean {sum(lengths) / len(lengths):.0f} tokens "
-            f"(max_prompt_length {limit}){'' if not over else f': {over} over the limit'}")
+        out(
+            f"prompt lengths ({what}, {len(lengths)}): max {max(lengths)}, mean {sum(lengths) / len(lengths):.0f} tokens "
+            f"(max_prompt_length {limit}){'' if not over else f': {over} over the limit'}"
+        )
         if over:
             problems.append(f"prompts: {over} {what} prompt(s) exceed max_prompt_length={limit} (longest {max(lengths)} tokens)")
 
@@ -139,20 +147,24 @@ def _memory(script_args, config, n_proc: int, engine: str | None, out) -> None:
         return
     from transformers import AutoConfig
 
-    from sgpo.adapters import adapter_base, is_adapter_folder
-
     model_config = AutoConfig.from_pretrained(adapter_base(name) if is_adapter_folder(name) else name)
     dtype = str((config.model_init_kwargs or {}).get("dtype") or getattr(model_config, "dtype", None) or "float32")
     dtype_bytes = 2 if any(k in dtype for k in ("bfloat16", "float16")) else 4
     size = model_size(model_config, dtype_bytes, config)
     reuse = config.steps_per_generation > config.gradient_accumulation_steps or config.num_iterations > 1
-    kwargs = dict(reference_model=config.beta > 0 and not config.use_peft, teacher_head_snapshot=reuse and config.distill_coef > 0)
-    out(f"memory (rough, GiB per process; weights {dtype.removeprefix('torch.')}, AdamW; activations and the rollout "
+    kwargs = dict(
+        reference_model=config.beta > 0 and not config.use_peft, teacher_head_snapshot=reuse and config.distill_coef > 0
+    )
+    out(
+        f"memory (rough, GiB per process; weights {dtype.removeprefix('torch.')}, AdamW; activations and the rollout "
         f"engine not included): {model_config.model_type}, {size.parameters / 1e9:.2f} B parameters, "
-        f"{size.trainable / 1e9:.3f} B trained")
+        f"{size.trainable / 1e9:.3f} B trained"
+    )
     for e in [engine] if engine else ENGINES:
         m = memory_estimate(size, e, n_proc, **kwargs)
-        out(f"  {e:6s} weights {m['weights']:.1f} + gradients {m['gradients']:.1f} + optimizer {m['optimizer']:.1f} "
-            f"+ reference {m['reference_model']:.1f} + teacher head {m['teacher_head']:.2f} = {m['total']:.1f}  ({ENGINE_HELP[e]})")
+        out(
+            f"  {e:6s} weights {m['weights']:.1f} + gradients {m['gradients']:.1f} + optimizer {m['optimizer']:.1f} "
+            f"+ reference {m['reference_model']:.1f} + teacher head {m['teacher_head']:.2f} = {m['total']:.1f}  ({ENGINE_HELP[e]})"
+        )
     if config.use_vllm and config.vllm_mode == "colocate":
         out(f"  + the colocated vLLM engine: vllm_gpu_memory_utilization {config.vllm_gpu_memory_utilization} of each GPU")

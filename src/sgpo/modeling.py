@@ -1,4 +1,8 @@
-"""Loading policies and tokenizers by path or hub id.
+"""Loading policies and tokenizers by path or hub id, LoRA adapter folders included.
+
+A folder holding `adapter_config.json` is a PEFT adapter (a `use_peft` run saves one): `load_model`
+loads its base with the adapter merged in, so every command that loads a model accepts one
+(`sgpo.adapters` builds adapters and writes merged folders).
 
 `load_tokenizer` exists because `AutoTokenizer` in transformers 5 distrusts the saved tokenizer class
 of some model types (qwen2 among them) and silently builds the model type's default tokenizer
@@ -11,9 +15,57 @@ own `tokenizer.json`; everything else goes through `AutoTokenizer` as usual.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+class AdapterError(ValueError):
+    """An adapter folder that cannot be used; the message is one line."""
+
+
+def is_adapter_folder(path: str | os.PathLike) -> bool:
+    """True when `path` is a folder holding a PEFT adapter (`adapter_config.json`)."""
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def adapter_base(path: str | os.PathLike) -> str:
+    """The base model an adapter folder was trained on (`base_model_name_or_path` of its config)."""
+    config_file = Path(path) / ADAPTER_CONFIG
+    try:
+        base = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AdapterError(f"{config_file}: not a readable adapter config ({exc})") from None
+    if not base:
+        raise AdapterError(f"{config_file}: no base_model_name_or_path; give the base model with --base")
+    return str(base)
+
+
+def load_merged(path: str | os.PathLike, base: str | None = None, dtype="auto"):
+    """The base model with the adapter of folder `path` merged into its weights (a plain
+    `PreTrainedModel`; `base` overrides the base recorded in the adapter config)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = base or adapter_base(path)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+
+
+def load_model(name_or_path: str | os.PathLike, **init_kwargs):
+    """A causal LM from a folder or hub id, with `init_kwargs` for `from_pretrained` (a `dtype` given
+    as a string other than "auto" is read as torch's); an adapter folder is its base with the adapter
+    merged in (`load_merged`, in the given dtype)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if isinstance(init_kwargs.get("dtype"), str) and init_kwargs["dtype"] != "auto":
+        init_kwargs["dtype"] = getattr(torch, init_kwargs["dtype"])
+    if is_adapter_folder(name_or_path):
+        return load_merged(name_or_path, dtype=init_kwargs.get("dtype", "auto"))
+    return AutoModelForCausalLM.from_pretrained(str(name_or_path), **init_kwargs)
 
 
 def load_tokenizer(name_or_path: str, **kwargs):
@@ -47,9 +99,7 @@ def model_source_error(name: str, hub_timeout: float = 10.0) -> str | None:
     """
     path = Path(name).expanduser()
     if path.exists():
-        if path.is_dir() and (path / "adapter_config.json").is_file():  # a LoRA adapter: its base must load
-            from sgpo.adapters import AdapterError, adapter_base
-
+        if path.is_dir() and is_adapter_folder(path):  # a LoRA adapter: its base must load
             try:
                 base = adapter_base(path)
             except AdapterError as exc:
@@ -80,6 +130,8 @@ def model_source_error(name: str, hub_timeout: float = 10.0) -> str | None:
         return f"{name}: no such model folder, and no such model on the Hugging Face hub (or a private one: log in with hf auth login)"
     except Exception as exc:  # noqa: BLE001 - any transport failure: the hub cannot be reached
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        return (f"{name}: no such model folder, not in the Hugging Face cache, and the hub ({constants.ENDPOINT}) "
-                f"cannot be reached ({reason}); give a local folder, or download the model where the hub is reachable")
+        return (
+            f"{name}: no such model folder, not in the Hugging Face cache, and the hub ({constants.ENDPOINT}) "
+            f"cannot be reached ({reason}); give a local folder, or download the model where the hub is reachable"
+        )
     return None

@@ -93,8 +93,9 @@ def model_size(config, dtype_bytes: int, lora_args=None) -> ModelSize:
     return ModelSize(total, trainable, int(text.vocab_size), int(text.hidden_size), dtype_bytes)
 
 
-def memory_estimate(size: ModelSize, engine: str, num_processes: int, *, reference_model: bool,
-                    teacher_head_snapshot: bool) -> dict[str, float]:
+def memory_estimate(
+    size: ModelSize, engine: str, num_processes: int, *, reference_model: bool, teacher_head_snapshot: bool
+) -> dict[str, float]:
     """Rough bytes per process of the training state (GiB): weights, gradients and AdamW states
     (two float32 moments, plus a float32 master copy of half-precision weights under DeepSpeed), a
     frozen reference model (beta > 0 without LoRA) and the teacher's LM-head snapshot. Activations

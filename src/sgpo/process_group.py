@@ -72,6 +72,9 @@ def end_process_group() -> list[str]:
     state.destroy_process_group()
     left = [n for n in native_thread_names() if n in GLOO_THREADS]
     if left:
-        logger.warning("the process group was destroyed but is still referenced: gloo's threads (%s) run on, and the "
-                       "process may abort at exit (docs/scaling.md, \"A clean exit\")", ", ".join(left))
+        logger.warning(
+            "the process group was destroyed but is still referenced: gloo's threads (%s) run on, and the "
+            'process may abort at exit (docs/scaling.md, "A clean exit")',
+            ", ".join(left),
+        )
     return left

@@ -56,7 +56,7 @@ class PromptFormat:
         return path
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "PromptFormat":
+    def from_file(cls, path: str | Path) -> PromptFormat:
         """Read a JSON object with (some of) the fields `template`, `guided_template`, `system_prompt`,
         `use_chat_template`; raises ValueError naming the file."""
         path = Path(path)

@@ -1,6 +1,6 @@
 """The LM head and the weights under engines that shard parameters (docs/scaling.md).
 
-SGPO applies the LM head itself: the chunked kernel (`sgpo.kernels`) reads the head's weight and bias
+SGPO applies the LM head itself: the chunked head (`sgpo.objectives.chunked_head`) reads the head's weight and bias
 directly, outside the model's forward. Under an engine that shards parameters that weight is not a
 plain full tensor there, so every read goes through `full_lm_head`, which gathers it the way the
 engine provides:
@@ -34,7 +34,7 @@ Tensor = torch.Tensor
 
 
 def sharding_of(tensor: Tensor | None) -> str:
-    """"zero3" (a DeepSpeed ZeRO-3 partitioned parameter), "fsdp2" (a DTensor) or "none"."""
+    """ "zero3" (a DeepSpeed ZeRO-3 partitioned parameter), "fsdp2" (a DTensor) or "none"."""
     if tensor is None:
         return "none"
     if hasattr(tensor, "ds_id"):
@@ -97,8 +97,10 @@ def full_lm_head(model: torch.nn.Module, with_grad: bool = False) -> Iterator[tu
             yield weight, bias
         else:
             with torch.no_grad():
-                yield (weight.full_tensor() if sharding_of(weight) == "fsdp2" else weight,
-                       bias.full_tensor() if sharding_of(bias) == "fsdp2" else bias)
+                yield (
+                    weight.full_tensor() if sharding_of(weight) == "fsdp2" else weight,
+                    bias.full_tensor() if sharding_of(bias) == "fsdp2" else bias,
+                )
     else:
         yield weight, bias
 

@@ -19,6 +19,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from sgpo.data import write_rows
+from sgpo.prompts import PromptFormat
+from sgpo.sft import Example, completion_nll
+
 CHAT_TEMPLATE = (
     "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} </s> {% endfor %}"
     "{% if add_generation_prompt %}<assistant> {% endif %}"
@@ -49,12 +53,19 @@ def build_tiny_model(tokenizer, hidden_size: int = 32, layers: int = 2, seed: in
 
 
 def build_vllm_tiny_model(
-    tokenizer, layers: int = 2, head_dim: int = 32, heads: int = 2, seed: int = 0, tie_word_embeddings: bool = False,
+    tokenizer,
+    layers: int = 2,
+    head_dim: int = 32,
+    heads: int = 2,
+    seed: int = 0,
+    tie_word_embeddings: bool = False,
     max_position_embeddings: int = 512,
 ):
     """A random Qwen2 that vLLM's CPU attention can run: head_dim ≥ 32 (32, 64, 80, …), hidden size
     heads × head_dim, one key/value head per two query heads (grouped-query attention, as Qwen2)."""
-    return _tiny_qwen2(tokenizer, heads * head_dim, layers, heads, max(1, heads // 2), max_position_embeddings, seed, tie_word_embeddings)
+    return _tiny_qwen2(
+        tokenizer, heads * head_dim, layers, heads, max(1, heads // 2), max_position_embeddings, seed, tie_word_embeddings
+    )
 
 
 def _tiny_qwen2(tokenizer, hidden_size, layers, heads, kv_heads, max_positions, seed, tie_word_embeddings):
@@ -122,12 +133,11 @@ def warm_up_tiny_model(model, tokenizer, rows: Sequence[dict], *, steps: int = 1
     """
     import torch
 
-    from sgpo.prompts import PromptFormat
-    from sgpo.world.warmup import Example, completion_nll
-
     fmt = PromptFormat()
     pairs = tiny_warmup_examples(rows)
-    prompts = tokenizer([fmt.render(tokenizer, r["problem"], r["strategy"]) for r, _ in pairs], add_special_tokens=False)["input_ids"]
+    prompts = tokenizer([fmt.render(tokenizer, r["problem"], r["strategy"]) for r, _ in pairs], add_special_tokens=False)[
+        "input_ids"
+    ]
     targets = tokenizer([t for _, t in pairs], add_special_tokens=False)["input_ids"]
     examples = [Example(list(p), list(t) + [tokenizer.eos_token_id]) for p, t in zip(prompts, targets)]
     threads = torch.get_num_threads()
@@ -150,7 +160,6 @@ def warm_up_tiny_model(model, tokenizer, rows: Sequence[dict], *, steps: int = 1
 def write_tiny_assets(folder: str | Path, n: int = 16, warm_up: bool = True, seed: int = 0) -> Path:
     """The tiny model (warmed up unless `warm_up=False`) and tokenizer in `folder/model`, `n`
     problems in `folder/train.jsonl`; returns `folder`."""
-    from sgpo.data import write_rows
 
     folder = Path(folder)
     tokenizer = build_tiny_tokenizer()
@@ -172,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("folder", nargs="?", default="runs/tiny", metavar="DIR", help="output folder (default: runs/tiny)")
     parser.add_argument("--n", type=int, default=16, help="number of problems (default: 16)")
-    parser.add_argument("--no-warm-up", action="store_true",
-                        help="save the random model as built (every rollout then scores 0: nothing moves in training)")
+    parser.add_argument(
+        "--no-warm-up",
+        action="store_true",
+        help="save the random model as built (every rollout then scores 0: nothing moves in training)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the model and its warm-up (default: 0)")
     args = parser.parse_args(argv)
     if args.n < 1:

@@ -179,8 +179,15 @@ def answers_equal(pred: str | None, gold: str, timeout: float = 5) -> bool:
 #: seconds a new worker may take to start and warm up before it counts as failed
 WORKER_START_TIMEOUT = 120.0
 
-_WARM_UP = (("\\frac{1}{2}", "0.5"), ("(x+1)^2", "x^2+2x+1"), ("\\{1,2\\}", "\\{2,1\\}"), ("x=3", "3"),
-            ("(1,2]", "(1, 2]"), ("\\frac{\\sqrt{2}}{2}", "\\sqrt{2}/2"), ("30^\\circ", "30"))
+_WARM_UP = (
+    ("\\frac{1}{2}", "0.5"),
+    ("(x+1)^2", "x^2+2x+1"),
+    ("\\{1,2\\}", "\\{2,1\\}"),
+    ("x=3", "3"),
+    ("(1,2]", "(1, 2]"),
+    ("\\frac{\\sqrt{2}}{2}", "\\sqrt{2}/2"),
+    ("30^\\circ", "30"),
+)
 
 
 def warm_up() -> None:
@@ -328,7 +335,7 @@ class Verifier:
                 w.stop()
             self._workers = []
 
-    def __enter__(self) -> "Verifier":
+    def __enter__(self) -> Verifier:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -410,23 +417,27 @@ class Verifier:
                             failed_starts += 1
                             self._drop(w)
                     elif msg is None:
-                        logger.warning("a verifier worker died (exit code %s) on answer %d; scored 0",
-                                       w.exitcode, w.task)
+                        logger.warning("a verifier worker died (exit code %s) on answer %d; scored 0", w.exitcode, w.task)
                         verdicts[w.task] = (False, True)
                         self._drop(w)
                     elif msg[0] == "error":
                         for x in list(self._workers):  # leave no worker holding a task
                             self._drop(x)
-                        raise RuntimeError(f"a verifier worker could not read its task ({msg[1]}); a judge_fn "
-                                           "must be a module-level function of an importable module")
+                        raise RuntimeError(
+                            f"a verifier worker could not read its task ({msg[1]}); a judge_fn "
+                            "must be a module-level function of an importable module"
+                        )
                     else:
                         verdicts[w.task], w.task = tuple(msg), None
                 elif w.deadline <= now:
                     if not w.ready:
                         failed_starts += 1
                     else:
-                        logger.warning("answer %d was not judged within %.1fs; its worker is replaced; scored 0",
-                                       w.task, self.timeout + HARD_DEADLINE_GRACE)
+                        logger.warning(
+                            "answer %d was not judged within %.1fs; its worker is replaced; scored 0",
+                            w.task,
+                            self.timeout + HARD_DEADLINE_GRACE,
+                        )
                         verdicts[w.task] = (False, True)
                     self._drop(w)
             if failed_starts >= 3:

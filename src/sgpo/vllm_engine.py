@@ -31,7 +31,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,8 @@ from typing import Any
 import torch
 
 from sgpo.rollout import Generation, pad
+from sgpo.sampling import sampling_kwargs_from_generation_kwargs
+from sgpo.sharding import full_weights, model_sharding, to_full
 
 logger = logging.getLogger(__name__)
 
@@ -59,46 +61,6 @@ def import_vllm():
 
 
 # ---------------------------------------------------------------------------------------- sampling
-
-# Hugging Face `GenerationConfig` fields (what `SGPOConfig.generation_kwargs` holds) -> vLLM
-# `SamplingParams` fields. Fields that do not change what is sampled are dropped (None).
-_GENERATION_KWARGS = {
-    "max_new_tokens": "max_tokens",
-    "min_new_tokens": "min_tokens",
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "min_p": "min_p",
-    "repetition_penalty": "repetition_penalty",
-    "eos_token_id": "stop_token_ids",
-    "do_sample": None,  # handled below: False means greedy
-    "pad_token_id": None,
-    "bos_token_id": None,
-    "use_cache": None,
-}
-
-
-def sampling_kwargs_from_generation_kwargs(generation_kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """`SamplingParams` fields for `generation_kwargs` (GenerationConfig names, as the HF path takes
-    them); raises ValueError naming a field without a vLLM equivalent."""
-    out: dict[str, Any] = {}
-    unknown = sorted(k for k in generation_kwargs if k not in _GENERATION_KWARGS)
-    if unknown:
-        supported = ", ".join(k for k in _GENERATION_KWARGS)
-        raise ValueError(f"{', '.join(map(repr, unknown))} has no vLLM equivalent (with use_vllm, supported: {supported})")
-    for key, value in generation_kwargs.items():
-        target = _GENERATION_KWARGS[key]
-        if key == "do_sample" and not value:
-            out["temperature"] = 0.0
-        elif key == "eos_token_id":
-            out[target] = list(value) if isinstance(value, (list, tuple)) else [value]
-        elif key == "top_k":
-            out[target] = value or 0  # HF None / 0 = off, as vLLM's 0
-        elif key == "min_p":
-            out[target] = 0.0 if value is None else value
-        elif target is not None:
-            out[target] = value
-    return out
 
 
 @dataclass(frozen=True)
@@ -122,7 +84,7 @@ class SamplingSettings:
     seed: int | None = None
 
     @classmethod
-    def from_config(cls, args, eos: Sequence[int]) -> "SamplingSettings":
+    def from_config(cls, args, eos: Sequence[int]) -> SamplingSettings:
         """From an `SGPOConfig` (its `generation_kwargs` override the fields, as on the HF path)."""
         base = cls(
             max_tokens=args.max_completion_length,
@@ -195,8 +157,6 @@ def hf_weights(model) -> list[tuple[str, torch.Tensor]]:
         name = next((f"{n}.weight" for n, m in model.named_modules() if m is head), None)
         if name is not None and name not in weights:
             weights[name] = head.weight
-    from sgpo.sharding import to_full
-
     return [(k, to_full(v.detach())) for k, v in weights.items()]  # FSDP2: whole tensors (every process calls this)
 
 
@@ -235,7 +195,7 @@ class EngineSettings:
     seed: int = 0
 
     @classmethod
-    def from_config(cls, args) -> "EngineSettings":
+    def from_config(cls, args) -> EngineSettings:
         return cls(
             kv_cache_memory_bytes=args.vllm_kv_cache_memory_bytes,
             gpu_memory_utilization=args.vllm_gpu_memory_utilization,
@@ -271,8 +231,11 @@ def _match_cpu_threads() -> None:
     `torch.set_num_threads` calls are ignored), so set it to the cores this process may use first."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if torch.get_num_threads() != cores:
-        logger.info("torch threads %d -> %d for the in-process vLLM engine (its CPU kernels use every core)",
-                    torch.get_num_threads(), cores)
+        logger.info(
+            "torch threads %d -> %d for the in-process vLLM engine (its CPU kernels use every core)",
+            torch.get_num_threads(),
+            cores,
+        )
         torch.set_num_threads(cores)
 
 
@@ -286,8 +249,10 @@ def build_llm(model_path: str | os.PathLike, settings: EngineSettings = EngineSe
             "use vllm_mode=server, or one process"
         )
     if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0") != "0":
-        logger.warning("VLLM_ENABLE_V1_MULTIPROCESSING=%s overridden: the colocated engine must run in this process",
-                       os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"])
+        logger.warning(
+            "VLLM_ENABLE_V1_MULTIPROCESSING=%s overridden: the colocated engine must run in this process",
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"],
+        )
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     if not torch.cuda.is_available():
         _match_cpu_threads()
@@ -510,8 +475,12 @@ class VLLMServerClient(_WeightVersion):
         for k in sorted(set(counts) - {0}):
             group = [i for i, c in enumerate(counts) if c == k]
             body = {
-                "model": self.model, "prompt": [list(prompt_ids[i]) for i in group], "n": k, "logprobs": 0,
-                "return_token_ids": True, **sampling.request_body(),
+                "model": self.model,
+                "prompt": [list(prompt_ids[i]) for i in group],
+                "n": k,
+                "logprobs": 0,
+                "return_token_ids": True,
+                **sampling.request_body(),
             }
             choices = self._request("POST", "/v1/completions", body)["choices"]
             for choice in choices:  # prompt-major: choice index = position in group · n + sample
@@ -588,9 +557,42 @@ def make_vllm_generator(model, tokenizer, args, eos: Sequence[int]) -> Colocated
     base_url = args.vllm_server_base_url or f"http://{args.vllm_server_host}:{args.vllm_server_port}"
     weights_dir = args.vllm_server_weights_dir or os.path.join(args.output_dir, "vllm_weights")
     return VLLMServerClient(
-        base_url, tokenizer, sampling, timeout=args.vllm_server_timeout, weight_sync=args.vllm_server_weight_sync,
-        weights_dir=weights_dir, group_port=args.vllm_group_port,
+        base_url,
+        tokenizer,
+        sampling,
+        timeout=args.vllm_server_timeout,
+        weight_sync=args.vllm_server_weight_sync,
+        weights_dir=weights_dir,
+        group_port=args.vllm_group_port,
     )
+
+
+def start_vllm(model, tokenizer, args, eos: Sequence[int], version: int) -> ColocatedVLLM | VLLMServerClient:
+    """A trainer's engine (`make_vllm_generator`), started at its first rollout at policy `version`
+    (the optimizer step). A sharded model starts the engine from its folder and pushes its whole
+    weights at once; an unsharded one colocated is the engine's start, so it holds `version` already."""
+    sharded = model_sharding(model) != "none"
+    engine = make_vllm_generator(model.config._name_or_path if sharded else model, tokenizer, args, eos)
+    if args.vllm_mode == "colocate" and not sharded:  # started from the current weights
+        engine.synced_version = version
+    return engine
+
+
+def push_weights(engine: ColocatedVLLM | VLLMServerClient, model, version: int, mode: str, accelerator) -> None:
+    """Give `engine` the policy's weights when an optimizer step has changed them since the last push
+    (a stale engine would sample from an old policy while the loss scores the new one). Every process
+    calls it: colocated, each pushes to its own engine; to one server, the main process pushes and the
+    others wait for it."""
+    if mode == "colocate":
+        if engine.synced_version != version:
+            with full_weights(model):  # ZeRO-3: gathered on every process (GPU-only, untested here)
+                engine.sync_weights(model, version=version)
+        return
+    if engine.synced_version != version:
+        with full_weights(model):
+            if accelerator.is_main_process:
+                engine.sync_weights(model, version=version)
+    accelerator.wait_for_everyone()
 
 
 __all__ = [
@@ -604,6 +606,8 @@ __all__ = [
     "hf_weights",
     "import_vllm",
     "make_vllm_generator",
+    "push_weights",
     "sampling_kwargs_from_generation_kwargs",
     "shutdown_llm",
+    "start_vllm",
 ]

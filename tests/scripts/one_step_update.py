@@ -36,11 +36,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (conftest helpers)
 
-from conftest import FixedRolloutTrainer, even_answer_reward  # noqa: E402
 from sgpo.config import SGPOConfig  # noqa: E402
-from sgpo.sharding import sharding_of, to_full  # noqa: E402
 from sgpo.rollout import Generation, pad  # noqa: E402
+from sgpo.sharding import sharding_of, to_full  # noqa: E402
 from sgpo.testing import build_tiny_model, build_tiny_tokenizer, tiny_arithmetic_rows  # noqa: E402
+
+from conftest import FixedRolloutTrainer, even_answer_reward  # noqa: E402
 
 TRUNCATED_IDS = ("add-0", "add-1")
 DEEPSPEED = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
@@ -155,8 +156,13 @@ def one_step(out: str, per_device: int, loss_type: str, scenario: str) -> None:
         for layer in model.model.layers:
             fully_shard(layer)
         fully_shard(model, reshard_after_forward=True)  # accelerate keeps an FSDPModule as it is
-    trainer = cls(model, config(out, per_device, loss_type, **extra), processing_class=tokenizer,
-                  reward_funcs=[even_answer_reward], train_dataset=tiny_arithmetic_rows(8))
+    trainer = cls(
+        model,
+        config(out, per_device, loss_type, **extra),
+        processing_class=tokenizer,
+        reward_funcs=[even_answer_reward],
+        train_dataset=tiny_arithmetic_rows(8),
+    )
     trainer.train()
     after = full_parameters(trainer)
     if trainer.is_world_process_zero():
@@ -166,12 +172,25 @@ def one_step(out: str, per_device: int, loss_type: str, scenario: str) -> None:
 
 def ema_runs(out: str, per_device: int, loss_type: str) -> None:
     tokenizer = build_tiny_tokenizer()
-    common = dict(max_steps=4, shuffle_dataset=True, instance_weighting="marginal", instance_weight_ema=0.5,
-                  save_strategy="steps", save_steps=2, learning_rate=0.1, seed=3)
+    common = dict(
+        max_steps=4,
+        shuffle_dataset=True,
+        instance_weighting="marginal",
+        instance_weight_ema=0.5,
+        save_strategy="steps",
+        save_steps=2,
+        learning_rate=0.1,
+        seed=3,
+    )
     for name in ("straight", "resumed"):
         args = config(out, per_device, loss_type, overwrite_output_dir=name == "straight", **common)
-        trainer = FixedRolloutTrainer(build_tiny_model(tokenizer), args, processing_class=tokenizer,
-                                      reward_funcs=[id_reward], train_dataset=tiny_arithmetic_rows(8))
+        trainer = FixedRolloutTrainer(
+            build_tiny_model(tokenizer),
+            args,
+            processing_class=tokenizer,
+            reward_funcs=[id_reward],
+            train_dataset=tiny_arithmetic_rows(8),
+        )
         trainer.train(resume_from_checkpoint=str(Path(args.output_dir) / "checkpoint-2") if name == "resumed" else None)
         rank = trainer.accelerator.process_index
         Path(f"{out}.{name}.rank{rank}.json").write_text(json.dumps(trainer._ema.values, sort_keys=True))

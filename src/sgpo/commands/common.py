@@ -16,6 +16,8 @@ import re
 import sys
 from collections.abc import Sequence
 
+from sgpo.modeling import model_source_error
+
 _NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-inf$|^-nan$", re.IGNORECASE)
 
 
@@ -63,7 +65,6 @@ def error(command: str, message: str, code: int = 2) -> int:
 def check_model(command: str, model: str) -> int | None:
     """None when `model` can be loaded (see `sgpo.modeling.model_source_error`), else the exit status
     after one error line."""
-    from sgpo.modeling import model_source_error
 
     problem = model_source_error(str(model))
     return None if problem is None else error(command, problem, 1)

@@ -14,6 +14,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from transformers.utils import logging as hf_logging
+
+from sgpo.checkpoints import OutputDirError
+from sgpo.commands.common import error, parse_args
+from sgpo.world.experiment import ConfigError, load_config, run_experiment
+from sgpo.world.experiment_results import format_markdown
+from sgpo.world.progress import StageProgress
+
 COMMAND = "experiment"
 
 
@@ -29,34 +37,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sgpo.commands.common import error, parse_args
-
     args = parse_args(build_parser(), argv)
     if args.seeds is not None and args.seeds < 1:
         return error(COMMAND, f"--seeds must be >= 1, got {args.seeds}")
-    from sgpo.world.experiment import ConfigError, load_config
-
     try:
         exp = load_config(args.config, quick=args.quick, seeds=args.seeds)
     except ConfigError as exc:
         return error(COMMAND, str(exc))
-    from transformers.utils import logging as hf_logging
-
-    from sgpo.world.experiment import run_experiment
-    from sgpo.world.pipeline import OutputDirError
-    from sgpo.world.progress import StageProgress
-
     hf_logging.disable_progress_bar()
     try:
         with StageProgress(enabled=not args.no_progress, terminal=False) as progress:
             results = run_experiment(args.out, exp, overwrite=args.overwrite, progress=progress)
     except OutputDirError as exc:
         return error(COMMAND, str(exc))
-    from sgpo.world.experiment_results import format_markdown
-
     print(format_markdown(results))
-    print(f"wall time of this call {results['wall_seconds']['total']:.0f} s (runs skipped as finished are not in it; "
-          f"every run's training + evaluation: {results['run_seconds_sum']:.0f} s); written to {args.out}/results.json, {args.out}/results.md, {args.out}/plots/")
+    print(
+        f"wall time of this call {results['wall_seconds']['total']:.0f} s (runs skipped as finished are not in it; "
+        f"every run's training + evaluation: {results['run_seconds_sum']:.0f} s); written to {args.out}/results.json, {args.out}/results.md, {args.out}/plots/"
+    )
     return 0
 
 

@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sgpo.adapters import merge_adapter
+from sgpo.commands.common import check_model, error, parse_args
+from sgpo.modeling import AdapterError, adapter_base, is_adapter_folder
+
 COMMAND = "merge"
 
 
@@ -17,17 +21,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("adapter", metavar="ADAPTER", help="adapter folder (the output_dir of a use_peft run, or a checkpoint)")
     p.add_argument("--out", "--output", dest="out", required=True, help="folder to write the merged model to")
-    p.add_argument("--base", default=None,
-                   help="base model folder or hub id (default: base_model_name_or_path of the adapter config)")
+    p.add_argument(
+        "--base", default=None, help="base model folder or hub id (default: base_model_name_or_path of the adapter config)"
+    )
     p.add_argument("--dtype", default="auto", help="dtype to load the base model in: auto (as saved), float32, bfloat16, …")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
-
-    from sgpo.adapters import AdapterError, adapter_base, is_adapter_folder
-    from sgpo.commands.common import check_model, error, parse_args
 
     args = parse_args(build_parser(), argv)
     if not is_adapter_folder(args.adapter):
@@ -43,8 +45,6 @@ def main(argv: list[str] | None = None) -> int:
         return error(COMMAND, f"{out}: the folder exists and is not empty", 1)
 
     import torch
-
-    from sgpo.adapters import merge_adapter
 
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype, None)
     if dtype is None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sgpo.commands.common import error, parse_args
+from sgpo.evaluation.report import render_report
+
 COMMAND = "report"
 
 
@@ -21,13 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sgpo.commands.common import error, parse_args
-
     args = parse_args(build_parser(), argv)
     import matplotlib
 
     matplotlib.use("Agg")
-    from sgpo.evaluation.report import render_report
 
     def warn(msg: str) -> None:
         print(f"sgpo report: warning: {msg}", file=sys.stderr, flush=True)

@@ -20,6 +20,19 @@ import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from sgpo.checkpoints import OutputDirError, last_complete_checkpoint
+from sgpo.commands.common import check_model, error, join_negative_values
+from sgpo.config import SGPOConfig
+from sgpo.config_fields import BATCH_SIZE_HELP, grouped_fields
+from sgpo.data import DataError, load_rows
+from sgpo.dry_run import dry_run
+from sgpo.modeling import load_tokenizer
+from sgpo.planning import ENGINES
+from sgpo.process_group import end_process_group
+from sgpo.prompts import PromptTooLongError
+from sgpo.rewards import RewardFunctionError
+from sgpo.trainer import SGPOTrainer
+
 COMMAND = "train"
 _OPTION = re.compile(r"^--([A-Za-z][\w-]*)(=.*)?$")  # an option (a value such as "--- note" is not one)
 
@@ -34,16 +47,20 @@ class TrainScriptArguments:
     tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Tokenizer (defaults to the model's)."})
     dry_run: bool = field(
         default=False,
-        metadata={"help": "Check the recipe without loading any weight: config, data schema and a sample, templates, prompt "
-                  "lengths (with the tokenizer when it is available locally), batch sizes and a rough memory estimate."},
+        metadata={
+            "help": "Check the recipe without loading any weight: config, data schema and a sample, templates, prompt "
+            "lengths (with the tokenizer when it is available locally), batch sizes and a rough memory estimate."
+        },
     )
     num_processes: int | None = field(
         default=None, metadata={"help": "For --dry-run: processes (GPUs) of the run (default: WORLD_SIZE, else 1)."}
     )
     engine: str | None = field(
         default=None,
-        metadata={"help": "For --dry-run: ddp, zero2, zero3 or fsdp2, the engine of the memory estimate (default: the one "
-                  "accelerate launch set up, else all of them)."},
+        metadata={
+            "help": "For --dry-run: ddp, zero2, zero3 or fsdp2, the engine of the memory estimate (default: the one "
+            "accelerate launch set up, else all of them)."
+        },
     )
 
 
@@ -55,10 +72,9 @@ def build_parser():
     """TRL's parser over `TrainScriptArguments` and `SGPOConfig`, with `--help` grouped by topic."""
     from trl import TrlParser
 
-    from sgpo.config import SGPOConfig
-
     parser = TrlParser(
-        (TrainScriptArguments, SGPOConfig), prog="sgpo train",
+        (TrainScriptArguments, SGPOConfig),
+        prog="sgpo train",
         usage="sgpo train --config RECIPE.yaml [--option value ...]   (all options: below, by topic)",
         description="Train a policy with SGPO (or GRPO: --distill_coef 0 --num_guided_generations 0) from a YAML "
         "recipe. Every option below can be a recipe key; options on the command line override the recipe. "
@@ -73,16 +89,17 @@ def _group_options(parser: argparse.ArgumentParser) -> None:
     TrainingArguments last) and give `per_device_train_batch_size` its meaning here."""
     from transformers import TrainingArguments
 
-    from sgpo.config import SGPOConfig
-    from sgpo.config_fields import BATCH_SIZE_HELP, grouped_fields
-
     inherited = {f.name for f in fields(TrainingArguments)}
     names = [f.name for f in fields(TrainScriptArguments)] + [f.name for f in fields(SGPOConfig)]
     ours = {f.name for f in fields(TrainScriptArguments)} | ({f.name for f in fields(SGPOConfig)} - inherited)
     default_group = next(g for g in parser._action_groups if any(a.dest == "learning_rate" for a in g._group_actions))  # noqa: SLF001
     recipe = parser.add_argument_group("recipe")
-    recipe.add_argument("--config", metavar="RECIPE.yaml", default=argparse.SUPPRESS,
-                        help="YAML recipe: any option below as `key: value` (e.g. recipes/tiny_cpu.yaml)")
+    recipe.add_argument(
+        "--config",
+        metavar="RECIPE.yaml",
+        default=argparse.SUPPRESS,
+        help="YAML recipe: any option below as `key: value` (e.g. recipes/tiny_cpu.yaml)",
+    )
     by_dest: dict[str, list[argparse.Action]] = {}
     for action in default_group._group_actions:  # noqa: SLF001
         by_dest.setdefault(action.dest, []).append(action)
@@ -108,7 +125,6 @@ def _nearest(name: str, known: list[str]) -> str:
 def normalized_argv(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
     """`--config=X` as `--config X` (TRL reads only that form), negative numbers as values
     (`--learning_rate -1e-3`); raises `RecipeError` for an unknown option, naming the nearest one."""
-    from sgpo.commands.common import join_negative_values
 
     out: list[str] = []
     for token in join_negative_values(argv):
@@ -162,8 +178,6 @@ def resolve_resume(value, output_dir: str) -> str | None:
     if value is None or value is False or str(value).strip().lower() in ("false", "none", "no", ""):
         return None
     if value is True or str(value).strip().lower() in ("true", "last", "yes"):
-        from sgpo.checkpoints import last_complete_checkpoint
-
         last = last_complete_checkpoint(output_dir)
         if last is None:
             raise RecipeError(f"--resume_from_checkpoint {value}: no complete checkpoint-* folder in {output_dir} to resume from")
@@ -176,8 +190,6 @@ def resolve_resume(value, output_dir: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sgpo.commands.common import check_model, error
-
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -196,23 +208,19 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         return error(COMMAND, f"{' and '.join(missing)} must be given (in the recipe or on the command line)")
     if script_args.dry_run:
-        from sgpo.dry_run import dry_run
-        from sgpo.planning import ENGINES
-
         if script_args.engine is not None and script_args.engine not in ENGINES:
             return error(COMMAND, f"--engine {script_args.engine}: must be one of {', '.join(ENGINES)}")
-        return dry_run(script_args, config, script_args.num_processes, script_args.engine,
-                       out=lambda line: print(f"sgpo {COMMAND} --dry-run: {line}", flush=True))
+        return dry_run(
+            script_args,
+            config,
+            script_args.num_processes,
+            script_args.engine,
+            out=lambda line: print(f"sgpo {COMMAND} --dry-run: {line}", flush=True),
+        )
     for name in (script_args.model_name_or_path, script_args.tokenizer_name_or_path):
         if name is not None and (code := check_model(COMMAND, name)) is not None:
             return code
     config.resume_from_checkpoint = resume
-
-    from sgpo.data import DataError, load_rows
-    from sgpo.modeling import load_tokenizer
-    from sgpo.process_group import end_process_group
-    from sgpo.prompts import PromptTooLongError
-    from sgpo.trainer import OutputDirError, RewardFunctionError, SGPOTrainer
 
     try:
         tokenizer = load_tokenizer(script_args.tokenizer_name_or_path or script_args.model_name_or_path)

@@ -41,18 +41,43 @@ class BenchmarkSpec:
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     s.name: s
     for s in [
-        BenchmarkSpec("aime24", "HuggingFaceH4/aime_2024", "train", "problem", "answer",
-                      description="AIME 2024 I and II, 30 problems, integer answers"),
-        BenchmarkSpec("aime25", "math-ai/aime25", "test", "problem", "answer",
-                      description="AIME 2025 I and II, 30 problems, integer answers"),
-        BenchmarkSpec("amc23", "math-ai/amc23", "test", "question", "answer",
-                      description="AMC 2023, 40 problems"),
-        BenchmarkSpec("math500", "HuggingFaceH4/MATH-500", "test", "problem", "answer",
-                      description="MATH-500 (Lightman et al.), 500 problems"),
-        BenchmarkSpec("minerva", "math-ai/minervamath", "test", "question", "answer",
-                      description="Minerva Math (OCWCourses), 272 problems"),
-        BenchmarkSpec("olympiadbench", "math-ai/olympiadbench", "test", "question", "final_answer",
-                      context="context", description="OlympiadBench, text-only English math, 674 problems"),
+        BenchmarkSpec(
+            "aime24",
+            "HuggingFaceH4/aime_2024",
+            "train",
+            "problem",
+            "answer",
+            description="AIME 2024 I and II, 30 problems, integer answers",
+        ),
+        BenchmarkSpec(
+            "aime25",
+            "math-ai/aime25",
+            "test",
+            "problem",
+            "answer",
+            description="AIME 2025 I and II, 30 problems, integer answers",
+        ),
+        BenchmarkSpec("amc23", "math-ai/amc23", "test", "question", "answer", description="AMC 2023, 40 problems"),
+        BenchmarkSpec(
+            "math500",
+            "HuggingFaceH4/MATH-500",
+            "test",
+            "problem",
+            "answer",
+            description="MATH-500 (Lightman et al.), 500 problems",
+        ),
+        BenchmarkSpec(
+            "minerva", "math-ai/minervamath", "test", "question", "answer", description="Minerva Math (OCWCourses), 272 problems"
+        ),
+        BenchmarkSpec(
+            "olympiadbench",
+            "math-ai/olympiadbench",
+            "test",
+            "question",
+            "final_answer",
+            context="context",
+            description="OlympiadBench, text-only English math, 674 problems",
+        ),
     ]
 }
 
@@ -88,8 +113,9 @@ def _first_present(row: dict, names) -> str | None:
     return next((c for c in names if c in row), None)
 
 
-def canonical_rows(rows: list[dict[str, Any]], spec: BenchmarkSpec | None = None,
-                   columns: ColumnMap = ColumnMap()) -> list[dict[str, Any]]:
+def canonical_rows(
+    rows: list[dict[str, Any]], spec: BenchmarkSpec | None = None, columns: ColumnMap = ColumnMap()
+) -> list[dict[str, Any]]:
     """Rows with `problem`, `answer` (and `id`, `strategy` when the source has them) under their
     canonical names; the columns named in `columns` come first, then the registry's, then the usual
     aliases. The other columns are kept. Rows missing a column are passed through for
@@ -100,8 +126,7 @@ def canonical_rows(rows: list[dict[str, Any]], spec: BenchmarkSpec | None = None
     out = []
     for row in rows:
         row = dict(row)
-        pcol, acol, icol = (_first_present(row, problem_cols), _first_present(row, answer_cols),
-                            _first_present(row, id_cols))
+        pcol, acol, icol = (_first_present(row, problem_cols), _first_present(row, answer_cols), _first_present(row, id_cols))
         if pcol is not None and pcol != "problem":
             row["problem"] = row.pop(pcol)
         if spec is not None and spec.context and isinstance(row.get(spec.context), str) and row[spec.context].strip():
@@ -121,7 +146,7 @@ def _validated(rows: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
         ds = load_problems(rows)
     except DataError as exc:  # load_problems names a list source "<list>"; name the real one
         msg = str(exc)
-        raise DataError(name + msg[len("<list>"):] if msg.startswith("<list>") else f"{name}: {msg}") from None
+        raise DataError(name + msg[len("<list>") :] if msg.startswith("<list>") else f"{name}: {msg}") from None
     return ds.to_list()
 
 
@@ -129,7 +154,8 @@ def _local_copy(data_dir: Path, name: str) -> Path | None:
     """`DATA_DIR/NAME.{jsonl,json,parquet}`, else `DATA_DIR/NAME/test.{jsonl,json,parquet}`, else the
     folder `DATA_DIR/NAME` (read as a `save_to_disk` folder); None when there is none of them."""
     for candidate in [data_dir / f"{name}{suffix}" for suffix in FILE_SUFFIXES] + [
-            data_dir / name / f"test{suffix}" for suffix in FILE_SUFFIXES]:
+        data_dir / name / f"test{suffix}" for suffix in FILE_SUFFIXES
+    ]:
         if candidate.is_file():
             return candidate
     return data_dir / name if (data_dir / name).is_dir() else None
@@ -159,14 +185,15 @@ def _read_hub(spec: BenchmarkSpec) -> list[dict[str, Any]]:
         raise DataError(
             f"{spec.name}: could not load {spec.hf_id} (split {spec.split}) from the Hugging Face hub "
             f"({type(exc).__name__}: {exc}). Offline, give --data-dir DIR with DIR/{spec.name}.jsonl; "
-            f"make it where the hub is reachable with: python -c \"from datasets import load_dataset; "
+            f'make it where the hub is reachable with: python -c "from datasets import load_dataset; '
             f"load_dataset('{spec.hf_id}', split='{spec.split}').to_json('DIR/{spec.name}.jsonl')\""
         ) from exc
     return ds.to_list()
 
 
-def load_benchmark(spec: str, data_dir: str | os.PathLike | None = None, limit: int | None = None,
-                   columns: ColumnMap = ColumnMap()) -> Benchmark:
+def load_benchmark(
+    spec: str, data_dir: str | os.PathLike | None = None, limit: int | None = None, columns: ColumnMap = ColumnMap()
+) -> Benchmark:
     """Load one benchmark given by registry name, path, or `label=path` (see the module docstring).
     `limit` keeps the first N problems; `columns` names the source's columns when they are not the
     canonical ones."""
@@ -195,8 +222,9 @@ def load_benchmark(spec: str, data_dir: str | os.PathLike | None = None, limit: 
     return Benchmark(name=name, source=source, records=_validated(rows, source))
 
 
-def load_benchmarks(specs: str, data_dir: str | os.PathLike | None = None, limit: int | None = None,
-                    columns: ColumnMap = ColumnMap()) -> list[Benchmark]:
+def load_benchmarks(
+    specs: str, data_dir: str | os.PathLike | None = None, limit: int | None = None, columns: ColumnMap = ColumnMap()
+) -> list[Benchmark]:
     """Load a comma-separated list of benchmarks (names must be unique)."""
     items = [s.strip() for s in specs.split(",") if s.strip()]
     if not items:

@@ -15,6 +15,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sgpo.adapters import merge_adapter
+from sgpo.modeling import is_adapter_folder, load_model, load_tokenizer
+from sgpo.prompts import tokenize_prompts
+from sgpo.rollout import eos_ids, generate_completions
+from sgpo.vllm_engine import ColocatedVLLM, EngineSettings, SamplingSettings
+
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "hf", "vllm")
@@ -49,7 +55,7 @@ def cuda_available() -> bool:
 
 
 def select_backend(requested: str, model) -> str:
-    """"hf" or "vllm" for `requested` in BACKENDS; `model` is a path or a loaded model."""
+    """ "hf" or "vllm" for `requested` in BACKENDS; `model` is a path or a loaded model."""
     if requested not in BACKENDS:
         raise ValueError(f"unknown generation backend {requested!r}; choose one of {', '.join(BACKENDS)}")
     is_path = isinstance(model, (str, os.PathLike))
@@ -71,9 +77,6 @@ def load_model_and_tokenizer(path: str | os.PathLike, *, device: str | None = No
     """A causal LM and its tokenizer from a folder (or hub id; a LoRA adapter folder is merged into its
     base), in eval mode, on `device` (default: CUDA when available, else CPU). A tokenizer without a pad token gets its EOS token as pad."""
     import torch
-    from transformers import AutoModelForCausalLM
-
-    from sgpo.modeling import load_tokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = load_tokenizer(str(path))
@@ -82,12 +85,7 @@ def load_model_and_tokenizer(path: str | os.PathLike, *, device: str | None = No
             raise ValueError(f"{path}: the tokenizer has neither a pad nor an EOS token")
         tokenizer.pad_token = tokenizer.eos_token
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-    from sgpo.adapters import is_adapter_folder, load_merged
-
-    if is_adapter_folder(path):  # a LoRA adapter (use_peft run): its base model with the adapter merged in
-        model = load_merged(path, dtype=torch_dtype).to(device)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype).to(device)
+    model = load_model(path, dtype=torch_dtype).to(device)  # an adapter folder: its base with the adapter merged in
     model.eval()
     return model, tokenizer
 
@@ -100,19 +98,32 @@ class HFGenerator:
     def __init__(self, model, tokenizer, batch_size: int | None = None):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
 
-    def generate(self, prompts: Sequence[str], *, k: int, temperature: float, top_p: float,
-                 max_new_tokens: int, seed: int | None = None, add_special_tokens: bool = False) -> list[list[Completion]]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        k: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        seed: int | None = None,
+        add_special_tokens: bool = False,
+    ) -> list[list[Completion]]:
         import torch
-
-        from sgpo.prompts import tokenize_prompts
-        from sgpo.rollout import eos_ids, generate_completions
 
         if seed is not None:
             torch.manual_seed(seed)
         ids = tokenize_prompts(self.tokenizer, list(prompts), max_length=None, add_special_tokens=add_special_tokens)
         repeated = [p for p in ids for _ in range(k)]
-        gen = generate_completions(self.model, self.tokenizer, repeated, max_new_tokens=max_new_tokens,
-                                   temperature=temperature, top_p=top_p, batch_size=self.batch_size)
+        gen = generate_completions(
+            self.model,
+            self.tokenizer,
+            repeated,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            batch_size=self.batch_size,
+        )
         return grouped_completions(gen, len(prompts), k, eos_ids(self.tokenizer, self.model))
 
 
@@ -144,12 +155,8 @@ class VLLMGenerator:
 
         from transformers import GenerationConfig
 
-        from sgpo.rollout import eos_ids
-        from sgpo.vllm_engine import ColocatedVLLM, EngineSettings, SamplingSettings
-
         self.tokenizer = tokenizer
         self._merged = None
-        from sgpo.adapters import is_adapter_folder, merge_adapter
 
         if is_adapter_folder(model_path):  # vLLM loads model folders: merge the adapter into a temporary one
             import tempfile
@@ -164,13 +171,24 @@ class VLLMGenerator:
         engine = EngineSettings(dtype=dtype, **engine_kwargs)
         self.engine = ColocatedVLLM(model_path, tokenizer, SamplingSettings(max_tokens=1), engine)
 
-    def generate(self, prompts: Sequence[str], *, k: int, temperature: float, top_p: float,
-                 max_new_tokens: int, seed: int | None = None, add_special_tokens: bool = False) -> list[list[Completion]]:
-        from sgpo.prompts import tokenize_prompts
-        from sgpo.vllm_engine import SamplingSettings
-
-        sampling = SamplingSettings(max_tokens=max_new_tokens, temperature=temperature,
-                                    top_p=top_p if temperature > 0 else 1.0, stop_token_ids=self.eos, seed=seed)
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        k: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        seed: int | None = None,
+        add_special_tokens: bool = False,
+    ) -> list[list[Completion]]:
+        sampling = SamplingSettings(
+            max_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p if temperature > 0 else 1.0,
+            stop_token_ids=self.eos,
+            seed=seed,
+        )
         ids = tokenize_prompts(self.tokenizer, list(prompts), max_length=None, add_special_tokens=add_special_tokens)
         return grouped_completions(self.engine.generate(ids, n=k, sampling=sampling), len(prompts), k, self.eos)
 

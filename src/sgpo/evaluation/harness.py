@@ -14,8 +14,11 @@ from typing import Any
 from sgpo.data import DataError
 from sgpo.evaluation import metrics
 from sgpo.evaluation.generation import HFGenerator, VLLMGenerator, is_generator, load_model_and_tokenizer, select_backend
+from sgpo.modeling import load_tokenizer
 from sgpo.prompts import PromptFormat
 from sgpo.sampling import SamplingConfig
+from sgpo.strategies.base import Strategy, render_strategy
+from sgpo.verify import default_verifier
 
 
 @dataclass
@@ -106,8 +109,6 @@ class EvalResult:
 
 def _strategy_text(value: Any, row: int, rid: str) -> str:
     if isinstance(value, Mapping):
-        from sgpo.strategies.base import Strategy, render_strategy
-
         try:
             return render_strategy(Strategy.model_validate(value))
         except Exception as exc:  # noqa: BLE001
@@ -139,16 +140,22 @@ def _checked_records(records: Sequence[Mapping[str, Any]], guided: bool) -> list
     return out
 
 
-def make_generator(model, tokenizer=None, *, backend: str = "auto", batch_size: int | None = None,
-                   device: str | None = None, dtype: str = "auto", **vllm_kwargs):
+def make_generator(
+    model,
+    tokenizer=None,
+    *,
+    backend: str = "auto",
+    batch_size: int | None = None,
+    device: str | None = None,
+    dtype: str = "auto",
+    **vllm_kwargs,
+):
     """A generator for `model` (a loaded HF model, or a path loaded here; a generator is returned as
     is) — see `generation`."""
     if is_generator(model):
         return model
     chosen = select_backend(backend, model)
     if chosen == "vllm":
-        from sgpo.modeling import load_tokenizer
-
         tok = tokenizer or load_tokenizer(str(model))
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
@@ -175,8 +182,9 @@ class EvalConfig:
     backend: str = "auto"
 
 
-def evaluate_records(model, tokenizer, records: Sequence[Mapping[str, Any]], config: EvalConfig = EvalConfig(),
-                     *, verifier=None) -> EvalResult:
+def evaluate_records(
+    model, tokenizer, records: Sequence[Mapping[str, Any]], config: EvalConfig = EvalConfig(), *, verifier=None
+) -> EvalResult:
     """Sample `config.sampling.k` completions per record and check their last `\\boxed{}` against `answer`.
 
     model: a loaded HF causal LM (then `tokenizer` is required), a path to one (loaded here; vLLM is
@@ -185,12 +193,13 @@ def evaluate_records(model, tokenizer, records: Sequence[Mapping[str, Any]], con
     columns are kept for `EvalResult.by_group`. Temperature 0 is greedy decoding (then k must be 1).
     verifier: a `sgpo.verify.Verifier` (default: the shared process-wide one).
     """
-    from sgpo.verify import default_verifier
 
     s = config.sampling
     if s.temperature == 0 and s.k > 1:
-        raise ValueError(f"k={s.k} with temperature 0 would sample the same greedy completion {s.k} times; "
-                         "use k=1 for greedy accuracy or a temperature > 0 for avg@k")
+        raise ValueError(
+            f"k={s.k} with temperature 0 would sample the same greedy completion {s.k} times; "
+            "use k=1 for greedy accuracy or a temperature > 0 for avg@k"
+        )
     recs = _checked_records(records, config.guided)
     gen = make_generator(model, tokenizer, backend=config.backend, batch_size=config.batch_size)
     tok = gen.tokenizer
@@ -199,8 +208,15 @@ def evaluate_records(model, tokenizer, records: Sequence[Mapping[str, Any]], con
         fmt.render(tok, r["problem"], _strategy_text(r.get("strategy"), i, r["id"]) if config.guided else None)
         for i, r in enumerate(recs)
     ]
-    completions = gen.generate(prompts, k=s.k, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
-                               seed=s.seed, add_special_tokens=not fmt.applies_chat_template(tok))
+    completions = gen.generate(
+        prompts,
+        k=s.k,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        max_new_tokens=s.max_new_tokens,
+        seed=s.seed,
+        add_special_tokens=not fmt.applies_chat_template(tok),
+    )
     flat = [c for group in completions for c in group]
     golds = [r["answer"] for r in recs for _ in range(s.k)]
     checks = (verifier or default_verifier()).check([c.text for c in flat], golds)
@@ -208,11 +224,20 @@ def evaluate_records(model, tokenizer, records: Sequence[Mapping[str, Any]], con
     for i, rec in enumerate(recs):
         for j in range(s.k):
             c, chk = flat[i * s.k + j], checks[i * s.k + j]
-            samples.append({
-                "id": rec["id"], "sample_index": j, "prompt": prompts[i], "completion": c.text,
-                "extracted": chk.extracted, "answer": rec["answer"], "correct": chk.correct,
-                "timed_out": chk.timed_out, "completion_tokens": c.num_tokens, "finished": c.finished,
-            })
+            samples.append(
+                {
+                    "id": rec["id"],
+                    "sample_index": j,
+                    "prompt": prompts[i],
+                    "completion": c.text,
+                    "extracted": chk.extracted,
+                    "answer": rec["answer"],
+                    "correct": chk.correct,
+                    "timed_out": chk.timed_out,
+                    "completion_tokens": c.num_tokens,
+                    "finished": c.finished,
+                }
+            )
     return EvalResult(records=recs, samples=samples, k=s.k, settings=eval_settings(config, gen.name))
 
 
@@ -221,8 +246,17 @@ def eval_settings(config: EvalConfig, backend: str) -> dict:
     with equal settings are interchangeable."""
     s, fmt = config.sampling, config.prompt_format
     return {
-        "k": s.k, "temperature": s.temperature, "top_p": s.top_p, "max_new_tokens": s.max_new_tokens,
-        "guided": config.guided, "seed": s.seed, "backend": backend,
-        "prompt_format": {"template": fmt.template, "guided_template": fmt.guided_template,
-                          "system_prompt": fmt.system_prompt, "use_chat_template": fmt.use_chat_template},
+        "k": s.k,
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "max_new_tokens": s.max_new_tokens,
+        "guided": config.guided,
+        "seed": s.seed,
+        "backend": backend,
+        "prompt_format": {
+            "template": fmt.template,
+            "guided_template": fmt.guided_template,
+            "system_prompt": fmt.system_prompt,
+            "use_chat_template": fmt.use_chat_template,
+        },
     }

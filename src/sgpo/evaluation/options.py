@@ -15,23 +15,37 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from sgpo.data import ColumnMap
 from sgpo.prompts import PROMPT_FORMAT_FILE, PromptFormat
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model folder (save_pretrained output) or hub id")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="weights dtype (default: auto = as saved)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="weights dtype (default: auto = as saved)",
+    )
 
 
 def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("prompt format")
-    g.add_argument("--prompt-format", default=None, metavar="FILE",
-                   help=f"JSON file with template / guided_template / system_prompt / use_chat_template "
-                        f"(default: MODEL/{PROMPT_FORMAT_FILE} if present, else the built-in format)")
+    g.add_argument(
+        "--prompt-format",
+        default=None,
+        metavar="FILE",
+        help=f"JSON file with template / guided_template / system_prompt / use_chat_template "
+        f"(default: MODEL/{PROMPT_FORMAT_FILE} if present, else the built-in format)",
+    )
     g.add_argument("--template", "--prompt-template", default=None, help="autonomous prompt template; must contain {problem}")
-    g.add_argument("--guided-template", "--guided-prompt-template", default=None, help="guided prompt template; must contain {problem} and {strategy}")
+    g.add_argument(
+        "--guided-template",
+        "--guided-prompt-template",
+        default=None,
+        help="guided prompt template; must contain {problem} and {strategy}",
+    )
     g.add_argument("--system-prompt", default=None, help="system message put before the user turn")
     g.add_argument("--no-chat-template", action="store_true", help="use the prompt text as is, without the chat template")
 
@@ -48,10 +62,13 @@ def add_column_arguments(parser: argparse.ArgumentParser, strategy: bool = True,
 
 def columns_from_args(args: argparse.Namespace):
     """The `sgpo.data.ColumnMap` of `add_column_arguments`' options."""
-    from sgpo.data import ColumnMap
 
-    return ColumnMap(problem=args.problem_column, answer=args.answer_column,
-                     strategy=getattr(args, "strategy_column", "strategy"), id=getattr(args, "id_column", "id"))
+    return ColumnMap(
+        problem=args.problem_column,
+        answer=args.answer_column,
+        strategy=getattr(args, "strategy_column", "strategy"),
+        id=getattr(args, "id_column", "id"),
+    )
 
 
 def prompt_format_from_args(args: argparse.Namespace) -> tuple[PromptFormat, str]:

@@ -25,6 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sgpo.config_fields import grouped_fields
+from sgpo.data import iter_jsonl
+from sgpo.evaluation.suite import average
+
 logger = logging.getLogger(__name__)
 
 
@@ -41,19 +45,36 @@ class Panel:
 
 
 PANELS: tuple[Panel, ...] = (
-    Panel("reward", "Reward: autonomous vs guided", "mean reward",
-          (("reward/auto", "autonomous"), ("reward/guided", "guided")),
-          (("accuracy/auto", "accuracy, autonomous"), ("accuracy/guided", "accuracy, guided")),
-          "Rollouts without (autonomous) and with (guided) the strategy in the prompt."),
-    Panel("gap", "Guided − autonomous reward", "reward gap", (("reward/gap", "gap"),),
-          note="What the strategy still adds; SGPO's job is to move it into the autonomous policy."),
-    Panel("instance_weight", "Mean instance weight", "w", (("distill/weight_mean", "mean w"),),
-          note="The adaptive per-problem weight of the distillation term; it falls as the policy becomes competent alone."),
+    Panel(
+        "reward",
+        "Reward: autonomous vs guided",
+        "mean reward",
+        (("reward/auto", "autonomous"), ("reward/guided", "guided")),
+        (("accuracy/auto", "accuracy, autonomous"), ("accuracy/guided", "accuracy, guided")),
+        "Rollouts without (autonomous) and with (guided) the strategy in the prompt.",
+    ),
+    Panel(
+        "gap",
+        "Guided − autonomous reward",
+        "reward gap",
+        (("reward/gap", "gap"),),
+        note="What the strategy still adds; SGPO's job is to move it into the autonomous policy.",
+    ),
+    Panel(
+        "instance_weight",
+        "Mean instance weight",
+        "w",
+        (("distill/weight_mean", "mean w"),),
+        note="The adaptive per-problem weight of the distillation term; it falls as the policy becomes competent alone.",
+    ),
     Panel("distill_kl", "Distillation KL(teacher ‖ student)", "nats / token", (("distill/kl", "KL"),)),
-    Panel("masked_fraction", "Tokens masked by the proximal constraint", "fraction",
-          (("distill/masked_frac", "masked"),)),
-    Panel("completion_length", "Completion length", "tokens",
-          (("completion_length/auto", "autonomous"), ("completion_length/guided", "guided"))),
+    Panel("masked_fraction", "Tokens masked by the proximal constraint", "fraction", (("distill/masked_frac", "masked"),)),
+    Panel(
+        "completion_length",
+        "Completion length",
+        "tokens",
+        (("completion_length/auto", "autonomous"), ("completion_length/guided", "guided")),
+    ),
     Panel("loss", "Losses", "loss", (("loss", "total"), ("rl/loss", "RL term"), ("distill/loss", "distillation term"))),
     Panel("clip", "Clipped tokens (RL term)", "fraction", (("clip/low", "low"), ("clip/high", "high"))),
     Panel("learning_rate", "Learning rate", "lr", (("learning_rate", "lr"),)),
@@ -65,7 +86,6 @@ _X_KEYS = ("step", "epoch")
 def read_metrics(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of a metrics.jsonl and warnings about the lines skipped (invalid JSON — e.g. the last line
     of a run still being written — or not an object)."""
-    from sgpo.data import iter_jsonl
 
     rows, warnings = [], []
     for lineno, row, exc in iter_jsonl(path):
@@ -95,9 +115,11 @@ def step_warnings(rows: list[dict[str, Any]], name: str = "metrics.jsonl") -> li
         return []
     i, step, (j, before) = backwards[0]
     more = f" ({len(backwards)} places)" if len(backwards) > 1 else ""
-    return [f"{name}: steps go backwards{more}, first at row {i + 1}: step {step:g} after step {before:g} (row {j + 1}). "
-            "The file mixes several runs (e.g. a second run written into the same output folder); the curves "
-            "below interleave them. Give each run its own --output_dir."]
+    return [
+        f"{name}: steps go backwards{more}, first at row {i + 1}: step {step:g} after step {before:g} (row {j + 1}). "
+        "The file mixes several runs (e.g. a second run written into the same output folder); the curves "
+        "below interleave them. Give each run its own --output_dir."
+    ]
 
 
 def read_settings(run_dir: Path) -> tuple[dict[str, Any] | None, list[str]]:
@@ -118,16 +140,17 @@ def read_settings(run_dir: Path) -> tuple[dict[str, Any] | None, list[str]]:
 
 
 def _settings_html(settings: dict[str, Any]) -> str:
-    from sgpo.config_fields import grouped_fields
-
     def show(v: Any) -> str:
         return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
 
     parts = ["<h2>Settings</h2><p>From <code>config.yaml</code>.</p>"]
     for title, _, names in grouped_fields([str(k) for k in settings], None):
         table = _html_table(["setting", "value"], [[n, show(settings[n])] for n in names], caption=html.escape(title))
-        parts.append(f"<details><summary>{html.escape(title)} ({len(names)})</summary>{table}</details>"
-                     if title == "other settings" else table)
+        parts.append(
+            f"<details><summary>{html.escape(title)} ({len(names)})</summary>{table}</details>"
+            if title == "other settings"
+            else table
+        )
     return "\n".join(parts)
 
 
@@ -249,8 +272,6 @@ def _plot_eval(evals: list[tuple[str, dict]], out_path: Path) -> bool:
 
 
 def _eval_table(label: str, doc: dict) -> str:
-    from sgpo.evaluation.suite import average
-
     benches = doc["benchmarks"]
     k = max(int(e.get("k", 1)) for e in benches.values())
     js = sorted({j for e in benches.values() for j in e.get("pass_at_k", {}) if int(j) > 1}, key=int)
@@ -265,13 +286,19 @@ def _eval_table(label: str, doc: dict) -> str:
         ci = e.get("ci95") or [None, None]
         cells = [name, e.get("n", "–"), pct(e.get("accuracy")), f"{pct(ci[0])}–{pct(ci[1])}"]
         cells += [pct(e.get("pass_at_k", {}).get(j)) for j in js]
-        cells += [pct(e.get("greedy_accuracy")), e.get("num_timeouts", "–"),
-                  f"{e['mean_completion_tokens']:.0f}" if _is_number(e.get("mean_completion_tokens")) else "–"]
+        cells += [
+            pct(e.get("greedy_accuracy")),
+            e.get("num_timeouts", "–"),
+            f"{e['mean_completion_tokens']:.0f}" if _is_number(e.get("mean_completion_tokens")) else "–",
+        ]
         rows.append(cells)
     avg = doc.get("average") or average({b: e for b, e in benches.items() if "pass_at_k" in e and "accuracy" in e})
     if len(benches) > 1 and avg:
-        rows.append(["<b>average</b>", "", pct(avg.get("accuracy")), ""]
-                    + [pct(avg.get("pass_at_k", {}).get(j)) for j in js] + [pct(avg.get("greedy_accuracy")), "", ""])
+        rows.append(
+            ["<b>average</b>", "", pct(avg.get("accuracy")), ""]
+            + [pct(avg.get("pass_at_k", {}).get(j)) for j in js]
+            + [pct(avg.get("greedy_accuracy")), "", ""]
+        )
     settings = doc.get("settings", {})
     caption = f"{html.escape(label)} — model {html.escape(str(doc.get('model', '?')))}"
     caption += f", T={settings.get('temperature', '?')}, top-p={settings.get('top_p', '?')}, max new tokens={settings.get('max_new_tokens', '?')}"
@@ -312,8 +339,107 @@ td:first-child, th:first-child { text-align: left; } caption { text-align: left;
 """
 
 
-def render_report(run_dir: str | Path, out_dir: str | Path | None = None,
-                  on_warning: Callable[[str], None] | None = None) -> Path:
+def _plot_panels(rows: list[dict], out_dir: Path) -> tuple[list[tuple[str, str, str]], set[str]]:
+    """The `PANELS` that have data, as PNGs in `out_dir`: ([(file, title, note)], the keys they show)."""
+    figures: list[tuple[str, str, str]] = []  # (file, title, note)
+    claimed = set(_X_KEYS)
+    for panel in PANELS:
+        solid = list(panel.series)
+        # a gap that was not logged is derived from the two rewards when both were
+        if panel.slug == "gap" and not series_of(rows, "reward/gap")[1]:
+            derived = [
+                dict(r, **{"reward/gap": r["reward/guided"] - r["reward/auto"]})
+                for r in rows
+                if _is_number(r.get("reward/guided")) and _is_number(r.get("reward/auto"))
+            ]
+            if _plot_panel(derived, panel.title + " (derived)", panel.ylabel, solid, (), out_dir / f"{panel.slug}.png"):
+                figures.append((f"{panel.slug}.png", panel.title, panel.note))
+        elif _plot_panel(rows, panel.title, panel.ylabel, solid, list(panel.dashed), out_dir / f"{panel.slug}.png"):
+            figures.append((f"{panel.slug}.png", panel.title, panel.note))
+        claimed.update(k for k, _ in panel.series + panel.dashed)
+    return figures, claimed
+
+
+def _plot_other(rows: list[dict], claimed: set[str], out_dir: Path) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+    """Everything else that was logged, grouped by prefix: ([(file, title, "")] of the series with two
+    points or more, [(key, last value)] of the others)."""
+    # anything else that was logged, grouped by prefix
+    other: dict[str, list[str]] = {}
+    for row in rows:
+        for key, v in row.items():
+            if key not in claimed and _is_number(v):
+                group = other.setdefault(key.split("/")[0], [])
+                if key not in group:
+                    group.append(key)
+    other_figs: list[tuple[str, str, str]] = []
+    final_values: list[tuple[str, str]] = []
+    for prefix, keys in other.items():
+        plotted = [k for k in keys if len(series_of(rows, k)[1]) >= 2]
+        final_values += [(k, _fmt(series_of(rows, k)[1][-1])) for k in keys if k not in plotted]
+        for start in range(0, len(plotted), 6):
+            chunk = plotted[start : start + 6]
+            slug = "other_" + "".join(c if c.isalnum() else "_" for c in prefix) + (f"_{start // 6}" if start else "")
+            if _plot_panel(rows, prefix, "value", [(k, k) for k in chunk], [], out_dir / f"{slug}.png"):
+                other_figs.append((f"{slug}.png", prefix, ""))
+    return other_figs, final_values
+
+
+def _page(run_dir: Path, rows: list[dict], warnings: list[str], eval_labels: list[tuple[str, dict]],
+          figures: list[tuple[str, str, str]], other_figs: list[tuple[str, str, str]],
+          final_values: list[tuple[str, str]], settings: dict | None) -> str:  # fmt: skip
+    """The report's HTML page."""
+    parts = [
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>sgpo report: {html.escape(run_dir.name)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Training run <code>{html.escape(str(run_dir))}</code></h1>",
+    ]
+    for w in warnings[:20]:
+        parts.append(f"<p class='warn'>{html.escape(w)}</p>")
+    if rows:
+        steps = series_of(rows, "step")[1]
+        parts.append(f"<p>{len(rows)} logged rows" + (f", steps {steps[0]:.0f} to {steps[-1]:.0f}" if steps else "") + ".</p>")
+    else:
+        parts.append("<p class='warn'>No metrics.jsonl rows in this run folder; only evaluation results are shown.</p>")
+    if eval_labels:
+        parts.append("<h2>Evaluation</h2>")
+        for label, doc in eval_labels:
+            parts.append(_eval_table(label, doc))
+    if figures:
+        parts.append("<h2>Training curves</h2><div class='grid'>")
+        for file, title, note in figures:
+            parts.append(
+                f"<figure><img src='{file}' alt='{html.escape(title)}'><figcaption>{html.escape(note)}</figcaption></figure>"
+            )
+        parts.append("</div>")
+    summary_rows = []
+    for panel in PANELS:
+        for key, _ in panel.series + panel.dashed:
+            _, ys = series_of(rows, key)
+            if ys:
+                finite = [y for y in ys if not math.isnan(y)] or [math.nan]
+                summary_rows.append([key, _fmt(ys[0]), _fmt(ys[-1]), _fmt(min(finite)), _fmt(max(finite)), len(ys)])
+    if summary_rows:
+        parts.append("<h2>Summary</h2>")
+        parts.append(_html_table(["metric", "first", "last", "min", "max", "points"], summary_rows))
+    if other_figs or final_values:
+        parts.append("<h2>Other metrics</h2>")
+        if other_figs:
+            parts.append(
+                "<div class='grid'>"
+                + "".join(f"<figure><img src='{f}' alt='{html.escape(t)}'></figure>" for f, t, _ in other_figs)
+                + "</div>"
+            )
+        if final_values:
+            parts.append(_html_table(["metric", "value"], final_values))
+    if settings:
+        parts.append(_settings_html(settings))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def render_report(
+    run_dir: str | Path, out_dir: str | Path | None = None, on_warning: Callable[[str], None] | None = None
+) -> Path:
     """Write the report of the run in `run_dir` (default folder `run_dir/report`); returns the path
     of `index.html`. Raises FileNotFoundError when the run has neither metrics nor eval results.
     Warnings (lines skipped, steps going backwards, an unreadable config.yaml) are shown on the page
@@ -335,85 +461,11 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.png"):
         old.unlink()
-
-    figures: list[tuple[str, str, str]] = []  # (file, title, note)
-    claimed = set(_X_KEYS)
-    for panel in PANELS:
-        solid = list(panel.series)
-        # a gap that was not logged is derived from the two rewards when both were
-        if panel.slug == "gap" and not series_of(rows, "reward/gap")[1]:
-            derived = [dict(r, **{"reward/gap": r["reward/guided"] - r["reward/auto"]}) for r in rows
-                       if _is_number(r.get("reward/guided")) and _is_number(r.get("reward/auto"))]
-            if _plot_panel(derived, panel.title + " (derived)", panel.ylabel, solid, (), out_dir / f"{panel.slug}.png"):
-                figures.append((f"{panel.slug}.png", panel.title, panel.note))
-        elif _plot_panel(rows, panel.title, panel.ylabel, solid, list(panel.dashed), out_dir / f"{panel.slug}.png"):
-            figures.append((f"{panel.slug}.png", panel.title, panel.note))
-        claimed.update(k for k, _ in panel.series + panel.dashed)
-
-    # anything else that was logged, grouped by prefix
-    other: dict[str, list[str]] = {}
-    for row in rows:
-        for key, v in row.items():
-            if key not in claimed and _is_number(v):
-                group = other.setdefault(key.split("/")[0], [])
-                if key not in group:
-                    group.append(key)
-    other_figs: list[tuple[str, str, str]] = []
-    final_values: list[tuple[str, str]] = []
-    for prefix, keys in other.items():
-        plotted = [k for k in keys if len(series_of(rows, k)[1]) >= 2]
-        final_values += [(k, _fmt(series_of(rows, k)[1][-1])) for k in keys if k not in plotted]
-        for start in range(0, len(plotted), 6):
-            chunk = plotted[start : start + 6]
-            slug = "other_" + "".join(c if c.isalnum() else "_" for c in prefix) + (f"_{start // 6}" if start else "")
-            if _plot_panel(rows, prefix, "value", [(k, k) for k in chunk], [], out_dir / f"{slug}.png"):
-                other_figs.append((f"{slug}.png", prefix, ""))
-
+    figures, claimed = _plot_panels(rows, out_dir)
+    other_figs, final_values = _plot_other(rows, claimed, out_dir)
     eval_labels = [(str(p.parent.relative_to(run_dir)) or ".", doc) for p, doc in evals]
     if eval_labels and _plot_eval(eval_labels, out_dir / "eval.png"):
         figures.append(("eval.png", "Evaluation", "avg@k per benchmark with its 95% interval"))
-
-    # the page
-    parts = [f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>sgpo report: {html.escape(run_dir.name)}</title>",
-             f"<style>{_CSS}</style></head><body>",
-             f"<h1>Training run <code>{html.escape(str(run_dir))}</code></h1>"]
-    for w in warnings[:20]:
-        parts.append(f"<p class='warn'>{html.escape(w)}</p>")
-    if rows:
-        steps = series_of(rows, "step")[1]
-        parts.append(f"<p>{len(rows)} logged rows" + (f", steps {steps[0]:.0f} to {steps[-1]:.0f}" if steps else "") + ".</p>")
-    else:
-        parts.append("<p class='warn'>No metrics.jsonl rows in this run folder; only evaluation results are shown.</p>")
-    if evals:
-        parts.append("<h2>Evaluation</h2>")
-        for label, doc in eval_labels:
-            parts.append(_eval_table(label, doc))
-    if figures:
-        parts.append("<h2>Training curves</h2><div class='grid'>")
-        for file, title, note in figures:
-            parts.append(f"<figure><img src='{file}' alt='{html.escape(title)}'>"
-                         f"<figcaption>{html.escape(note)}</figcaption></figure>")
-        parts.append("</div>")
-    summary_rows = []
-    for panel in PANELS:
-        for key, _ in panel.series + panel.dashed:
-            _, ys = series_of(rows, key)
-            if ys:
-                finite = [y for y in ys if not math.isnan(y)] or [math.nan]
-                summary_rows.append([key, _fmt(ys[0]), _fmt(ys[-1]), _fmt(min(finite)), _fmt(max(finite)), len(ys)])
-    if summary_rows:
-        parts.append("<h2>Summary</h2>")
-        parts.append(_html_table(["metric", "first", "last", "min", "max", "points"], summary_rows))
-    if other_figs or final_values:
-        parts.append("<h2>Other metrics</h2>")
-        if other_figs:
-            parts.append("<div class='grid'>" + "".join(
-                f"<figure><img src='{f}' alt='{html.escape(t)}'></figure>" for f, t, _ in other_figs) + "</div>")
-        if final_values:
-            parts.append(_html_table(["metric", "value"], final_values))
-    if settings:
-        parts.append(_settings_html(settings))
-    parts.append("</body></html>")
     index = out_dir / "index.html"
-    index.write_text("\n".join(parts), encoding="utf-8")
+    index.write_text(_page(run_dir, rows, warnings, eval_labels, figures, other_figs, final_values, settings), encoding="utf-8")
     return index

@@ -29,6 +29,11 @@ from typing import Any
 import torch
 
 from sgpo.data import DataError
+from sgpo.objectives.divergence import token_divergence
+from sgpo.objectives.lm_head import distill_terms
+from sgpo.prompts import tokenize_prompts
+from sgpo.rollout import generate_completions
+from sgpo.strategies.base import Strategy, render_strategy
 
 TOP_FRACTIONS = (0.01, 0.05, 0.10)
 
@@ -86,15 +91,21 @@ def _plain_head(model) -> bool:
 
 
 @torch.no_grad()
-def token_kl(model, teacher_prompt_ids: Sequence[int], student_prompt_ids: Sequence[int],
-             completion_ids: Sequence[int], *, temperature: float = 1.0, chunk: int = 256) -> dict[str, torch.Tensor]:
+def token_kl(
+    model,
+    teacher_prompt_ids: Sequence[int],
+    student_prompt_ids: Sequence[int],
+    completion_ids: Sequence[int],
+    *,
+    temperature: float = 1.0,
+    chunk: int = 256,
+) -> dict[str, torch.Tensor]:
     """Per completion token: `kl` KL(teacher‖student), `teacher_logp` and `student_logp` of the token.
 
     Each prompt is followed by the same completion; the distributions over token t come from the
     position before it. Full-vocabulary logits exist only for `chunk` positions at a time (from the
     final hidden states and the LM head) when the head is a plain linear map. All (C,).
     """
-    from sgpo.objectives.lm_head import distill_terms
 
     C = len(completion_ids)
     if C == 0:
@@ -115,8 +126,14 @@ def token_kl(model, teacher_prompt_ids: Sequence[int], student_prompt_ids: Seque
 
             h_t, h_s = states(teacher_prompt_ids), states(student_prompt_ids)
             parts = [
-                distill_terms(h_s[a : a + chunk], h_t[a : a + chunk], head.weight, targets[a : a + chunk],
-                              temperature=temperature, bias=head.bias)
+                distill_terms(
+                    h_s[a : a + chunk],
+                    h_t[a : a + chunk],
+                    head.weight,
+                    targets[a : a + chunk],
+                    temperature=temperature,
+                    bias=head.bias,
+                )
                 for a in range(0, C, chunk)
             ]
             return {
@@ -125,7 +142,6 @@ def token_kl(model, teacher_prompt_ids: Sequence[int], student_prompt_ids: Seque
                 "student_logp": torch.cat([p.student_logp for p in parts]).float().cpu(),
             }
         # logit soft-capping / scaling: take the model's own logits for the completion positions
-        from sgpo.objectives.divergence import token_divergence
 
         def logits(prompt):
             ids = torch.as_tensor([list(prompt) + list(completion_ids)], dtype=torch.long, device=device)
@@ -171,15 +187,23 @@ def _check_spans(value: Any, text: str, where: str) -> list[tuple[int, int]]:
         raise DataError(f"{where}: column 'critical_spans' must be a list of [start, end] pairs, got {type(value).__name__}")
     spans = []
     for j, pair in enumerate(value):
-        ok = isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in pair)
+        ok = (
+            isinstance(pair, (list, tuple))
+            and len(pair) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in pair)
+        )
         if not ok or not 0 <= pair[0] < pair[1] <= len(text):
-            raise DataError(f"{where}: column 'critical_spans' entry {j} is {pair!r}; need [start, end] with "
-                            f"0 <= start < end <= {len(text)} (character offsets into 'response', end exclusive)")
+            raise DataError(
+                f"{where}: column 'critical_spans' entry {j} is {pair!r}; need [start, end] with "
+                f"0 <= start < end <= {len(text)} (character offsets into 'response', end exclusive)"
+            )
         spans.append((pair[0], pair[1]))
     return spans
 
 
-def tokenize_response(tokenizer, text: str, critical_spans: Any, where: str) -> tuple[list[int], list[str], list | None, list | None]:
+def tokenize_response(
+    tokenizer, text: str, critical_spans: Any, where: str
+) -> tuple[list[int], list[str], list | None, list | None]:
     """Token ids of a response, their texts, their character ranges, and which are critical."""
     spans_given = critical_spans is not None
     spans = _check_spans(critical_spans, text, where) if spans_given else None
@@ -204,18 +228,23 @@ def token_texts(tokenizer, ids: Sequence[int]) -> list[str]:
 
 def strategy_text(value: Any) -> str | None:
     if isinstance(value, dict):
-        from sgpo.strategies.base import Strategy, render_strategy
-
         return render_strategy(Strategy.model_validate(value))
     return value if isinstance(value, str) and value.strip() else None
 
 
-def build_trajectories(model, tokenizer, rows: Sequence[dict[str, Any]], *, prompt_format, source_name: str,
-                       max_new_tokens: int = 256, temperature: float = 0.0, seed: int | None = None) -> list[Trajectory]:
+def build_trajectories(
+    model,
+    tokenizer,
+    rows: Sequence[dict[str, Any]],
+    *,
+    prompt_format,
+    source_name: str,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    seed: int | None = None,
+) -> list[Trajectory]:
     """Tokenised guided trajectories: each row's `response`, or one completion sampled from `model`
     with the strategy in its prompt when the row has no response."""
-    from sgpo.prompts import tokenize_prompts
-    from sgpo.rollout import generate_completions
 
     trajs: list[Trajectory] = []
     to_sample: list[int] = []
@@ -225,9 +254,18 @@ def build_trajectories(model, tokenizer, rows: Sequence[dict[str, Any]], *, prom
         if strategy is None:
             raise DataError(f"{where}: column 'strategy' is missing or empty; the teacher needs it in its prompt")
         response = row.get("response")
-        traj = Trajectory(id=str(row.get("id", i)), problem=row["problem"], strategy=strategy, text="", source="",
-                          token_ids=[], token_texts=[], spans=None, critical=None,
-                          extra={k: row[k] for k in ("family", "answer") if k in row})
+        traj = Trajectory(
+            id=str(row.get("id", i)),
+            problem=row["problem"],
+            strategy=strategy,
+            text="",
+            source="",
+            token_ids=[],
+            token_texts=[],
+            spans=None,
+            critical=None,
+            extra={k: row[k] for k in ("family", "answer") if k in row},
+        )
         if isinstance(response, str) and response.strip():
             ids, texts, spans, critical = tokenize_response(tokenizer, response, row.get("critical_spans"), where)
             traj.text, traj.source, traj.token_ids, traj.token_texts = response, "response", ids, texts
@@ -240,8 +278,13 @@ def build_trajectories(model, tokenizer, rows: Sequence[dict[str, Any]], *, prom
             torch.manual_seed(seed)
         prompts = [prompt_format.render(tokenizer, trajs[i].problem, trajs[i].strategy) for i in to_sample]
         special = not prompt_format.applies_chat_template(tokenizer)
-        gen = generate_completions(model, tokenizer, tokenize_prompts(tokenizer, prompts, max_length=None, add_special_tokens=special),
-                                   max_new_tokens=max_new_tokens, temperature=temperature)
+        gen = generate_completions(
+            model,
+            tokenizer,
+            tokenize_prompts(tokenizer, prompts, max_length=None, add_special_tokens=special),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+        )
         for j, i in enumerate(to_sample):
             n = int(gen.completion_lengths[j])
             ids = gen.completion_ids[j, :n].tolist()
@@ -250,16 +293,18 @@ def build_trajectories(model, tokenizer, rows: Sequence[dict[str, Any]], *, prom
     return trajs
 
 
-def score_trajectories(model, tokenizer, trajs: Sequence[Trajectory], *, prompt_format, temperature: float = 1.0,
-                       progress=None) -> None:
+def score_trajectories(
+    model, tokenizer, trajs: Sequence[Trajectory], *, prompt_format, temperature: float = 1.0, progress=None
+) -> None:
     """Fill in each trajectory's per-token KL and log-probs (teacher: guided prompt; student: plain)."""
-    from sgpo.prompts import tokenize_prompts
 
     special = not prompt_format.applies_chat_template(tokenizer)
     for n, t in enumerate(trajs):
         teacher, student = tokenize_prompts(
-            tokenizer, [prompt_format.render(tokenizer, t.problem, t.strategy), prompt_format.render(tokenizer, t.problem)],
-            max_length=None, add_special_tokens=special,
+            tokenizer,
+            [prompt_format.render(tokenizer, t.problem, t.strategy), prompt_format.render(tokenizer, t.problem)],
+            max_length=None,
+            add_special_tokens=special,
         )
         out = token_kl(model, teacher, student, t.token_ids, temperature=temperature)
         t.kl, t.teacher_logp, t.student_logp = out["kl"].tolist(), out["teacher_logp"].tolist(), out["student_logp"].tolist()
@@ -318,8 +363,14 @@ def plot_concentration(trajs: Sequence[Trajectory], summary: dict, out_path: Pat
             ax.annotate(f"top {key}: {100 * share:.0f}%", (f, share), textcoords="offset points", xytext=(6, -10), fontsize=8)
     crit = summary.get("critical")
     if crit and crit.get("kl_mass_share") is not None:
-        ax.plot([crit["token_share"]], [crit["kl_mass_share"]], "s", color="#1f77b4", markersize=6,
-                label=f"critical tokens ({100 * crit['token_share']:.0f}% of tokens, {100 * crit['kl_mass_share']:.0f}% of KL)")
+        ax.plot(
+            [crit["token_share"]],
+            [crit["kl_mass_share"]],
+            "s",
+            color="#1f77b4",
+            markersize=6,
+            label=f"critical tokens ({100 * crit['token_share']:.0f}% of tokens, {100 * crit['kl_mass_share']:.0f}% of KL)",
+        )
     ax.set_xlabel("share of tokens")
     ax.set_ylabel("share of total KL mass")
     ax.set_xlim(0, 1)
@@ -366,8 +417,10 @@ def _token_spans_html(t: Trajectory, scale: float) -> str:
             pos = max(pos, e)
         cls = "t crit" if t.critical is not None and t.critical[j] else "t"
         tip = f"KL={t.kl[j]:.4f} | log q={t.teacher_logp[j]:.3f} | log p={t.student_logp[j]:.3f}"
-        out.append(f"<span class='{cls}' style='background:{_colour(t.kl[j], scale)}' title='{html.escape(tip)}'>"
-                   f"{html.escape(text)}</span>")
+        out.append(
+            f"<span class='{cls}' style='background:{_colour(t.kl[j], scale)}' title='{html.escape(tip)}'>"
+            f"{html.escape(text)}</span>"
+        )
     if t.spans is not None and pos < len(t.text):
         out.append(html.escape(t.text[pos:]))
     return "".join(out)
@@ -383,25 +436,39 @@ def colour_scale(trajs: Sequence[Trajectory]) -> float:
 
 def render_html(trajs: Sequence[Trajectory], summary: dict, out_path: Path, figure: str | None, title: str) -> None:
     scale = colour_scale(trajs)
-    parts = [f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
-             "<p class='meta'>Each token of a guided trajectory is coloured by KL(teacher ‖ student): the teacher is the "
-             "model with the strategy in its prompt, the student the same model without it, both scoring the same "
-             "token. Hover a token for its KL and both log-probabilities. Underlined: strategy-critical tokens.</p>"]
-    rows = [["trajectories", summary["rows"]], ["tokens", summary["tokens"]],
-            ["mean KL per token (nats)", f"{summary['kl_mean_per_token']:.4f}" if summary["kl_mean_per_token"] is not None else "–"]]
+    parts = [
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<p class='meta'>Each token of a guided trajectory is coloured by KL(teacher ‖ student): the teacher is the "
+        "model with the strategy in its prompt, the student the same model without it, both scoring the same "
+        "token. Hover a token for its KL and both log-probabilities. Underlined: strategy-critical tokens.</p>",
+    ]
+    rows = [
+        ["trajectories", summary["rows"]],
+        ["tokens", summary["tokens"]],
+        ["mean KL per token (nats)", f"{summary['kl_mean_per_token']:.4f}" if summary["kl_mean_per_token"] is not None else "–"],
+    ]
     rows += [[f"KL mass on the top {k} of tokens", _pct(v)] for k, v in summary["top_mass_share"].items()]
     crit = summary.get("critical")
     if crit:
-        rows += [["critical tokens: share of tokens", _pct(crit["token_share"])],
-                 ["critical tokens: share of KL mass", _pct(crit["kl_mass_share"])],
-                 ["enrichment (mass share / token share)", f"{crit['enrichment']:.2f}×" if crit["enrichment"] is not None else "–"]]
-    table = "<table>" + "".join(f"<tr><td>{html.escape(str(a))}</td><td>{html.escape(str(b))}</td></tr>" for a, b in rows) + "</table>"
+        rows += [
+            ["critical tokens: share of tokens", _pct(crit["token_share"])],
+            ["critical tokens: share of KL mass", _pct(crit["kl_mass_share"])],
+            ["enrichment (mass share / token share)", f"{crit['enrichment']:.2f}×" if crit["enrichment"] is not None else "–"],
+        ]
+    table = (
+        "<table>"
+        + "".join(f"<tr><td>{html.escape(str(a))}</td><td>{html.escape(str(b))}</td></tr>" for a, b in rows)
+        + "</table>"
+    )
     img = f"<img src='{html.escape(figure)}' alt='KL concentration' width='440'>" if figure else ""
     parts.append(f"<div class='top'>{table}{img}</div>")
-    parts.append("<p class='legend'>colour scale: <span style='background:rgba(214,39,40,0.05)'></span> 0 "
-                 f"<span style='background:rgba(214,39,40,0.5)'></span> {scale / 2:.3g} "
-                 f"<span style='background:rgba(214,39,40,1)'></span> ≥ {scale:.3g} nats</p>")
+    parts.append(
+        "<p class='legend'>colour scale: <span style='background:rgba(214,39,40,0.05)'></span> 0 "
+        f"<span style='background:rgba(214,39,40,0.5)'></span> {scale / 2:.3g} "
+        f"<span style='background:rgba(214,39,40,1)'></span> ≥ {scale:.3g} nats</p>"
+    )
     for t in trajs:
         kl_sum = sum(max(0.0, v) for v in t.kl)
         meta = f"id {t.id} · {len(t.token_ids)} tokens ({t.source}) · KL sum {kl_sum:.3f}"
@@ -429,8 +496,22 @@ def write_outputs(trajs: Sequence[Trajectory], summary: dict, out_dir: Path, tit
     paths["summary"].write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
     with paths["tokens"].open("w", encoding="utf-8") as fh:
         for t in trajs:
-            fh.write(json.dumps({"id": t.id, "source": t.source, "token_ids": t.token_ids, "tokens": t.token_texts,
-                                 "kl": t.kl, "teacher_logp": t.teacher_logp, "student_logp": t.student_logp,
-                                 "critical": t.critical, **t.extra}, ensure_ascii=False) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "id": t.id,
+                        "source": t.source,
+                        "token_ids": t.token_ids,
+                        "tokens": t.token_texts,
+                        "kl": t.kl,
+                        "teacher_logp": t.teacher_logp,
+                        "student_logp": t.student_logp,
+                        "critical": t.critical,
+                        **t.extra,
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
     render_html(trajs, summary, paths["html"], fig.name if has_fig else None, title)
     return paths

@@ -58,8 +58,11 @@ def model_identity(model: str | os.PathLike) -> dict[str, Any]:
     path = Path(str(model)).expanduser()
     if path.exists():
         path = path.resolve()
-        files = [path] if path.is_file() else sorted(
-            p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MODEL_FILE_SUFFIXES)
+        files = (
+            [path]
+            if path.is_file()
+            else sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MODEL_FILE_SUFFIXES)
+        )
         stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
         return {"path": str(path), "files": [list(s) for s in stats]}
     identity: dict[str, Any] = {"name": str(model)}
@@ -189,8 +192,10 @@ def run_suite(
             logger.warning("%s/results.json is not valid JSON; starting over", out_dir)
         if previous and previous.get("model_identity") != identity:
             if progress:
-                progress(f"{out_dir} holds results of another model ({previous.get('model', '?')}, or its files "
-                         "changed since); evaluating again")
+                progress(
+                    f"{out_dir} holds results of another model ({previous.get('model', '?')}, or its files "
+                    "changed since); evaluating again"
+                )
             previous = {}
     doc: dict[str, Any] = {
         "model": str(model),
@@ -212,8 +217,10 @@ def run_suite(
             result = _resumed(out_dir, previous, bench, settings, tag)
             if result is not None:
                 if progress:
-                    progress(f"{label}: read back from an earlier run of this model with the same settings "
-                             "(--overwrite to run it again)")
+                    progress(
+                        f"{label}: read back from an earlier run of this model with the same settings "
+                        "(--overwrite to run it again)"
+                    )
             else:
                 if progress:
                     progress(f"{label}: {len(bench)} problems × {cfg.sampling.k} sample(s)")

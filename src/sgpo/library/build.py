@@ -5,7 +5,7 @@ Rows with `status` ok and a strategy are used (a row without a `status` column c
 `sgpo library retrieve` filled (`strategy_source` = retrieved: the strategy was not extracted for
 that problem, and a library must not feed on itself). A used row must have a
 `problem` and a `strategy_json` that passes the strategy schema, and its `strategy` must be the
-rendering of it; a row that breaks this is reported with its file, row and field (`build_library`
+rendering of it; a row that breaks this is reported with its file, row and field (`build_entries`
 refuses the input, or skips and lists such rows with `skip_invalid`), never dropped silently.
 
 Merging: identical rendered texts are one strategy; distinct texts are clustered by TF-IDF cosine
@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sgpo.data import ColumnMap, DataError, load_rows
-from sgpo.library.format import Entry, LibraryError, LibraryProblem, StrategyLibrary, listing, parse_strategy_json, text_value
+from sgpo.library.format import FORMAT, Entry, LibraryError, LibraryProblem, listing, parse_strategy_json, text_value
 from sgpo.library.similarity import VECTORIZER, leader_clusters
 from sgpo.strategies.base import ExtractionError, render_strategy
 
@@ -163,7 +163,9 @@ def read_strategy_rows(sources: Sequence[Any], cfg: BuildConfig) -> tuple[list[_
                 if good is not None:
                     first = problem_of_id.setdefault(good.problem_id, (good.problem, f"{name} row {i}"))
                     if first[0] != good.problem:
-                        raise DataError(f"field {cfg.columns.id!r}: duplicate problem id {good.problem_id!r} names another problem (first in {first[1]})")
+                        raise DataError(
+                            f"field {cfg.columns.id!r}: duplicate problem id {good.problem_id!r} names another problem (first in {first[1]})"
+                        )
             except DataError as exc:
                 invalid.append(f"{where}: {exc}")
                 continue
@@ -172,7 +174,9 @@ def read_strategy_rows(sources: Sequence[Any], cfg: BuildConfig) -> tuple[list[_
             else:
                 used.append(good)
     if invalid and not cfg.skip_invalid:
-        raise DataError(f"{len(invalid)} invalid row(s) (fix them, or pass --skip-invalid to build without them):" + listing(invalid))
+        raise DataError(
+            f"{len(invalid)} invalid row(s) (fix them, or pass --skip-invalid to build without them):" + listing(invalid)
+        )
     return used, skipped, invalid, total, names
 
 
@@ -180,15 +184,44 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def build_library(sources: Sequence[Any], config: BuildConfig = BuildConfig()) -> tuple[StrategyLibrary, BuildSummary]:
-    """A library (not yet saved) and the build summary. Raises `DataError` for invalid rows (unless
-    `skip_invalid`) and `LibraryError` when no row is usable (an empty library)."""
+def _cluster_entry(variants: list[str], by_text: dict[str, list[_Row]], canonical_id: dict[str, str], names: list[str]) -> Entry:
+    """The entry of one cluster of rendered strategy texts: its best variant (the highest mean score,
+    then the most rows, then the first) with every row of the cluster as provenance."""
+
+    def rank(t: str) -> tuple:
+        score = _mean([r.score for r in by_text[t] if r.score is not None])
+        return (score is not None, score if score is not None else 0.0, len(by_text[t]), -variants.index(t))
+
+    best = max(variants, key=rank)
+    member_rows = [r for t in variants for r in by_text[t]]
+    scored = [r.score for r in by_text[best] if r.score is not None]
+    return Entry(
+        id="s" + hashlib.sha256(best.encode("utf-8")).hexdigest()[:12],
+        strategy=best,
+        strategy_json=by_text[best][0].strategy_json,
+        problems=list(dict.fromkeys(canonical_id[r.problem] for r in member_rows)),
+        num_rows=len(member_rows),
+        score=_mean(scored),
+        num_scored=len(scored),
+        merged_variants=[t for t in variants if t != best],
+        provenance=[r.provenance for r in sorted(member_rows, key=lambda r: (names.index(r.source), r.row))],
+    )
+
+
+def build_entries(
+    sources: Sequence[Any], config: BuildConfig = BuildConfig()
+) -> tuple[list[Entry], list[LibraryProblem], dict[str, Any], BuildSummary]:
+    """A library's entries, problems and manifest (not yet saved: `StrategyLibrary.build`) and the
+    build summary. Raises `DataError` for invalid rows (unless `skip_invalid`) and `LibraryError`
+    when no row is usable (an empty library)."""
     if isinstance(sources, (str, bytes)) or not isinstance(sources, Sequence) or not sources:
         raise ValueError("sources must be a non-empty list of inputs")
     rows, skipped, invalid, total, names = read_strategy_rows(sources, config)
     if not rows:
         counts = ", ".join(f"{k} {v}" for k, v in skipped.items()) or "no rows"
-        raise LibraryError(f"no usable strategy in {', '.join(names)} ({total} rows: {counts}; invalid {len(invalid)}): the library would be empty")
+        raise LibraryError(
+            f"no usable strategy in {', '.join(names)} ({total} rows: {counts}; invalid {len(invalid)}): the library would be empty"
+        )
 
     by_text: dict[str, list[_Row]] = {}
     canonical_id: dict[str, str] = {}  # problem text -> its first id (a problem given two ids is one problem)
@@ -204,31 +237,9 @@ def build_library(sources: Sequence[Any], config: BuildConfig = BuildConfig()) -
     entries: list[Entry] = []
     entry_of_text: dict[str, str] = {}
     for c in sorted(members):
-        variants = members[c]
-
-        def rank(t: str) -> tuple:
-            score = _mean([r.score for r in by_text[t] if r.score is not None])
-            return (score is not None, score if score is not None else 0.0, len(by_text[t]), -variants.index(t))
-
-        best = max(variants, key=rank)
-        member_rows = [r for t in variants for r in by_text[t]]
-        scored = [r.score for r in by_text[best] if r.score is not None]
-        eid = "s" + hashlib.sha256(best.encode("utf-8")).hexdigest()[:12]
-        entries.append(
-            Entry(
-                id=eid,
-                strategy=best,
-                strategy_json=by_text[best][0].strategy_json,
-                problems=list(dict.fromkeys(canonical_id[r.problem] for r in member_rows)),
-                num_rows=len(member_rows),
-                score=_mean(scored),
-                num_scored=len(scored),
-                merged_variants=[t for t in variants if t != best],
-                provenance=[r.provenance for r in sorted(member_rows, key=lambda r: (names.index(r.source), r.row))],
-            )
-        )
-        for t in variants:
-            entry_of_text[t] = eid
+        entries.append(_cluster_entry(members[c], by_text, canonical_id, names))
+        for t in members[c]:
+            entry_of_text[t] = entries[-1].id
     order = {e.id: (-(e.score if e.score is not None else float("-inf")), -len(e.problems), i) for i, e in enumerate(entries)}
 
     problems: dict[str, LibraryProblem] = {}
@@ -252,10 +263,10 @@ def build_library(sources: Sequence[Any], config: BuildConfig = BuildConfig()) -
         merge_threshold=config.merge_threshold,
     )
     manifest = {
-        "format": "sgpo-strategy-library",
+        "format": FORMAT,
         "strategy_schema": 1,
         "merge": {"method": "tfidf-cosine", "text": "strategy", "threshold": config.merge_threshold, "vectorizer": VECTORIZER},
         "retrieval": {"method": "tfidf-cosine", "text": "problem", "vectorizer": VECTORIZER},
         "build": {k: v for k, v in summary.to_dict().items() if k not in ("invalid", "output")} | {"invalid": len(invalid)},
     }
-    return StrategyLibrary(entries, list(problems.values()), manifest), summary
+    return entries, list(problems.values()), manifest, summary

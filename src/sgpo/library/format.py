@@ -1,4 +1,4 @@
-"""The strategy library on disk (schema 1) and in memory (`StrategyLibrary`).
+"""The strategy library's records (`Entry`, `LibraryProblem`) and its format on disk (schema 1).
 
 A library is a folder of three plain files, readable with `json` alone (docs/strategy-library.md):
 
@@ -20,15 +20,11 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sgpo.data import DataError, iter_jsonl, write_json, write_rows
 from sgpo.strategies.base import ExtractionError, Strategy, render_strategy
 from sgpo.strategies.parsing import validate_strategy
-
-if TYPE_CHECKING:
-    from sgpo.library.build import BuildConfig, BuildSummary
-    from sgpo.library.retrieve import RerankConfig, RetrievalConfig, RetrievalResult
 
 FORMAT = "sgpo-strategy-library"
 SCHEMA = 1
@@ -67,80 +63,57 @@ class LibraryProblem:
     entries: list[str]  # entry ids, best first (higher score, then more problems)
 
 
-@dataclass
-class StrategyLibrary:
-    """Distinct strategies and the problems they came from. `build`, `save`, `load`, `retrieve`."""
+def write_library(
+    folder: str | os.PathLike,
+    entries: Sequence[Entry],
+    problems: Sequence[LibraryProblem],
+    manifest: dict[str, Any],
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write the three files into `folder` (created; written under a temporary name, then renamed) and
+    return the manifest as written. An existing folder is replaced only with `overwrite`, and only
+    when it is a library."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        if not overwrite:
+            raise LibraryError(f"{folder}: already exists; choose another folder or pass --overwrite")
+        if not (folder / MANIFEST).is_file():
+            raise LibraryError(f"{folder}: exists and is not a strategy library; refusing to replace it")
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write_rows(tmp / ENTRIES, [asdict(e) for e in entries])
+    write_rows(tmp / INDEX, [asdict(p) for p in problems])
+    manifest = {**manifest, "format": FORMAT, "schema": SCHEMA, "entries": len(entries), "problems": len(problems)}
+    manifest["files"] = {"entries": ENTRIES, "index": INDEX}
+    write_json(tmp / MANIFEST, manifest)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return manifest
 
-    entries: list[Entry]
-    problems: list[LibraryProblem]
-    manifest: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self._by_id = {e.id: e for e in self.entries}
-
-    def entry(self, entry_id: str) -> Entry:
-        return self._by_id[entry_id]
-
-    # -- construction ------------------------------------------------------------------------------
-    @classmethod
-    def build(cls, sources: Sequence[Any], config: "BuildConfig | None" = None) -> "tuple[StrategyLibrary, BuildSummary]":
-        """A library from extraction outputs (paths, data sets or lists of dicts); see `sgpo.library.build`."""
-        from sgpo.library.build import BuildConfig, build_library
-
-        return build_library(sources, config or BuildConfig())
-
-    # -- files -------------------------------------------------------------------------------------
-    def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write the three files into `folder` (created; written under a temporary name, then renamed).
-        An existing folder is replaced only with `overwrite`, and only when it is a library."""
-        folder = Path(folder)
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            if not overwrite:
-                raise LibraryError(f"{folder}: already exists; choose another folder or pass --overwrite")
-            if not (folder / MANIFEST).is_file():
-                raise LibraryError(f"{folder}: exists and is not a strategy library; refusing to replace it")
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        write_rows(tmp / ENTRIES, [asdict(e) for e in self.entries])
-        write_rows(tmp / INDEX, [asdict(p) for p in self.problems])
-        manifest = {**self.manifest, "format": FORMAT, "schema": SCHEMA, "entries": len(self.entries), "problems": len(self.problems)}
-        manifest["files"] = {"entries": ENTRIES, "index": INDEX}
-        write_json(tmp / MANIFEST, manifest)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-        self.manifest = manifest
-        return folder
-
-    @classmethod
-    def load(cls, folder: str | os.PathLike) -> "StrategyLibrary":
-        """Read and check a library folder. Raises `LibraryError` (one line naming the file, line and
-        field) for a folder that is not a library, has another schema, is empty or malformed."""
-        folder = Path(folder)
-        manifest = read_manifest(folder)
-        entries = [_entry(folder / ENTRIES, n, row) for n, row in _lines(folder / ENTRIES)]
-        problems = [_problem(folder / INDEX, n, row) for n, row in _lines(folder / INDEX)]
-        if not entries:
-            raise LibraryError(f"{folder}: the library is empty (0 entries in {ENTRIES}); build it from extraction outputs with status ok")
-        known: dict[str, int] = {}
-        for e in entries:
-            if e.id in known:
-                raise LibraryError(f"{folder / ENTRIES}: entry id {e.id!r} appears twice")
-            known[e.id] = 1
-        for p in problems:
-            missing = [eid for eid in p.entries if eid not in known]
-            if missing:
-                raise LibraryError(f"{folder / INDEX}: problem {p.problem_id!r} names unknown entry {missing[0]!r}")
-        return cls(entries, problems, manifest)
-
-    # -- retrieval ---------------------------------------------------------------------------------
-    def retrieve(
-        self, problems: Any, config: "RetrievalConfig | None" = None, rerank: "RerankConfig | None" = None
-    ) -> "RetrievalResult":
-        """Fill the `strategy` of problems from the library; see `sgpo.library.retrieve`."""
-        from sgpo.library.retrieve import RetrievalConfig, retrieve
-
-        return retrieve(self, problems, config or RetrievalConfig(), rerank)
+def read_library(folder: str | os.PathLike) -> tuple[list[Entry], list[LibraryProblem], dict[str, Any]]:
+    """(entries, problems, manifest) of a library folder, checked. Raises `LibraryError` (one line
+    naming the file, line and field) for a folder that is not a library, has another schema, is
+    empty or malformed."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    entries = [_entry(folder / ENTRIES, n, row) for n, row in _lines(folder / ENTRIES)]
+    problems = [_problem(folder / INDEX, n, row) for n, row in _lines(folder / INDEX)]
+    if not entries:
+        raise LibraryError(
+            f"{folder}: the library is empty (0 entries in {ENTRIES}); build it from extraction outputs with status ok"
+        )
+    known: dict[str, int] = {}
+    for e in entries:
+        if e.id in known:
+            raise LibraryError(f"{folder / ENTRIES}: entry id {e.id!r} appears twice")
+        known[e.id] = 1
+    for p in problems:
+        missing = [eid for eid in p.entries if eid not in known]
+        if missing:
+            raise LibraryError(f"{folder / INDEX}: problem {p.problem_id!r} names unknown entry {missing[0]!r}")
+    return entries, problems, manifest
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

@@ -34,17 +34,20 @@ import os
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sgpo.data import ColumnMap, DataError, load_rows, read_rows, write_rows
-from sgpo.library.format import StrategyLibrary, listing, text_value
+from sgpo.data import ColumnMap, DataError, load_rows, read_rows
+from sgpo.library.format import Entry, LibraryProblem, listing, text_value
 from sgpo.library.similarity import VECTORIZER, cosine_blocks, fit_vectorizer
 from sgpo.prompts import PromptFormat
+from sgpo.sampling import SamplingConfig
 from sgpo.strategies.leak import LeakConfig, LeakFilter
+from sgpo.strategies.scoring import ScoringConfig, score_strategies
 
 OUTCOMES = ("own", "retrieved", "no_match", "all_leaked")
 
@@ -168,11 +171,17 @@ def check_problems(rows: list[dict[str, Any]], name: str, columns: ColumnMap) ->
         where = f"row {i}" + (f" (id {row[columns.id]!r})" if columns.id in row else "")
         problem = row.get(columns.problem)
         if not isinstance(problem, str) or not problem.strip():
-            errors.append(f"{where}: field {columns.problem!r} " + ("is missing" if columns.problem not in row else "must be a non-empty string"))
+            errors.append(
+                f"{where}: field {columns.problem!r} "
+                + ("is missing" if columns.problem not in row else "must be a non-empty string")
+            )
         answer = text_value(row.get(columns.answer))
         if answer is None or not answer.strip():
-            errors.append(f"{where}: field {columns.answer!r} " + ("is missing" if columns.answer not in row else "must be a non-empty string or number")
-                          + " (the leak filter checks retrieved strategies against it)")
+            errors.append(
+                f"{where}: field {columns.answer!r} "
+                + ("is missing" if columns.answer not in row else "must be a non-empty string or number")
+                + " (the leak filter checks retrieved strategies against it)"
+            )
         strategy = row.get(columns.strategy)
         if strategy is not None and not isinstance(strategy, str):
             errors.append(f"{where}: field {columns.strategy!r} must be text or null, got a {type(strategy).__name__}")
@@ -188,17 +197,25 @@ def check_problems(rows: list[dict[str, Any]], name: str, columns: ColumnMap) ->
         raise DataError(f"{name}: {len(errors)} bad row(s):" + listing(errors))
 
 
-def rank_candidates(library: StrategyLibrary, targets: list[dict[str, Any]], config: RetrievalConfig, leak: LeakFilter) -> list[tuple[list[_Candidate], int]]:
+def rank_candidates(
+    entries: Sequence[Entry],
+    library_problems: Sequence[LibraryProblem],
+    manifest: Mapping[str, Any],
+    targets: list[dict[str, Any]],
+    config: RetrievalConfig,
+    leak: LeakFilter,
+) -> list[tuple[list[_Candidate], int]]:
     """For each target row: its clean candidates (at most `k`, most similar first) and the number
-    of leaking candidates skipped on the way."""
+    of leaking candidates skipped on the way, from a library's `entries`, `library_problems` and
+    `manifest` (its TF-IDF settings)."""
     if not targets:  # every row keeps its own strategy (only_missing): nothing to rank
         return []
     cols = config.columns
-    settings = library.manifest.get("retrieval", {}).get("vectorizer", VECTORIZER)
-    vectorizer = fit_vectorizer([p.problem for p in library.problems], settings)
-    keys = vectorizer.transform([p.problem for p in library.problems])
+    settings = manifest.get("retrieval", {}).get("vectorizer", VECTORIZER)
+    vectorizer = fit_vectorizer([p.problem for p in library_problems], settings)
+    keys = vectorizer.transform([p.problem for p in library_problems])
     queries = vectorizer.transform([str(t[cols.problem]) for t in targets])
-    parsed = {e.id: e.parsed() for e in library.entries}
+    parsed = {e.id: e.parsed() for e in entries}
     out: list[tuple[list[_Candidate], int]] = []
     for start, sims in cosine_blocks(queries, keys, block=256):
         for i in range(sims.shape[0]):
@@ -210,7 +227,7 @@ def rank_candidates(library: StrategyLibrary, targets: list[dict[str, Any]], con
             found: list[_Candidate] = []
             leaks = 0
             for j in order:
-                problem = library.problems[j]
+                problem = library_problems[j]
                 for eid in problem.entries:
                     if eid in seen:
                         continue
@@ -227,20 +244,31 @@ def rank_candidates(library: StrategyLibrary, targets: list[dict[str, Any]], con
     return out
 
 
-def rerank(library: StrategyLibrary, targets: list[dict[str, Any]], candidates: list[list[_Candidate]], config: RetrievalConfig,
-           rerank_config: RerankConfig, progress: bool) -> tuple[list[int], list[dict[str, Any] | None], int]:
+def rerank(
+    entries: Mapping[str, Entry],
+    targets: list[dict[str, Any]],
+    candidates: list[list[_Candidate]],
+    config: RetrievalConfig,
+    rerank_config: RerankConfig,
+    progress: bool,
+) -> tuple[list[int], list[dict[str, Any] | None], int]:
     """Score the candidates of every target with two or more (guided - autonomous accuracy of the
     policy on the target problem) through `score_strategies`; sets each candidate's `score`.
     Returns the chosen candidate index of every target, the scores of the chosen one (None when not
-    re-ranked) and the number of rollouts sampled."""
-    from sgpo.sampling import SamplingConfig
-    from sgpo.strategies.scoring import ScoringConfig, score_strategies
-
+    re-ranked) and the number of rollouts sampled. `entries`: the library's entries by id."""
     cols = config.columns
     rows = [
-        {"rerank_group": t, "problem": str(targets[t][cols.problem]), "answer": text_value(targets[t][cols.answer]),
-         "strategy": library.entry(c.entry).strategy, "status": "ok", "entry": c.entry}
-        for t, cands in enumerate(candidates) if len(cands) > 1 for c in cands
+        {
+            "rerank_group": t,
+            "problem": str(targets[t][cols.problem]),
+            "answer": text_value(targets[t][cols.answer]),
+            "strategy": entries[c.entry].strategy,
+            "status": "ok",
+            "entry": c.entry,
+        }
+        for t, cands in enumerate(candidates)
+        if len(cands) > 1
+        for c in cands
     ]
     chosen = [0] * len(targets)
     scores: list[dict[str, Any] | None] = [None] * len(targets)
@@ -253,9 +281,15 @@ def rerank(library: StrategyLibrary, targets: list[dict[str, Any]], candidates: 
             model=rerank_config.model,
             tokenizer=rerank_config.tokenizer,
             config=ScoringConfig(
-                sampling=SamplingConfig(k=rerank_config.rollouts, temperature=rerank_config.temperature,
-                                        max_new_tokens=rerank_config.max_new_tokens, seed=rerank_config.seed),
-                max_candidates=config.k, batch_size=rerank_config.batch_size, prompt_format=rerank_config.prompt_format,
+                sampling=SamplingConfig(
+                    k=rerank_config.rollouts,
+                    temperature=rerank_config.temperature,
+                    max_new_tokens=rerank_config.max_new_tokens,
+                    seed=rerank_config.seed,
+                ),
+                max_candidates=config.k,
+                batch_size=rerank_config.batch_size,
+                prompt_format=rerank_config.prompt_format,
                 group_by="rerank_group",
             ),
             cache=rerank_config.cache or Path(tmp) / "cache.sqlite",
@@ -269,57 +303,108 @@ def rerank(library: StrategyLibrary, targets: list[dict[str, Any]], candidates: 
             candidates[t][index].score = r["strategy_score"]
             if r["chosen"]:
                 chosen[t] = index
-                scores[t] = {"rerank_score": r["strategy_score"], "rerank_guided_accuracy": r["guided_accuracy"],
-                             "rerank_auto_accuracy": r["auto_accuracy"]}
+                scores[t] = {
+                    "rerank_score": r["strategy_score"],
+                    "rerank_guided_accuracy": r["guided_accuracy"],
+                    "rerank_auto_accuracy": r["auto_accuracy"],
+                }
     return chosen, scores, summary.rollouts
 
 
-def retrieve(library: StrategyLibrary, problems: Any, config: RetrievalConfig = RetrievalConfig(),
-             rerank_config: RerankConfig | None = None, progress: bool = True) -> RetrievalResult:
-    """Output rows (one per input row, in order) and the summary; see the module docstring."""
+def _own_rows(rows: list[dict[str, Any]], cols: ColumnMap) -> list[dict[str, Any]]:
+    """Every input row with the retrieval columns as if nothing were retrieved: its own strategy, if any."""
+    out = []
+    for i, row in enumerate(rows):
+        own = _own_strategy(row, cols.strategy)
+        own_json = row.get("strategy_json") if own else None
+        out.append(
+            {
+                **row,
+                cols.strategy: own,
+                "strategy_json": own_json,
+                "strategy_source": "own" if own else None,
+                "strategy_similarity": None,
+                "strategy_entry": None,
+                "strategy_match": None,
+                "own_strategy": own,
+                "retrieval_outcome": "own" if own else "no_match",
+                "retrieval_leaks": 0,
+                "retrieval_candidates": [],
+            }
+        )
+    return out
+
+
+def _fill_retrieved(rec: dict[str, Any], cands: list[_Candidate], leaks: int, chosen: int, scores: dict[str, Any] | None,
+                    reranked: bool, by_id: Mapping[str, Entry], cols: ColumnMap) -> float | None:  # fmt: skip
+    """Set the retrieval columns of output row `rec` from its candidates (`chosen` the index of the one
+    used); returns the similarity of the one used (None: no clean candidate)."""
+    rec.update(retrieval_leaks=leaks, retrieval_candidates=[asdict(c) for c in cands])
+    if reranked:
+        rec.update(scores or {"rerank_score": None, "rerank_guided_accuracy": None, "rerank_auto_accuracy": None})
+    if not cands:
+        rec.update(
+            {
+                cols.strategy: None,
+                "strategy_json": None,
+                "strategy_source": None,
+                "retrieval_outcome": "all_leaked" if leaks else "no_match",
+            }
+        )
+        return None
+    best = cands[chosen]
+    entry = by_id[best.entry]
+    rec.update(
+        {
+            cols.strategy: entry.strategy,
+            "strategy_json": entry.strategy_json,
+            "strategy_source": "retrieved",
+            "strategy_similarity": best.similarity,
+            "strategy_entry": best.entry,
+            "strategy_match": best.match,
+            "retrieval_outcome": "retrieved",
+        }
+    )
+    return best.similarity
+
+
+def retrieve_rows(
+    entries: Sequence[Entry],
+    library_problems: Sequence[LibraryProblem],
+    manifest: Mapping[str, Any],
+    problems: Any,
+    config: RetrievalConfig = RetrievalConfig(),
+    rerank_config: RerankConfig | None = None,
+    progress: bool = True,
+) -> RetrievalResult:
+    """Output rows (one per row of `problems`, in order) and the summary, from a library's `entries`,
+    `library_problems` and `manifest` (`StrategyLibrary.retrieve`); see the module docstring."""
     start = time.monotonic()
+    by_id = {e.id: e for e in entries}
     cols = config.columns
     rows, name = load_rows(problems)
     check_problems(rows, name, cols)
     targets = [i for i, r in enumerate(rows) if not (config.only_missing and _own_strategy(r, cols.strategy))]
     with LeakFilter(config.leak) as leak:
-        ranked = rank_candidates(library, [rows[i] for i in targets], config, leak)
+        ranked = rank_candidates(entries, library_problems, manifest, [rows[i] for i in targets], config, leak)
     candidates = [c for c, _ in ranked]
     if rerank_config is not None:
-        chosen, scores, rollouts = rerank(library, [rows[i] for i in targets], candidates, config, rerank_config, progress)
+        chosen, scores, rollouts = rerank(by_id, [rows[i] for i in targets], candidates, config, rerank_config, progress)
     else:
         chosen, scores, rollouts = [0] * len(targets), [None] * len(targets), 0
 
-    out = []
-    for i, row in enumerate(rows):
-        own = _own_strategy(row, cols.strategy)
-        own_json = row.get("strategy_json") if own else None
-        out.append({**row, cols.strategy: own, "strategy_json": own_json, "strategy_source": "own" if own else None, "strategy_similarity": None,
-                    "strategy_entry": None, "strategy_match": None, "own_strategy": own, "retrieval_outcome": "own" if own else "no_match",
-                    "retrieval_leaks": 0, "retrieval_candidates": []})
-    outcomes: Counter = Counter()
+    out = _own_rows(rows, cols)
     similarities = []
     for t, i in enumerate(targets):
         cands, leaks = ranked[t]
-        rec = out[i]
-        rec.update(retrieval_leaks=leaks, retrieval_candidates=[asdict(c) for c in cands])
-        if rerank_config is not None:
-            rec.update(scores[t] or {"rerank_score": None, "rerank_guided_accuracy": None, "rerank_auto_accuracy": None})
-        if cands:
-            best = cands[chosen[t]]
-            entry = library.entry(best.entry)
-            rec.update({cols.strategy: entry.strategy, "strategy_json": entry.strategy_json, "strategy_source": "retrieved",
-                        "strategy_similarity": best.similarity, "strategy_entry": best.entry, "strategy_match": best.match,
-                        "retrieval_outcome": "retrieved"})
-            similarities.append(best.similarity)
-        else:
-            rec.update({cols.strategy: None, "strategy_json": None, "strategy_source": None,
-                        "retrieval_outcome": "all_leaked" if leaks else "no_match"})
-    outcomes.update(r["retrieval_outcome"] for r in out)
+        similarity = _fill_retrieved(out[i], cands, leaks, chosen[t], scores[t], rerank_config is not None, by_id, cols)
+        if similarity is not None:
+            similarities.append(similarity)
+    outcomes = Counter(r["retrieval_outcome"] for r in out)
     summary = RetrievalSummary(
         input=name,
-        library_entries=len(library.entries),
-        library_problems=len(library.problems),
+        library_entries=len(entries),
+        library_problems=len(library_problems),
         problems=len(rows),
         outcomes={o: outcomes.get(o, 0) for o in OUTCOMES},
         leaks_skipped=sum(leaks for _, leaks in ranked),
@@ -330,12 +415,3 @@ def retrieve(library: StrategyLibrary, problems: Any, config: RetrievalConfig = 
         elapsed_s=round(time.monotonic() - start, 3),
     )
     return RetrievalResult(out, summary)
-
-
-def retrieve_file(library: StrategyLibrary, input: Any, output: str | os.PathLike, config: RetrievalConfig = RetrievalConfig(),
-                  rerank_config: RerankConfig | None = None, progress: bool = True) -> RetrievalSummary:
-    """`retrieve`, written to `output` (.jsonl / .json / .parquet)."""
-    result = retrieve(library, input, config, rerank_config, progress)
-    write_rows(output, result.rows)
-    result.summary.output = str(output)
-    return result.summary

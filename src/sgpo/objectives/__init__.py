@@ -9,6 +9,8 @@ config dispatches on one (`loss_type` → `AGGREGATIONS`, `distill_divergence` �
 - `weighting`    adaptive per-problem weights (marginal / deficit / constant) and their EMA
 - `aggregation`  per-token → scalar with global normalisers (loss_type grpo / dr_grpo / dapo)
 - `lm_head`      log-probs and divergences from hidden states and the LM head (plain path)
+- `chunked_head` the same, chunk by chunk with explicit gradients: never holds the N × V logits
+                 (`head_implementation: chunked`, the default; `DEFAULT_CHUNK_BYTES`, `default_chunk_size`)
 - `importance_sampling`  bounded π_trainer / π_sampler ratios for rollouts from another engine (vLLM)
 - `loss`         the whole SGPO loss of a micro-batch: `sgpo_loss(LossInputs, LossConfig) -> LossOutputs`
 

@@ -2,7 +2,7 @@
 
 The trainer never asks the model for logits: it takes the final hidden states and applies the LM
 head here, so that the same call sites can use either this plain implementation (logits
-materialised for the positions given) or the chunked, memory-bounded one in `sgpo.kernels`.
+materialised for the positions given) or the chunked, memory-bounded one in `sgpo.objectives.chunked_head`.
 
 Shapes: N token positions, H hidden size, V vocabulary. `weight` is the LM head (V, H); logits are
 divided by the sampling `temperature`, so log-probs are those of the distribution that was sampled.
@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from sgpo.objectives.divergence import _upcast, token_divergence
 
 
-def head_logits(hidden: torch.Tensor, weight: torch.Tensor, temperature: float = 1.0, bias: torch.Tensor | None = None) -> torch.Tensor:
+def head_logits(
+    hidden: torch.Tensor, weight: torch.Tensor, temperature: float = 1.0, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """(N, H), (V, H) -> (N, V) logits / temperature (half precision upcast to float32)"""
     logits = _upcast(F.linear(hidden, weight, bias))
     return logits / temperature if temperature != 1.0 else logits

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sgpo.objectives import chunked_head, lm_head
 from sgpo.objectives.aggregation import LOSS_TYPE_TO_AGG_MODE, GlobalCounts, token_weights
 from sgpo.objectives.divergence import DIVERGENCES
 from sgpo.objectives.policy_loss import (
@@ -66,7 +67,7 @@ class LossConfig:
     head_chunk_size: int | None = None
 
     @classmethod
-    def from_args(cls, args) -> "LossConfig":
+    def from_args(cls, args) -> LossConfig:
         """The loss settings of an `SGPOConfig` (or anything with the same attribute names)."""
         names = {k: getattr(args, k) for k in cls.__dataclass_fields__ if k != "head" and hasattr(args, k)}
         return cls(head=getattr(args, "head_implementation", "chunked"), **names)
@@ -124,13 +125,9 @@ class LossOutputs:
 def head_functions(name: str) -> tuple[Callable, Callable]:
     """(sampled_logps, distill_terms) of an LM-head path; both share the plain path's signature."""
     if name == "plain":
-        from sgpo.objectives import lm_head
-
         return lm_head.sampled_logps, lm_head.distill_terms
     if name == "chunked":
-        from sgpo import kernels  # imported here: sgpo.kernels imports sgpo.objectives
-
-        return kernels.sampled_logps, kernels.distill_terms
+        return chunked_head.sampled_logps, chunked_head.distill_terms
     raise ValueError(f"unknown head_implementation {name!r}; known: chunked, plain")
 
 
@@ -164,7 +161,9 @@ def rl_term(x: LossInputs, cfg: LossConfig) -> tuple[Tensor, dict[str, tuple[flo
     off_tok = None if off is None else off[sel]
 
     def grad_factor(rows, lp):  # ∂L_RL/∂log π_θ(y_t), chunk by chunk (lets the chunked head finish ∂W early)
-        g = clipped_surrogate_grad(lp, lp if old_tok is None else old_tok[rows], adv_tok[rows], cfg.epsilon, cfg.epsilon_high, cfg.delta)
+        g = clipped_surrogate_grad(
+            lp, lp if old_tok is None else old_tok[rows], adv_tok[rows], cfg.epsilon, cfg.epsilon_high, cfg.delta
+        )
         if off_tok is not None:
             g = torch.where(off_tok[rows], shaped_off_policy_grad(lp, adv_tok[rows], cfg.policy_shaping_gamma), g)
         if ref_tok is not None:
@@ -221,7 +220,9 @@ def distill_term(x: LossInputs, cfg: LossConfig) -> tuple[Tensor, dict[str, tupl
             g = -w_tok[rows] * keep_mask(lp, torch.zeros_like(lp), rows)
             return g if cap is None else g * (-lp <= cap)
 
-        s_logp = sampled_logps(s_h, x.head_weight, targets, cfg.temperature, x.head_bias, **_head_kwargs(cfg), **_hint(cfg, nll_grad)).float()
+        s_logp = sampled_logps(
+            s_h, x.head_weight, targets, cfg.temperature, x.head_bias, **_head_kwargs(cfg), **_hint(cfg, nll_grad)
+        ).float()
         div, t_logp = -s_logp, torch.zeros_like(s_logp)
     else:
 

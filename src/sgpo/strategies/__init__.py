@@ -19,10 +19,10 @@ from sgpo.strategies.base import (
 )
 
 _LAZY = {
-    "extract_strategies": "sgpo.strategies.pipeline",
-    "ExtractionConfig": "sgpo.strategies.pipeline",
-    "ExtractionSummary": "sgpo.strategies.pipeline",
-    "InputColumns": "sgpo.strategies.pipeline",
+    "extract_strategies": "sgpo.strategies.extraction",
+    "ExtractionConfig": "sgpo.strategies.extraction",
+    "ExtractionSummary": "sgpo.strategies.extraction",
+    "InputColumns": "sgpo.strategies.extraction",
     "build_extractor": "sgpo.strategies.registry",
     "register_backend": "sgpo.strategies.registry",
     "LeakConfig": "sgpo.strategies.leak",

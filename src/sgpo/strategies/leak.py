@@ -35,6 +35,7 @@ from fractions import Fraction
 
 from sgpo.answers import extract_boxed
 from sgpo.strategies.base import Strategy, strategy_text
+from sgpo.verify import Verifier
 
 LEAK_REASONS = ("leak_boxed", "leak_gold_answer", "leak_response_answer", "leak_problem_numbers")
 
@@ -234,8 +235,6 @@ class LeakFilter:
     def _get_verifier(self):
         with self._lock:
             if self._verifier is None:
-                from sgpo.verify import Verifier
-
                 self._verifier = Verifier(num_workers=1, timeout=5.0)
             return self._verifier
 
@@ -244,7 +243,7 @@ class LeakFilter:
             self._verifier.close()
             self._verifier = None
 
-    def __enter__(self) -> "LeakFilter":
+    def __enter__(self) -> LeakFilter:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -87,9 +87,7 @@ def validate_strategy(obj: Any) -> Strategy:
     try:
         strategy = Strategy.model_validate(obj)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:5]
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:5])
         raise ExtractionError("schema", problems) from None
     approach, insight = strategy.approach.strip(), strategy.key_insight.strip()
     steps = [s.strip() for s in strategy.steps]

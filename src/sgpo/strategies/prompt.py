@@ -36,8 +36,7 @@ class ExtractionPrompt:
 
 
 _V1_SYSTEM = (
-    "You turn worked solutions into reusable problem-solving strategies. "
-    "You answer with a single JSON object and nothing else."
+    "You turn worked solutions into reusable problem-solving strategies. You answer with a single JSON object and nothing else."
 )
 
 _V1_USER = """Below are a problem and a worked solution of it. Describe the strategy the solution uses, so that it can guide someone solving similar problems.

@@ -27,10 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from sgpo.data import ColumnMap, DataError, load_rows, write_rows
-from sgpo.prompts import PromptFormat
+from sgpo.modeling import load_tokenizer
+from sgpo.prompts import PromptFormat, tokenize_prompts
+from sgpo.rollout import generate_completions
 from sgpo.sampling import SamplingConfig
-from sgpo.strategies.progress import RunProgress
+from sgpo.strategies.run_progress import RunProgress
 from sgpo.strategies.store import ResultStore, content_hash
+from sgpo.verify import Verifier
 
 
 def strategy_score(guided_correct: Sequence[float], auto_correct: Sequence[float]) -> float:
@@ -115,7 +118,9 @@ class _Group:
     candidates: list[int]  # row indices with a usable, distinct strategy (at most max_candidates)
 
 
-def group_candidates(rows: list[dict[str, Any]], columns: ColumnMap, group_by: str, max_candidates: int, name: str) -> list[_Group]:
+def group_candidates(
+    rows: list[dict[str, Any]], columns: ColumnMap, group_by: str, max_candidates: int, name: str
+) -> list[_Group]:
     """Problems in first-appearance order with their candidate rows. Rows whose `status` is present and
     not "ok", or whose strategy is missing / empty, are not candidates. Raises `DataError` for rows
     without problem / answer and for a problem given two different answers."""
@@ -130,7 +135,9 @@ def group_candidates(rows: list[dict[str, Any]], columns: ColumnMap, group_by: s
         if g is None:
             g = groups[gkey] = _Group(gkey, [], str(row[columns.problem]), answer, [])
         elif answer != g.answer:
-            raise DataError(f"{name}: row {i}: answer {answer!r} differs from {g.answer!r} given for the same problem in row {g.rows[0]}")
+            raise DataError(
+                f"{name}: row {i}: answer {answer!r} differs from {g.answer!r} given for the same problem in row {g.rows[0]}"
+            )
         g.rows.append(i)
         strategy = row.get(columns.strategy)
         usable = isinstance(strategy, str) and strategy.strip() and row.get("status", "ok") == "ok"
@@ -143,6 +150,107 @@ def _model_id(model: Any) -> str:
     if isinstance(model, (str, os.PathLike)):
         return str(model)
     return str(getattr(getattr(model, "config", None), "_name_or_path", type(model).__name__))
+
+
+def _load_policy(model: Any, tokenizer: Any, device: str | None) -> tuple[Any, Any]:
+    """(model, tokenizer) from a path / hub id or loaded objects; a tokenizer without a pad token pads with EOS."""
+    if isinstance(model, (str, os.PathLike)):
+        from transformers import AutoModelForCausalLM
+
+        tokenizer = tokenizer or load_tokenizer(str(model))
+        model = AutoModelForCausalLM.from_pretrained(str(model))
+    if tokenizer is None:
+        raise ValueError("a tokenizer is needed when the model is given as an object")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if device is not None:
+        model = model.to(device)
+    return model, tokenizer
+
+
+def _sample_outcomes(
+    g: _Group, missing: list[str | None], keys: dict[str | None, str], model, tokenizer, verifier, config: ScoringConfig
+) -> dict[str, dict[str, Any]]:
+    """{cache key: {"correct", "timed_out"}} of `sampling.k` rollouts of problem `g` with each strategy
+    of `missing` (None: autonomous), seeded by the problem (and `sampling.seed`)."""
+    import torch
+
+    sampling, prompt_format = config.sampling, config.prompt_format
+    texts = [prompt_format.render(tokenizer, g.problem, s) for s in missing for _ in range(sampling.k)]
+    names = [f"{g.key!r}{' guided' if s else ' autonomous'}" for s in missing for _ in range(sampling.k)]
+    ids = tokenize_prompts(
+        tokenizer,
+        texts,
+        max_length=config.max_prompt_length,
+        row_names=names,
+        add_special_tokens=not prompt_format.applies_chat_template(tokenizer),
+    )
+    torch.manual_seed((int(keys[None][:8], 16) + (sampling.seed or 0)) % (2**31))
+    gen = generate_completions(
+        model,
+        tokenizer,
+        ids,
+        max_new_tokens=sampling.max_new_tokens,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        batch_size=config.batch_size,
+    )
+    checks = verifier.check(gen.texts, [g.answer] * len(gen.texts))
+    new = {}
+    for j, s in enumerate(missing):
+        part = checks[j * sampling.k : (j + 1) * sampling.k]
+        new[keys[s]] = {"correct": [c.correct for c in part], "timed_out": sum(c.timed_out for c in part)}
+    return new
+
+
+def _outcomes(
+    g: _Group, keys: dict[str | None, str], store: ResultStore, model, tokenizer, verifier, config: ScoringConfig
+) -> tuple[dict[str, dict[str, Any]], int, int]:
+    """(outcomes by cache key, how many came from the cache, rollouts sampled) of problem `g` with each
+    strategy of `keys` (None: autonomous): the cached ones read, the others sampled and cached."""
+    have = store.get_many(keys.values())
+    cached = sum(1 for k in keys.values() if k in have)
+    missing = [s for s, k in keys.items() if k not in have]
+    if not missing:
+        return have, cached, 0
+    new = _sample_outcomes(g, missing, keys, model, tokenizer, verifier, config)
+    store.put_many(new)
+    have.update(new)
+    return have, cached, len(missing) * config.sampling.k
+
+
+def _choose(
+    g: _Group,
+    rows: list[dict[str, Any]],
+    strategies: list[str],
+    auto: list[bool],
+    guided: list[list[bool]],
+    config: ScoringConfig,
+) -> tuple[dict[str, Any], list[dict[str, Any]], float, bool]:
+    """(the problem's output row, its candidate rows, the best score, whether the best is kept) from the
+    autonomous and guided outcomes of its candidate `strategies`."""
+    scores = [strategy_score(c, auto) for c in guided]
+    b = best_index(scores)
+    base = dict(rows[g.candidates[b]])
+    auto_acc = sum(auto) / len(auto)
+    keep = config.min_score is None or scores[b] >= config.min_score
+    base.update(
+        strategy=strategies[b] if keep else None,
+        strategy_score=scores[b],
+        guided_accuracy=sum(guided[b]) / len(guided[b]),
+        auto_accuracy=auto_acc,
+    )
+    candidates = [
+        {
+            **rows[i],
+            "strategy_score": sc,
+            "guided_accuracy": sum(c) / len(c),
+            "auto_accuracy": auto_acc,
+            "chosen": i == g.candidates[b],
+        }
+        for i, c, sc in zip(g.candidates, guided, scores)
+    ]
+    return base, candidates, scores[b], keep
 
 
 def score_strategies(
@@ -160,43 +268,21 @@ def score_strategies(
 ) -> ScoringSummary:
     """Score candidate strategies with a policy (a path / hub id, or a loaded model + tokenizer) under
     `config`; write one row per problem to `output` (and every candidate to `candidates_output`)."""
-    import torch
-
-    from sgpo.prompts import tokenize_prompts
-    from sgpo.rollout import generate_completions
-    from sgpo.verify import Verifier
-
     start = time.monotonic()
     rows, name = load_rows(input)
     if not rows:
         raise DataError(f"{name}: no rows to score")
     output = Path(output)
-    columns, sampling, prompt_format = config.columns, config.sampling, config.prompt_format
+    columns, sampling = config.columns, config.sampling
     groups = group_candidates(rows, columns, config.group_by, config.max_candidates, name)
     model_id = _model_id(model)
-    if isinstance(model, (str, os.PathLike)):
-        from transformers import AutoModelForCausalLM
-
-        from sgpo.modeling import load_tokenizer
-
-        tokenizer = tokenizer or load_tokenizer(str(model))
-        model = AutoModelForCausalLM.from_pretrained(str(model))
-    if tokenizer is None:
-        raise ValueError("a tokenizer is needed when the model is given as an object")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if device is not None:
-        model = model.to(device)
+    model, tokenizer = _load_policy(model, tokenizer, device)
     owns_verifier = verifier is None
     verifier = verifier or Verifier()
     cache_path = Path(cache) if cache is not None else Path(str(output) + ".cache.sqlite")
     store = ResultStore(cache_path, table="scores")
-    fmt = asdict(prompt_format)
-    sampling_key = asdict(sampling)  # {k, temperature, top_p, max_new_tokens, seed}: the key of earlier versions
-
-    def key_of(g: _Group, strategy: str | None) -> str:
-        return content_hash("sgpo-score-v1", model_id, fmt, sampling_key, g.problem, g.answer, strategy)
-
+    # the key of every cached outcome: model, prompt format, sampling {k, temperature, top_p, max_new_tokens, seed}
+    key_parts = ("sgpo-score-v1", model_id, asdict(config.prompt_format), asdict(sampling))
     bar = RunProgress(len(groups), label="score", enabled=progress)
     out_rows: list[dict[str, Any]] = []
     cand_rows: list[dict[str, Any]] = []
@@ -206,55 +292,21 @@ def score_strategies(
     try:
         for g in groups:
             strategies = [rows[i][columns.strategy] for i in g.candidates]
-            keys = {None: key_of(g, None), **{s: key_of(g, s) for s in strategies}} if strategies else {}
-            have = store.get_many(keys.values())
-            from_cache += sum(1 for k in keys.values() if k in have)
-            missing = [s for s, k in keys.items() if k not in have]
-            if missing:
-                texts = [prompt_format.render(tokenizer, g.problem, s) for s in missing for _ in range(sampling.k)]
-                names = [f"{g.key!r}{' guided' if s else ' autonomous'}" for s in missing for _ in range(sampling.k)]
-                ids = tokenize_prompts(tokenizer, texts, max_length=config.max_prompt_length, row_names=names,
-                                       add_special_tokens=not prompt_format.applies_chat_template(tokenizer))
-                torch.manual_seed((int(keys[None][:8], 16) + (sampling.seed or 0)) % (2**31))
-                gen = generate_completions(
-                    model,
-                    tokenizer,
-                    ids,
-                    max_new_tokens=sampling.max_new_tokens,
-                    temperature=sampling.temperature,
-                    top_p=sampling.top_p,
-                    batch_size=config.batch_size,
-                )
-                checks = verifier.check(gen.texts, [g.answer] * len(gen.texts))
-                n_rollouts += len(checks)
-                new = {}
-                for j, s in enumerate(missing):
-                    part = checks[j * sampling.k : (j + 1) * sampling.k]
-                    new[keys[s]] = {"correct": [c.correct for c in part], "timed_out": sum(c.timed_out for c in part)}
-                store.put_many(new)
-                have.update(new)
-            base = dict(rows[g.candidates[0]] if g.candidates else rows[g.rows[0]])
+            keys = {s: content_hash(*key_parts, g.problem, g.answer, s) for s in [None, *strategies]} if strategies else {}
+            have, cached, sampled = _outcomes(g, keys, store, model, tokenizer, verifier, config)
+            from_cache, n_rollouts = from_cache + cached, n_rollouts + sampled
             if strategies:
                 auto = have[keys[None]]["correct"]
-                guided = [have[keys[s]]["correct"] for s in strategies]
-                scores = [strategy_score(c, auto) for c in guided]
-                b = best_index(scores)
-                base = dict(rows[g.candidates[b]])
-                auto_acc = sum(auto) / len(auto)
-                autos.append(auto_acc)
-                bests.append(scores[b])
-                n_scored += len(strategies)
-                keep = config.min_score is None or scores[b] >= config.min_score
-                kept += int(keep)
-                base.update(
-                    strategy=strategies[b] if keep else None,
-                    strategy_score=scores[b],
-                    guided_accuracy=sum(guided[b]) / len(guided[b]),
-                    auto_accuracy=auto_acc,
+                base, candidates, best, keep = _choose(
+                    g, rows, strategies, auto, [have[keys[s]]["correct"] for s in strategies], config
                 )
-                for i, s, c, sc in zip(g.candidates, strategies, guided, scores):
-                    cand_rows.append({**rows[i], "strategy_score": sc, "guided_accuracy": sum(c) / len(c), "auto_accuracy": auto_acc, "chosen": i == g.candidates[b]})
+                autos.append(base["auto_accuracy"])
+                bests.append(best)
+                n_scored += len(strategies)
+                kept += int(keep)
+                cand_rows += candidates
             else:
+                base = dict(rows[g.candidates[0]] if g.candidates else rows[g.rows[0]])
                 base.update(strategy=None, strategy_score=None, guided_accuracy=None, auto_accuracy=None)
             base.update(num_candidates=len(strategies), scoring_k=sampling.k, scoring_model=model_id)
             out_rows.append(base)

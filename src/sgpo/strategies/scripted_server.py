@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Union
+from typing import Any
 
 DEFAULT_STRATEGY_JSON = json.dumps(
     {
@@ -61,7 +61,7 @@ class Drop:
     delay: float = 0.0
 
 
-Action = Union[Reply, Fail, Drop]
+Action = Reply | Fail | Drop
 
 
 @dataclass
@@ -109,7 +109,7 @@ class ScriptedServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> "ScriptedServer":
+    def start(self) -> ScriptedServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-server", daemon=True)
         self._thread.start()
         return self
@@ -118,7 +118,7 @@ class ScriptedServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def __enter__(self) -> "ScriptedServer":
+    def __enter__(self) -> ScriptedServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -11,7 +11,9 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from sgpo.evaluation.harness import EvalConfig, evaluate_records
 from sgpo.prompts import PromptFormat
+from sgpo.sampling import SamplingConfig
 from sgpo.verify import Verifier
 from sgpo.world.prompt import WORLD_PROMPT_FORMAT
 
@@ -42,8 +44,6 @@ def heldout_accuracy(
     harness (`sgpo.evaluation.evaluate_records`). Guided prompts carry the record's `strategy`; every
     record must have one. `on_progress(done, total)` is called after each mode (total = len(modes) x records).
     """
-    from sgpo.evaluation.harness import EvalConfig, evaluate_records
-    from sgpo.sampling import SamplingConfig
 
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
@@ -53,8 +53,12 @@ def heldout_accuracy(
         raise ValueError(f"{len(missing)} record(s) have no strategy for the guided evaluation, e.g. id {missing[0]!r}")
     correct: dict[str, list[bool]] = {}
     for j, mode in enumerate(modes):
-        config = EvalConfig(SamplingConfig(k=1, temperature=temperature, max_new_tokens=max_new_tokens),
-                            guided=mode == "guided", prompt_format=prompt_format, batch_size=batch_size)
+        config = EvalConfig(
+            SamplingConfig(k=1, temperature=temperature, max_new_tokens=max_new_tokens),
+            guided=mode == "guided",
+            prompt_format=prompt_format,
+            batch_size=batch_size,
+        )
         result = evaluate_records(model, tokenizer, list(records), config, verifier=verifier)
         correct[mode] = [bool(s["correct"]) for s in result.samples]
         if on_progress is not None:

@@ -4,10 +4,10 @@
 
 Every method starts from the same warm-up checkpoint and trains on the same problems with the same
 optimizer steps, problems per step and completions per problem (`TrainSettings`); only the method
-differs (`METHODS`: SFT on the oracle responses, GRPO, LUFFY, SGPO and four SGPO ablations, each a
-configuration of the trainer: docs/algorithm.md, "Baselines and ablations"; and SGPO on two
-training-data variants where half the problems have no strong response, `sgpo.world.train_data`:
-docs/strategy-library.md). The protocol:
+differs (`sgpo.world.methods.METHODS`: SFT on the oracle responses, GRPO, LUFFY, SGPO and four SGPO
+ablations, each a configuration of the trainer: docs/algorithm.md, "Baselines and ablations"; and
+SGPO on two training-data variants where half the problems have no strong response,
+`sgpo.world.train_data`: docs/strategy-library.md). The protocol:
 
 1. the world (with a `validation` split apart from the `heldout` test split) and the warm-up, built
    once by the demo's pipeline (`sgpo.world.pipeline.run_pipeline`) in `setup/`: the warm-up is
@@ -46,53 +46,22 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from sgpo.data import read_rows, write_json
+from sgpo.checkpoints import OutputDirError
+from sgpo.data import atomic_dir, read_rows, write_json
+from sgpo.evaluation.report import read_metrics
+from sgpo.world.evaluate import heldout_accuracy
+from sgpo.world.experiment_results import selectivity, write_outputs
+from sgpo.world.generate import SPLITS, WorldSpec
+from sgpo.world.methods import DEFAULT_METHODS, METHODS, REFERENCE, RUN_FILE, method_config_kwargs, run_dir
+from sgpo.world.model import load_model, save_model
+from sgpo.world.pipeline import run_pipeline, train_rl
+from sgpo.world.progress import StageProgress
+from sgpo.world.settings import TrainSettings, WorldRunConfig, make_config
 from sgpo.world.train_data import variant_file, write_variants
-from sgpo.world.pipeline import (
-    OutputDirError,
-    TrainSettings,
-    WorldRunConfig,
-    atomic_dir,
-    make_config,
-    run_in_workers,
-    run_pipeline,
-    set_determinism,
-    train_rl,
-)
+from sgpo.world.warmup import WarmupConfig, warmup
+from sgpo.world.workers import run_in_workers, set_determinism
 
 EXPERIMENT_FILE = "experiment.json"
-RUN_FILE = "run.json"
-
-
-@dataclass(frozen=True)
-class Method:
-    """One method of the comparison: the trainer's `base` configuration ("sft", "grpo", "luffy",
-    "sgpo": `TrainSettings.sgpo_config_kwargs`) with `overrides` of `SGPOConfig` fields on top,
-    trained on the training-data variant `data` (`sgpo.world.train_data.VARIANTS`)."""
-
-    name: str
-    base: str
-    overrides: Mapping[str, Any] = field(default_factory=dict)
-    label: str = ""
-    data: str = "own"
-
-
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("sft", "sft", label="SFT on the oracle responses"),
-    Method("grpo", "grpo", label="GRPO"),
-    Method("luffy", "luffy", label="LUFFY (mixed-policy GRPO)"),
-    Method("sgpo", "sgpo", label="SGPO"),
-    Method("sgpo_imitation", "sgpo", {"distill_divergence": "imitation"}, "SGPO, trajectory imitation instead of the KL"),
-    Method("sgpo_reverse_kl", "sgpo", {"distill_divergence": "reverse_kl"}, "SGPO, reverse KL"),
-    Method("sgpo_constant_weight", "sgpo", {"instance_weighting": "constant"}, "SGPO, constant instance weight"),
-    Method("sgpo_no_proximal", "sgpo", {"distill_proximal": False}, "SGPO, no proximal mask"),
-    # the strategy library (docs/strategy-library.md): half the training problems without a strong response
-    Method("sgpo_half", "sgpo", label="SGPO, own strategies for half, RL only for the other half", data="half"),
-    Method("sgpo_half_retrieved", "sgpo", label="SGPO, own strategies for half, retrieved for the other half",
-           data="half_retrieved"),
-)}  # fmt: skip
-DEFAULT_METHODS = tuple(m for m in METHODS if METHODS[m].data == "own")  # experiments/strategy_world.yaml's
-REFERENCE = "sgpo"  # by default, the bootstrap intervals are of this method minus each other one
 
 
 @dataclass(frozen=True)
@@ -110,8 +79,14 @@ class ExperimentConfig:
     processes: int = 2  # runs at a time, one single-threaded process each
 
     def to_dict(self) -> dict[str, Any]:  # without an empty `compare`, as experiment.json was before it existed
-        return {"setup": self.setup.to_dict(), **{f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-                                                  for f in fields(self) if f.name != "setup" and (f.name != "compare" or self.compare)}}
+        return {
+            "setup": self.setup.to_dict(),
+            **{
+                f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+                for f in fields(self)
+                if f.name != "setup" and (f.name != "compare" or self.compare)
+            },
+        }
 
     def references(self) -> dict[str, str]:
         """{method: reference}: the intervals are of reference minus method."""
@@ -125,130 +100,161 @@ class ConfigError(ValueError):
     """A mistake in the experiment's YAML file: one line naming the file and the field."""
 
 
-TOP_KEYS = ("setting", "seed", "world", "train", "learning_rates", "seeds", "methods", "selectivity_rows",
-            "bootstrap_samples", "processes", "compare", "quick")
+TOP_KEYS = (
+    "setting",
+    "seed",
+    "world",
+    "train",
+    "learning_rates",
+    "seeds",
+    "methods",
+    "selectivity_rows",
+    "bootstrap_samples",
+    "processes",
+    "compare",
+    "quick",
+)
 TRAIN_KEYS = tuple(f.name for f in fields(TrainSettings) if f.name not in ("learning_rate", "seed"))
+
+
+class _Fields:
+    """Checks of the values of one experiment file, each error one line naming the file and the field."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def keys(self, d: Any, known: Sequence[str], section: str) -> dict:
+        if not isinstance(d, dict):
+            raise ConfigError(f"{self.where}: {section} must be a mapping")
+        unknown = [k for k in d if k not in known]
+        if unknown:
+            raise ConfigError(f"{self.where}: {section}: unknown key {unknown[0]!r}; keys: {', '.join(known)}")
+        return d
+
+    def number(self, value: Any, name: str, kind=float, minimum: float | None = None) -> Any:
+        try:
+            if isinstance(value, bool) or (kind is int and not isinstance(value, int)):
+                raise ValueError
+            out = kind(value)  # a YAML 1e-5 (no dot) is a string: float() reads it
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{self.where}: {name} must be a{'n integer' if kind is int else ' number'}, got {value!r}"
+            ) from None
+        if minimum is not None and not out >= minimum or (kind is float and not math.isfinite(out)):
+            raise ConfigError(f"{self.where}: {name} must be >= {minimum}, got {value!r}")
+        return out
+
+    def train_value(self, default: Any, key: str, value: Any) -> Any:
+        """`value` of the type of the field's `default`: str, int or float."""
+        if isinstance(default, str):
+            if not isinstance(value, str):
+                raise ConfigError(f"{self.where}: train.{key} must be a string, got {value!r}")
+            return value
+        return self.number(value, f"train.{key}", type(default), 0)
+
+
+def _read_yaml(path: Path, quick: bool, seeds: int | None, f: _Fields) -> dict[str, Any]:
+    """The file's top-level mapping, checked, with its `quick:` section and `seeds` applied."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{f.where}: cannot read it ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{f.where}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{f.where}: must be a mapping of the keys {', '.join(TOP_KEYS)}")
+    f.keys(raw, TOP_KEYS, "top level")
+    if quick:
+        over = f.keys(raw.get("quick") or {}, [k for k in TOP_KEYS if k != "quick"], "quick")
+        raw = {**raw, **over}
+    if seeds is not None:
+        raw["seeds"] = seeds
+    return raw
+
+
+def _methods(raw: dict[str, Any], f: _Fields) -> tuple[list[str], dict[str, str]]:
+    """(methods, compare): the compared methods and each one's bootstrap reference, checked."""
+    methods = raw.get("methods", list(DEFAULT_METHODS))
+    if not isinstance(methods, list) or not methods:
+        raise ConfigError(f"{f.where}: methods must be a non-empty list; methods: {', '.join(METHODS)}")
+    for i, m in enumerate(methods):
+        if m not in METHODS:
+            raise ConfigError(f"{f.where}: methods[{i}]: unknown method {m!r}; methods: {', '.join(METHODS)}")
+    compare = f.keys(raw.get("compare") or {}, methods, "compare")
+    for m, ref in compare.items():
+        if ref not in methods or ref == m:
+            raise ConfigError(f"{f.where}: compare.{m}: the reference must be another of the methods, got {ref!r}")
+    if not compare and REFERENCE not in methods:
+        raise ConfigError(
+            f"{f.where}: methods must include {REFERENCE!r} (the intervals are of SGPO minus each other method), "
+            "or compare must name each method's reference"
+        )
+    return methods, compare
 
 
 def load_config(path: str | Path, *, quick: bool = False, seeds: int | None = None) -> ExperimentConfig:
     """The experiment of the YAML file at `path` (experiments/strategy_world.yaml documents the keys,
     experiments/strategy_library.yaml the `compare` map of bootstrap references);
     with `quick`, its `quick:` section's keys replace the top-level ones; `seeds` replaces `seeds`."""
-    import yaml
-
     path = Path(path)
-    where = str(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read it ({exc.strerror or exc})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: must be a mapping of the keys {', '.join(TOP_KEYS)}")
-
-    def check_keys(d: Any, known: Sequence[str], section: str) -> dict:
-        if not isinstance(d, dict):
-            raise ConfigError(f"{where}: {section} must be a mapping")
-        unknown = [k for k in d if k not in known]
-        if unknown:
-            raise ConfigError(f"{where}: {section}: unknown key {unknown[0]!r}; keys: {', '.join(known)}")
-        return d
-
-    check_keys(raw, TOP_KEYS, "top level")
-    if quick:
-        over = check_keys(raw.get("quick") or {}, [k for k in TOP_KEYS if k != "quick"], "quick")
-        raw = {**raw, **over}
-    if seeds is not None:
-        raw["seeds"] = seeds
-
-    def number(value: Any, name: str, kind=float, minimum: float | None = None) -> Any:
-        try:
-            if isinstance(value, bool) or (kind is int and not isinstance(value, int)):
-                raise ValueError
-            out = kind(value)  # a YAML 1e-5 (no dot) is a string: float() reads it
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: {name} must be a{'n integer' if kind is int else ' number'}, got {value!r}") from None
-        if minimum is not None and not out >= minimum or (kind is float and not math.isfinite(out)):
-            raise ConfigError(f"{where}: {name} must be >= {minimum}, got {value!r}")
-        return out
-
+    f = _Fields(str(path))
+    raw = _read_yaml(path, quick, seeds, f)
     setting = raw.get("setting", "full")
     if setting not in ("full", "quick"):
-        raise ConfigError(f"{where}: setting must be 'full' (the demo's model and warm-up) or 'quick', got {setting!r}")
-    seed = number(raw.get("seed", 0), "seed", int, 0)
+        raise ConfigError(f"{f.where}: setting must be 'full' (the demo's model and warm-up) or 'quick', got {setting!r}")
+    seed = f.number(raw.get("seed", 0), "seed", int, 0)
     base = make_config(seed, quick=setting == "quick")
-    from sgpo.world.generate import SPLITS, WorldSpec
-
-    world = check_keys(raw.get("world", dict(base.world.per_family)), SPLITS, "world")
-    world = {k: number(v, f"world.{k}", int, 1) for k, v in world.items()}
+    world = f.keys(raw.get("world", dict(base.world.per_family)), SPLITS, "world")
+    world = {k: f.number(v, f"world.{k}", int, 1) for k, v in world.items()}
     missing = [s for s in SPLITS if s not in world]
     if missing:
-        raise ConfigError(f"{where}: world: needs a number of problems per family for every split; missing {missing[0]!r}")
-    train = check_keys(raw.get("train") or {}, TRAIN_KEYS, "train")
-
-    def train_value(key: str, value: Any) -> Any:  # of the type of the field's default: str, int or float
-        default = getattr(base.train, key)
-        if isinstance(default, str):
-            if not isinstance(value, str):
-                raise ConfigError(f"{where}: train.{key} must be a string, got {value!r}")
-            return value
-        return number(value, f"train.{key}", type(default), 0)
-
-    train = {k: train_value(k, v) for k, v in train.items()}
+        raise ConfigError(f"{f.where}: world: needs a number of problems per family for every split; missing {missing[0]!r}")
+    train = f.keys(raw.get("train") or {}, TRAIN_KEYS, "train")
+    train = {k: f.train_value(getattr(base.train, k), k, v) for k, v in train.items()}
     lrs = raw.get("learning_rates", list(ExperimentConfig.learning_rates))
     if not isinstance(lrs, list) or not lrs:
-        raise ConfigError(f"{where}: learning_rates must be a non-empty list of numbers")
-    lrs = tuple(number(v, f"learning_rates[{i}]", float, 0) for i, v in enumerate(lrs))
+        raise ConfigError(f"{f.where}: learning_rates must be a non-empty list of numbers")
+    lrs = tuple(f.number(v, f"learning_rates[{i}]", float, 0) for i, v in enumerate(lrs))
     if len(set(lrs)) != len(lrs) or min(lrs) <= 0:
-        raise ConfigError(f"{where}: learning_rates must be distinct positive numbers, got {list(lrs)}")
-    methods = raw.get("methods", list(DEFAULT_METHODS))
-    if not isinstance(methods, list) or not methods:
-        raise ConfigError(f"{where}: methods must be a non-empty list; methods: {', '.join(METHODS)}")
-    for i, m in enumerate(methods):
-        if m not in METHODS:
-            raise ConfigError(f"{where}: methods[{i}]: unknown method {m!r}; methods: {', '.join(METHODS)}")
-    compare = check_keys(raw.get("compare") or {}, methods, "compare")
-    for m, ref in compare.items():
-        if ref not in methods or ref == m:
-            raise ConfigError(f"{where}: compare.{m}: the reference must be another of the methods, got {ref!r}")
-    if not compare and REFERENCE not in methods:
-        raise ConfigError(f"{where}: methods must include {REFERENCE!r} (the intervals are of SGPO minus each other method), "
-                          "or compare must name each method's reference")
+        raise ConfigError(f"{f.where}: learning_rates must be distinct positive numbers, got {list(lrs)}")
+    methods, compare = _methods(raw, f)
     setup = replace(base, world=WorldSpec(per_family=world), train=replace(base.train, seed=0, **train))
     return ExperimentConfig(
-        setup=setup, learning_rates=lrs, seeds=number(raw.get("seeds", 3), "seeds", int, 1),
-        methods=tuple(methods), compare=compare, selectivity_rows=number(raw.get("selectivity_rows", 60), "selectivity_rows", int, 1),
-        bootstrap_samples=number(raw.get("bootstrap_samples", 2000), "bootstrap_samples", int, 1),
-        processes=number(raw.get("processes", 2), "processes", int, 1),
+        setup=setup,
+        learning_rates=lrs,
+        seeds=f.number(raw.get("seeds", 3), "seeds", int, 1),
+        methods=tuple(methods),
+        compare=compare,
+        selectivity_rows=f.number(raw.get("selectivity_rows", 60), "selectivity_rows", int, 1),
+        bootstrap_samples=f.number(raw.get("bootstrap_samples", 2000), "bootstrap_samples", int, 1),
+        processes=f.number(raw.get("processes", 2), "processes", int, 1),
     )
 
 
 # -- one run ----------------------------------------------------------------------------------------
-def run_dir(out: Path, method: str, lr: float, seed: int) -> Path:
-    return out / "runs" / method / f"lr={lr:g},seed={seed}"
-
-
-def method_config_kwargs(method: str, settings: TrainSettings) -> dict[str, Any]:
-    """`SGPOConfig` fields of an RL method's run under `settings`."""
-    m = METHODS[method]
-    return {**settings.sgpo_config_kwargs(m.base), **m.overrides}
-
-
-def train_sft(start: Path, train_rows: Sequence[Mapping[str, Any]], dest: Path, settings: TrainSettings, advance=lambda done: None) -> None:
+def train_sft(
+    start: Path, train_rows: Sequence[Mapping[str, Any]], dest: Path, settings: TrainSettings, advance=lambda done: None
+) -> None:
     """SFT baseline: supervised training on the oracle (strong) responses of the training problems,
     autonomous prompts, from the model in `start` into `dest`. The world warm-up's loop
     (`sgpo.world.warmup.warmup`) with every example autonomous, the same optimizer steps, problems per
     step (one oracle response each), seed and constant learning rate as an RL run, no weight decay.
     Writes `dest/metrics.jsonl` ({"step", "loss"} per step) like the trainer's."""
-    from sgpo.world.model import load_model, save_model
-    from sgpo.world.warmup import WarmupConfig, warmup
-
     model, tokenizer = load_model(start)
     cfg = WarmupConfig(
-        steps=settings.max_steps, batch_size=settings.problems_per_step, guided_fraction=0.0, swap_fraction=0.0,
-        auto_families=tuple(sorted({r["family"] for r in train_rows})), learning_rate=settings.learning_rate,
-        warmup_steps=0, min_lr_ratio=1.0, weight_decay=0.0, save_every=settings.max_steps, seed=settings.seed,
+        steps=settings.max_steps,
+        batch_size=settings.problems_per_step,
+        guided_fraction=0.0,
+        swap_fraction=0.0,
+        auto_families=tuple(sorted({r["family"] for r in train_rows})),
+        learning_rate=settings.learning_rate,
+        warmup_steps=0,
+        min_lr_ratio=1.0,
+        weight_decay=0.0,
+        save_every=settings.max_steps,
+        seed=settings.seed,
     )
     losses = warmup(model, tokenizer, train_rows, cfg, on_step=lambda step, _: advance(step))
     save_model(model, tokenizer, dest)
@@ -262,10 +268,6 @@ def run_one(exp: ExperimentConfig, out: Path, method: str, lr: float, seed: int,
     final = run_dir(out, method, lr, seed)
     if (final / RUN_FILE).exists():
         return json.loads((final / RUN_FILE).read_text())
-    from sgpo.evaluation.report import read_metrics
-    from sgpo.world.evaluate import heldout_accuracy
-    from sgpo.world.model import load_model
-
     set_determinism(seed, exp.setup.threads)
     setup = out / "setup"
     settings = exp.run_settings(lr, seed)
@@ -291,12 +293,18 @@ def run_one(exp: ExperimentConfig, out: Path, method: str, lr: float, seed: int,
         logs, _ = read_metrics(tmp / "metrics.jsonl")
         steps = [r for r in logs if "loss" in r and "train_runtime" not in r]
         result.update(
-            method=method, learning_rate=lr, seed=seed, validation=validation, test=test,
-            steps=len(steps), generated_tokens=int(sum(r.get("tokens/generated", 0) for r in steps)),
+            method=method,
+            learning_rate=lr,
+            seed=seed,
+            validation=validation,
+            test=test,
+            steps=len(steps),
+            generated_tokens=int(sum(r.get("tokens/generated", 0) for r in steps)),
             zero_gradient_steps=sum(1 for r in steps if r.get("grad_norm") == 0.0),
             wall_seconds={"train": round(train_s, 2), "evaluate": round(time.perf_counter() - t0, 2)},
             train_file=str(train_file.relative_to(out)),
-            config=asdict(settings) | ({} if METHODS[method].base == "sft" else {"sgpo_config": method_config_kwargs(method, settings)}),
+            config=asdict(settings)
+            | ({} if METHODS[method].base == "sft" else {"sgpo_config": method_config_kwargs(method, settings)}),
         )
         write_json(tmp / RUN_FILE, result)
 
@@ -335,9 +343,6 @@ def choose_rate(runs: Sequence[Mapping[str, Any]]) -> float:
 def run_experiment(out: str | Path, exp: ExperimentConfig, *, overwrite: bool = False, progress=None) -> dict[str, Any]:
     """The whole protocol (module doc), resuming whatever an earlier call finished; writes the
     outputs (`sgpo.world.experiment_results.write_outputs`) and returns results.json's content."""
-    from sgpo.world.experiment_results import selectivity, write_outputs
-    from sgpo.world.progress import StageProgress
-
     out = prepare_experiment(out, exp, overwrite)
     progress = progress or StageProgress(enabled=False)
     started = time.perf_counter()

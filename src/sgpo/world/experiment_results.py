@@ -25,14 +25,23 @@ mean difference in test autonomous accuracy.
 
 from __future__ import annotations
 
+import json
 import statistics
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sgpo.data import read_rows, write_json
+import numpy as np
 
-RESULTS_FILE = "results.json"
+from sgpo.data import read_rows, write_json
+from sgpo.evaluation.report import read_metrics
+from sgpo.evaluation.selectivity import build_trajectories, critical_share, score_trajectories, summarize, top_mass_shares
+from sgpo.world.methods import METHODS, run_dir
+from sgpo.world.model import load_model
+from sgpo.world.prompt import WORLD_PROMPT_FORMAT
+from sgpo.world.results import RESULTS_FILE
+
 TABLE_FILE = "results.md"
 SELECTIVITY_FILE = "selectivity.json"
 
@@ -48,7 +57,6 @@ def paired_bootstrap(a, b, samples: int = 2000, seed: int = 0) -> dict[str, Any]
     """Mean of `a - b` and its 95% percentile-bootstrap interval. `a`, `b`: (S, P) per-seed,
     per-problem verdicts (0/1) of two methods, paired by seed and by problem; each bootstrap sample
     draws S seeds and P problems with replacement and averages `a - b` over the drawn grid."""
-    import numpy as np
 
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)  # (S, P)
     S, P = d.shape
@@ -78,13 +86,6 @@ def selectivity(out: Path, exp, chosen: Mapping[str, float]) -> dict[str, Any]:
     loss) on the strategy-critical tokens, against their share of the tokens (`sgpo.evaluation.
     selectivity`, as `sgpo selectivity`). Measured on the warm-up (where every run starts) and on
     the seed-0 runs of SGPO and of the imitation ablation. Kept in selectivity.json."""
-    import json
-
-    from sgpo.evaluation.selectivity import build_trajectories, critical_share, score_trajectories, summarize, top_mass_shares
-    from sgpo.world.experiment import run_dir
-    from sgpo.world.model import load_model
-    from sgpo.world.prompt import WORLD_PROMPT_FORMAT
-
     path = out / SELECTIVITY_FILE
     if path.exists():
         return json.loads(path.read_text())
@@ -100,10 +101,17 @@ def selectivity(out: Path, exp, chosen: Mapping[str, float]) -> dict[str, Any]:
         nll = [-v for t in trajs for v in t.student_logp]
         critical = [c for t in trajs for c in t.critical]
         result[name] = {
-            "tokens": summary["tokens"], "forward_kl": {**summary["critical"], "top_mass_share": summary["top_mass_share"],
-                                                       "mean_per_token": summary["kl_mean_per_token"]},
-            "imitation_nll": {**critical_share(nll, critical), "top_mass_share": top_mass_shares(nll),
-                              "mean_per_token": sum(nll) / len(nll) if nll else None},
+            "tokens": summary["tokens"],
+            "forward_kl": {
+                **summary["critical"],
+                "top_mass_share": summary["top_mass_share"],
+                "mean_per_token": summary["kl_mean_per_token"],
+            },
+            "imitation_nll": {
+                **critical_share(nll, critical),
+                "top_mass_share": top_mass_shares(nll),
+                "mean_per_token": sum(nll) / len(nll) if nll else None,
+            },
         }
         for v in (result[name]["forward_kl"], result[name]["imitation_nll"]):
             v["mass_share"] = v.pop("kl_mass_share")
@@ -116,8 +124,6 @@ def instance_weight_series(folders: Sequence[Path]) -> dict[str, Any]:
     """Mean instance weight and autonomous accuracy of the rollouts per optimizer step (means over
     the runs in `folders`, from their metrics.jsonl), every (weight, accuracy) pair of a (run, step),
     and their correlation over those pairs."""
-    from sgpo.evaluation.report import read_metrics
-
     per_run = []
     for f in folders:
         logs = [r for r in read_metrics(f / "metrics.jsonl")[0] if "distill/weight_mean" in r and "accuracy/auto" in r]
@@ -126,15 +132,18 @@ def instance_weight_series(folders: Sequence[Path]) -> dict[str, Any]:
     weight = [statistics.fmean(r[s][0] for r in per_run) for s in steps]
     acc = [statistics.fmean(r[s][1] for r in per_run) for s in steps]
     pairs = [v for r in per_run for v in r.values()]
-    return {"steps": steps, "weight_mean": weight, "accuracy_auto": acc, "runs": len(per_run),
-            "pairs": [list(v) for v in pairs], "correlation": pearson([w for w, _ in pairs], [a for _, a in pairs])}
+    return {
+        "steps": steps,
+        "weight_mean": weight,
+        "accuracy_auto": acc,
+        "runs": len(per_run),
+        "pairs": [list(v) for v in pairs],
+        "correlation": pearson([w for w, _ in pairs], [a for _, a in pairs]),
+    }
 
 
 def summarize_runs(exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, float]) -> dict[str, Any]:
     """results.json's `methods`, `comparisons` and `tuning_per_family` from the runs' run.json."""
-    import numpy as np
-
-    from sgpo.world.experiment import METHODS
 
     def final(m: str) -> list[Mapping[str, Any]]:
         got = sorted((r for r in runs if r["method"] == m and r["learning_rate"] == chosen[m]), key=lambda r: r["seed"])
@@ -148,7 +157,9 @@ def summarize_runs(exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, 
         methods[m] = {
             "label": METHODS[m].label,
             "chosen_learning_rate": chosen[m],
-            "validation_auto": {f"{r['learning_rate']:g}": r["validation"]["auto"] for r in runs if r["method"] == m and r["seed"] == 0},
+            "validation_auto": {
+                f"{r['learning_rate']:g}": r["validation"]["auto"] for r in runs if r["method"] == m and r["seed"] == 0
+            },
             "test_auto": mean_std([r["test"]["auto"] for r in fin]),
             "test_guided": mean_std([r["test"]["guided"] for r in fin]),
             "per_family_auto": {f: statistics.fmean(r["test"]["per_family"][f]["auto"] for r in fin) for f in families},
@@ -159,30 +170,44 @@ def summarize_runs(exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, 
             "steps": fin[0]["steps"],
         }
         verdicts[m] = np.array([r["test"]["correct"]["auto"] for r in fin], dtype=np.float64)
-    comparisons = {m: {"reference": ref, **paired_bootstrap(verdicts[ref], verdicts[m], exp.bootstrap_samples)}
-                   for m, ref in exp.references().items()}
-    tuning = {m: {f"{r['learning_rate']:g}": {f: v["auto"] for f, v in r["test"]["per_family"].items()} | {"all": r["test"]["auto"]}
-                  for r in runs if r["method"] == m and r["seed"] == 0} for m in exp.methods}
+    comparisons = {
+        m: {"reference": ref, **paired_bootstrap(verdicts[ref], verdicts[m], exp.bootstrap_samples)}
+        for m, ref in exp.references().items()
+    }
+    tuning = {
+        m: {
+            f"{r['learning_rate']:g}": {f: v["auto"] for f, v in r["test"]["per_family"].items()} | {"all": r["test"]["auto"]}
+            for r in runs
+            if r["method"] == m and r["seed"] == 0
+        }
+        for m in exp.methods
+    }
     return {"methods": methods, "comparisons": comparisons, "tuning_per_family": tuning}
 
 
-def write_outputs(out: Path, exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, float], sel: Mapping[str, Any],
-                  walls: dict[str, float], started: float) -> dict[str, Any]:
+def write_outputs(
+    out: Path,
+    exp,
+    runs: Sequence[Mapping[str, Any]],
+    chosen: Mapping[str, float],
+    sel: Mapping[str, Any],
+    walls: dict[str, float],
+    started: float,
+) -> dict[str, Any]:
     """results.json, results.md and plots/*.png; returns results.json's content."""
-    import json
-    import time
-
-    from sgpo.world.experiment import run_dir
-
     results = summarize_runs(exp, runs, chosen)
     warm = json.loads((out / "setup" / "eval" / "warmup.json").read_text())
-    results["warmup"] = {"test_auto": warm["auto"], "test_guided": warm["guided"],
-                         "per_family_auto": {f: v["auto"] for f, v in warm["per_family"].items()},
-                         "per_family_guided": {f: v["guided"] for f, v in warm["per_family"].items()}}
+    results["warmup"] = {
+        "test_auto": warm["auto"],
+        "test_guided": warm["guided"],
+        "per_family_auto": {f: v["auto"] for f, v in warm["per_family"].items()},
+        "per_family_guided": {f: v["guided"] for f, v in warm["per_family"].items()},
+    }
     results["selectivity"] = sel
     sgpo_like = [m for m in exp.methods if m.startswith("sgpo")]
-    results["instance_weight"] = {m: instance_weight_series([run_dir(out, m, chosen[m], s) for s in range(exp.seeds)])
-                                  for m in sgpo_like}
+    results["instance_weight"] = {
+        m: instance_weight_series([run_dir(out, m, chosen[m], s) for s in range(exp.seeds)]) for m in sgpo_like
+    }
     results["learning_rates"] = list(exp.learning_rates)
     results["seeds"] = list(range(exp.seeds))
     results["shared_warmup"] = True
@@ -208,62 +233,114 @@ def _lr(x: float) -> str:
     return f"{x:g}"
 
 
-def format_markdown(results: Mapping[str, Any]) -> str:
-    """The tables of results.md: main table, per-family accuracy, tuning per family, selectivity,
-    instance weight."""
+def _main_table(results: Mapping[str, Any]) -> list[str]:
+    """The main table: chosen rate, validation and test accuracy, intervals, cost, per method."""
     methods = results["methods"]
     lrs = [_lr(x) for x in results["learning_rates"]]
     comp = results["comparisons"]
     n_seeds = len(results["seeds"])
     default_reference = all(c["reference"] == "sgpo" for c in comp.values())
-    lines = [f"Held-out test: {results['test_problems']} problems, greedy, {n_seeds} RL seeds per method from one shared "
-             f"warm-up; learning rate chosen per method on {results['validation_problems']} validation problems "
-             f"(seed 0). Warm-up: autonomous {results['warmup']['test_auto']:.3f}, guided {results['warmup']['test_guided']:.3f}.",
-             "",
-             "| method | chosen lr | validation auto at " + " / ".join(lrs) + " | test auto (mean ± std) | test guided "
-             f"| {'SGPO' if default_reference else 'reference'} − method [95% CI] | generated tokens / run | train s / run |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"Held-out test: {results['test_problems']} problems, greedy, {n_seeds} RL seeds per method from one shared "
+        f"warm-up; learning rate chosen per method on {results['validation_problems']} validation problems "
+        f"(seed 0). Warm-up: autonomous {results['warmup']['test_auto']:.3f}, guided {results['warmup']['test_guided']:.3f}.",
+        "",
+        "| method | chosen lr | validation auto at " + " / ".join(lrs) + " | test auto (mean ± std) | test guided "
+        f"| {'SGPO' if default_reference else 'reference'} − method [95% CI] | generated tokens / run | train s / run |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for m, r in methods.items():
         val = " / ".join(f"{r['validation_auto'].get(x, float('nan')):.3f}" for x in lrs)
         c = comp.get(m)
         diff = "—" if c is None else f"{c['mean_difference']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]"
         if c is not None and not default_reference:
             diff = f"{c['reference']} − {m}: {diff}"
-        lines.append(f"| {m} | {_lr(r['chosen_learning_rate'])} | {val} | {_pm(r['test_auto'])} | {_pm(r['test_guided'])} "
-                     f"| {diff} | {r['generated_tokens_per_run']:.0f} | {r['train_seconds_per_run']:.0f} |")
+        lines.append(
+            f"| {m} | {_lr(r['chosen_learning_rate'])} | {val} | {_pm(r['test_auto'])} | {_pm(r['test_guided'])} "
+            f"| {diff} | {r['generated_tokens_per_run']:.0f} | {r['train_seconds_per_run']:.0f} |"
+        )
+    return lines
+
+
+def _family_tables(results: Mapping[str, Any]) -> list[str]:
+    """Test autonomous accuracy per family: at the chosen rate (mean over seeds), and of every tuning run."""
+    methods = results["methods"]
+    lrs = [_lr(x) for x in results["learning_rates"]]
+    lines: list[str] = []
     families = list(results["warmup"]["per_family_auto"])
-    lines += ["", "Test autonomous accuracy per family (mean over seeds, chosen rate):", "",
-              "| method | " + " | ".join(families) + " |", "| --- |" + " ---: |" * len(families)]
+    lines += [
+        "",
+        "Test autonomous accuracy per family (mean over seeds, chosen rate):",
+        "",
+        "| method | " + " | ".join(families) + " |",
+        "| --- |" + " ---: |" * len(families),
+    ]
     lines.append("| warm-up | " + " | ".join(f"{results['warmup']['per_family_auto'][f]:.3f}" for f in families) + " |")
     for m, r in methods.items():
         lines.append(f"| {m} | " + " | ".join(f"{r['per_family_auto'][f]:.3f}" for f in families) + " |")
-    lines += ["", "Test autonomous accuracy per family of every tuning run (seed 0), by learning rate:", "",
-              "| method | lr | " + " | ".join(families) + " | all |", "| --- | ---: |" + " ---: |" * (len(families) + 1)]
+    lines += [
+        "",
+        "Test autonomous accuracy per family of every tuning run (seed 0), by learning rate:",
+        "",
+        "| method | lr | " + " | ".join(families) + " | all |",
+        "| --- | ---: |" + " ---: |" * (len(families) + 1),
+    ]
     for m, by_lr in results["tuning_per_family"].items():
         for x in lrs:
             if x in by_lr:
                 lines.append(f"| {m} | {x} | " + " | ".join(f"{by_lr[x][f]:.3f}" for f in [*families, "all"]) + " |")
+    return lines
+
+
+def _selectivity_table(results: Mapping[str, Any]) -> list[str]:
+    """The share of each per-token signal's mass on the strategy-critical tokens."""
+    lines: list[str] = []
     sel = results["selectivity"]
-    lines += ["", f"Selectivity on the oracle responses of {sel['rows']} validation problems: share of each per-token "
-              "signal's mass on the strategy-critical tokens vs their share of the tokens (enrichment = ratio):", "",
-              "| model | signal | critical token share | mass share | enrichment | top-5% token mass share |",
-              "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        f"Selectivity on the oracle responses of {sel['rows']} validation problems: share of each per-token "
+        "signal's mass on the strategy-critical tokens vs their share of the tokens (enrichment = ratio):",
+        "",
+        "| model | signal | critical token share | mass share | enrichment | top-5% token mass share |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
     for name, v in sel.items():
         if not isinstance(v, dict):
             continue
         for signal in ("forward_kl", "imitation_nll"):
             s = v[signal]
             fmt = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731
-            lines.append(f"| {name} | {signal} | {fmt(s['token_share'])} | {fmt(s['mass_share'])} | {fmt(s['enrichment'])} "
-                         f"| {fmt(s['top_mass_share'].get('5%'))} |")
-    lines += ["", "Mean instance weight vs autonomous accuracy of the rollouts over training (mean over seeds):", "",
-              "| method | weight, first step → last | autonomous accuracy, first → last | correlation over (run, step) |",
-              "| --- | ---: | ---: | ---: |"]
+            lines.append(
+                f"| {name} | {signal} | {fmt(s['token_share'])} | {fmt(s['mass_share'])} | {fmt(s['enrichment'])} "
+                f"| {fmt(s['top_mass_share'].get('5%'))} |"
+            )
+    return lines
+
+
+def _weight_table(results: Mapping[str, Any]) -> list[str]:
+    """The mean instance weight against the autonomous accuracy over training."""
+    lines: list[str] = []
+    lines += [
+        "",
+        "Mean instance weight vs autonomous accuracy of the rollouts over training (mean over seeds):",
+        "",
+        "| method | weight, first step → last | autonomous accuracy, first → last | correlation over (run, step) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     for m, s in results["instance_weight"].items():
         if s["steps"]:
             corr = "–" if s["correlation"] is None else f"{s['correlation']:+.2f}"
-            lines.append(f"| {m} | {s['weight_mean'][0]:.3f} → {s['weight_mean'][-1]:.3f} | "
-                         f"{s['accuracy_auto'][0]:.3f} → {s['accuracy_auto'][-1]:.3f} | {corr} |")
+            lines.append(
+                f"| {m} | {s['weight_mean'][0]:.3f} → {s['weight_mean'][-1]:.3f} | "
+                f"{s['accuracy_auto'][0]:.3f} → {s['accuracy_auto'][-1]:.3f} | {corr} |"
+            )
+    return lines
+
+
+def format_markdown(results: Mapping[str, Any]) -> str:
+    """The tables of results.md: main table, per-family accuracy, tuning per family, selectivity,
+    instance weight."""
+    lines = _main_table(results) + _family_tables(results) + _selectivity_table(results) + _weight_table(results)
     return "\n".join(lines) + "\n"
 
 
@@ -276,40 +353,34 @@ def _rolling(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
-def write_plots(out: Path, exp, results: Mapping[str, Any], chosen: Mapping[str, float]) -> list[Path]:
-    """plots/learning_curves.png (training reward of the RL methods, SFT's loss), plots/test_accuracy.png
-    (mean ± std over seeds), plots/instance_weight.png (SGPO's mean instance weight and autonomous
-    accuracy per step)."""
-    import matplotlib
+def _mean_curve(out: Path, exp, chosen: Mapping[str, float], m: str, key: str) -> tuple[list[int], list[float]]:
+    """(steps, the mean over seeds of metric `key` at each step) of method `m`'s runs at its chosen rate."""
+    series = []
+    for s in range(exp.seeds):
+        logs = read_metrics(run_dir(out, m, chosen[m], s) / "metrics.jsonl")[0]
+        series.append({int(r["step"]): r[key] for r in logs if key in r and "train_runtime" not in r})
+    steps = sorted(set.intersection(*(set(x) for x in series)))
+    return steps, [statistics.fmean(x[t] for x in series) for t in steps]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from sgpo.evaluation.report import read_metrics
-    from sgpo.world.experiment import METHODS, run_dir
-
+def _plot_learning_curves(plt, out: Path, exp, chosen: Mapping[str, float], colours: Mapping[str, Any]) -> Path:
+    """plots/learning_curves.png: training reward of the RL methods, SFT's loss (mean over seeds, rolling)."""
     folder = out / "plots"
-    folder.mkdir(parents=True, exist_ok=True)
-    colours = dict(zip(exp.methods, plt.get_cmap("tab10").colors))
-
-    def mean_curve(m: str, key: str) -> tuple[list[int], list[float]]:
-        series = []
-        for s in range(exp.seeds):
-            logs = read_metrics(run_dir(out, m, chosen[m], s) / "metrics.jsonl")[0]
-            series.append({int(r["step"]): r[key] for r in logs if key in r and "train_runtime" not in r})
-        steps = sorted(set.intersection(*(set(x) for x in series)))
-        return steps, [statistics.fmean(x[t] for x in series) for t in steps]
-
     fig, (ax, ax_sft) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [2.2, 1]})
     window = max(1, exp.setup.train.max_steps // 10)
     for m in exp.methods:
         if METHODS[m].base == "sft":
-            steps, loss = mean_curve(m, "loss")
+            steps, loss = _mean_curve(out, exp, chosen, m, "loss")
             ax_sft.plot(steps, _rolling(loss, window), color=colours[m], label=m)
             continue
-        steps, reward = mean_curve(m, "reward/auto")
-        ax.plot(steps, _rolling(reward, window), color=colours[m], label=f"{m} (lr {chosen[m]:g})",
-                linestyle="-" if m in ("sgpo", "grpo", "luffy") else "--")
+        steps, reward = _mean_curve(out, exp, chosen, m, "reward/auto")
+        ax.plot(
+            steps,
+            _rolling(reward, window),
+            color=colours[m],
+            label=f"{m} (lr {chosen[m]:g})",
+            linestyle="-" if m in ("sgpo", "grpo", "luffy") else "--",
+        )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(f"autonomous reward (mean over seeds, rolling {window})")
     ax.set_title("Training reward of the autonomous rollouts")
@@ -323,7 +394,11 @@ def write_plots(out: Path, exp, results: Mapping[str, Any], chosen: Mapping[str,
     curves = folder / "learning_curves.png"
     fig.savefig(curves, dpi=110)
     plt.close(fig)
+    return curves
 
+
+def _plot_test_accuracy(plt, folder: Path, exp, results: Mapping[str, Any], colours: Mapping[str, Any]) -> Path:
+    """plots/test_accuracy.png: held-out autonomous accuracy, mean ± std over seeds."""
     fig, ax = plt.subplots(figsize=(9, 4))
     names = list(results["methods"])
     means = [results["methods"][m]["test_auto"]["mean"] for m in names]
@@ -340,7 +415,11 @@ def write_plots(out: Path, exp, results: Mapping[str, Any], chosen: Mapping[str,
     bars = folder / "test_accuracy.png"
     fig.savefig(bars, dpi=110)
     plt.close(fig)
+    return bars
 
+
+def _plot_instance_weight(plt, folder: Path, results: Mapping[str, Any], colours: Mapping[str, Any]) -> Path:
+    """plots/instance_weight.png: SGPO's mean instance weight and autonomous accuracy per step, and every (run, step)."""
     fig, (ax, ax_xy) = plt.subplots(1, 2, figsize=(12, 4.2))
     ax2 = ax.twinx()
     shown = [m for m in ("sgpo", "sgpo_constant_weight") if results["instance_weight"].get(m, {}).get("steps")]
@@ -358,7 +437,14 @@ def write_plots(out: Path, exp, results: Mapping[str, Any], chosen: Mapping[str,
     for m, s in results["instance_weight"].items():
         if s["pairs"] and m != "sgpo_constant_weight":
             corr = "–" if s["correlation"] is None else f"{s['correlation']:+.2f}"
-            ax_xy.scatter([a for _, a in s["pairs"]], [w for w, _ in s["pairs"]], s=12, alpha=0.6, color=colours[m], label=f"{m} (r = {corr})")
+            ax_xy.scatter(
+                [a for _, a in s["pairs"]],
+                [w for w, _ in s["pairs"]],
+                s=12,
+                alpha=0.6,
+                color=colours[m],
+                label=f"{m} (r = {corr})",
+            )
     ax_xy.set_xlabel("autonomous accuracy of the step's rollouts")
     ax_xy.set_ylabel("mean instance weight of the step")
     ax_xy.set_title("Every (run, step)")
@@ -368,4 +454,22 @@ def write_plots(out: Path, exp, results: Mapping[str, Any], chosen: Mapping[str,
     weights = folder / "instance_weight.png"
     fig.savefig(weights, dpi=110)
     plt.close(fig)
+    return weights
+
+
+def write_plots(out: Path, exp, results: Mapping[str, Any], chosen: Mapping[str, float]) -> list[Path]:
+    """plots/learning_curves.png (training reward of the RL methods, SFT's loss), plots/test_accuracy.png
+    (mean ± std over seeds), plots/instance_weight.png (SGPO's mean instance weight and autonomous
+    accuracy per step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = out / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    colours = dict(zip(exp.methods, plt.get_cmap("tab10").colors))
+    curves = _plot_learning_curves(plt, out, exp, chosen, colours)
+    bars = _plot_test_accuracy(plt, folder, exp, results, colours)
+    weights = _plot_instance_weight(plt, folder, results, colours)
     return [curves, bars, weights]

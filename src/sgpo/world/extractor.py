@@ -21,7 +21,8 @@ from sgpo.strategies.base import ExtractionError, Extractor, Strategy, render_st
 from sgpo.world.families import FAMILY_BY_METHOD, Instance, parse_numbers
 
 _RESPONSE = re.compile(
-    r"^\s*method : (?P<method>[a-z ]+?) \. (?:target : (?P<target>\d+) \. )?(?P<trace>.+?) \. answer : \\boxed\{(?P<answer>-?\d+)\}\s*$", re.S
+    r"^\s*method : (?P<method>[a-z ]+?) \. (?:target : (?P<target>\d+) \. )?(?P<trace>.+?) \. answer : \\boxed\{(?P<answer>-?\d+)\}\s*$",
+    re.S,
 )
 _STEP = re.compile(r"^(?P<x>\d+)>(?P<v>-?\d+)$")
 _DIGIT = re.compile(r"\d")
@@ -84,13 +85,11 @@ class WorldExtractor(Extractor):
         return strategy
 
 
-def fill_strategies(
-    rows: Iterable[Mapping[str, Any]], extractor: Extractor | None = None
-) -> list[dict[str, Any]]:
+def fill_strategies(rows: Iterable[Mapping[str, Any]], extractor: Extractor | None = None) -> list[dict[str, Any]]:
     """Copies of `rows` with `strategy` set to the rendered strategy extracted from each `response`.
 
     Raises `ExtractionError` naming the row id when a response cannot be read.
-    (The demo pipeline goes through `sgpo.strategies.pipeline.extract_strategies` instead, which adds
+    (The demo pipeline goes through `sgpo.strategies.extraction.extract_strategies` instead, which adds
     the schema check, leak filter and cache; this is the in-memory shortcut.)
     """
     extractor = extractor or WorldExtractor()

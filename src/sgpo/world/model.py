@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sgpo.world.prompt import WORLD_PROMPT_FORMAT
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -63,7 +65,6 @@ def save_model(model, tokenizer, path: str | Path) -> Path:
     """Model, generation config, tokenizer and the world's prompt format (`prompt_format.json`) in one
     folder, loadable by `from_pretrained(path)`; `sgpo eval` / `sgpo selectivity` then prompt it the
     way it was trained."""
-    from sgpo.world.prompt import WORLD_PROMPT_FORMAT
 
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))

@@ -5,8 +5,8 @@
       → train SGPO (4 autonomous + 4 guided)           → evaluate sgpo   ┘ problems, steps, rollouts
       → table, results.json, per_family.json, plots/*.png, <method>/report/index.html
 
-    sgpo demo --out runs/demo [--quick] [--seed 0] [--overwrite]           # every stage
-    python -m sgpo.world.pipeline --out runs/world [--quick] [--seed 0]     # up to `evaluate warmup`
+    sgpo demo --out runs/demo [--quick] [--seed 0] [--overwrite]            # every stage
+    python -m sgpo.commands.world --out runs/world [--quick] [--seed 0]     # up to `evaluate warmup`
 
 Output folder:
 
@@ -26,138 +26,49 @@ rerun after an interruption resumes (the warm-up from its last checkpoint); a fo
 another configuration is refused, never mixed.
 
 Every process computes with `threads` (1) torch threads, whatever the machine's core count: the
-warm-up runs data-parallel in `warmup_processes` (2) processes, GRPO and SGPO side by side. So the
-numbers depend only on the seed, the configuration, the installed versions (`requirements/lock.txt`)
-and the processor's instruction set (`numerics()`; docs/strategy-world.md, "Determinism").
+warm-up runs data-parallel in `warmup_processes` (2) processes, GRPO and SGPO side by side
+(`sgpo.world.workers`). So the numbers depend only on the seed, the configuration
+(`sgpo.world.settings`), the installed versions (`requirements/lock.txt`) and the processor's
+instruction set (`numerics()`; docs/strategy-world.md, "Determinism").
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-import os
 import shutil
-import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sgpo.data import read_rows, write_json
-from sgpo.world.generate import WorldSpec, build_world, write_world
-from sgpo.world.model import ModelSpec
+import torch.distributed as dist
+from transformers import AutoTokenizer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback
+
+from sgpo.checkpoints import OutputDirError
+from sgpo.config import SGPOConfig
+from sgpo.data import atomic_dir, read_rows, write_json
+from sgpo.strategies.base import ExtractionError
+from sgpo.strategies.extraction import ExtractionConfig, extract_strategies
+from sgpo.trainer import SGPOTrainer
+from sgpo.world.evaluate import heldout_accuracy
+from sgpo.world.extractor import WorldExtractor
+from sgpo.world.generate import build_world, write_world
+from sgpo.world.model import build_model, load_model, num_parameters, save_model
 from sgpo.world.progress import StageProgress
-from sgpo.world.warmup import WarmupConfig
+from sgpo.world.prompt import WORLD_PROMPT_FORMAT
+from sgpo.world.results import write_results
+from sgpo.world.settings import RUN_CONFIG_FILE, WorldRunConfig
+from sgpo.world.tokenizer import build_tokenizer, world_texts
+from sgpo.world.warmup import warmup
+from sgpo.world.workers import run_in_workers, set_determinism
 
-CONFIG_FILE = "config.json"
 WARMUP_FILE = "warmup.json"
-METHODS = ("grpo", "sgpo")
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """One GRPO or SGPO run from the warm-up checkpoint. Both methods get the same settings except
-    the rollout split and the distillation term, so they see the same problems, the same number of
-    rollouts per problem and the same number of optimizer steps."""
-
-    max_steps: int = 60
-    problems_per_step: int = 8
-    rollouts_per_problem: int = 8  # GRPO: 8 autonomous; SGPO: 4 autonomous + 4 guided
-    max_completion_length: int = 64
-    # Shared by both methods, chosen on GRPO alone: of 2e-4 / 5e-5 / 1e-5 (60 steps), 1e-5 gives GRPO
-    # its best held-out autonomous accuracy while keeping the warm-up's guided skill (2e-4 halves it).
-    # The sweep and what SGPO does at each rate: README, "The demo".
-    learning_rate: float = 1e-5
-    temperature: float = 1.0
-    loss_type: str = "dapo"
-    distill_coef: float = 1.0
-    instance_weighting: str = "marginal"
-    seed: int = 0
-
-    def sgpo_config_kwargs(self, method: str) -> dict[str, Any]:
-        """`SGPOConfig` fields of a run of `method`: "grpo", "sgpo", or "luffy" (mixed-policy GRPO:
-        all rollouts autonomous, one slot per group holding the strong response; its own loss
-        aggregation, dr_grpo: docs/algorithm.md, "Baselines and ablations")."""
-        half = self.rollouts_per_problem // 2
-        extra: dict[str, Any] = {}
-        if method in ("grpo", "luffy"):
-            rollout = dict(num_generations=self.rollouts_per_problem, num_guided_generations=0, distill_coef=0.0)
-            if method == "luffy":
-                extra = dict(mix_strong_responses=True, strong_response_column="response", policy_shaping_gamma=0.1, loss_type="dr_grpo")
-        elif method == "sgpo":
-            rollout = dict(num_generations=half, num_guided_generations=self.rollouts_per_problem - half, distill_coef=self.distill_coef)
-        else:
-            raise ValueError(f"unknown method {method!r} (grpo, sgpo, luffy)")
-        return dict(
-            per_device_train_batch_size=self.problems_per_step,
-            max_steps=self.max_steps,
-            max_completion_length=self.max_completion_length,
-            learning_rate=self.learning_rate,
-            lr_scheduler_type="constant",
-            warmup_steps=0,
-            temperature=self.temperature,
-            loss_type=self.loss_type,
-            instance_weighting=self.instance_weighting,
-            seed=self.seed,
-            data_seed=self.seed,
-            **rollout,
-        ) | extra
-
-
-@dataclass(frozen=True)
-class WorldRunConfig:
-    """Everything that determines the numbers of a run."""
-
-    seed: int = 0
-    quick: bool = False
-    world: WorldSpec = field(default_factory=WorldSpec)
-    model: ModelSpec = field(default_factory=ModelSpec)
-    warmup: WarmupConfig = field(default_factory=WarmupConfig)
-    train: TrainSettings = field(default_factory=TrainSettings)
-    tokenizer_vocab_size: int = 640
-    tokenizer_corpus_per_family: int = 100  # warm-up records per family the tokenizer is trained on
-    eval_max_new_tokens: int = 64
-    eval_batch_size: int = 128
-    # torch threads of every process; fixed rather than the machine's core count, because the
-    # summation order in matrix products, and so the last bits of every number, depend on it
-    threads: int = 1
-    warmup_processes: int = 2  # the warm-up runs data-parallel in this many processes (warmup.py)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["world"] = {"per_family": dict(self.world.per_family), "families": self.world.families and list(self.world.families)}
-        d["warmup"] = self.warmup.to_dict()
-        return d
-
-
-def make_config(seed: int = 0, quick: bool = False) -> WorldRunConfig:
-    """The full setting, or the quick one (a smaller world and model, fewer steps: a smoke test)."""
-    if not quick:
-        return WorldRunConfig(seed=seed, warmup=WarmupConfig(seed=seed), train=TrainSettings(seed=seed))
-    return WorldRunConfig(
-        seed=seed,
-        quick=True,
-        world=WorldSpec(per_family={"heldout": 20, "train": 16, "warmup": 300}),
-        model=ModelSpec(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2),
-        warmup=WarmupConfig(seed=seed, steps=300, batch_size=16, learning_rate=4e-3, warmup_steps=25, save_every=100),
-        train=TrainSettings(max_steps=6, problems_per_step=4, seed=seed),
-        eval_batch_size=120,
-    )
+DEMO_METHODS = ("grpo", "sgpo")  # what `sgpo demo` compares; the experiment's methods: `sgpo.world.methods`
 
 
 # -- stages: each takes `advance(done)` and skips itself when its output is there ---------------------
-def atomic_dir(final: Path, write: Callable[[Path], Any]) -> Path:
-    """Write a folder under a temporary name (`<final>.tmp`, emptied first), then rename it into place."""
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    return final
-
-
 def stage_world(out: Path, cfg: WorldRunConfig, advance=lambda done: None) -> dict[str, list[dict]]:
     """Oracle records of every split (strategy still empty), in `world/oracle/`."""
     folder = out / "world" / "oracle"
@@ -168,19 +79,19 @@ def stage_world(out: Path, cfg: WorldRunConfig, advance=lambda done: None) -> di
 
 def stage_extract(out: Path, world: dict[str, list[dict]], advance=lambda done: None) -> dict[str, list[dict]]:
     """Strategies extracted from the oracle responses in `world/<split>.jsonl`, through the same
-    pipeline a real run uses (`sgpo.strategies.pipeline.extract_strategies`: schema, leak filter,
+    pipeline a real run uses (`sgpo.strategies.extraction.extract_strategies`: schema, leak filter,
     result cache) with the world's rule-based `WorldExtractor` as the extractor."""
-    from sgpo.strategies.base import ExtractionError
-    from sgpo.strategies.pipeline import ExtractionConfig, extract_strategies
-    from sgpo.world.extractor import WorldExtractor
-
     result = {}
     for i, split in enumerate(world):
         path = out / "world" / f"{split}.jsonl"
         if not path.exists():
             summary = extract_strategies(
-                out / "world" / "oracle" / f"{split}.jsonl", path, WorldExtractor(), ExtractionConfig(concurrency=1),
-                progress=False, cache=out / "world" / "extraction-cache.sqlite",
+                out / "world" / "oracle" / f"{split}.jsonl",
+                path,
+                WorldExtractor(),
+                ExtractionConfig(concurrency=1),
+                progress=False,
+                cache=out / "world" / "extraction-cache.sqlite",
             )
             if summary.ok != summary.rows:
                 path.unlink(missing_ok=True)
@@ -192,12 +103,6 @@ def stage_extract(out: Path, world: dict[str, list[dict]], advance=lambda done: 
 
 def stage_model(out: Path, cfg: WorldRunConfig, world: dict[str, list[dict]], advance=lambda done: None) -> Path:
     """The tokenizer (`tokenizer/`) and the initial model (`model-init/`), built once, loaded by path."""
-    from transformers import AutoTokenizer
-
-    from sgpo.world.model import build_model, save_model
-    from sgpo.world.prompt import WORLD_PROMPT_FORMAT
-    from sgpo.world.tokenizer import build_tokenizer, world_texts
-
     tok_dir, model_dir = out / "tokenizer", out / "model-init"
     if not tok_dir.exists():
         per_family: dict[str, int] = {}
@@ -241,28 +146,40 @@ def stage_warmup(out: Path, cfg: WorldRunConfig, world: dict[str, list[dict]], a
     return {k: saved[k] for k in ("first_loss", "last_loss", "steps")}
 
 
-def warmup_process(out: Path, cfg: WorldRunConfig, save_to: Path, *, rank: int = 0, rendezvous: Path | None = None,
-                   on_step=lambda done: None, progress=None) -> None:
+def warmup_process(
+    out: Path,
+    cfg: WorldRunConfig,
+    save_to: Path,
+    *,
+    rank: int = 0,
+    rendezvous: Path | None = None,
+    on_step=lambda done: None,
+    progress=None,
+) -> None:
     """One process of the warm-up (`rank` of `cfg.warmup_processes`, meeting the others through the
     `rendezvous` file): loads `model-init/`, trains, and (rank 0) saves the model and its losses to
     `save_to`. In a worker, `progress` (`_QueueProgress`) carries rank 0's steps to the parent."""
-    from sgpo.world.model import load_model, save_model
-    from sgpo.world.warmup import warmup
-
     set_determinism(cfg.seed, cfg.threads)
     n = cfg.warmup_processes
     if progress is not None:
         on_step = lambda done: progress.update("warm-up", done)  # noqa: E731
     if n > 1:
-        import torch.distributed as dist
-
         # a process that fails takes the others down within the timeout instead of leaving them waiting
-        dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=n,
-                                timeout=datetime.timedelta(minutes=5))
+        dist.init_process_group(
+            "gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=n, timeout=datetime.timedelta(minutes=5)
+        )
     try:
         model, tokenizer = load_model(out / "model-init")
-        losses = warmup(model, tokenizer, read_rows(out / "world" / "warmup.jsonl"), cfg.warmup, state_dir=out / "warmup-state",
-                        on_step=lambda step, _: on_step(step) if rank == 0 else None, rank=rank, world_size=n)
+        losses = warmup(
+            model,
+            tokenizer,
+            read_rows(out / "world" / "warmup.jsonl"),
+            cfg.warmup,
+            state_dir=out / "warmup-state",
+            on_step=lambda step, _: on_step(step) if rank == 0 else None,
+            rank=rank,
+            world_size=n,
+        )
     finally:
         if n > 1:
             dist.destroy_process_group()
@@ -278,8 +195,10 @@ def stage_train(out: Path, cfg: WorldRunConfig, method: str, advance=lambda done
     final = out / method
     if final.exists():
         return final
-    return atomic_dir(final, lambda tmp: train_rl(out / "warmup", out / "world" / "train.jsonl", tmp,
-                                                  cfg.train.sgpo_config_kwargs(method), advance))
+    return atomic_dir(
+        final,
+        lambda tmp: train_rl(out / "warmup", out / "world" / "train.jsonl", tmp, cfg.train.sgpo_config_kwargs(method), advance),
+    )
 
 
 def train_rl(start: Path, train_file: Path, dest: Path, config_kwargs: dict[str, Any], advance=lambda done: None) -> None:
@@ -288,12 +207,6 @@ def train_rl(start: Path, train_file: Path, dest: Path, config_kwargs: dict[str,
     output folder: metrics.jsonl, tensorboard logs, the model). Callers train into a temporary folder,
     emptied first, so the trainer never finds a previous run there (an interrupted one restarts from
     `start`; the folder is renamed into place only when the model is saved: `atomic_dir`)."""
-    from transformers import TrainerCallback
-    from transformers.trainer_callback import PrinterCallback
-
-    from sgpo.config import SGPOConfig
-    from sgpo.trainer import SGPOTrainer
-    from sgpo.world.prompt import WORLD_PROMPT_FORMAT
 
     class _Advance(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
@@ -327,13 +240,14 @@ def stage_eval(out: Path, cfg: WorldRunConfig, name: str, advance=lambda done: N
     path = out / "eval" / f"{name}.json"
     if path.exists():
         return json.loads(path.read_text())
-    from sgpo.world.evaluate import heldout_accuracy
-    from sgpo.world.model import load_model
-
     model, tokenizer = load_model(out / name)
     result = heldout_accuracy(
-        model, tokenizer, read_rows(out / "world" / "heldout.jsonl"),
-        max_new_tokens=cfg.eval_max_new_tokens, batch_size=cfg.eval_batch_size, on_progress=lambda done, total: advance(done),
+        model,
+        tokenizer,
+        read_rows(out / "world" / "heldout.jsonl"),
+        max_new_tokens=cfg.eval_max_new_tokens,
+        batch_size=cfg.eval_batch_size,
+        on_progress=lambda done, total: advance(done),
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, result)
@@ -341,14 +255,10 @@ def stage_eval(out: Path, cfg: WorldRunConfig, name: str, advance=lambda done: N
 
 
 # -- the whole run -------------------------------------------------------------------------------
-class OutputDirError(ValueError):
-    """The output folder holds something this run must not overwrite or mix with."""
-
-
 def prepare_out(out: str | Path, cfg: WorldRunConfig, overwrite: bool = False) -> Path:
     """Create `out`, or check that it holds a (partial) run of the same config; with `overwrite`, start clean."""
     out = Path(out)
-    cfg_path = out / CONFIG_FILE
+    cfg_path = out / RUN_CONFIG_FILE
     if overwrite and out.exists():
         shutil.rmtree(out)
     if out.exists() and any(out.iterdir()):
@@ -360,103 +270,6 @@ def prepare_out(out: str | Path, cfg: WorldRunConfig, overwrite: bool = False) -
     if not cfg_path.exists():
         write_json(cfg_path, cfg.to_dict())
     return out
-
-
-def set_determinism(seed: int, threads: int) -> dict[str, Any]:
-    """Seed Python and torch, use deterministic kernels and `threads` torch threads (a matrix
-    product's summation order, and so the last bits of every number, depend on the thread count).
-    Returns what else the numbers depend on: versions and the CPU code path (`numerics`)."""
-    import random
-
-    import torch
-
-    random.seed(seed)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.set_num_threads(threads)
-    return numerics()
-
-
-def numerics() -> dict[str, Any]:
-    """The versions and CPU code path this process computes with: with the same seed, config and
-    these values, a run gives the same numbers bit for bit (docs/strategy-world.md, "Determinism")."""
-    import platform
-    from importlib.metadata import version
-
-    import torch
-
-    return {
-        "threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # ATen's kernels: AVX512, AVX2, ...
-        "mkl_cbwr": os.environ.get("MKL_CBWR"),  # MKL's code path, unset: chosen per processor
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        **{pkg: version(pkg) for pkg in ("torch", "transformers", "tokenizers", "accelerate", "trl")},
-    }
-
-
-class _QueueProgress:
-    """The `StageProgress` calls of a worker process, sent to the parent (`run_in_workers`)."""
-
-    def __init__(self, queue):
-        self.queue = queue
-
-    def begin(self, name: str, total: int = 1) -> None:
-        self.queue.put(("begin", name, total))
-
-    def update(self, name: str, done: int) -> None:
-        self.queue.put(("update", name, done))
-
-    def end(self, name: str, finished: bool = True) -> None:
-        self.queue.put(("end", name, finished))
-
-    stage = StageProgress.stage
-
-
-_worker_queue = None
-
-
-def _init_worker(queue) -> None:
-    global _worker_queue
-    _worker_queue = queue
-
-
-def _call_in_worker(fn, args, kwargs):
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # the parent shows the progress
-    return fn(*args, **kwargs, progress=_QueueProgress(_worker_queue))
-
-
-def run_in_workers(calls: Sequence[tuple[Callable, tuple, dict]], on_message: Callable[[str, str, Any], None],
-                   processes: int | None = None) -> list[Any]:
-    """`fn(*args, **kwargs, progress=...)` for each call at once, one fresh process each (spawned, so
-    each sets its torch threads before anything is computed) — or, with `processes`, in that many
-    processes, each taking the next call when it finishes one; returns their results in order. Their
-    `progress.begin/update/end(name, x)` calls arrive here as `on_message(kind, name, x)`. An error
-    in one is raised here, with the worker's traceback, once all have stopped."""
-    import multiprocessing
-    import queue as queue_lib
-    from concurrent.futures import ProcessPoolExecutor, wait
-
-    ctx = multiprocessing.get_context("spawn")
-    messages = ctx.Queue()
-
-    def relay() -> None:
-        while True:
-            try:
-                on_message(*messages.get(timeout=0.05))
-            except queue_lib.Empty:
-                return
-
-    with ProcessPoolExecutor(processes or len(calls), mp_context=ctx, initializer=_init_worker, initargs=(messages,)) as pool:
-        futures = [pool.submit(_call_in_worker, fn, args, kwargs) for fn, args, kwargs in calls]
-        pending = set(futures)
-        while pending:
-            _, pending = wait(pending, timeout=0.5)
-            relay()
-    relay()
-    return [f.result() for f in futures]
 
 
 def train_and_evaluate(out: Path, cfg: WorldRunConfig, method: str, *, progress) -> tuple[dict[str, Any], dict[str, float], dict]:
@@ -479,7 +292,7 @@ def run_pipeline(
     out: str | Path,
     cfg: WorldRunConfig,
     *,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = DEMO_METHODS,
     side_by_side: bool = True,
     overwrite: bool = False,
     progress: StageProgress | None = None,
@@ -492,9 +305,9 @@ def run_pipeline(
     Returns `{"seed", "quick", "methods": {model: held-out accuracy}, "warmup_loss", "num_parameters",
     "numerics": {model: numerics of the process(es) that made it}, "wall_seconds": {stage: seconds, "total": seconds}}`.
     """
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in DEMO_METHODS]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; methods: {', '.join(METHODS)}")
+        raise ValueError(f"unknown method(s) {unknown}; methods: {', '.join(DEMO_METHODS)}")
     out = prepare_out(out, cfg, overwrite)
     numbers = set_determinism(cfg.seed, cfg.threads)
     progress = progress or StageProgress(enabled=False)
@@ -513,14 +326,24 @@ def run_pipeline(
     timed("tokenizer + model", stage_model, out, cfg, world)
     losses = timed("warm-up", stage_warmup, out, cfg, world, total=cfg.warmup.steps)
     heldout = {"warmup": timed("evaluate warmup", stage_eval, out, cfg, "warmup", total=2 * len(world["heldout"]))}
-    from sgpo.world.model import load_model, num_parameters
-
-    results = {"seed": cfg.seed, "quick": cfg.quick, "methods": heldout, "warmup_loss": losses,
-               "num_parameters": num_parameters(load_model(out / "warmup")[0]), "numerics": {"warmup": numbers},
-               "wall_seconds": walls}
+    results = {
+        "seed": cfg.seed,
+        "quick": cfg.quick,
+        "methods": heldout,
+        "warmup_loss": losses,
+        "num_parameters": num_parameters(load_model(out / "warmup")[0]),
+        "numerics": {"warmup": numbers},
+        "wall_seconds": walls,
+    }
     walls["total"] = round(time.perf_counter() - t_all, 2)
-    write_json(out / WARMUP_FILE, {**{k: v for k, v in results.items() if k not in ("methods", "numerics")},
-                                   "heldout": heldout["warmup"], "numerics": numbers})
+    write_json(
+        out / WARMUP_FILE,
+        {
+            **{k: v for k, v in results.items() if k not in ("methods", "numerics")},
+            "heldout": heldout["warmup"],
+            "numerics": numbers,
+        },
+    )
     if not methods:
         return results
     t0 = time.perf_counter()
@@ -534,19 +357,6 @@ def run_pipeline(
         walls.update(run_walls)
         results["numerics"][method] = run_numbers
     walls["train + evaluate"] = round(time.perf_counter() - t0, 2)
-    from sgpo.world.results import write_results
-
     timed("plots + reports", lambda advance: write_results(out, results, started=t_all))
     walls["total"] = round(time.perf_counter() - t_all, 2)
     return results
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m sgpo.world.pipeline`: the stages up to the warm-up's evaluation (`sgpo demo`'s options)."""
-    from sgpo.commands.demo import run_command
-
-    return run_command(argv, prog="python -m sgpo.world.pipeline", methods=())
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -24,8 +24,9 @@ class StageProgress:
     lines; `interval` is the longest silence between two lines. A background thread calls `tick()`
     once a second, so a line comes also while a stage does not report."""
 
-    def __init__(self, enabled: bool = True, *, stream: TextIO | None = None, terminal: bool | None = None,
-                 interval: float = 30.0):
+    def __init__(
+        self, enabled: bool = True, *, stream: TextIO | None = None, terminal: bool | None = None, interval: float = 30.0
+    ):
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stderr
         self.terminal = self.stream.isatty() if terminal is None else terminal
@@ -39,15 +40,21 @@ class StageProgress:
         self._thread: threading.Thread | None = None
         self._last_line = self.start
 
-    def __enter__(self) -> "StageProgress":
+    def __enter__(self) -> StageProgress:
         if not self.enabled:
             return self
         if self.terminal:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self._bars = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                  console=Console(file=self.stream), transient=False)
+            self._bars = Progress(
+                TextColumn("{task.description:<28}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(file=self.stream),
+                transient=False,
+            )
             self._bars.__enter__()
         else:
             self._thread = threading.Thread(target=self._run_ticker, name="stage-progress", daemon=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sgpo.data import write_json
+from sgpo.evaluation.report import read_metrics, render_report
 
 RESULTS_FILE = "results.json"
 PER_FAMILY_FILE = "per_family.json"
@@ -47,14 +48,15 @@ def write_results(out: Path, run: Mapping[str, Any], started: float) -> dict[str
     """Plots, a report per training run, `per_family.json` and `results.json` (written last; its
     `wall_seconds` counts from `started`, a `time.perf_counter()` value). `run` is
     `sgpo.world.pipeline.run_pipeline`'s result so far; returns `results.json`'s content."""
-    from sgpo.evaluation.report import render_report
 
     heldout = run["methods"]
     write_plots(out, headline(heldout), [m for m in heldout if m != "warmup"])
     for method in heldout:
         if method != "warmup":
             render_report(out / method)
-    per_family = {m: {f: {"auto": r["auto"], "guided": r["guided"]} for f, r in h["per_family"].items()} for m, h in heldout.items()}
+    per_family = {
+        m: {f: {"auto": r["auto"], "guided": r["guided"]} for f, r in h["per_family"].items()} for m, h in heldout.items()
+    }
     write_json(out / PER_FAMILY_FILE, {"methods": per_family, "seed": run["seed"]})
     results = {"methods": headline(heldout), "wall_seconds": round(time.perf_counter() - started, 1), "seed": run["seed"]}
     write_json(out / RESULTS_FILE, results)
@@ -69,19 +71,27 @@ def write_plots(out: Path, methods: Mapping[str, Mapping[str, float]], runs: lis
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sgpo.evaluation.report import read_metrics
-
     folder = out / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4))
     colours = {"grpo": "tab:gray", "sgpo": "tab:blue"}
     for method in runs:
         logs = [m for m in read_metrics(out / method / "metrics.jsonl")[0] if "reward/auto" in m]
-        ax.plot([m["step"] for m in logs], [m["reward/auto"] for m in logs], label=f"{method.upper()} autonomous", color=colours[method])
+        ax.plot(
+            [m["step"] for m in logs],
+            [m["reward/auto"] for m in logs],
+            label=f"{method.upper()} autonomous",
+            color=colours[method],
+        )
         guided = [m for m in logs if "reward/guided" in m]
         if guided:
-            ax.plot([m["step"] for m in guided], [m["reward/guided"] for m in guided],
-                    label=f"{method.upper()} guided", color=colours[method], linestyle="--")
+            ax.plot(
+                [m["step"] for m in guided],
+                [m["reward/guided"] for m in guided],
+                label=f"{method.upper()} guided",
+                color=colours[method],
+                linestyle="--",
+            )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("mean reward of the rollouts")
     ax.set_title("Training reward (strategy world)")
@@ -98,7 +108,9 @@ def write_plots(out: Path, methods: Mapping[str, Mapping[str, float]], runs: lis
     for j, key in enumerate(("heldout_auto", "heldout_guided")):
         xs = [i + (j - 0.5) * width for i in range(len(names))]
         vals = [methods[n][key] for n in names]
-        bars = ax.bar(xs, vals, width, label="autonomous" if j == 0 else "guided (reference)", color=("tab:blue", "tab:orange")[j])
+        bars = ax.bar(
+            xs, vals, width, label="autonomous" if j == 0 else "guided (reference)", color=("tab:blue", "tab:orange")[j]
+        )
         for b, v in zip(bars, vals):
             ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", fontsize=8)
     ax.set_xticks(range(len(names)), [n.upper() if n != "warmup" else "warm-up" for n in names])

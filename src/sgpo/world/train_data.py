@@ -18,6 +18,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sgpo.data import atomic_dir, read_rows, write_rows
+from sgpo.library import RetrievalConfig, StrategyLibrary
+
 VARIANTS = ("own", "half", "half_retrieved")
 # what a problem without a strong response lacks: the response and everything extracted from it
 STRONG_COLUMNS = ("response", "strategy", "strategy_json", "status", "reason", "detail", "critical_spans")
@@ -40,15 +43,15 @@ def half_rows(train: Sequence[Mapping[str, Any]], seed: int) -> list[dict[str, A
     """The `half` variant: the `half_split` rows lose their strong columns (strategy null,
     strategy_source null), the others keep theirs (strategy_source "own"); same order as `train`."""
     stripped = set(half_split(len(train), seed)[0])
-    return [{**without_strong(r), "strategy": None, "strategy_source": None} if i in stripped
-            else {**r, "strategy_source": "own"} for i, r in enumerate(train)]
+    return [
+        {**without_strong(r), "strategy": None, "strategy_source": None} if i in stripped else {**r, "strategy_source": "own"}
+        for i, r in enumerate(train)
+    ]
 
 
 def variant_rows(train: Sequence[Mapping[str, Any]], seed: int) -> dict[str, list[dict[str, Any]]]:
     """{"half": …, "half_retrieved": …}: `half_rows`, and the same rows with the stripped half's
     strategies retrieved from a library of the kept half (`RetrievalConfig(only_missing=True)`)."""
-    from sgpo.library import RetrievalConfig, StrategyLibrary
-
     half = half_rows(train, seed)
     library, _ = StrategyLibrary.build([[r for r in half if r["strategy_source"] == "own"]])
     return {"half": half, "half_retrieved": library.retrieve(half, RetrievalConfig(only_missing=True)).rows}
@@ -64,9 +67,6 @@ def variant_file(world: Path, variant: str) -> Path:
 def write_variants(world: Path, seed: int) -> None:
     """Write `train-data/half.jsonl` and `half_retrieved.jsonl` from `world/train.jsonl`, once: the
     folder is written under a temporary name and renamed into place, and skipped when present."""
-    from sgpo.data import read_rows, write_rows
-    from sgpo.world.pipeline import atomic_dir
-
     folder = world / "train-data"
     if folder.exists():
         return

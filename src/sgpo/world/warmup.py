@@ -47,9 +47,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from sgpo.prompts import PromptFormat, tokenize_prompts
-from sgpo.rollout import pad
+from sgpo.sft import Example, completion_nll
+from sgpo.strategies.base import render_strategy
+from sgpo.world.extractor import WorldExtractor
+from sgpo.world.families import FAMILIES, Instance, oracle_response, parse_numbers
 from sgpo.world.prompt import WORLD_PROMPT_FORMAT
 
 
@@ -75,12 +79,6 @@ class WarmupConfig:
 
 
 @dataclass
-class Example:
-    prompt: list[int]
-    completion: list[int]  # response tokens + end-of-sequence
-
-
-@dataclass
 class WarmupData:
     """Tokenized examples, by the family of the strategy they follow: `guided[f]` (the records of
     family f), `swapped[f]` (records of other families given f's strategy and solution), and `auto`
@@ -94,10 +92,6 @@ class WarmupData:
 def swapped_record(record: Mapping[str, Any]) -> dict[str, Any]:
     """`record` with the strategy and worked solution of another family (one without a target, since
     the question names none), on the same list; the family is drawn from a stream seeded by the id."""
-    from sgpo.strategies.base import render_strategy
-    from sgpo.world.extractor import WorldExtractor
-    from sgpo.world.families import FAMILIES, Instance, oracle_response, parse_numbers
-
     rng = random.Random(f"sgpo-swap:{record['id']}")
     other = rng.choice([f for f in FAMILIES if f.name != record["family"] and not f.has_target])
     response, _ = oracle_response(other, Instance(tuple(parse_numbers(record["problem"]))))
@@ -161,20 +155,6 @@ def step_batch(data: WarmupData, cfg: WarmupConfig, step: int) -> tuple[list[Exa
     return guided, auto
 
 
-def completion_nll(model, examples: Sequence[Example], pad_id: int) -> tuple[torch.Tensor, int]:
-    """(sum of the completion tokens' negative log-likelihood, number of completion tokens)."""
-    seqs = [e.prompt + e.completion for e in examples]
-    ids, mask = pad(seqs, pad_id, "right")
-    labels = torch.full_like(ids, -100)
-    for i, e in enumerate(examples):
-        start = len(e.prompt)
-        labels[i, start : start + len(e.completion)] = torch.as_tensor(e.completion)
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-    target = labels[:, 1:]
-    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), reduction="sum")
-    return nll, int((target != -100).sum())
-
-
 def lr_lambda(cfg: WarmupConfig) -> Callable[[int], float]:
     """Linear warm-up over `warmup_steps`, then cosine decay to `min_lr_ratio` at `steps`."""
 
@@ -191,11 +171,11 @@ def _sum_across_processes(model, loss: torch.Tensor | None) -> float:
     """Replace every gradient by its sum over the process group, in one all-reduce (with the loss,
     which is returned summed: the loss of the whole batch). A parameter without a gradient here (a
     share without examples) contributes zeros."""
-    import torch.distributed as dist
-
     params = list(model.parameters())
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
-                     + [loss.detach().reshape(1) if loss is not None else torch.zeros(1)])
+    flat = torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+        + [loss.detach().reshape(1) if loss is not None else torch.zeros(1)]
+    )
     dist.all_reduce(flat)  # 2 processes: a + b in both, the same bits everywhere
     offset = 0
     for p in params:
@@ -207,8 +187,14 @@ def _sum_across_processes(model, loss: torch.Tensor | None) -> float:
 def _save_state(path: Path, model, opt, sched, step: int, cfg: WarmupConfig, losses: list[float]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(
-        {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-         "config": cfg.to_dict(), "losses": losses},
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "step": step,
+            "config": cfg.to_dict(),
+            "losses": losses,
+        },
         tmp,
     )
     os.replace(tmp, path)

@@ -114,7 +114,9 @@ class OpenAICompatExtractor(Extractor):
         return text
 
     def _create(self, messages: list[dict[str, str]], level: int):
-        kwargs: dict[str, Any] = dict(model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens)
+        kwargs: dict[str, Any] = dict(
+            model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
+        )
         fmt = self._response_format(level)
         if fmt is not None:
             kwargs["response_format"] = fmt
@@ -137,7 +139,11 @@ class OpenAICompatExtractor(Extractor):
                 if self._auto_format and level > self._level:
                     with self._lock:
                         if level > self._level:
-                            log.warning("the endpoint rejects response_format=%s; using %s from now on", _LEVELS[self._level], _LEVELS[level])
+                            log.warning(
+                                "the endpoint rejects response_format=%s; using %s from now on",
+                                _LEVELS[self._level],
+                                _LEVELS[level],
+                            )
                             self._level = level
                 break
             except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:

@@ -12,6 +12,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
+from sgpo.modeling import load_tokenizer
+from sgpo.prompts import tokenize_prompts
+from sgpo.rollout import generate_completions
 from sgpo.strategies.base import BatchExtractor, ExtractionError, ExtractionRequest, ExtractorConfigError, Strategy
 from sgpo.strategies.parsing import parse_replies
 from sgpo.strategies.prompt import DEFAULT_PROMPT_VERSION, get_prompt
@@ -45,8 +48,6 @@ class TransformersExtractor(BatchExtractor):
         import torch
         from transformers import AutoModelForCausalLM
 
-        from sgpo.modeling import load_tokenizer
-
         if not model:
             raise ExtractorConfigError("the transformers backend needs a model path or hub id (--model)")
         self.model = str(model)
@@ -68,9 +69,6 @@ class TransformersExtractor(BatchExtractor):
         self._lock = threading.Lock()
 
     def extract_batch(self, items: Sequence[ExtractionRequest]) -> list[Strategy | ExtractionError]:
-        from sgpo.prompts import tokenize_prompts
-        from sgpo.rollout import generate_completions
-
         texts = [chat_prompt(self.tokenizer, self.prompt.messages(it.problem, it.response, it.answer)) for it in items]
         with self._lock:
             # chat-templated text carries its special tokens; plain text gets the tokenizer's own (BOS)

@@ -17,6 +17,7 @@ from typing import Any
 from sgpo.strategies.base import BatchExtractor, ExtractionError, ExtractionRequest, ExtractorConfigError, Strategy
 from sgpo.strategies.parsing import parse_replies
 from sgpo.strategies.prompt import DEFAULT_PROMPT_VERSION, get_prompt
+from sgpo.vllm_engine import EngineSettings, build_llm, shutdown_llm
 
 INSTALL_HINT = "`make vllm` (CPU) or pip install 'sgpo[vllm]' on a CUDA machine, or use --backend openai against `vllm serve`"
 
@@ -25,7 +26,9 @@ def _import_vllm():
     try:
         import vllm
     except ImportError as exc:
-        raise ExtractorConfigError(f"the vllm backend needs the vllm package, which is not installed ({exc}): {INSTALL_HINT}") from None
+        raise ExtractorConfigError(
+            f"the vllm backend needs the vllm package, which is not installed ({exc}): {INSTALL_HINT}"
+        ) from None
     return vllm
 
 
@@ -68,7 +71,6 @@ class VLLMExtractor(BatchExtractor):
         enforce_eager: bool | None = None,
     ):
         vllm = _import_vllm()
-        from sgpo.vllm_engine import EngineSettings, build_llm
 
         if not model:
             raise ExtractorConfigError("the vllm backend needs a model path or hub id (--model)")
@@ -77,9 +79,13 @@ class VLLMExtractor(BatchExtractor):
         self.prompt_version = self.prompt.version
         self.batch_size = batch_size
         engine = EngineSettings(
-            kv_cache_memory_bytes=kv_cache_memory_bytes, gpu_memory_utilization=gpu_memory_utilization,
-            tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len, enforce_eager=enforce_eager,
-            dtype=dtype, seed=seed,
+            kv_cache_memory_bytes=kv_cache_memory_bytes,
+            gpu_memory_utilization=gpu_memory_utilization,
+            tensor_parallel_size=tensor_parallel_size,
+            max_model_len=max_model_len,
+            enforce_eager=enforce_eager,
+            dtype=dtype,
+            seed=seed,
         )
         self.llm = build_llm(self.model, engine, trust_remote_code=trust_remote_code)
         self.params = _sampling_params(vllm, self.prompt.json_schema() if guided else None, temperature, max_tokens)
@@ -92,7 +98,5 @@ class VLLMExtractor(BatchExtractor):
 
     def close(self) -> None:
         if getattr(self, "llm", None) is not None:
-            from sgpo.vllm_engine import shutdown_llm
-
             llm, self.llm = self.llm, None
             shutdown_llm(llm)

@@ -1,13 +1,15 @@
-"""The rollout of one generation batch, as a chain of named stages (docs/algorithm.md, "One step").
+"""The rollout of one generation batch, as a chain of named phases (docs/algorithm.md, "One step").
 
     plan → sample → score → advantages → weights and selection → micro-batches → no-grad passes
 
-`SGPOTrainer._generate_and_score` runs them in this order; each is a function over tensors (rows
-of completions, problem-major) that can be tested and replaced on its own — `sample` is the
-trainer's `_generate` hook (Hugging Face `generate`, or vLLM). Shapes: B problems in this process's
-share of the generation batch, n sampled completions (per problem `num_generations` autonomous
-ones, then `num_guided_generations` guided ones if it has a strategy), C completion positions, S
-micro-batches, H hidden size.
+`SGPOTrainer._generate_and_score` runs them in this order. Each is a function over tensors (rows
+of completions, problem-major) that can be tested and replaced on its own, here, except two that
+drive a model or a service and so are hooks elsewhere: "sample" is the trainer's `_generate`
+(Hugging Face `generate`, or vLLM) and "score" calls the reward functions (`sgpo.rewards.RewardFunctions`);
+the no-grad passes use `completion_hidden` / `no_grad_hidden` from here. Shapes: B problems in this
+process's share of the generation batch, n sampled completions (per problem `num_generations`
+autonomous ones, then `num_guided_generations` guided ones if it has a strategy), C completion
+positions, S micro-batches, H hidden size.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
+from accelerate.utils import gather_object
 
-from sgpo.objectives import GlobalCounts, instance_weights
+from sgpo.objectives import InstanceWeightEMA, LossInputs, group_relative_advantages, instance_weights
 from sgpo.rollout import Generation, pad
 
 Tensor = torch.Tensor
@@ -39,10 +42,10 @@ class Packed:
     def num_rows(self) -> int:
         return self.prompt_ids.shape[0]
 
-    def to(self, device) -> "Packed":
+    def to(self, device) -> Packed:
         return Packed(*(getattr(self, f.name).to(device) for f in fields(self)))
 
-    def rows(self, index: Tensor | slice) -> "Packed":
+    def rows(self, index: Tensor | slice) -> Packed:
         return Packed(*(getattr(self, f.name)[index] for f in fields(self)))
 
 
@@ -91,7 +94,11 @@ def plan_rollouts(
 ) -> RolloutPlan:
     """The sampling plan of B problems; a problem whose `guided_ids` is None gets no guided rows."""
     B = len(prompt_ids)
-    has = torch.tensor([g is not None for g in guided_ids], dtype=torch.bool) if num_guided_generations else torch.zeros(B, dtype=torch.bool)
+    has = (
+        torch.tensor([g is not None for g in guided_ids], dtype=torch.bool)
+        if num_guided_generations
+        else torch.zeros(B, dtype=torch.bool)
+    )
     per_problem = num_generations + num_guided_generations * has.long()  # (B,)
     owner = torch.repeat_interleave(torch.arange(B), per_problem)  # (n,)
     # position of each row inside its problem's block: the first Ga are autonomous
@@ -186,6 +193,18 @@ def group_stats(rewards: Tensor, plan: RolloutPlan, threshold: float) -> GroupSt
     return GroupStats(correct, acc_auto, acc_guided, reward_auto, reward_guided, n_guided > 0)
 
 
+# ---------------------------------------------------------------------------------------- 4. advantages
+
+
+def global_advantages(auto_rewards: Tensor, accelerator, num_generations: int, scale_rewards: str) -> Tensor:
+    """Group-relative advantages over the rewards of every process (a batch-scaled std is global, as in
+    TRL); this process's share. (B·Ga,) -> (B·Ga,)"""
+    gathered = accelerator.gather(auto_rewards.to(accelerator.device)).cpu()
+    advantages = group_relative_advantages(gathered, num_generations, scale_rewards)
+    n, rank = len(auto_rewards), accelerator.process_index
+    return advantages[rank * n : (rank + 1) * n]
+
+
 # ---------------------------------------------------------------------------------------- 5. weights and selection
 
 
@@ -193,6 +212,27 @@ def problem_weights(stats: GroupStats, mode: str) -> Tensor:
     """w_i (B,) from the accuracies (0 for problems without guided rollouts); docs/algorithm.md §6."""
     raw = instance_weights(mode, stats.acc_auto, stats.acc_guided).float()
     return torch.where(stats.has_guided, raw, torch.zeros_like(raw))
+
+
+def smoothed_problem_weights(
+    stats: GroupStats, problems: Sequence[dict], mode: str, ema: InstanceWeightEMA, accelerator
+) -> Tensor:
+    """w_i (B,), smoothed by the per-problem EMA when it is on. The EMA sees the problems of every
+    process, so its state is the same on every rank (and in every checkpoint)."""
+    weights = problem_weights(stats, mode)
+    if ema.decay == 0.0:
+        return weights
+    ids = [str(p["id"]) for p in problems]
+    device = accelerator.device
+    if accelerator.num_processes > 1:
+        ids = gather_object(ids)
+    all_w = accelerator.gather(weights.to(device)).cpu()
+    has = accelerator.gather(stats.has_guided.long().to(device)).cpu().bool()
+    smoothed = torch.zeros_like(all_w)
+    if has.any():
+        smoothed[has] = ema([ids[i] for i in has.nonzero().squeeze(1).tolist()], all_w[has])
+    n, rank = len(problems), accelerator.process_index
+    return smoothed[rank * n : (rank + 1) * n]
 
 
 @dataclass
@@ -204,8 +244,14 @@ class Selection:
 
 
 def select(
-    gen: Generation, truncated: Tensor, plan: RolloutPlan, correct: Tensor, weights: Tensor, distill_on: str,
-    mask_truncated: bool, distill: bool,
+    gen: Generation,
+    truncated: Tensor,
+    plan: RolloutPlan,
+    correct: Tensor,
+    weights: Tensor,
+    distill_on: str,
+    mask_truncated: bool,
+    distill: bool,
 ) -> Selection:
     """The loss mask of every row and the guided rows to distil on (docs/algorithm.md §4)."""
     loss_mask = gen.completion_mask.clone()
@@ -224,35 +270,30 @@ def select(
 @dataclass
 class MicroBatch:
     """One micro-step's rows. The student rows are the Na autonomous rows, then the Nd distilled ones,
-    all with the autonomous prompt x; the teacher rows are the distilled ones with x ⊕ s."""
+    all with the autonomous prompt x; the teacher rows are the distilled ones with x ⊕ s.
+
+    `loss` is the micro-batch's `LossInputs`, filled phase by phase: masks, advantages and weights at
+    the split, the step's normalisers once reduced over processes, π_old / π_ref / the teacher by the
+    no-grad passes; the student forward of the loss step adds the hidden states, ids and LM head."""
 
     student: Packed
     n_auto: int
-    auto_mask: Tensor  # (Na, C)
-    advantages: Tensor  # (Na,)
-    distill_mask: Tensor  # (Nd, C)
-    distill_weights: Tensor  # (Nd,)
     teacher: Packed | None  # Nd rows, or None when nothing is distilled
+    loss: LossInputs
     distill_groups: Tensor | None = None  # (Nd,) long: the strategy source of each row's problem (metrics only)
-    auto_off_policy: Tensor | None = None  # (Na,) bool: autonomous rows holding a strong response (LUFFY)
-    auto_counts: GlobalCounts | None = None  # set once the step's counts are reduced over processes
-    distill_tokens: float = 0.0
-    # filled by the no-grad passes (7.)
-    old_logps: Tensor | None = None  # (Na, C)
-    distill_old_logps: Tensor | None = None  # (Nd, C)
-    ref_logps: Tensor | None = None  # (Na, C)
-    teacher_hidden: Tensor | None = None  # (Nd, C, H)
-    teacher_weight: Tensor | None = None  # (V, H) rollout-time LM head, when the batch is reused
-    teacher_bias: Tensor | None = None  # (V,)
     sampler_logps: Tensor | None = None  # (Na, C) log-probs of the sampled tokens under the sampling engine (vLLM)
-    is_weights: Tensor | None = None  # (Na, C) importance weights of the sampler/trainer mismatch
 
-    def to(self, device) -> "MicroBatch":
-        moved = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            moved[f.name] = v.to(device) if isinstance(v, (Tensor, Packed)) else v
-        return replace(self, **moved)
+    def to(self, device) -> MicroBatch:
+        return replace(self, **{f.name: _to(getattr(self, f.name), device) for f in fields(self)})
+
+
+def _to(value, device):
+    """`value` on `device`: tensors and `Packed` rows moved, the tensors of a `LossInputs` too."""
+    if isinstance(value, (Tensor, Packed)):
+        return value.to(device)
+    if isinstance(value, LossInputs):
+        return replace(value, **{f.name: _to(getattr(value, f.name), device) for f in fields(value)})
+    return value
 
 
 def local_counts(plan: RolloutPlan, sel: Selection, num_micro: int) -> Tensor:
@@ -284,8 +325,14 @@ def consecutive_runs(prompt_ids: Sequence[Sequence[int]]) -> tuple[list[list[int
 
 
 def split_micro_batches(
-    gen: Generation, plan: RolloutPlan, sel: Selection, advantages: Tensor, num_micro: int, with_teacher: bool,
-    problem_groups: Tensor | None = None, off_policy: Tensor | None = None,
+    gen: Generation,
+    plan: RolloutPlan,
+    sel: Selection,
+    advantages: Tensor,
+    num_micro: int,
+    with_teacher: bool,
+    problem_groups: Tensor | None = None,
+    off_policy: Tensor | None = None,
 ) -> list[MicroBatch]:
     """Split the rows into `num_micro` micro-batches of B / S whole problems each.
 
@@ -314,14 +361,21 @@ def split_micro_batches(
             MicroBatch(
                 student=student,
                 n_auto=na,
-                auto_mask=loss_mask[:na],
-                advantages=advantages[auto_rows],
-                distill_mask=loss_mask[na:],
-                distill_weights=sel.row_weight[d_rows],
                 teacher=teacher,
+                loss=LossInputs(
+                    head_weight=None,
+                    head_bias=None,
+                    auto_hidden=None,
+                    auto_ids=None,  # the loss step's forward
+                    auto_mask=loss_mask[:na],
+                    advantages=advantages[auto_rows],
+                    auto_counts=None,  # set once the step's counts are reduced over processes
+                    distill_mask=loss_mask[na:],
+                    distill_weights=sel.row_weight[d_rows],
+                    auto_off_policy=None if off_policy is None else off_policy[auto_rows],
+                ),
                 sampler_logps=None if gen.sampler_logps is None else gen.sampler_logps[auto_rows, :C],
                 distill_groups=None if problem_groups is None else problem_groups[plan.owner[d_rows]],
-                auto_off_policy=None if off_policy is None else off_policy[auto_rows],
             )
         )
     return out

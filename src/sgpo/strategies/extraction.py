@@ -36,7 +36,8 @@ from typing import Any
 from sgpo.data import DataError, load_rows, write_rows
 from sgpo.strategies.base import ExtractionError, ExtractionRequest, Extractor, ExtractorConfigError, Strategy, render_strategy
 from sgpo.strategies.leak import LeakConfig, LeakFilter
-from sgpo.strategies.progress import RunProgress, format_duration
+from sgpo.strategies.registry import build_extractor
+from sgpo.strategies.run_progress import RunProgress, format_duration
 from sgpo.strategies.store import ResultStore, content_hash
 
 OUTPUT_SUFFIXES = (".jsonl", ".parquet", ".json")
@@ -121,7 +122,9 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def read_items(source: Any, columns: InputColumns = InputColumns(), limit: int | None = None) -> tuple[list[dict[str, Any]], list[ExtractionRequest], str]:
+def read_items(
+    source: Any, columns: InputColumns = InputColumns(), limit: int | None = None
+) -> tuple[list[dict[str, Any]], list[ExtractionRequest], str]:
     """Input rows, the extraction request of each, and the source's name. Raises `DataError` naming
     the source, the rows and the columns of every bad row (up to 10 listed)."""
     rows, name = load_rows(source)
@@ -167,7 +170,9 @@ def _apply_leak(record: dict[str, Any], request: ExtractionRequest, leak: LeakFi
     record["leak_config"] = leak.config.fingerprint()
     record["leak_reason"] = record["leak_detail"] = None
     if record["status"] == "ok":
-        found = leak.check(Strategy.model_validate_json(record["strategy_json"]), request.problem, request.response, request.answer)
+        found = leak.check(
+            Strategy.model_validate_json(record["strategy_json"]), request.problem, request.response, request.answer
+        )
         if found is not None:
             record["leak_reason"], record["leak_detail"] = found.reason, found.detail
     return record
@@ -230,6 +235,24 @@ def default_cache_path(output: str | os.PathLike) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------
+def _cached_results(store: ResultStore, unique: dict[str, ExtractionRequest], leak_filter: LeakFilter) -> dict[str, dict]:
+    """The cache's results of the `unique` items; those checked with another leak configuration are
+    re-filtered (and stored again), no request needed."""
+    stored = store.get_many(unique)
+    fingerprint = leak_filter.config.fingerprint()
+    refiltered = {k: _apply_leak(r, unique[k], leak_filter) for k, r in stored.items() if r.get("leak_config") != fingerprint}
+    store.put_many(refiltered)
+    stored.update(refiltered)
+    return stored
+
+
+def _needs_work(rec: dict | None, retry_failed: bool) -> bool:
+    """An item is (re)done when it has no result, or failed transiently (or at all, with `retry_failed`)."""
+    if rec is None:
+        return True
+    return rec["status"] == "failed" and (retry_failed or rec.get("reason") in TRANSIENT_REASONS)
+
+
 def extract_strategies(
     input: Any,
     output: str | os.PathLike,
@@ -256,8 +279,6 @@ def extract_strategies(
 
     owns_extractor = isinstance(extractor, str)
     if isinstance(extractor, str):
-        from sgpo.strategies.registry import build_extractor
-
         extractor = build_extractor(extractor, strict_extractor_options, **(extractor_options or {}))
     leak_filter = LeakFilter(config.leak)
     cache_path = Path(cache) if cache is not None else default_cache_path(output)
@@ -268,21 +289,8 @@ def extract_strategies(
         unique: dict[str, ExtractionRequest] = {}
         for key, req in zip(keys, requests):
             unique.setdefault(key, req)
-        stored = store.get_many(unique)
-
-        # cached strategies checked with another leak configuration: re-filter, no request needed
-        fingerprint = leak_filter.config.fingerprint()
-        refiltered = {k: _apply_leak(r, unique[k], leak_filter) for k, r in stored.items() if r.get("leak_config") != fingerprint}
-        store.put_many(refiltered)
-        stored.update(refiltered)
-
-        def needs_work(key: str) -> bool:
-            rec = stored.get(key)
-            if rec is None:
-                return True
-            return rec["status"] == "failed" and (config.retry_failed or rec.get("reason") in TRANSIENT_REASONS)
-
-        todo = [k for k in unique if needs_work(k)]
+        stored = _cached_results(store, unique, leak_filter)
+        todo = [k for k in unique if _needs_work(stored.get(k), config.retry_failed)]
         if todo:
             extractor.probe()
         workers = max(1, min(config.concurrency, extractor.max_concurrency or config.concurrency))
@@ -363,4 +371,7 @@ def _drive(
             for fut in inflight:
                 fut.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
-            print(f"extraction stopped; {len(stored)} finished items are kept in {store.path} and a rerun resumes from there", file=sys.stderr)
+            print(
+                f"extraction stopped; {len(stored)} finished items are kept in {store.path} and a rerun resumes from there",
+                file=sys.stderr,
+            )

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 def format_duration(seconds: float) -> str:
@@ -24,7 +32,9 @@ def format_duration(seconds: float) -> str:
 class RunProgress:
     """`advance(outcome)` after each item; `close()` at the end."""
 
-    def __init__(self, total: int, *, label: str = "extract", enabled: bool = True, interval: float = 30.0, console: Console | None = None):
+    def __init__(
+        self, total: int, *, label: str = "extract", enabled: bool = True, interval: float = 30.0, console: Console | None = None
+    ):
         self.total = total
         self.label = label
         self.enabled = enabled and total > 0

@@ -85,7 +85,9 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _logits_into(out: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, temperature: float) -> torch.Tensor:
+def _logits_into(
+    out: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, temperature: float
+) -> torch.Tensor:
     """out (c, V) <- (hidden Wᵀ + b) / T, hidden (c, H). Matmul in the weight's dtype, as `F.linear`."""
     if hidden.dtype == out.dtype and weight.dtype == out.dtype:
         if temperature != 1.0:  # divide the (c, H) rows, not the (c, V) logits: one pass fewer
@@ -132,7 +134,9 @@ def _active_rows(mask: torch.Tensor) -> torch.Tensor | None:
     return None if rows.numel() == mask.numel() else rows
 
 
-def _grad_to_hidden(grad: torch.Tensor, weight: torch.Tensor, temperature: float, out: torch.Tensor | None = None) -> torch.Tensor:
+def _grad_to_hidden(
+    grad: torch.Tensor, weight: torch.Tensor, temperature: float, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """∂/∂hidden = G W / T. G (c, V) in the compute dtype -> (c, H) in the compute dtype."""
     if weight.dtype == grad.dtype:
         res = torch.mm(grad, weight) if out is None else torch.mm(grad, weight, out=out)
@@ -270,7 +274,26 @@ def _accumulate_head_grads(dW, db, G, hidden, scale, temperature, first):
         db.add_(G.sum(0) if scale is None else torch.mv(G.t(), scale.squeeze(-1)), alpha=inv_t)
 
 
-def _weight_grads(plan, n, rows, chunk, s_hidden, t_hidden, weight, t_weight, bias, t_bias, targets, stats, g_div, g_logp, temperature, need_w, need_b, grad_h):
+def _weight_grads(
+    plan,
+    n,
+    rows,
+    chunk,
+    s_hidden,
+    t_hidden,
+    weight,
+    t_weight,
+    bias,
+    t_bias,
+    targets,
+    stats,
+    g_div,
+    g_logp,
+    temperature,
+    need_w,
+    need_b,
+    grad_h,
+):
     """Walk the active rows again: accumulate ∂W, ∂b (float32) and, when g_logp is used, fix those
     rows of grad_h (replaced by the combined G's hidden gradient when g_div is in G, else added to).
     Returns (dW, db)."""
@@ -282,7 +305,11 @@ def _weight_grads(plan, n, rows, chunk, s_hidden, t_hidden, weight, t_weight, bi
     count = n if rows is None else rows.numel()
     c = min(chunk, count)
     A = torch.empty(c, v, dtype=dt, device=dev)
-    B = torch.empty(c, v, dtype=dt, device=dev) if (g_div is not None and (plan != "forward_kl_topk" or g_logp is not None)) else None
+    B = (
+        torch.empty(c, v, dtype=dt, device=dev)
+        if (g_div is not None and (plan != "forward_kl_topk" or g_logp is not None))
+        else None
+    )
     for i, sel in enumerate(_row_blocks(n, rows, c)):
         k = _block_len(sel)
         a, b = A[:k], (B[:k] if B is not None else None)
@@ -343,7 +370,9 @@ class _ChunkedDistill(torch.autograd.Function):
     or None, teacher_bias, targets (N,)) -> (divergence, student_logp, teacher_logp), each (N,)."""
 
     @staticmethod
-    def forward(ctx, s_hidden, t_hidden, weight, t_weight, bias, t_bias, targets, plan, topk, temperature, chunk, compute_grad, hint):
+    def forward(
+        ctx, s_hidden, t_hidden, weight, t_weight, bias, t_bias, targets, plan, topk, temperature, chunk, compute_grad, hint
+    ):
         n, v = s_hidden.shape[0], weight.shape[0]
         dt, dev = _compute_dtype(weight.dtype), s_hidden.device
         want_dh = compute_grad and ctx.needs_input_grad[0]
@@ -518,9 +547,13 @@ def _flatten(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, 
     if weight.dim() != 2:
         raise ValueError(f"weight must be the (V, H) LM-head matrix, got shape {tuple(weight.shape)}")
     if hidden.dim() < 1 or hidden.shape[-1] != weight.shape[1]:
-        raise ValueError(f"{name} has shape {tuple(hidden.shape)}; its last dimension must be the hidden size {weight.shape[1]} of weight")
+        raise ValueError(
+            f"{name} has shape {tuple(hidden.shape)}; its last dimension must be the hidden size {weight.shape[1]} of weight"
+        )
     if tuple(hidden.shape[:-1]) != tuple(targets.shape):
-        raise ValueError(f"targets has shape {tuple(targets.shape)}; it must match {name}'s leading dimensions {tuple(hidden.shape[:-1])}")
+        raise ValueError(
+            f"targets has shape {tuple(targets.shape)}; it must match {name}'s leading dimensions {tuple(hidden.shape[:-1])}"
+        )
     if targets.dtype.is_floating_point or targets.dtype == torch.bool:
         raise ValueError(f"targets must hold integer token ids, got dtype {targets.dtype}")
     return hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1).long()
@@ -616,7 +649,9 @@ def distill_terms(
         raise ValueError("distill_topk needs a vocabulary of at least 2 tokens (top-k plus a tail)")
     h_s, tg = _flatten(student_hidden, weight, targets, "student_hidden")
     if teacher_hidden.shape != student_hidden.shape:
-        raise ValueError(f"teacher_hidden has shape {tuple(teacher_hidden.shape)}; it must match student_hidden {tuple(student_hidden.shape)}")
+        raise ValueError(
+            f"teacher_hidden has shape {tuple(teacher_hidden.shape)}; it must match student_hidden {tuple(student_hidden.shape)}"
+        )
     t_w = (weight if teacher_weight is None else teacher_weight).detach()
     if t_w.shape != weight.shape:
         raise ValueError(f"teacher_weight has shape {tuple(t_w.shape)}; it must match weight {tuple(weight.shape)}")

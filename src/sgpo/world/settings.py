@@ -1,0 +1,116 @@
+"""The settings of a strategy-world run: everything that determines its numbers.
+
+`WorldRunConfig` (world, model, warm-up, training budget, evaluation, threads) is what `sgpo demo`
+runs (`make_config`: the full setting or the quick one) and what `sgpo experiment` builds its setup
+from; `TrainSettings` is one GRPO / SGPO / LUFFY run from the warm-up (`sgpo_config_kwargs`).
+A run folder keeps its configuration in `RUN_CONFIG_FILE`; a rerun must match it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sgpo.world.generate import WorldSpec
+from sgpo.world.model import ModelSpec
+from sgpo.world.warmup import WarmupConfig
+
+RUN_CONFIG_FILE = "config.json"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """One GRPO or SGPO run from the warm-up checkpoint. Both methods get the same settings except
+    the rollout split and the distillation term, so they see the same problems, the same number of
+    rollouts per problem and the same number of optimizer steps."""
+
+    max_steps: int = 60
+    problems_per_step: int = 8
+    rollouts_per_problem: int = 8  # GRPO: 8 autonomous; SGPO: 4 autonomous + 4 guided
+    max_completion_length: int = 64
+    # Shared by both methods, chosen on GRPO alone: of 2e-4 / 5e-5 / 1e-5 (60 steps), 1e-5 gives GRPO
+    # its best held-out autonomous accuracy while keeping the warm-up's guided skill (2e-4 halves it).
+    # The learning rates SGPO and the baselines are tuned on: docs/results.md.
+    learning_rate: float = 1e-5
+    temperature: float = 1.0
+    loss_type: str = "dapo"
+    distill_coef: float = 1.0
+    instance_weighting: str = "marginal"
+    seed: int = 0
+
+    def sgpo_config_kwargs(self, method: str) -> dict[str, Any]:
+        """`SGPOConfig` fields of a run of `method`: "grpo", "sgpo", or "luffy" (mixed-policy GRPO:
+        all rollouts autonomous, one slot per group holding the strong response; its own loss
+        aggregation, dr_grpo: docs/algorithm.md, "Baselines and ablations")."""
+        half = self.rollouts_per_problem // 2
+        extra: dict[str, Any] = {}
+        if method in ("grpo", "luffy"):
+            rollout = dict(num_generations=self.rollouts_per_problem, num_guided_generations=0, distill_coef=0.0)
+            if method == "luffy":
+                extra = dict(
+                    mix_strong_responses=True, strong_response_column="response", policy_shaping_gamma=0.1, loss_type="dr_grpo"
+                )
+        elif method == "sgpo":
+            rollout = dict(
+                num_generations=half, num_guided_generations=self.rollouts_per_problem - half, distill_coef=self.distill_coef
+            )
+        else:
+            raise ValueError(f"unknown method {method!r} (grpo, sgpo, luffy)")
+        return (
+            dict(
+                per_device_train_batch_size=self.problems_per_step,
+                max_steps=self.max_steps,
+                max_completion_length=self.max_completion_length,
+                learning_rate=self.learning_rate,
+                lr_scheduler_type="constant",
+                warmup_steps=0,
+                temperature=self.temperature,
+                loss_type=self.loss_type,
+                instance_weighting=self.instance_weighting,
+                seed=self.seed,
+                data_seed=self.seed,
+                **rollout,
+            )
+            | extra
+        )
+
+
+@dataclass(frozen=True)
+class WorldRunConfig:
+    """Everything that determines the numbers of a run."""
+
+    seed: int = 0
+    quick: bool = False
+    world: WorldSpec = field(default_factory=WorldSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    tokenizer_vocab_size: int = 640
+    tokenizer_corpus_per_family: int = 100  # warm-up records per family the tokenizer is trained on
+    eval_max_new_tokens: int = 64
+    eval_batch_size: int = 128
+    # torch threads of every process; fixed rather than the machine's core count, because the
+    # summation order in matrix products, and so the last bits of every number, depend on it
+    threads: int = 1
+    warmup_processes: int = 2  # the warm-up runs data-parallel in this many processes (warmup.py)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["world"] = {"per_family": dict(self.world.per_family), "families": self.world.families and list(self.world.families)}
+        d["warmup"] = self.warmup.to_dict()
+        return d
+
+
+def make_config(seed: int = 0, quick: bool = False) -> WorldRunConfig:
+    """The full setting, or the quick one (a smaller world and model, fewer steps: a smoke test)."""
+    if not quick:
+        return WorldRunConfig(seed=seed, warmup=WarmupConfig(seed=seed), train=TrainSettings(seed=seed))
+    return WorldRunConfig(
+        seed=seed,
+        quick=True,
+        world=WorldSpec(per_family={"heldout": 20, "train": 16, "warmup": 300}),
+        model=ModelSpec(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2),
+        warmup=WarmupConfig(seed=seed, steps=300, batch_size=16, learning_rate=4e-3, warmup_steps=25, save_every=100),
+        train=TrainSettings(max_steps=6, problems_per_step=4, seed=seed),
+        eval_batch_size=120,
+    )
