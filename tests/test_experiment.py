@@ -19,7 +19,7 @@ from sgpo.world.experiment_results import mean_std, paired_bootstrap
 from sgpo.world.methods import DEFAULT_METHODS, METHODS, run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "experiments" / "strategy_world.yaml"
+CONFIG = ROOT / "experiments" / "world_v1.yaml"
 
 
 def sgpo(*args, cwd=None):

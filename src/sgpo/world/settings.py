@@ -33,6 +33,9 @@ class TrainSettings:
     # The learning rates SGPO and the baselines are tuned on: docs/results.md.
     learning_rate: float = 1e-5
     temperature: float = 1.0
+    # optimizer steps on each generation batch (TRL's num_iterations): with 2 or more, the policy moves
+    # away from the one that sampled the batch, so the clipping and the proximal mask can bind
+    num_iterations: int = 1
     loss_type: str = "dapo"
     distill_coef: float = 1.0
     instance_weighting: str = "marginal"
@@ -65,6 +68,7 @@ class TrainSettings:
                 lr_scheduler_type="constant",
                 warmup_steps=0,
                 temperature=self.temperature,
+                num_iterations=self.num_iterations,
                 loss_type=self.loss_type,
                 instance_weighting=self.instance_weighting,
                 seed=self.seed,
@@ -89,6 +93,13 @@ class WorldRunConfig:
     tokenizer_corpus_per_family: int = 100  # warm-up records per family the tokenizer is trained on
     eval_max_new_tokens: int = 64
     eval_batch_size: int = 128
+    # the primary held-out metric: pass@1 averaged over `eval_samples` samples per problem at
+    # `eval_temperature` (1: one greedy completion per problem, at temperature 0); greedy is kept beside
+    eval_samples: int = 1
+    eval_temperature: float = 0.0
+    # guided accuracy (a reference, not the endpoint) of the trained runs: this many samples per problem
+    # at `eval_temperature`, or one greedy completion (1, the default): it costs a second evaluation
+    eval_guided_samples: int = 1
     # torch threads of every process; fixed rather than the machine's core count, because the
     # summation order in matrix products, and so the last bits of every number, depend on it
     threads: int = 1
@@ -96,7 +107,7 @@ class WorldRunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["world"] = {"per_family": dict(self.world.per_family), "families": self.world.families and list(self.world.families)}
+        d["world"] = self.world.to_dict()
         d["warmup"] = self.warmup.to_dict()
         return d
 
