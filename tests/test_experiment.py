@@ -189,6 +189,15 @@ def test_shipped_config_is_a_fair_full_experiment():
             "world: needs a number of problems per family for every split; missing 'validation'",
         ),
         ("seeds: 0\n", "seeds must be >= 1, got 0"),
+        ("model: {hidden: 64}\n", "model: unknown key 'hidden'"),
+        ("larger_model: {hidden_size: big}\n", "larger_model.hidden_size must be an integer, got 'big'"),
+        ("larger_methods: [grpo, ppo]\n", "larger_methods must be a list of the methods"),
+        ("warmup: {auto_exposure: {sum: lots}}\n", "warmup.auto_exposure.sum must be a number, got 'lots'"),
+        ("warmup: {step: 5}\n", "warmup: unknown key 'step'"),
+        ("evaluation: {samples: 4}\n", "evaluation.samples > 1 needs evaluation.temperature > 0"),
+        ("world: {heldout: 3, train: 3, warmup: 3, validation: 3, families: v3}\n", "world: unknown world 'v3'"),
+        ("world: {heldout: 3, train: 3, warmup: 3, validation: 3, list_length: 5}\n", "world.list_length must be [min, max]"),
+        ("preregistration: 3\n", "preregistration must be the path of the pre-registration file"),
         ("learning_rates: [1e-4, 1e-4]\n", "learning_rates must be distinct positive numbers"),
     ],
 )
@@ -198,6 +207,70 @@ def test_config_mistakes_are_one_line_naming_file_and_field(tmp_path, text, mess
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
+
+
+def test_the_config_hash_covers_what_sets_the_numbers_and_nothing_else(tmp_path):
+    base = "world: {heldout: 3, train: 3, warmup: 3, validation: 3}\n"
+    path = tmp_path / "exp.yaml"
+
+    def hash_of(text: str) -> str:
+        path.write_text(base + text)
+        return load_config(path).config_hash()
+
+    h = hash_of("")
+    assert len(h) == 64 and h == hash_of("")
+    assert hash_of("processes: 1\n") == h  # how many runs go side by side changes no number
+    assert hash_of("preregistration: elsewhere.md\n") == h  # where the hash is kept neither
+    for changed in ("seeds: 4\n", "train: {num_iterations: 2}\n", "warmup: {auto_from_step: 10}\n",
+                    "evaluation: {samples: 4, temperature: 1.0}\n", "model: {num_hidden_layers: 3}\n",
+                    "learning_rates: [1.0e-5, 3.0e-5, 1.0e-4]\n"):  # fmt: skip
+        assert hash_of(changed) != h, changed
+
+
+def test_confirmatory_results_need_the_preregistered_hash_and_a_passing_gate(tmp_path):
+    from sgpo.world.experiment import GATE_FILE, status_of
+
+    prereg = tmp_path / "prereg.md"
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"world: {{heldout: 3, train: 3, warmup: 3, validation: 3}}\npreregistration: {prereg}\n")
+    exp = load_config(path)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ConfigError, match="no such file"):
+        status_of(exp, out, exploratory=False)
+    prereg.write_text("config hash: `" + "0" * 64 + "`\n")
+    with pytest.raises(ConfigError, match="exploratory results only"):
+        status_of(exp, out, exploratory=False)
+    assert status_of(exp, out, exploratory=True) == "exploratory"
+    prereg.write_text(f"... config hash: `{exp.config_hash()}` ...\n")
+    with pytest.raises(ConfigError, match="no passing gate"):  # registered, but no gate yet
+        status_of(exp, out, exploratory=False)
+    (out / GATE_FILE).write_text(json.dumps({"config_hash": exp.config_hash(), "passed": False}))
+    with pytest.raises(ConfigError, match="no passing gate"):
+        status_of(exp, out, exploratory=False)
+    (out / GATE_FILE).write_text(json.dumps({"config_hash": exp.config_hash(), "passed": True}))
+    assert status_of(exp, out, exploratory=False) == "confirmatory"
+    path.write_text(path.read_text() + "seeds: 4\n")  # any change after registering: refused
+    with pytest.raises(ConfigError, match="exploratory results only"):
+        status_of(load_config(path), out, exploratory=False)
+    assert status_of(load_config(CONFIG), out, exploratory=False) == "exploratory"  # no pre-registration named
+
+
+def test_the_mismatched_control_never_gives_a_problem_its_own_family_strategy():
+    from sgpo.world.extractor import fill_strategies
+    from sgpo.world.generate import WorldSpec, build_world
+    from sgpo.world.train_data import mismatched_rows
+
+    train = fill_strategies(build_world(0, WorldSpec(per_family={"train": 20}))["train"])
+    own = {r["family"]: r["strategy"] for r in train}
+    rows = mismatched_rows(train, seed=0)
+    assert [r["id"] for r in rows] == [r["id"] for r in train]
+    for r in rows:
+        assert r["strategy_family"] != r["family"] and r["strategy"] == own[r["strategy_family"]] != own[r["family"]]
+    # every other family is drawn for some problem of each family, and the draw is a function of the seed
+    for fam in own:
+        assert {r["strategy_family"] for r in rows if r["family"] == fam} == set(own) - {fam}
+    assert mismatched_rows(train, seed=0) == rows and mismatched_rows(train, seed=1) != rows
 
 
 def test_cli_reports_a_config_mistake_in_one_line_before_loading_anything(tmp_path):

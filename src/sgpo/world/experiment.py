@@ -148,7 +148,7 @@ TRAIN_KEYS = tuple(f.name for f in fields(TrainSettings) if f.name not in ("lear
 WORLD_KEYS = (*SPLITS, "families", "list_length", "longer_length")
 MODEL_KEYS = tuple(f.name for f in fields(ModelSpec))
 WARMUP_KEYS = tuple(f.name for f in fields(WarmupConfig) if f.name not in ("seed", "save_every"))
-EVALUATION_KEYS = ("samples", "temperature", "guided_samples")
+EVALUATION_KEYS = ("samples", "temperature", "guided_samples", "max_new_tokens")
 GATE_KEYS = ("samples", "teacher_rows")
 
 
@@ -270,7 +270,7 @@ def load_config(path: str | Path, *, quick: bool = False, seeds: int | None = No
     )
     if max(setup.eval_samples, setup.eval_guided_samples) > 1 and setup.eval_temperature == 0:
         raise ConfigError(f"{f.where}: evaluation.samples > 1 needs evaluation.temperature > 0 (greedy samples are all the same)")
-    prereg = raw.get("preregistration")
+    prereg = None if quick else raw.get("preregistration")  # a smoke test is never the pre-registered experiment
     if prereg is not None and not isinstance(prereg, str):
         raise ConfigError(f"{f.where}: preregistration must be the path of the pre-registration file, got {prereg!r}")
     return ExperimentConfig(

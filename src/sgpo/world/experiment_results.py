@@ -174,9 +174,9 @@ def summarize_runs(
             "steps": fin[0]["steps"],
         }
         for split in ("novel", "longer", "test_greedy"):  # the generalisation splits; greedy beside sampled
-            if split in fin[0]:
-                methods[m][f"{split}_auto"] = mean_std([r[split]["auto"] for r in fin])
-                methods[m][f"{split}_guided"] = mean_std([r[split]["guided"] for r in fin])
+            for mode in ("auto", "guided"):
+                if split in fin[0] and mode in fin[0][split]:
+                    methods[m][f"{split}_{mode}"] = mean_std([r[split][mode] for r in fin])
         for key in ("clip_fraction", "masked_fraction"):
             vals = [r[key] for r in fin if r.get(key) is not None]
             if vals:
@@ -253,6 +253,17 @@ def _lr(x: float) -> str:
     return f"{x:g}"
 
 
+def _metric(results: Mapping[str, Any]) -> str:
+    """How the accuracy was measured: greedy, or pass@1 over k samples at temperature T."""
+    setup = results.get("setup", {}).get("setup", {})
+    k, t = setup.get("eval_samples", 1), setup.get("eval_temperature", 0.0)
+    return (
+        "greedy"
+        if k == 1
+        else f"autonomous pass@1 over {k} samples at T = {t:g} (guided: {'greedy' if setup.get('eval_guided_samples', 1) == 1 else 'sampled'})"
+    )
+
+
 def _main_table(results: Mapping[str, Any]) -> list[str]:
     """The main table: chosen rate, validation and test accuracy, intervals, cost, per method."""
     methods = results["methods"]
@@ -261,7 +272,7 @@ def _main_table(results: Mapping[str, Any]) -> list[str]:
     n_seeds = len(results["seeds"])
     default_reference = all(c["reference"] == "sgpo" for c in comp.values())
     lines = [
-        f"Held-out test: {results['test_problems']} problems, greedy, {n_seeds} RL seeds per method from one shared "
+        f"Held-out test: {results['test_problems']} problems, {_metric(results)}, {n_seeds} RL seeds per method from one shared "
         f"warm-up; learning rate chosen per method on {results['validation_problems']} validation problems "
         f"(seed 0). Warm-up: autonomous {results['warmup']['test_auto']:.3f}, guided {results['warmup']['test_guided']:.3f}.",
         "",

@@ -57,6 +57,7 @@ class WorldSpec:
         for split, n in self.per_family.items():
             if not isinstance(n, int) or n < 0:
                 raise ValueError(f"per_family[{split!r}] must be a non-negative int, got {n!r}")
+        families = families_named(self.families)  # raises ValueError on an unknown world or family
         lo, hi = self.list_length
         if not 1 <= lo <= hi:
             raise ValueError(f"list_length must be (min, max) with 1 <= min <= max, got {self.list_length}")
@@ -65,7 +66,7 @@ class WorldSpec:
                 f"longer_length {self.longer_length} must be longer than every list of list_length {self.list_length}"
             )
         if "novel" in self.per_family:
-            missing = [f.name for f in families_named(self.families) if not f.novel_questions]
+            missing = [f.name for f in families if not f.novel_questions]
             if missing:
                 raise ValueError(f"the novel split needs novel_questions, which family {missing[0]!r} has none of")
 
