@@ -280,3 +280,45 @@ def test_cli_reports_a_config_mistake_in_one_line_before_loading_anything(tmp_pa
     assert proc.returncode == 2
     assert proc.stderr == f"sgpo experiment: error: {path}: seeds must be an integer, got 'three'\n"
     assert not (tmp_path / "out").exists()
+
+
+# -- world v2: the gate, then the experiment -------------------------------------------------------
+V2 = ROOT / "experiments" / "world_v2.yaml"
+
+
+@pytest.mark.slow
+def test_v2_quick_gate_trains_only_the_controls_and_the_experiment_reuses_their_runs(tmp_path):
+    out = tmp_path / "v2"
+    proc = sgpo("experiment", "--config", str(V2), "--quick", "--out", str(out), "--gate")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    exp = load_config(V2, quick=True)
+    report = json.loads((out / "gate.json").read_text())
+    assert report["config_hash"] == exp.config_hash()
+    assert set(report["sizes"]) == {"base", "larger"}
+    for size in report["sizes"].values():
+        assert [c["name"] for c in size["criteria"]] == ["C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9", "C11"]
+    assert report["scaling"]["name"] == "C10" and report["passed"] is False  # a smoke-test world passes nothing
+    assert "| C1 headroom |" in (out / "gate.md").read_text() and "| C1 headroom |" in proc.stdout
+    # the gate trains the positive controls only: no SGPO (or LUFFY) run exists
+    for runs in ("runs", "runs-larger"):
+        assert sorted(p.name for p in (out / runs).iterdir()) == ["grpo", "sft"]
+    assert started_runs(proc.stderr) and all(r.split()[0] in ("grpo", "sft") for r in started_runs(proc.stderr))
+    # the experiment then runs only what the gate did not (quick: never confirmatory)
+    proc = sgpo("experiment", "--config", str(V2), "--quick", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert {r.split()[0] for r in started_runs(proc.stderr)} == {"sgpo", "sgpo_mismatched"}
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "exploratory" and results["config_hash"] == exp.config_hash()
+    assert list(results["methods"]) == list(exp.methods) and list(results["larger"]["methods"]) == list(exp.larger_methods)
+    assert "novel_auto" in results["methods"]["sgpo"] and "longer_auto" in results["methods"]["sgpo"]
+    assert (out / "results.md").read_text().startswith("**Exploratory results**")
+
+
+def test_v2_config_is_the_preregistered_protocol():
+    exp = load_config(V2)
+    assert exp.preregistration == "experiments/preregistration.md" and exp.larger_model is not None
+    assert exp.setup.train.num_iterations >= 2  # C11: the clip and the proximal mask can bind
+    assert exp.setup.eval_samples >= 4 and exp.setup.eval_temperature == 1.0
+    assert "sgpo_mismatched" in exp.methods and set(exp.larger_methods) <= set(exp.methods)
+    assert {"novel", "longer"} <= set(exp.setup.world.per_family)
+    assert load_config(V2, quick=True).preregistration is None  # a smoke test is never confirmatory

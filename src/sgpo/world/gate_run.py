@@ -27,12 +27,13 @@ import numpy as np
 from sgpo.data import read_rows, write_json
 from sgpo.world import gate
 from sgpo.world.evaluate import heldout_accuracy
-from sgpo.world.experiment import GATE_FILE, ExperimentConfig, prepare_experiment, prepare_setups, tune_and_seed
+from sgpo.world.experiment import GATE_FILE, ExperimentConfig, prepare_experiment, tune_and_seed
 from sgpo.world.experiment_results import paired_bootstrap
 from sgpo.world.gate_measure import pass_rates, shortcut_stats, teacher_token_stats
 from sgpo.world.generate import GENERALISATION_SPLITS
 from sgpo.world.methods import setup_dir
 from sgpo.world.model import load_model, num_parameters
+from sgpo.world.pipeline import run_pipeline
 from sgpo.world.progress import StageProgress
 from sgpo.world.settings import WorldRunConfig
 from sgpo.world.workers import set_determinism
@@ -113,13 +114,16 @@ def run_gate(out: str | Path, exp: ExperimentConfig, *, overwrite: bool = False,
     out = prepare_experiment(out, exp, overwrite)
     progress = progress or StageProgress(enabled=False)
     started, walls = time.perf_counter(), {}
-    prepare_setups(out, exp, progress)
-    walls["setup (world, warm-ups)"] = round(time.perf_counter() - started, 1)
-    rows = read_rows(out / "setup" / "world" / "train.jsonl") + read_rows(out / "setup" / "world" / "heldout.jsonl")
-    majority, coincidence = shortcut_stats(rows)
     sizes: dict[str, tuple[int, list[gate.Criterion]]] = {}
     report: dict[str, Any] = {"config_hash": exp.config_hash(), "sizes": {}}
-    for size, cfg in exp.sizes().items():
+    for size, cfg in exp.sizes().items():  # one size after the other: the base size's figures come first
+        t0 = time.perf_counter()
+        run_pipeline(setup_dir(out, size), cfg, methods=(), progress=progress)
+        walls[f"setup (world, warm-up) ({size})"] = round(time.perf_counter() - t0, 1)
+        rows = read_rows(setup_dir(out, size) / "world" / "train.jsonl") + read_rows(
+            setup_dir(out, size) / "world" / "heldout.jsonl"
+        )
+        majority, coincidence = shortcut_stats(rows)
         t0 = time.perf_counter()
         with progress.stage(f"gate measurements ({size})", 1):
             warm = warmup_measurements(out, exp, size, cfg)
