@@ -261,11 +261,14 @@ def load_config(path: str | Path, *, quick: bool = False, seeds: int | None = No
         world=world,
         model=_model(raw.get("model"), base.model, "model", f),
         warmup=_warmup(raw.get("warmup"), base.warmup, f),
-        train=replace(base.train, seed=0, **train),
+        train=replace(base.train, seed=0, learning_rate=lrs[0], **train),  # every run takes its rate from the grid
         eval_samples=f.number(evaluation.get("samples", base.eval_samples), "evaluation.samples", int, 1),
         eval_temperature=f.number(evaluation.get("temperature", base.eval_temperature), "evaluation.temperature", float, 0),
         eval_guided_samples=f.number(
             evaluation.get("guided_samples", base.eval_guided_samples), "evaluation.guided_samples", int, 1
+        ),
+        eval_max_new_tokens=f.number(
+            evaluation.get("max_new_tokens", base.eval_max_new_tokens), "evaluation.max_new_tokens", int, 1
         ),
     )
     if max(setup.eval_samples, setup.eval_guided_samples) > 1 and setup.eval_temperature == 0:
