@@ -19,6 +19,7 @@ from sgpo.world.model import ModelSpec
 from sgpo.world.pipeline import DEMO_METHODS as METHODS
 from sgpo.world.pipeline import run_pipeline
 from sgpo.world.progress import StageProgress
+from sgpo.world.results import paired_difference
 from sgpo.world.settings import TrainSettings, WorldRunConfig
 from sgpo.world.warmup import WarmupConfig
 
@@ -73,6 +74,17 @@ def test_quick_demo_writes_results_plots_reports_and_prints_the_table(quick_demo
         assert (out / method / "report" / "index.html").exists()
         assert (out / method / "model.safetensors").exists() and (out / method / "prompt_format.json").exists()
     assert "Held-out accuracy" in proc.stdout and "sgpo guided" in proc.stdout
+    # each trained model against the warm-up: the printed difference is results.json's, its interval
+    # the paired one over the per-problem pass rates kept in eval/<model>.json
+    rates = {m: json.loads((out / "eval" / f"{m}.json").read_text())["auto_per_record"] for m in ("warmup", "grpo", "sgpo")}
+    for m in ("grpo", "sgpo"):
+        printed = re.search(rf"{m.upper()} − warm-up ([+-]\d\.\d{{3}}) ± (\d\.\d{{3}})", proc.stdout)
+        assert printed, proc.stdout
+        expected = results["methods"][m]["heldout_auto"] - results["methods"]["warmup"]["heldout_auto"]
+        assert float(printed[1]) == pytest.approx(expected, abs=6e-4)
+        mean, half = paired_difference(rates["warmup"], rates[m])
+        assert (printed[1], printed[2]) == (f"{mean:+.3f}", f"{half:.3f}")
+
     # the two runs had equal budgets: same steps, same rollouts per problem
     logs = {m: [json.loads(x) for x in (out / m / "metrics.jsonl").read_text().splitlines()] for m in ("grpo", "sgpo")}
     steps = {m: [r["step"] for r in logs[m] if "loss" in r] for m in logs}
@@ -200,3 +212,13 @@ def test_progress_ticks_on_its_own_and_marks_a_failed_stage():
         with progress.stage("warm-up", total=5) as advance:
             advance(5)
     assert silent.getvalue() == ""
+
+
+def test_paired_difference_by_hand():
+    # b − a = [1, 0, 0, -0.5]: mean 0.125; squared deviations 0.765625 + 0.015625 + 0.015625 + 0.390625
+    # = 1.1875, sample variance 1.1875 / 3 = 0.3958333; half-width 1.96 × √(0.3958333 / 4) = 0.6165691
+    mean, half = paired_difference([0, 0, 1, 1], [1, 0, 1, 0.5])
+    assert mean == pytest.approx(0.125) and half == pytest.approx(0.6165691, abs=1e-6)
+    assert paired_difference([0, 1], [1, 0])[0] == 0.0 and paired_difference([0, 1], [0, 1]) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="equally long"):
+        paired_difference([0, 1], [1])

@@ -19,7 +19,7 @@ from sgpo.checkpoints import OutputDirError
 from sgpo.commands.common import error, parse_args
 from sgpo.world.pipeline import DEMO_METHODS, WARMUP_FILE, run_pipeline
 from sgpo.world.progress import StageProgress
-from sgpo.world.results import PER_FAMILY_FILE, RESULTS_FILE, format_table, headline
+from sgpo.world.results import PER_FAMILY_FILE, RESULTS_FILE, against_warmup, format_table, headline
 from sgpo.world.settings import make_config
 
 
@@ -72,10 +72,11 @@ def run_command(argv: list[str] | None, prog: str = "sgpo demo", methods: Sequen
     print()
     print(json.dumps(headline(heldout)))
     if demo:
+        print(against_warmup(heldout))
         print(
-            "One seed, one warm-up, one learning rate: GRPO above the warm-up shows the testbed lets RL learn; SGPO against "
-            "GRPO here is a single draw, inside the seed-to-seed noise. The tuned, multi-seed comparison with intervals "
-            "(and whether this world may judge SGPO at all: its gate) is in docs/results.md."
+            "One seed, one warm-up, one learning rate: the intervals hold the noise of the test problems only, not of the "
+            "training seed. Whether this world can tell methods apart (its gate) and the tuned, multi-seed comparison: "
+            "docs/results.md."
         )
     written = [
         f"{args.out}/{name}"

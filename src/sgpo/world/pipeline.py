@@ -246,7 +246,7 @@ def stage_eval(out: Path, cfg: WorldRunConfig, name: str, advance=lambda done: N
     common = dict(max_new_tokens=cfg.eval_max_new_tokens, batch_size=cfg.eval_batch_size)
     result = auto_and_guided(model, tokenizer, rows, samples=cfg.eval_samples, guided_samples=cfg.eval_guided_samples,
                              temperature=cfg.eval_temperature, on_progress=lambda done, total: advance(done), **common)  # fmt: skip
-    result.pop("correct")
+    result["auto_per_record"] = result.pop("correct")["auto"]  # for paired differences between models (results.py)
     if cfg.eval_samples > 1:  # greedy beside the sampled figure
         greedy = heldout_accuracy(model, tokenizer, rows, modes=("auto",), **common)
         result["greedy_auto"] = greedy["auto"]

@@ -10,8 +10,9 @@ pass@1 over the samples of `metric`, with the greedy accuracy beside it when tha
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,34 @@ def headline(heldout: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, fl
         if "greedy_auto" in h:
             out[name]["heldout_auto_greedy"] = round(h["greedy_auto"], 6)
     return out
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Mean of b − a over paired per-problem pass rates, and the half-width of its normal 95 % interval
+    (1.96 × the standard deviation of the differences / √n): the noise of the test problems and the
+    samples only, not of the training seed."""
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"paired_difference needs two equally long lists of at least 2, got {len(a)} and {len(b)}")
+    d = [y - x for x, y in zip(a, b)]
+    mean = sum(d) / len(d)
+    var = sum((v - mean) ** 2 for v in d) / (len(d) - 1)
+    return mean, 1.96 * math.sqrt(var / len(d))
+
+
+def against_warmup(heldout: Mapping[str, Mapping[str, Any]]) -> str:
+    """One line: each trained model's autonomous accuracy minus the warm-up's, with its 95 % interval
+    over the test problems (`eval/<model>.json`'s `auto_per_record`)."""
+    if any("auto_per_record" not in h for h in heldout.values()):  # an evaluation kept by an older version
+        return "; ".join(
+            f"{n.upper()} − warm-up {h['auto'] - heldout['warmup']['auto']:+.3f}" for n, h in heldout.items() if n != "warmup"
+        )
+    base = heldout["warmup"]["auto_per_record"]
+    parts = []
+    for name, h in heldout.items():
+        if name != "warmup":
+            mean, half = paired_difference(base, h["auto_per_record"])
+            parts.append(f"{name.upper()} − warm-up {mean:+.3f} ± {half:.3f}")
+    return f"{'; '.join(parts)} (autonomous, 95 % interval over the {len(base)} test problems)"
 
 
 def write_results(out: Path, run: Mapping[str, Any], started: float) -> dict[str, Any]:
