@@ -84,7 +84,7 @@ def test_rl_term_reference_kl_and_importance_weights(head):
     out = sgpo_loss(x, LossConfig(loss_type="dapo", beta=0.5, head=head))
     k3 = 0.5 + LN2 - 1
     assert out.loss.item() == pytest.approx((-2 + 0.5 * k3 - 1) / 2)
-    assert out.metrics["kl_ref"][0] == pytest.approx(k3)
+    assert out.metrics["kl"][0] == pytest.approx(k3)
     out.loss.backward()
     # ∂ℓ_0/∂log p = −A·1 + β(1 − e^d) = −2 + 0.5·(1 − 1/2) = −1.75; ∂ℓ_1/∂log p = −A·0.5 = −1; both / 2
     #   t0: −0.875 · ([1, 0] − [1/2, 1/2]) = [−0.4375, 0.4375];  t1: −0.5 · ([0, 1] − [1/4, 3/4]) = [0.125, −0.125]

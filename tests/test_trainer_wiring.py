@@ -166,7 +166,7 @@ def run_and_compare(tmp_path, tokenizer, rows, *, head_bias=False, steps_per_bat
     model = sharpened_model(tokenizer, head_bias)
     init = param_snapshot(model)
     args = sgd_config(tmp_path, **kw)
-    trainer = TableTrainer(model, args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows)
+    trainer = TableTrainer(model, args=args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows)
     snaps = Snapshots(model)
     trainer.add_callback(snaps)
     trainer.train()
@@ -218,7 +218,7 @@ def test_all_three_weightings_give_different_updates(tmp_path, tokenizer, rows):
     for mode in ("marginal", "deficit", "constant"):
         model = sharpened_model(tokenizer)
         trainer = TableTrainer(
-            model, sgd_config(tmp_path / mode), processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows
+            model, args=sgd_config(tmp_path / mode), processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows
         )
         problems = reference_problems(trainer, ["add-0", "add-1", "add-2", "add-3"])
         ref_cfg.instance_weighting = mode
@@ -279,7 +279,7 @@ def test_all_masked_micro_batch_trains_on_with_zero_gradient(tmp_path, tokenizer
     model = sharpened_model(tokenizer)
     before = param_snapshot(model)
     args = sgd_config(tmp_path, max_completion_length=2, mask_truncated_completions=True, max_steps=2)
-    TableTrainer(model, args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows).train()
+    TableTrainer(model, args=args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows).train()
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
     logs = logged(tmp_path)
     assert len(logs) == 2 and all(m["completions/truncated_frac"] == 1.0 for m in logs)
@@ -288,7 +288,7 @@ def test_all_masked_micro_batch_trains_on_with_zero_gradient(tmp_path, tokenizer
 def test_real_generation_with_every_completion_truncated(tmp_path, tokenizer, tiny_model, rows):
     # the reproduction with real sampling: one-token completions, truncated ones masked
     args = sgd_config(tmp_path, max_completion_length=1, mask_truncated_completions=True, max_steps=2, temperature=1.0)
-    SGPOTrainer(tiny_model, args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows).train()
+    SGPOTrainer(tiny_model, args=args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows).train()
     assert len(logged(tmp_path)) == 2
 
 
@@ -318,7 +318,7 @@ def test_resume_inside_a_generation_period_reproduces_the_run(tmp_path, tokenize
     straight = sharpened_model(tokenizer)
     TableTrainer(
         straight,
-        sgd_config(tmp_path / "a", **common),
+        args=sgd_config(tmp_path / "a", **common),
         processing_class=tokenizer,
         reward_funcs=[table_reward],
         train_dataset=rows,
@@ -326,7 +326,7 @@ def test_resume_inside_a_generation_period_reproduces_the_run(tmp_path, tokenize
 
     args = sgd_config(tmp_path / "b", save_strategy="steps", save_steps=1, **common)
     TableTrainer(
-        sharpened_model(tokenizer), args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows
+        sharpened_model(tokenizer), args=args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows
     ).train()
     ckpt = tmp_path / "b" / "out" / f"checkpoint-{checkpoint}"
     mid_period = any(ckpt.glob("rollout_buffer_rank*.pt"))
@@ -336,7 +336,7 @@ def test_resume_inside_a_generation_period_reproduces_the_run(tmp_path, tokenize
         for p in resumed.parameters():
             p.add_(0.5)
     args = sgd_config(tmp_path / "b", **common)
-    TableTrainer(resumed, args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows).train(
+    TableTrainer(resumed, args=args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows).train(
         resume_from_checkpoint=str(ckpt)
     )
     for (n, p), q in zip(straight.named_parameters(), resumed.parameters()):
@@ -379,7 +379,9 @@ def test_importance_weights_of_the_sampler_reach_the_rl_term(tmp_path, tokenizer
             distill_coef=0.0,
             num_guided_generations=0,
         )
-        MismatchedSamplerTrainer(model, args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows).train()
+        MismatchedSamplerTrainer(
+            model, args=args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows
+        ).train()
         deltas[on] = {n: before[n] - p.detach() for n, p in model.named_parameters()}
         if on:
             log = logged(tmp_path / str(on))[0]
@@ -400,7 +402,7 @@ def test_metrics_split_by_strategy_source(tmp_path, tokenizer, rows):
         r["strategy_source"] = "own" if r["id"] in ("add-0", "add-1") else "retrieved"
     args = sgd_config(tmp_path, instance_weighting="constant", distill_on="all", learning_rate=0.0)
     TableTrainer(
-        sharpened_model(tokenizer), args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows
+        sharpened_model(tokenizer), args=args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows
     ).train()
     log = logged(tmp_path)[0]
     assert log["accuracy/guided/own"] == pytest.approx(3 / 4) and log["accuracy/guided/retrieved"] == pytest.approx(1 / 2)
@@ -426,7 +428,7 @@ def test_luffy_mixed_groups_update_equals_reference(tmp_path, tokenizer, rows):
         distill_coef=0.0,
         policy_shaping_gamma=0.1,
     )
-    trainer = TableTrainer(model, args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows)
+    trainer = TableTrainer(model, args=args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows)
     trainer.train()
     problems = reference_problems(trainer, ["add-0", "add-1", "add-2", "add-3"])
     tok = trainer.processing_class
@@ -462,10 +464,10 @@ def test_luffy_needs_strong_responses_that_fit(tmp_path, tokenizer, tiny_model, 
 
     args = sgd_config(tmp_path, mix_strong_responses=True, num_guided_generations=0, distill_coef=0.0)
     with pytest.raises(DataError, match="needs the strong responses in column 'response'"):
-        SGPOTrainer(tiny_model, args, processing_class=tokenizer, train_dataset=rows)
+        SGPOTrainer(tiny_model, args=args, processing_class=tokenizer, train_dataset=rows)
     for r in rows:
         r["response"] = " ".join(["step"] * 20)
     with pytest.raises(
         DataError, match=r"8 strong response\(s\) longer than max_completion_length=16 .*row 0 \(id 'add-0'\) \(21 tokens\)"
     ):
-        SGPOTrainer(tiny_model, args, processing_class=tokenizer, train_dataset=rows)
+        SGPOTrainer(tiny_model, args=args, processing_class=tokenizer, train_dataset=rows)

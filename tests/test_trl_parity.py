@@ -92,7 +92,9 @@ def run_ours(tmp_path, tokenizer, rows, loss_type, **extra):
         prompt_template="{problem}",
         **{**COMMON, **extra},
     )
-    trainer = FixedRolloutTrainer(model, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows)
+    trainer = FixedRolloutTrainer(
+        model, args=args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows
+    )
     trainer.train()
     return trainer.state.log_history, before, model
 

@@ -60,7 +60,7 @@ def run(tokenizer, tmp_path_factory):
         seed=0,
     )
     trainer = PushCountingTrainer(
-        model, args, processing_class=tokenizer, reward_funcs=[text_length_reward], train_dataset=tiny_arithmetic_rows(8)
+        model, args=args, processing_class=tokenizer, reward_funcs=[text_length_reward], train_dataset=tiny_arithmetic_rows(8)
     )
     trainer.train()
     logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]

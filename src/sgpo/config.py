@@ -112,6 +112,12 @@ class SGPOConfig(TrainingArguments):
     use_chat_template: bool = field(
         default=True, metadata={"help": "Apply the tokenizer's chat template when it has one (plain text otherwise)."}
     )
+    chat_template_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Extra keyword arguments of the chat template (TRL's field), e.g. {\"enable_thinking\": false}; saved with the model's prompt format."
+        },
+    )
     max_prompt_length: int | None = field(
         default=1024,
         metadata={
@@ -137,6 +143,12 @@ class SGPOConfig(TrainingArguments):
         default=None,
         metadata={
             "help": 'Extra `GenerationConfig` arguments for sampling (e.g. {"min_new_tokens": 16}); they override the fields above (TRL\'s meaning).'
+        },
+    )
+    generation_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Problems per generation batch over all processes (TRL's field, counted in problems as per_device_train_batch_size is): sets steps_per_generation = generation_batch_size / (per_device_train_batch_size × processes)."
         },
     )
     generation_micro_batch_size: int | None = field(
@@ -170,16 +182,31 @@ class SGPOConfig(TrainingArguments):
     correct_reward_threshold: float = field(
         default=1.0,
         metadata={
-            "help": "A completion counts as correct (for acc_auto / acc_guided and distill_on=correct) when its total reward is at least this."
+            "help": "A completion counts as correct (for acc_auto / acc_guided, the instance weights and distill_on=correct) when its correctness reward (correctness_reward) is at least this."
+        },
+    )
+    correctness_reward: str | None = field(
+        default=None,
+        metadata={
+            "help": "The reward function that decides correctness (accuracies, the guidance gap, instance weights, distill_on=correct), by registry or function name (accuracy, accuracy_reward, my_reward). None: accuracy when it is among reward_funcs, else the only reward function, else the weighted total reward (with a warning at start)."
         },
     )
     loss_type: str = field(
         default="dapo",
         metadata={
-            "help": "RL loss aggregation, TRL's meanings: grpo (per-sequence mean), dr_grpo (sum / (N·max_completion_length)), dapo (global token mean)."
+            "help": "RL loss aggregation, TRL's meanings: grpo (per-sequence mean), bnpo (token mean of each micro-batch), dr_grpo (sum / (N·max_completion_length)), dapo (token mean of the whole optimizer step)."
         },
     )
-    scale_rewards: str = field(default="group", metadata={"help": "Advantage scaling: group, batch or none (TRL's meanings)."})
+    importance_sampling_level: str = field(
+        default="token",
+        metadata={
+            "help": "Level of the RL term's ratio π_θ/π_old (TRL's field): token (one per token, GRPO) or sequence (GSPO: exp of the mean log-ratio of the sequence, one per sequence)."
+        },
+    )
+    scale_rewards: str = field(
+        default="group",
+        metadata={"help": "Advantage scaling: group, batch or none; true = group, false = none (TRL's meanings)."},
+    )
     epsilon: float = field(default=0.2, metadata={"help": "Lower clipping range of the policy ratio."})
     epsilon_high: float | None = field(default=None, metadata={"help": "Upper clipping range (defaults to epsilon)."})
     delta: float | None = field(
@@ -187,6 +214,17 @@ class SGPOConfig(TrainingArguments):
     )
     beta: float = field(
         default=0.0, metadata={"help": "Coefficient of the k3 KL to a frozen reference model (0 = no reference model)."}
+    )
+
+    # ------------------------------------------------------------------ logging (TRL's fields)
+    log_completions: bool = field(
+        default=False,
+        metadata={
+            "help": "Print a table of prompts, completions, rewards and advantages of the last rollout at every logging step."
+        },
+    )
+    num_completions_to_print: int | None = field(
+        default=None, metadata={"help": "Rows of that table (all of the last generation batch when None)."}
     )
 
     # ------------------------------------------------------------------ SGPO: distillation
@@ -346,17 +384,42 @@ class SGPOConfig(TrainingArguments):
             self.model_init_kwargs = json.loads(self.model_init_kwargs)
         if isinstance(self.generation_kwargs, str):
             self.generation_kwargs = json.loads(self.generation_kwargs)
+        if isinstance(self.chat_template_kwargs, str):
+            self.chat_template_kwargs = json.loads(self.chat_template_kwargs)
+        # TRL's booleans: true = group, false = none (from YAML or the command line as a word)
+        flag = {"true": "group", "false": "none"}.get(str(self.scale_rewards).strip().lower())
+        self.scale_rewards = flag if flag is not None else self.scale_rewards
         if self.epsilon_high is None:
             self.epsilon_high = self.epsilon
         if self.distill_epsilon_low is None:
             self.distill_epsilon_low = self.epsilon
         if self.distill_epsilon_high is None:
             self.distill_epsilon_high = self.epsilon_high
-        if self.steps_per_generation is None:
-            self.steps_per_generation = self.gradient_accumulation_steps
+        self._resolve_generation_batch()
         if isinstance(self.lora_target_modules, list) and len(self.lora_target_modules) == 1:
             self.lora_target_modules = self.lora_target_modules[0]  # ["all-linear"] -> "all-linear", as TRL's ModelConfig
         self.validate()
+
+    def _resolve_generation_batch(self) -> None:
+        """steps_per_generation from generation_batch_size (TRL's rule, in problems), else from
+        gradient_accumulation_steps; both set must agree."""
+        if self.generation_batch_size is None:
+            if self.steps_per_generation is None:
+                self.steps_per_generation = self.gradient_accumulation_steps
+            return
+        per_step = self.per_device_train_batch_size * self.world_size
+        if self.generation_batch_size < 1 or self.generation_batch_size % per_step:
+            raise ValueError(
+                f"SGPOConfig.generation_batch_size: ({self.generation_batch_size}) must be a positive multiple of "
+                f"per_device_train_batch_size × processes ({per_step})"
+            )
+        steps = self.generation_batch_size // per_step
+        if self.steps_per_generation is not None and self.steps_per_generation != steps:
+            raise ValueError(
+                f"SGPOConfig.generation_batch_size: ({self.generation_batch_size}) and steps_per_generation "
+                f"({self.steps_per_generation}) disagree; set one of them"
+            )
+        self.steps_per_generation = steps
 
     def validate(self) -> None:
         """Raise ValueError naming the field for any inconsistent setting."""
@@ -380,7 +443,11 @@ class SGPOConfig(TrainingArguments):
         if self.loss_type not in LOSS_TYPE_TO_AGG_MODE:
             bad("loss_type", f"must be one of {', '.join(LOSS_TYPE_TO_AGG_MODE)}, got {self.loss_type!r}")
         if self.scale_rewards not in ("group", "batch", "none"):
-            bad("scale_rewards", f"must be group, batch or none, got {self.scale_rewards!r}")
+            bad("scale_rewards", f"must be group, batch, none, true or false, got {self.scale_rewards!r}")
+        if self.importance_sampling_level not in ("token", "sequence"):
+            bad("importance_sampling_level", f"must be token or sequence, got {self.importance_sampling_level!r}")
+        if self.num_completions_to_print is not None and self.num_completions_to_print < 1:
+            bad("num_completions_to_print", f"must be ≥ 1, got {self.num_completions_to_print}")
         if self.distill_on not in ("correct", "all"):
             bad("distill_on", f"must be correct or all, got {self.distill_on!r}")
         if self.distill_divergence not in DISTILL_TERMS:
