@@ -11,6 +11,8 @@ from sgpo.config import SGPOConfig
 from sgpo.data import DataError
 from sgpo.prompts import PromptTooLongError
 from sgpo.rewards import RewardFunctionError
+from sgpo.rollout import Generation, pad
+from sgpo.testing import build_tiny_model
 from sgpo.trainer import SGPOTrainer
 
 from conftest import FixedRolloutTrainer, even_answer_reward, param_snapshot, text_length_reward
@@ -117,6 +119,44 @@ def sgd_delta(tmp_path, tokenizer, rows, seed_model, **kw):
         model, args=args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows
     ).train()
     return {n: before[n] - p.detach() for n, p in model.named_parameters()}  # = lr · grad
+
+
+class UnevenTrainer(FixedRolloutTrainer):
+    """`fixed_completion` after a problem-dependent number of "step" words (0–3): problems differ in tokens."""
+
+    def _generate(self, prompt_ids):
+        gen = super()._generate(prompt_ids)
+        tok = self.processing_class
+        lengths = gen.completion_mask.sum(1).tolist()
+        completions = [
+            tok.convert_tokens_to_ids(["step"] * (sum(p) % 4)) + gen.completion_ids[j, : lengths[j]].tolist()
+            for j, p in enumerate(prompt_ids)
+        ]
+        c_ids, c_mask = pad(completions, tok.pad_token_id, "right")
+        return Generation(gen.prompt_ids, gen.prompt_mask, c_ids, c_mask, tok.batch_decode(completions, skip_special_tokens=True))
+
+
+def test_bnpo_is_the_mean_of_each_micro_batchs_token_mean(tmp_path, tokenizer, rows):
+    # TRL's bnpo: the token mean of each micro-batch, averaged over the micro-batches of the step. One
+    # step of two micro-batches (problems add-0 and add-1, whose completions differ in length) must equal
+    # the mean of the two one-problem steps (token mean of each), and differ from dapo's global token mean
+    def delta(rows_, **kw):
+        model = build_tiny_model(tokenizer)
+        before = param_snapshot(model)
+        args = config(tmp_path / str(len(list(tmp_path.iterdir()))), optim="sgd", learning_rate=1.0, max_grad_norm=0.0,
+                      max_steps=1, weight_decay=0.0, shuffle_dataset=False, distill_coef=0.0, num_guided_generations=0,
+                      per_device_train_batch_size=1, **kw)  # fmt: skip
+        UnevenTrainer(
+            model, args=args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows_
+        ).train()
+        return {n: before[n] - q.detach() for n, q in model.named_parameters()}
+
+    bnpo = delta(rows[:2], loss_type="bnpo", gradient_accumulation_steps=2)
+    dapo = delta(rows[:2], loss_type="dapo", gradient_accumulation_steps=2)
+    first, second = delta(rows[:2], loss_type="dapo"), delta([rows[1], rows[0]], loss_type="dapo")
+    for n in bnpo:
+        torch.testing.assert_close(bnpo[n], (first[n] + second[n]) / 2, atol=1e-6, rtol=1e-5, msg=n)
+    assert max((bnpo[n] - dapo[n]).abs().max() for n in bnpo) > 1e-4  # the two micro-batches' token counts differ
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo"])

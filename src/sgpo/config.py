@@ -215,6 +215,12 @@ class SGPOConfig(TrainingArguments):
     beta: float = field(
         default=0.0, metadata={"help": "Coefficient of the k3 KL to a frozen reference model (0 = no reference model)."}
     )
+    use_bias_correction_kl: bool = field(
+        default=True,
+        metadata={
+            "help": "Multiply the k3 KL term by the ratio π_θ/π_old (differentiable), which makes its gradient the unbiased reverse-KL one (TRL's field and default; DeepSeek-V3.2). Only with beta > 0."
+        },
+    )
 
     # ------------------------------------------------------------------ logging (TRL's fields)
     log_completions: bool = field(
