@@ -106,7 +106,9 @@ def run_ours(tmp_path, tokenizer, rows, loss_type, prompts_per_step=2, trl_forma
         **{**COMMON, **extra},
     )
     data = trl_data(rows) if trl_format else rows
-    trainer = FixedRolloutTrainer(model, args=args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=data)
+    trainer = FixedRolloutTrainer(
+        model, args=args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=data
+    )
     trainer.train()
     return trainer.state.log_history, before, model
 
@@ -176,7 +178,11 @@ def test_trl_variants_and_metrics_equal_trl(tmp_path, tokenizer, loss_type, extr
     our_steps = [h for h in our_hist if "loss" in h]
     assert len(trl_steps) == len(our_steps) == 4
     names = ["reward_std", "frac_reward_zero_std", "entropy"] + (["kl"] if "beta" in extra else [])
-    pairs = [("clip/low", "clip_ratio/low_mean"), ("clip/high", "clip_ratio/high_mean"), ("clip/region", "clip_ratio/region_mean")]
+    pairs = [
+        ("clip/low", "clip_ratio/low_mean"),
+        ("clip/high", "clip_ratio/high_mean"),
+        ("clip/region", "clip_ratio/region_mean"),
+    ]
     for t, o in zip(trl_steps, our_steps):
         assert o["loss"] == pytest.approx(t["loss"], abs=1e-5), (t["step"], o["loss"], t["loss"])
         for ours, theirs in pairs + [(n, n) for n in names]:
