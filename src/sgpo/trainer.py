@@ -743,7 +743,8 @@ class SGPOTrainer(Trainer):
         previous = previous_run(out, self.args.overwrite_output_dir) if resume is None else []
         self.accelerator.wait_for_everyone()
         if self.is_world_process_zero():
-            prepare_run_folder(out, previous, resume, {**self.run_sources, **self.args.to_dict()})
+            # config.yaml reruns the run: it names the model and the data, and does not resume
+            prepare_run_folder(out, previous, resume, {**self.run_sources, **self.args.to_dict(), "resume_from_checkpoint": None})
             logger.info("%s", self.batch_summary())
         self.accelerator.wait_for_everyone()
 
