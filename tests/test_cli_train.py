@@ -420,11 +420,15 @@ def test_a_runs_config_yaml_reruns_it_and_the_report_names_the_model_and_data(tm
 
     saved = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
     assert saved["model_name_or_path"] == str(assets / "model") and saved["dataset_name"] == str(assets / "train.jsonl")
-    again = sgpo("train", "--config", str(tmp_path / "a" / "config.yaml"), "--output_dir", str(tmp_path / "b"))
+    # an evaluation of the first weights (sgpo eval writes MODEL/eval/...): stale once the run is overwritten
+    (tmp_path / "a" / "eval" / "heldout").mkdir(parents=True)
+    (tmp_path / "a" / "eval" / "heldout" / "results.json").write_text('{"benchmarks": {}}')
+    again = sgpo("train", "--config", str(tmp_path / "a" / "config.yaml"), "--overwrite_output_dir", "true")
     assert again.returncode == 0, again.stderr[-3000:]
-    rerun = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())
-    assert {k: v for k, v in rerun.items() if k not in ("output_dir", "logging_dir")} == {
-        k: v for k, v in saved.items() if k not in ("output_dir", "logging_dir")
+    assert not (tmp_path / "a" / "eval").exists()  # removed with the weights it described
+    rerun = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
+    assert {k: v for k, v in rerun.items() if k != "overwrite_output_dir"} == {
+        k: v for k, v in saved.items() if k != "overwrite_output_dir"
     }
     report = sgpo("report", str(tmp_path / "a"))
     assert report.returncode == 0, report.stderr[-3000:]
