@@ -392,6 +392,62 @@ def test_importance_weights_of_the_sampler_reach_the_rl_term(tmp_path, tokenizer
         torch.testing.assert_close(deltas[True][n], 0.5 * deltas[False][n], atol=1e-6, rtol=1e-4, msg=n)
 
 
+@pytest.mark.parametrize(
+    "mode,factor",
+    [("sequence_truncate", 0.05), ("sequence_mask", 0.0)],
+    ids=["sequence_truncate", "sequence_mask"],
+)
+def test_sequence_level_importance_modes_reach_the_rl_term(tmp_path, tokenizer, rows, mode, factor):
+    # the mode is the trainer's to pass on (forcing token_truncate must fail here). Every token's ratio is
+    # 1/2, so a sequence of L tokens (7 to 9 here) has ratio 2^-L < 1/100: below clip_min = 0.05 it is
+    # raised to 0.05 (truncate: the RL gradient is 0.05 × the uncorrected one) or zeroed (mask: none);
+    # token level would give 1/2 per token
+    deltas, logs = {}, {}
+    for on in (True, False):
+        model = sharpened_model(tokenizer)
+        before = param_snapshot(model)
+        args = sgd_config(
+            tmp_path / str(on), use_vllm=True, vllm_importance_sampling_correction=on, vllm_importance_sampling_mode=mode,
+            vllm_importance_sampling_clip_min=0.05, distill_coef=0.0, num_guided_generations=0,
+        )  # fmt: skip
+        MismatchedSamplerTrainer(
+            model, args=args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows
+        ).train()
+        deltas[on] = {n: before[n] - p.detach() for n, p in model.named_parameters()}
+        logs[on] = logged(tmp_path / str(on))[0]
+    assert max(d.abs().max() for d in deltas[False].values()) > 1e-3
+    for n in deltas[True]:
+        torch.testing.assert_close(deltas[True][n], factor * deltas[False][n], atol=1e-6, rtol=1e-4, msg=n)
+    # one ratio per sequence (12 autonomous sequences), each clamped to 0.05 or masked to 0
+    assert logs[True]["sampling/importance_sampling_ratio/mean"] == pytest.approx(factor, abs=1e-6)
+    assert logs[True]["sampling/importance_sampling_ratio/max"] == pytest.approx(factor, abs=1e-6)
+
+
+def step_table_reward(prompts, completions, id, guided, trainer_state, **_):
+    """`table_reward` at the first rollout; from the second on every guided completion is right and
+    every autonomous one wrong (marginal weight 1 for every problem)."""
+    if trainer_state.global_step == 0:
+        return table_reward(prompts, completions, id, guided)
+    return [1.0 if g else 0.0 for g in guided]
+
+
+def test_instance_weight_ema_keeps_decay_of_the_old_value(tmp_path, tokenizer, rows):
+    # decay 0.9 (not 0.5, where decay and 1 − decay look alike): w̄ = w at a problem's first sight, then
+    # w̄ ← 0.9·w̄ + 0.1·w. Step 1: the hand weights (marginal) [1/2, 2/3, 0, 1/6], mean 1/3; step 2 sees the
+    # same four problems with w = 1: mean 0.9·(1/3) + 0.1·1 = 0.4 (swapped decay: 0.1/3 + 0.9 = 0.9333)
+    args = sgd_config(tmp_path, instance_weight_ema=0.9, max_steps=2, learning_rate=0.0, distill_on="all")
+    TableTrainer(
+        sharpened_model(tokenizer),
+        args=args,
+        processing_class=tokenizer,
+        reward_funcs=[step_table_reward],
+        train_dataset=rows[:4],
+    ).train()
+    first, second = logged(tmp_path)
+    assert first["distill/weight_mean"] == pytest.approx(sum(HAND_WEIGHTS["marginal"]) / 4)
+    assert second["distill/weight_mean"] == pytest.approx(0.9 * sum(HAND_WEIGHTS["marginal"]) / 4 + 0.1)
+
+
 def test_metrics_split_by_strategy_source(tmp_path, tokenizer, rows):
     # rows from `sgpo library retrieve`: add-0 and add-1 keep their own strategy, add-2 and add-3 got a
     # retrieved one. By hand from REWARDS: guided accuracy own (1/2 + 1)/2 = 3/4, retrieved (1/2 + 1/2)/2
@@ -426,7 +482,7 @@ def test_luffy_mixed_groups_update_equals_reference(tmp_path, tokenizer, rows):
         loss_type="dr_grpo",
         num_guided_generations=0,
         distill_coef=0.0,
-        policy_shaping_gamma=0.1,
+        policy_shaping_gamma=0.5,  # not the default 0.1: the trainer must pass it to the loss
     )
     trainer = TableTrainer(model, args=args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows)
     trainer.train()
