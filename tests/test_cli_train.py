@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,17 @@ def test_readme_train_block_runs_and_the_tiny_run_moves_every_part_of_the_method
     assert first["reward/auto"] > 0 and first["reward/guided"] > first["reward/auto"]
     assert first["distill/weight_mean"] > 0 and first["distill/kl"] > 0 and first["rl/loss"] != 0
     assert any(0 < m["completions/truncated_frac"] < 1 for m in steps)
+    # the ranges the README quotes, read from the README itself (so the text cannot drift from the runs)
+    text = " ".join((ROOT / "README.md").read_text().split())
+    kl_lo, kl_hi, w_lo, w_hi = map(
+        float,
+        re.search(
+            r"distillation KL of (\d+\.\d+)–(\d+\.\d+) nats/token and a mean instance weight of (\d+\.\d+)–(\d+\.\d+)",
+            text,
+        ).groups(),
+    )
+    assert all(kl_lo <= m["distill/kl"] <= kl_hi for m in steps), [m["distill/kl"] for m in steps]
+    assert all(w_lo <= m["distill/weight_mean"] <= w_hi for m in steps), [m["distill/weight_mean"] for m in steps]
     grpo = [json.loads(line) for line in (runs / "grpo" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in grpo if "loss" in m] == [1, 2, 3, 4] and "distill/kl" not in grpo[0]
     assert (runs / "sgpo" / "report" / "index.html").is_file()

@@ -193,24 +193,17 @@ def test_bad_conversations_are_one_line_naming_the_row(tmp_path, tokenizer):
     from sgpo.data import DataError
 
     rows = trl_rows(True)
-    rows[2]["prompt"] = [{"role": "system", "content": "no user turn"}]
-    with pytest.raises(DataError, match=r"train_dataset: row 2: column 'prompt': the conversation has no user message"):
-        SGPOTrainer(
-            build_tiny_model(tokenizer),
-            reward_funcs=["accuracy"],
-            args=config(tmp_path),
-            train_dataset=rows,
-            processing_class=tokenizer,
-        )
-    rows[2]["prompt"] = "a plain string among conversations"
-    with pytest.raises(DataError, match=r"row 2: column 'prompt': must be a list of messages like row 0's"):
-        SGPOTrainer(
-            build_tiny_model(tokenizer),
-            reward_funcs=["accuracy"],
-            args=config(tmp_path),
-            train_dataset=rows,
-            processing_class=tokenizer,
-        )
+    bad = [
+        (
+            [{"role": "system", "content": "no user turn"}],
+            r"train_dataset: row 2: column 'prompt': the conversation has no user message",
+        ),
+        ("a plain string among conversations", r"row 2: column 'prompt': must be a list of messages like row 0's"),
+    ]
+    for prompt, message in bad:
+        rows[2]["prompt"] = prompt
+        with pytest.raises(DataError, match=message):
+            SGPOTrainer(build_tiny_model(tokenizer), ["accuracy"], config(tmp_path), rows, processing_class=tokenizer)
 
 
 # ---------------------------------------------------------------------------------------- 5. reward functions
@@ -300,3 +293,24 @@ def test_trl_positional_order_eval_dataset_peft_config_and_iterable_dataset(tmp_
     assert metrics["eval_rewards/boxed_format_reward"] == 1.0
     logged = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert any("eval_reward/auto" in r for r in logged)
+
+
+def test_chat_template_kwargs_reach_the_chat_template(tmp_path):
+    # TRL's chat_template_kwargs (e.g. enable_thinking): extra variables of the tokenizer's template,
+    # for both prompts, and saved with the model's prompt format
+    from sgpo.prompts import PromptFormat
+    from sgpo.testing import CHAT_TEMPLATE, build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    tok.chat_template = "{% if greeting %}{{ greeting }} {% endif %}" + CHAT_TEMPLATE
+    trainer = SGPOTrainer(
+        build_tiny_model(tok),
+        ["accuracy"],
+        config(tmp_path, chat_template_kwargs='{"greeting": "hello"}'),  # as the command line gives it
+        tiny_arithmetic_rows(4),
+        processing_class=tok,
+    )
+    row = trainer.train_dataset[0]
+    assert row["_prompt_text"].startswith("hello <user> what is 0 plus 1") and row["_guided_text"].startswith("hello <user>")
+    trainer.save_model(str(tmp_path / "saved"))
+    assert PromptFormat.from_file(tmp_path / "saved" / "prompt_format.json").chat_template_kwargs == {"greeting": "hello"}

@@ -491,53 +491,54 @@ class SGPOConfig(TrainingArguments):
                     "use_peft",
                     "with use_vllm is not supported yet (the engine would need the merged weights at every push): train LoRA with Hugging Face generate",
                 )
-        self._validate_vllm(bad)
-
-    def _validate_vllm(self, bad) -> None:
-        """The vLLM fields (cheap checks only: nothing is imported from vllm here)."""
-        if self.vllm_importance_sampling_cap is not None:
-            self.vllm_importance_sampling_clip_max = self.vllm_importance_sampling_cap
-        if self.vllm_mode not in ("colocate", "server"):
-            bad("vllm_mode", f"must be colocate or server, got {self.vllm_mode!r}")
-        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
-            bad("vllm_gpu_memory_utilization", f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
-        if self.vllm_tensor_parallel_size < 1:
-            bad("vllm_tensor_parallel_size", f"must be ≥ 1, got {self.vllm_tensor_parallel_size}")
-        if self.vllm_max_model_length is not None and self.vllm_max_model_length <= self.max_completion_length:
-            bad(
-                "vllm_max_model_length",
-                f"({self.vllm_max_model_length}) must exceed max_completion_length ({self.max_completion_length})",
-            )
-        if self.vllm_kv_cache_memory_bytes is not None and self.vllm_kv_cache_memory_bytes < 2**20:
-            bad("vllm_kv_cache_memory_bytes", f"must be at least 1 MiB (1048576), got {self.vllm_kv_cache_memory_bytes}")
-        if not 0 < self.vllm_server_port < 65536:
-            bad("vllm_server_port", f"must be a TCP port (1-65535), got {self.vllm_server_port}")
-        if not 0 < self.vllm_group_port < 65536:
-            bad("vllm_group_port", f"must be a TCP port (1-65535), got {self.vllm_group_port}")
-        if self.vllm_server_timeout <= 0:
-            bad("vllm_server_timeout", f"must be > 0, got {self.vllm_server_timeout}")
-        if self.vllm_server_weight_sync not in ("nccl", "disk"):
-            bad("vllm_server_weight_sync", f"must be nccl or disk, got {self.vllm_server_weight_sync!r}")
-        if self.vllm_importance_sampling_mode not in IS_MODES:
-            bad(
-                "vllm_importance_sampling_mode",
-                f"must be one of {', '.join(IS_MODES)}, got {self.vllm_importance_sampling_mode!r}",
-            )
-        lo, hi = self.vllm_importance_sampling_clip_min, self.vllm_importance_sampling_clip_max
-        if hi is not None and hi <= 0:
-            bad("vllm_importance_sampling_clip_max", f"must be > 0, got {hi}")
-        if lo is not None and lo < 0:
-            bad("vllm_importance_sampling_clip_min", f"must be ≥ 0, got {lo}")
-        if lo is not None and hi is not None and lo >= hi:
-            bad("vllm_importance_sampling_clip_min", f"({lo}) must be less than vllm_importance_sampling_clip_max ({hi})")
-        if self.vllm_importance_sampling_mode.endswith("truncate") and lo is None and hi is None:
-            bad("vllm_importance_sampling_clip_max", f"{self.vllm_importance_sampling_mode} needs clip_max or clip_min")
-        if self.use_vllm:
-            try:  # the HF generation_kwargs must have a vLLM meaning
-                sampling_kwargs_from_generation_kwargs(self.generation_kwargs or {})
-            except ValueError as exc:
-                bad("generation_kwargs", str(exc))
+        _validate_vllm(self, bad)
 
     @property
     def is_grpo(self) -> bool:
         return self.distill_coef == 0 and self.num_guided_generations == 0
+
+
+def _validate_vllm(config: SGPOConfig, bad) -> None:
+    """The vLLM fields (cheap checks only: nothing is imported from vllm here)."""
+    if config.vllm_importance_sampling_cap is not None:
+        config.vllm_importance_sampling_clip_max = config.vllm_importance_sampling_cap
+    if config.vllm_mode not in ("colocate", "server"):
+        bad("vllm_mode", f"must be colocate or server, got {config.vllm_mode!r}")
+    if not 0.0 < config.vllm_gpu_memory_utilization <= 1.0:
+        bad("vllm_gpu_memory_utilization", f"must be in (0, 1], got {config.vllm_gpu_memory_utilization}")
+    if config.vllm_tensor_parallel_size < 1:
+        bad("vllm_tensor_parallel_size", f"must be ≥ 1, got {config.vllm_tensor_parallel_size}")
+    if config.vllm_max_model_length is not None and config.vllm_max_model_length <= config.max_completion_length:
+        bad(
+            "vllm_max_model_length",
+            f"({config.vllm_max_model_length}) must exceed max_completion_length ({config.max_completion_length})",
+        )
+    if config.vllm_kv_cache_memory_bytes is not None and config.vllm_kv_cache_memory_bytes < 2**20:
+        bad("vllm_kv_cache_memory_bytes", f"must be at least 1 MiB (1048576), got {config.vllm_kv_cache_memory_bytes}")
+    if not 0 < config.vllm_server_port < 65536:
+        bad("vllm_server_port", f"must be a TCP port (1-65535), got {config.vllm_server_port}")
+    if not 0 < config.vllm_group_port < 65536:
+        bad("vllm_group_port", f"must be a TCP port (1-65535), got {config.vllm_group_port}")
+    if config.vllm_server_timeout <= 0:
+        bad("vllm_server_timeout", f"must be > 0, got {config.vllm_server_timeout}")
+    if config.vllm_server_weight_sync not in ("nccl", "disk"):
+        bad("vllm_server_weight_sync", f"must be nccl or disk, got {config.vllm_server_weight_sync!r}")
+    if config.vllm_importance_sampling_mode not in IS_MODES:
+        bad(
+            "vllm_importance_sampling_mode",
+            f"must be one of {', '.join(IS_MODES)}, got {config.vllm_importance_sampling_mode!r}",
+        )
+    lo, hi = config.vllm_importance_sampling_clip_min, config.vllm_importance_sampling_clip_max
+    if hi is not None and hi <= 0:
+        bad("vllm_importance_sampling_clip_max", f"must be > 0, got {hi}")
+    if lo is not None and lo < 0:
+        bad("vllm_importance_sampling_clip_min", f"must be ≥ 0, got {lo}")
+    if lo is not None and hi is not None and lo >= hi:
+        bad("vllm_importance_sampling_clip_min", f"({lo}) must be less than vllm_importance_sampling_clip_max ({hi})")
+    if config.vllm_importance_sampling_mode.endswith("truncate") and lo is None and hi is None:
+        bad("vllm_importance_sampling_clip_max", f"{config.vllm_importance_sampling_mode} needs clip_max or clip_min")
+    if config.use_vllm:
+        try:  # the HF generation_kwargs must have a vLLM meaning
+            sampling_kwargs_from_generation_kwargs(config.generation_kwargs or {})
+        except ValueError as exc:
+            bad("generation_kwargs", str(exc))

@@ -222,6 +222,7 @@ def load_problems(
     require_strategy: bool = False,
     extra_required: Sequence[str] = (),
     name: str | None = None,
+    trl_formats: bool = False,
 ) -> datasets.Dataset:
     """Load and validate a problem data set; returns a `datasets.Dataset` with canonical columns.
     Messages name the source by its path, or by `name` (e.g. "train_dataset") when it is in memory.
@@ -229,9 +230,9 @@ def load_problems(
     Raises `DataError` naming the source, row and column for: an empty data set, a missing column
     (listing the columns found), a non-string / empty `problem` or `answer`, a duplicate `id`, and,
     with `require_strategy=True`, a missing or empty strategy. Without it, rows whose strategy is
-    missing, empty or not a string get `strategy=None` and train with RL only. TRL's `prompt` and
-    `solution` columns stand in for missing `problem` and `answer` ones (`trl_columns`); a `prompt`
-    is kept as given in `PROMPT_GIVEN`.
+    missing, empty or not a string get `strategy=None` and train with RL only. With `trl_formats` (the
+    trainer's data), TRL's `prompt` and `solution` columns stand in for missing `problem` and `answer`
+    ones (`trl_columns`); a `prompt` is kept as given in `PROMPT_GIVEN`.
     """
     import datasets
 
@@ -239,7 +240,7 @@ def load_problems(
     name = found_name if name is None or isinstance(source, (str, os.PathLike)) else name
     if not rows:
         raise DataError(f"{name}: the data set is empty (0 rows)")
-    columns = trl_columns(rows[0], columns, name)
+    columns = trl_columns(rows[0], columns, name) if trl_formats else columns
     found = sorted({k for r in rows[:1000] for k in r})
     required = [("problem", columns.problem)] + ([("answer", columns.answer)] if require_answer else [])
     required += [(c, c) for c in extra_required]
@@ -461,6 +462,20 @@ def tokenize_responses(
     return ids
 
 
+def data_prompt_format(args, dataset: datasets.Dataset | None = None) -> PromptFormat:
+    """The prompt format of `args` (an `SGPOConfig`'s prompt fields), as `dataset` is prompted: data in
+    TRL's `prompt` format through `PromptFormat.for_trl_prompts`."""
+    fmt = PromptFormat(
+        template=args.prompt_template,
+        guided_template=args.guided_prompt_template,
+        system_prompt=args.system_prompt,
+        use_chat_template=args.use_chat_template,
+        chat_template_kwargs=args.chat_template_kwargs,
+    )
+    style = None if dataset is None else trl_prompt_format(dataset)
+    return fmt if style is None else fmt.for_trl_prompts(conversational=style == "conversational")
+
+
 def training_problems(
     source: Any, tokenizer, args, split: str = "train", what: str = "train_dataset"
 ) -> tuple[datasets.Dataset, PromptFormat]:
@@ -471,17 +486,12 @@ def training_problems(
     prompted as TRL does (`PromptFormat.for_trl_prompts`), which is said in one line."""
     columns = ColumnMap(args.problem_column, args.answer_column, args.strategy_column, args.id_column)
     source_name = str(source) if isinstance(source, (str, os.PathLike)) else what
-    dataset = load_problems(source, columns=columns, split=split, require_strategy=args.require_strategy, name=source_name)
-    fmt = PromptFormat(
-        template=args.prompt_template,
-        guided_template=args.guided_prompt_template,
-        system_prompt=args.system_prompt,
-        use_chat_template=args.use_chat_template,
-        chat_template_kwargs=args.chat_template_kwargs,
+    dataset = load_problems(
+        source, columns=columns, split=split, require_strategy=args.require_strategy, name=source_name, trl_formats=True
     )
+    fmt = data_prompt_format(args, dataset)
     style = trl_prompt_format(dataset)
     if style is not None:
-        fmt = fmt.for_trl_prompts(conversational=style == "conversational")
         logger.warning(
             "%s: TRL's %s 'prompt' column: prompts as given%s; guided prompts add the strategy to %s (template %r)",
             source_name, style, ", through the chat template" if style == "conversational" else " (no chat template, as TRL)",

@@ -22,13 +22,12 @@ from sgpo.data import (
     ColumnMap,
     DataError,
     count_missing_strategies,
+    data_prompt_format,
     is_conversation,
     load_problems,
-    trl_prompt_format,
 )
 from sgpo.modeling import adapter_base, is_adapter_folder, load_tokenizer, model_source_error
 from sgpo.planning import ENGINE_HELP, ENGINES, batch_plan, memory_estimate, model_size
-from sgpo.prompts import PromptFormat
 from sgpo.rewards import RewardFunctions, RewardSpecError
 
 SAMPLE_ROWS = 2
@@ -103,7 +102,11 @@ def dry_run(script_args, config, num_processes: int | None = None, engine: str |
     try:
         columns = ColumnMap(config.problem_column, config.answer_column, config.strategy_column, config.id_column)
         dataset = load_problems(
-            script_args.dataset_name, columns=columns, split=script_args.dataset_split, require_strategy=config.require_strategy
+            script_args.dataset_name,
+            columns=columns,
+            split=script_args.dataset_split,
+            require_strategy=config.require_strategy,
+            trl_formats=True,
         )
     except (DataError, FileNotFoundError, ValueError) as exc:
         problems.append(f"data: {exc}")
@@ -124,7 +127,7 @@ def dry_run(script_args, config, num_processes: int | None = None, engine: str |
     # -- templates and prompt lengths
     fmt = None
     try:
-        fmt = _prompt_format(config, dataset)
+        fmt = data_prompt_format(config, dataset)
     except ValueError as exc:
         problems.append(f"templates: {exc}")
     tok_name = script_args.tokenizer_name_or_path or script_args.model_name_or_path
@@ -150,16 +153,6 @@ def dry_run(script_args, config, num_processes: int | None = None, engine: str |
         out(f"issue: {p}")
     out(f"dry run: {'ok' if not problems else f'{len(problems)} issue(s)'} (no weights were loaded)")
     return 1 if problems else 0
-
-
-def _prompt_format(config, dataset) -> PromptFormat:
-    """The prompt format the trainer renders `dataset` with (TRL's `prompt` data: `for_trl_prompts`)."""
-    fmt = PromptFormat(
-        config.prompt_template, config.guided_prompt_template, config.system_prompt, config.use_chat_template,
-        config.chat_template_kwargs,
-    )  # fmt: skip
-    style = None if dataset is None else trl_prompt_format(dataset)
-    return fmt if style is None else fmt.for_trl_prompts(conversational=style == "conversational")
 
 
 def _check_prompts(dataset, fmt, tokenizer, tok_name, config, problems: list[str], out) -> None:

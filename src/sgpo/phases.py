@@ -321,6 +321,14 @@ def _to(value, device):
     return value
 
 
+def source_index(problems: Sequence[dict], sources: Sequence[str]) -> Tensor | None:
+    """(B,) index of each problem's `strategy_source` in `sources` (-1: none); None without sources."""
+    if not sources:
+        return None
+    lookup = {name: k for k, name in enumerate(sources)}
+    return torch.tensor([lookup.get(str(p.get("strategy_source")), -1) for p in problems], dtype=torch.long)
+
+
 def local_counts(plan: RolloutPlan, sel: Selection, num_micro: int) -> Tensor:
     """(S, 3) per micro-batch of this process: autonomous sequences, autonomous tokens, selected guided
     tokens. Summed over the micro-batches of an optimizer step and over processes they are the

@@ -95,6 +95,7 @@ from sgpo.phases import (
     sampler_weights,
     select,
     smoothed_problem_weights,
+    source_index,
     split_micro_batches,
     with_strong_responses,
 )
@@ -236,6 +237,22 @@ def prepare_tokenizer(tokenizer):
 # ---------------------------------------------------------------------------------------- trainer
 
 
+def checked_arguments(name: str, args: SGPOConfig | None, train_dataset: Any, reward_processing_classes: Any) -> SGPOConfig:
+    """`args` (a default config named after the model when None), after the checks of what
+    `SGPOTrainer` is given that need no loading."""
+    if args is None:
+        args = SGPOConfig(output_dir=f"{str(name).split('/')[-1]}-SGPO")
+    if not isinstance(args, SGPOConfig):
+        raise TypeError(
+            f"args must be an SGPOConfig, got {type(args).__name__} (TRL's order: model, reward_funcs, args, train_dataset)"
+        )
+    if train_dataset is None:
+        raise DataError("SGPOTrainer needs a train_dataset (a datasets.Dataset or a .jsonl/.json/.parquet path)")
+    if reward_processing_classes is not None:
+        raise ValueError("reward_processing_classes: reward models are not supported; give reward functions")
+    return args
+
+
 class SGPOTrainer(Trainer):
     """Strategy-Guided Policy Optimization on top of `transformers.Trainer`, in TRL's `GRPOTrainer` shape:
     `SGPOTrainer(model, reward_funcs, args, train_dataset, eval_dataset=None, processing_class=None,
@@ -278,16 +295,7 @@ class SGPOTrainer(Trainer):
         peft_config=None,
     ):
         name = model if isinstance(model, str) else model.config._name_or_path
-        if args is None:
-            args = SGPOConfig(output_dir=f"{str(name).split('/')[-1]}-SGPO")
-        if not isinstance(args, SGPOConfig):
-            raise TypeError(
-                f"args must be an SGPOConfig, got {type(args).__name__} (TRL's order: model, reward_funcs, args, train_dataset)"
-            )
-        if train_dataset is None:
-            raise DataError("SGPOTrainer needs a train_dataset (a datasets.Dataset or a .jsonl/.json/.parquet path)")
-        if reward_processing_classes is not None:
-            raise ValueError("reward_processing_classes: reward models are not supported; give reward functions")
+        args = checked_arguments(name, args, train_dataset, reward_processing_classes)
         # cheap first: the reward functions, then every row validated and every prompt tokenized
         specs = list(args.reward_funcs) if reward_funcs is None else reward_funcs
         self.rewards = RewardFunctions(specs, args.reward_weights, args.correctness_reward)
@@ -441,10 +449,8 @@ class SGPOTrainer(Trainer):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Phase "score": (weighted sum (n,), each function's rewards (n, F), NaN where one returned None,
         the values that decide correctness (n,)); errors name the function and the row."""
-        lengths = gen.completion_mask.sum(1).tolist()
-        ids = [gen.completion_ids[j, : lengths[j]].tolist() for j in range(len(lengths))]
         texts = [[{"role": "assistant", "content": t}] for t in gen.texts] if self.conversational else gen.texts
-        rewards, per_func = self.rewards(texts, rows, guided, ids, self.state)
+        rewards, per_func = self.rewards(texts, rows, guided, gen.completion_lists(), self.state)
         for f_idx, name in enumerate(self.rewards.names):
             scored = ~torch.isnan(per_func[:, f_idx])
             metrics.add(f"rewards/{name}", per_func[scored, f_idx].sum().item(), int(scored.sum()))
@@ -505,7 +511,7 @@ class SGPOTrainer(Trainer):
 
         # 5. micro-batches, with the normalisers of each optimizer step over all processes
         need_teacher = distill and args.distill_divergence != "imitation"
-        groups = self._source_index(problems)
+        groups = source_index(problems, self.strategy_sources)
         micro = split_micro_batches(gen, plan, sel, advantages, S, with_teacher=need_teacher, problem_groups=groups,
                                     off_policy=off_policy)  # fmt: skip
         counts = local_counts(plan, sel, S).view(S // GA, GA, 3).sum(1).to(self.accelerator.device)
@@ -617,13 +623,6 @@ class SGPOTrainer(Trainer):
     def _full_lm_head(self, model, with_grad: bool = False):
         """Context: the whole LM head (weight, bias) of `model` under any engine (`sgpo.sharding`)."""
         return full_lm_head(self.accelerator.unwrap_model(model), with_grad=with_grad)
-
-    def _source_index(self, problems: list[dict]) -> torch.Tensor | None:
-        """(B,) index of each problem's `strategy_source` in `self.strategy_sources` (-1: none)."""
-        if not self.strategy_sources:
-            return None
-        lookup = {name: k for k, name in enumerate(self.strategy_sources)}
-        return torch.tensor([lookup.get(str(p.get("strategy_source")), -1) for p in problems], dtype=torch.long)
 
     # ------------------------------------------------------------------------------------ loss
 
