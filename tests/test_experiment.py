@@ -201,7 +201,7 @@ def test_shipped_config_is_a_fair_full_experiment():
         ("larger_methods: [grpo, ppo]\n", "larger_methods must be a list of the methods"),
         ("warmup: {auto_exposure: {sum: lots}}\n", "warmup.auto_exposure.sum must be a number, got 'lots'"),
         ("warmup: {step: 5}\n", "warmup: unknown key 'step'"),
-        ("evaluation: {samples: 4}\n", "evaluation.samples > 1 needs evaluation.temperature > 0"),
+        ("evaluation: {samples: 4, temperature: 0}\n", "evaluation.samples > 1 needs evaluation.temperature > 0"),
         ("world: {heldout: 3, train: 3, warmup: 3, validation: 3, families: v3}\n", "world: unknown world 'v3'"),
         ("world: {heldout: 3, train: 3, warmup: 3, validation: 3, list_length: 5}\n", "world.list_length must be [min, max]"),
         ("preregistration: 3\n", "preregistration must be the path of the pre-registration file"),
@@ -228,8 +228,8 @@ def test_the_config_hash_covers_what_sets_the_numbers_and_nothing_else(tmp_path)
     assert len(h) == 64 and h == hash_of("")
     assert hash_of("processes: 1\n") == h  # how many runs go side by side changes no number
     assert hash_of("preregistration: elsewhere.md\n") == h  # where the hash is kept neither
-    for changed in ("seeds: 4\n", "train: {num_iterations: 2}\n", "warmup: {auto_from_step: 10}\n",
-                    "evaluation: {samples: 4, temperature: 1.0}\n", "model: {num_hidden_layers: 3}\n",
+    for changed in ("seeds: 4\n", "train: {num_iterations: 3}\n", "warmup: {auto_from_step: 10}\n",
+                    "evaluation: {samples: 8, temperature: 0.7}\n", "model: {num_hidden_layers: 3}\n",
                     "learning_rates: [1.0e-5, 3.0e-5, 1.0e-4]\n"):  # fmt: skip
         assert hash_of(changed) != h, changed
 

@@ -332,6 +332,7 @@ def run_pipeline(
     results = {
         "seed": cfg.seed,
         "quick": cfg.quick,
+        "metric": cfg.metric(),
         "methods": heldout,
         "warmup_loss": losses,
         "num_parameters": num_parameters(load_model(out / "warmup")[0]),

@@ -105,6 +105,13 @@ class WorldRunConfig:
     threads: int = 1
     warmup_processes: int = 2  # the warm-up runs data-parallel in this many processes (warmup.py)
 
+    def metric(self) -> str:
+        """How held-out accuracy is measured, in words (results.json's `metric`)."""
+        if self.eval_samples == 1:
+            return "greedy"
+        guided = "greedy" if self.eval_guided_samples == 1 else f"pass@1 over {self.eval_guided_samples} samples"
+        return f"autonomous: pass@1 over {self.eval_samples} samples at T = {self.eval_temperature:g}; guided: {guided}"
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["world"] = self.world.to_dict()
