@@ -157,7 +157,7 @@ def run_ours(steps: int, warmup: int, guided: int, head_implementation: str, use
             **common(out, steps + warmup),
         )
         clock = StepClock()
-        trainer = SGPOTrainer(model, args, processing_class=tok, reward_funcs=[_accuracy], train_dataset=rows, callbacks=[clock])
+        trainer = SGPOTrainer(model, [_accuracy], args, rows, processing_class=tok, callbacks=[clock])
         trainer.train()
         n = steps + warmup
         sums: dict[str, float] = defaultdict(float)

@@ -44,6 +44,7 @@ class RefConfig:
     epsilon: float = 0.2
     epsilon_high: float = 0.2
     beta: float = 0.0
+    use_bias_correction_kl: bool = True
     distill_coef: float = 1.0
     distill_on: str = "correct"
     distill_divergence: str = "forward_kl"
@@ -118,7 +119,8 @@ def sgpo_loss(model, old_model, ref_model, problems: list[Problem], cfg: RefConf
             if cfg.beta > 0:
                 with torch.no_grad():
                     ref = log_probs(ref_model, p.prompt, c.ids, T)[range(len(c.ids)), c.ids]
-                per_tok = per_tok + cfg.beta * (torch.exp(ref - lp) - (ref - lp) - 1)
+                k3 = torch.exp(ref - lp) - (ref - lp) - 1
+                per_tok = per_tok + cfg.beta * (k3 * ratio if cfg.use_bias_correction_kl else k3)
             rl_terms.append((per_tok.sum(), len(c.ids)))
     n_seq = len(rl_terms)
     n_tok = sum(n for _, n in rl_terms)

@@ -1,7 +1,9 @@
 """`sgpo train` through the real CLI (a subprocess), with the tiny recipe shipped in recipes/."""
 
+import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +65,17 @@ def test_readme_train_block_runs_and_the_tiny_run_moves_every_part_of_the_method
     assert first["reward/auto"] > 0 and first["reward/guided"] > first["reward/auto"]
     assert first["distill/weight_mean"] > 0 and first["distill/kl"] > 0 and first["rl/loss"] != 0
     assert any(0 < m["completions/truncated_frac"] < 1 for m in steps)
+    # the ranges the README quotes, read from the README itself (so the text cannot drift from the runs)
+    text = " ".join((ROOT / "README.md").read_text().split())
+    kl_lo, kl_hi, w_lo, w_hi = map(
+        float,
+        re.search(
+            r"distillation KL of (\d+\.\d+)–(\d+\.\d+) nats/token and a mean instance weight of (\d+\.\d+)–(\d+\.\d+)",
+            text,
+        ).groups(),
+    )
+    assert all(kl_lo <= m["distill/kl"] <= kl_hi for m in steps), [m["distill/kl"] for m in steps]
+    assert all(w_lo <= m["distill/weight_mean"] <= w_hi for m in steps), [m["distill/weight_mean"] for m in steps]
     grpo = [json.loads(line) for line in (runs / "grpo" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in grpo if "loss" in m] == [1, 2, 3, 4] and "distill/kl" not in grpo[0]
     assert (runs / "sgpo" / "report" / "index.html").is_file()
@@ -321,3 +334,116 @@ def test_train_help_lists_the_recipe_and_sgpo_fields_first(capsys):
     assert body.index("--config RECIPE.yaml") < body.index("--num_generations") < body.index("--distill_coef")
     assert body.index("--distill_coef") < body.index("--instance_weighting") < body.index("--adam_beta1")
     assert "Problems per device per micro-step (not completions" in " ".join(text.split())
+
+
+# ---------------------------------------------------------------------------------------- a TRL user (issue 20)
+
+
+def test_reward_and_trl_field_mistakes_are_one_line_before_anything_loads(tmp_path, capsys):
+    from sgpo.cli import main
+
+    assets = write_tiny_assets(tmp_path / "tiny", n=4, warm_up=False)
+    base = ["train", "--config", str(ROOT / "recipes" / "tiny_cpu.yaml"), "--model_name_or_path", str(assets / "model"),
+            "--dataset_name", str(assets / "train.jsonl"), "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    capsys.readouterr()
+    cases = [
+        (["--reward_funcs", "acuracy"], "rewards: unknown reward function 'acuracy'; known: accuracy, accuracy_reward, boxed_format"),
+        (["--reward_funcs", "accuracy", "boxed_format", "--reward_weights", "1.0"],
+         "rewards: reward_weights has 1 value(s) for 2 reward function(s) (accuracy_reward, boxed_format_reward)"),
+        (["--reward_funcs", "no_such_module:fn"], "rewards: reward function 'no_such_module:fn': module 'no_such_module' cannot be imported"),
+        (["--reward_funcs", str(tmp_path / "missing.py") + ":fn"], f"rewards: reward function '{tmp_path / 'missing.py'}:fn': no such file"),
+        (["--correctness_reward", "boxed_format"], "rewards: correctness_reward 'boxed_format' is not one of the reward functions (accuracy_reward)"),
+    ]  # fmt: skip
+    for extra, line in cases:
+        assert main([*base, *extra]) == 1, extra
+        err = capsys.readouterr().err
+        assert err.startswith(f"sgpo train: error: {line}") and err.count("\n") == 1, (extra, err)
+    if importlib.util.find_spec("wandb") is None:
+        assert main([*base, "--report_to", "wandb"]) == 1
+        assert capsys.readouterr().err == (
+            "sgpo train: error: report_to wandb: the wandb package is not installed (pip install wandb), or pass --report_to none\n"
+        )
+    # a field of TRL's GRPOConfig that sgpo does not support: said so, on the command line and in a recipe
+    assert main([*base, "--entropy_coef", "0.01"]) == 2
+    assert capsys.readouterr().err == (
+        "sgpo train: error: --entropy_coef is TRL's GRPOConfig field, which sgpo does not support: no entropy mask or "
+        "entropy bonus in the RL term (TRL's entropy is logged as a metric)\n"
+    )
+    recipe = tmp_path / "trl.yaml"
+    recipe.write_text((ROOT / "recipes" / "tiny_cpu.yaml").read_text() + "multi_objective_aggregation: normalize_then_sum\n")
+    assert main(["train", "--config", str(recipe)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"sgpo train: error: {recipe}: key 'multi_objective_aggregation' is TRL's GRPOConfig field, which sgpo does not support"
+    )
+    assert not (tmp_path / "out").exists()  # nothing ran
+
+
+REWARDS_MODULE = """
+def length_reward(prompts, completions, completion_ids, **_):
+    return [len(ids) / 10 for ids in completion_ids]
+"""
+REWARDS_FILE = """
+def autonomous_only(prompts, completions, guided, **_):
+    return [None if g else 0.5 for g in guided]
+"""
+
+
+@pytest.mark.slow
+def test_trl_reward_specs_names_and_logging_on_the_command_line(tmp_path):
+    # TRL's habits on the command line: accuracy_reward by the name it is logged under, a module of the
+    # current folder (no PYTHONPATH=.), a file.py:function returning None on guided rows, scale_rewards
+    # false, generation_batch_size, log_completions; TRL's metrics are logged
+    assets = write_tiny_assets(tmp_path / "tiny", n=8)
+    (tmp_path / "my_rewards.py").write_text(REWARDS_MODULE)
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "rewards_file.py").write_text(REWARDS_FILE)
+    proc = sgpo(
+        "train", "--config", str(ROOT / "recipes" / "tiny_cpu.yaml"), "--model_name_or_path", str(assets / "model"),
+        "--dataset_name", str(assets / "train.jsonl"), "--output_dir", str(tmp_path / "out"), "--report_to", "none",
+        "--reward_funcs", "accuracy_reward", "my_rewards:length_reward", "more/rewards_file.py:autonomous_only",
+        "--scale_rewards", "false", "--generation_batch_size", "4", "--max_steps", "2",
+        "--log_completions", "true", "--num_completions_to_print", "3",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert [m["step"] for m in steps] == [1, 2]
+    # generation_batch_size 4 = 2 problems per step × 2 steps: one rollout serves both steps
+    assert "reward/auto" in steps[0] and "reward/auto" not in steps[1]
+    first = steps[0]
+    for key in ("rewards/accuracy_reward", "rewards/length_reward", "entropy", "reward_std", "frac_reward_zero_std"):
+        assert key in first, key
+    assert first["rewards/autonomous_only"] == 0.5  # the mean over the completions it scored
+    # the completions table (TRL's print_prompt_completions_sample): the reward columns, 3 rows
+    assert "Step 1" in proc.stdout and "autonomous_only" in proc.stdout and "length_reward" in proc.stdout
+    assert proc.stdout.count("autonomous ") + proc.stdout.count("guided ") >= 3
+
+
+@pytest.mark.slow
+def test_a_runs_config_yaml_reruns_it_and_the_report_names_the_model_and_data(tmp_path):
+    assets = write_tiny_assets(tmp_path / "tiny", n=8, warm_up=False)
+    first = sgpo(
+        "train", "--config", str(ROOT / "recipes" / "tiny_cpu.yaml"), "--model_name_or_path", str(assets / "model"),
+        "--dataset_name", str(assets / "train.jsonl"), "--output_dir", str(tmp_path / "a"), "--report_to", "none",
+        "--max_steps", "1", "--num_generations", "3",
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    import yaml
+
+    saved = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
+    assert saved["model_name_or_path"] == str(assets / "model") and saved["dataset_name"] == str(assets / "train.jsonl")
+    # an evaluation of the first weights (sgpo eval writes MODEL/eval/...): stale once the run is overwritten
+    (tmp_path / "a" / "eval" / "heldout").mkdir(parents=True)
+    (tmp_path / "a" / "eval" / "heldout" / "results.json").write_text('{"benchmarks": {}}')
+    again = sgpo("train", "--config", str(tmp_path / "a" / "config.yaml"), "--overwrite_output_dir", "true")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not (tmp_path / "a" / "eval").exists()  # removed with the weights it described
+    rerun = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
+    assert {k: v for k, v in rerun.items() if k != "overwrite_output_dir"} == {
+        k: v for k, v in saved.items() if k != "overwrite_output_dir"
+    }
+    report = sgpo("report", str(tmp_path / "a"))
+    assert report.returncode == 0, report.stderr[-3000:]
+    page = (tmp_path / "a" / "report" / "index.html").read_text()
+    assert f"<td>model_name_or_path</td><td>{assets / 'model'}</td>" in page
+    assert f"<td>dataset_name</td><td>{assets / 'train.jsonl'}</td>" in page

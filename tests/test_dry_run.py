@@ -4,6 +4,7 @@ the real model's config (sizes from its published config.json) and the tiny toke
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -155,7 +156,7 @@ def test_the_8_gpu_figures(tmp_path, data, capsys):
 
 def test_problems_are_named_and_nothing_loads(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"problem": "p", "solution": "x"}) + "\n")
+    bad.write_text(json.dumps({"problem": "p", "final": "x"}) + "\n")
     code, lines = dry(
         capsys,
         "--config",
@@ -167,11 +168,57 @@ def test_problems_are_named_and_nothing_loads(tmp_path, capsys):
     )
     assert code == 1
     assert any(
-        line.startswith(f"problem: data: {bad}: row 0: missing column 'answer' (columns found: problem, solution)")
-        for line in lines
+        line.startswith(f"issue: data: {bad}: row 0: missing column 'answer' (columns found: final, problem)") for line in lines
     )
     assert "memory: skipped (the model config of 'Qwen/Qwen2.5-Math-1.5B' is not available locally)" in lines
-    assert lines[-1] == "dry run: 1 problem(s) (no weights were loaded)"
+    # the real run would stop at the model too (the hub is not reachable here: HF_HUB_OFFLINE)
+    assert any(
+        line.startswith("issue: Qwen/Qwen2.5-Math-1.5B: no such model folder, and not in the Hugging Face cache")
+        for line in lines
+    )
+    assert lines[-1] == "dry run: 2 issue(s) (no weights were loaded)"
+
+
+def test_the_dry_run_checks_what_the_real_run_checks_before_loading(tmp_path, data, capsys):
+    # a model path that does not exist, an unknown reward function, an integration that is not
+    # installed: the real run stops at each, so the dry run must not say ok
+    from sgpo.testing import write_tiny_assets
+
+    recipe = ["--config", str(ROOT / "recipes" / "tiny_cpu.yaml"), "--dataset_name", str(data)]
+    code, lines = dry(capsys, *recipe, "--model_name_or_path", str(tmp_path / "no-model"), "--reward_funcs", "accuracy", "boxed",
+                      *(["--report_to", "wandb"] if importlib.util.find_spec("wandb") is None else []))  # fmt: skip
+    issues = [line for line in lines if line.startswith("issue: ")]
+    assert code == 1 and issues[:2] == [
+        f"issue: {tmp_path / 'no-model'}: no such model folder",
+        "issue: rewards: unknown reward function 'boxed'; known: accuracy, accuracy_reward, boxed_format, "
+        "boxed_format_reward; or give module:function, module.function or file.py:function",
+    ]
+    if importlib.util.find_spec("wandb") is None:
+        assert (
+            issues[2]
+            == "issue: report_to wandb: the wandb package is not installed (pip install wandb), or pass --report_to none"
+        )
+    assert lines[-1] == f"dry run: {len(issues)} issue(s) (no weights were loaded)"
+    model = str(write_tiny_assets(tmp_path / "tiny", n=4, warm_up=False) / "model")
+    code, lines = dry(
+        capsys,
+        *recipe,
+        "--model_name_or_path",
+        model,
+        "--reward_funcs",
+        "accuracy",
+        "boxed_format",
+        "--reward_weights",
+        "1",
+        "2",
+        "3",
+    )
+    assert (
+        code == 1
+        and "issue: rewards: reward_weights has 3 value(s) for 2 reward function(s) (accuracy_reward, boxed_format_reward)"
+        in lines
+    )
+    assert lines[-1] == "dry run: 1 issue(s) (no weights were loaded)"
 
 
 def test_prompts_over_max_prompt_length_are_a_problem(tmp_path, data, capsys):
@@ -188,4 +235,4 @@ def test_prompts_over_max_prompt_length_are_a_problem(tmp_path, data, capsys):
         "20",
     )
     assert code == 1
-    assert any(line.startswith("problem: prompts: 128 guided prompt(s) exceed max_prompt_length=20") for line in lines)
+    assert any(line.startswith("issue: prompts: 128 guided prompt(s) exceed max_prompt_length=20") for line in lines)

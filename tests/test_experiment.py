@@ -156,9 +156,16 @@ def test_bootstrap_interval_narrows_with_more_problems():
 def test_mean_std_and_choose_rate():
     assert mean_std([0.5]) == {"per_seed": [0.5], "mean": 0.5, "std": 0.0}
     assert mean_std([0.2, 0.4])["std"] == pytest.approx(statistics.stdev([0.2, 0.4]))
-    runs = [{"learning_rate": lr, "validation": {"auto": acc}} for lr, acc in ((3e-4, 0.5), (1e-4, 0.5), (3e-5, 0.4))]
+    # each run's test-split accuracy ranks the rates the other way round: a choice that looked at the
+    # test split (a leak) would pick another rate, so it fails on the value, not on a missing key
+    runs = [
+        {"learning_rate": lr, "validation": {"auto": acc}, "test": {"auto": 1 - acc, "guided": 1 - acc}}
+        for lr, acc in ((3e-4, 0.5), (1e-4, 0.5), (3e-5, 0.4))
+    ]
     assert choose_rate(runs) == 1e-4  # a tie goes to the smaller rate
     runs[2]["validation"]["auto"] = 0.6
+    assert choose_rate(runs) == 3e-5
+    runs[2]["test"]["auto"] = 0.0
     assert choose_rate(runs) == 3e-5
 
 

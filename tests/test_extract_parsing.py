@@ -68,6 +68,8 @@ def test_tolerant_parsing_accepts(reply):
         ("I cannot help with that.", "stop", "no_json", "no JSON object"),
         ('{"approach": "a", "key_insight": "b", "steps": ["c",]}', "stop", "invalid_json", "Expecting value"),
         ('{"approach": "a", "key_insight": "b", "ste', "length", "truncated", "reply starts"),
+        # json's own message ends in "at": the position reads "(line 1, column 34)", not "at at line 1"
+        ('{"approach": "a", "key_insight": "b', "length", "truncated", "Unterminated string starting at (line 1, column 34)"),
         (
             '{"approach": "a", "steps": "one step"}',
             "stop",

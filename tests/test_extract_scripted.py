@@ -38,15 +38,15 @@ CASES = {
     "CASE-respans": ([Reply(SAYS_17)], None, "rejected", "leak_response_answer", 1),
     "CASE-429": ([Fail(429, {"Retry-After": "1"}), Reply(VALID)], "5", "ok", None, 2),
     "CASE-429-always": ([Fail(429, {"Retry-After": "0"})], "5", "failed", "rate_limited", 3),
-    "CASE-500": ([Fail(500), Reply(VALID)], "5", "ok", None, 2),
-    "CASE-503-always": ([Fail(503)], "5", "failed", "server_error", 3),
     "CASE-slow": ([Reply(VALID, delay=2.5)], "5", "failed", "timeout", 3),
     "CASE-slow-once": ([Reply(VALID, delay=2.5), Reply(VALID)], "5", "ok", None, 2),
     "CASE-drop": ([Drop()], "5", "failed", "connection_error", 3),
     "CASE-drop-once": ([Drop(), Reply(VALID)], "5", "ok", None, 2),
     "CASE-400": ([Fail(400, message="bad request")], "5", "failed", "http_400", 3),  # 3 = one per response_format level
 }
-TRANSIENT = {"CASE-429-always", "CASE-503-always", "CASE-slow", "CASE-drop"}
+TRANSIENT = {"CASE-429-always", "CASE-slow", "CASE-drop"}
+# (5xx answers: with response_format auto they first walk down the structured-output levels, which
+# changes the whole run's level; see test_server_errors_... below)
 
 
 def rows_for(markers):
@@ -66,6 +66,24 @@ def write_jsonl(path, rows):
     return path
 
 
+def extract_from(srv, inp, out, extractor=(), **config):
+    """`extract_strategies` of `inp` into `out` against the scripted server `srv`; `extractor`: extractor
+    options beside OPTS, `config`: `ExtractionConfig` fields."""
+    return extract_strategies(
+        inp,
+        out,
+        "openai",
+        extractor_options=dict(OPTS, base_url=srv.base_url, **dict(extractor)),
+        config=ExtractionConfig(**config),
+        progress=False,
+    )
+
+
+def formats(srv, marker=None):
+    """The response_format type of each request `srv` received (of `marker`'s only, when given)."""
+    return [(r.body.get("response_format") or {}).get("type") for r in srv.requests if marker in (None, r.marker)]
+
+
 def test_every_reply_kind_ends_as_it_should_and_reruns_redo_only_transient_failures(tmp_path):
     markers = list(CASES) + ["CASE-valid"]  # the last row duplicates the first one's content
     rows = rows_for(markers)
@@ -74,14 +92,7 @@ def test_every_reply_kind_ends_as_it_should_and_reruns_redo_only_transient_failu
     out = tmp_path / "out.jsonl"
     with ScriptedServer({m: c[0] for m, c in CASES.items()}) as srv:
         t0 = time.time()
-        summary = extract_strategies(
-            inp,
-            out,
-            "openai",
-            extractor_options=dict(OPTS, base_url=srv.base_url),
-            config=ExtractionConfig(concurrency=6),
-            progress=False,
-        )
+        summary = extract_from(srv, inp, out, concurrency=6)
         wall = time.time() - t0
         for m, (_, _, _, _, n_requests) in CASES.items():
             assert srv.count(m) == n_requests, m
@@ -89,8 +100,7 @@ def test_every_reply_kind_ends_as_it_should_and_reruns_redo_only_transient_failu
         t429 = [r.time for r in srv.requests if r.marker == "CASE-429"]
         assert t429[1] - t429[0] >= 1.0
         # the 400s walked down the structured-output levels, then failed the item
-        fmts = [(r.body.get("response_format") or {}).get("type") for r in srv.requests if r.marker == "CASE-400"]
-        assert fmts == ["json_schema", "json_object", None]
+        assert formats(srv, "CASE-400") == ["json_schema", "json_object", None]
         # ...which did not downgrade the run: other items still asked for json_schema
         assert all(r.body["response_format"]["type"] == "json_schema" for r in srv.requests if r.marker != "CASE-400")
         assert all(r.body["model"] == "scripted-model" and r.body["temperature"] == 0.0 for r in srv.requests)
@@ -124,7 +134,6 @@ def test_every_reply_kind_ends_as_it_should_and_reruns_redo_only_transient_failu
         "schema": 1,
         "truncated": 1,
         "rate_limited": 1,
-        "server_error": 1,
         "timeout": 1,
         "connection_error": 1,
         "http_400": 1,
@@ -133,21 +142,14 @@ def test_every_reply_kind_ends_as_it_should_and_reruns_redo_only_transient_failu
     # rerun against a healthy server: only the transient failures are asked again
     healthy = {m: [Reply(VALID)] for m in CASES}
     with ScriptedServer(healthy) as srv:
-        s2 = extract_strategies(inp, out, "openai", extractor_options=dict(OPTS, base_url=srv.base_url), progress=False)
+        s2 = extract_from(srv, inp, out)
         assert sorted({r.marker for r in srv.requests}) == sorted(TRANSIENT) and srv.count() == len(TRANSIENT)
     assert s2.from_cache == len(CASES) - len(TRANSIENT) and s2.processed == len(TRANSIENT)
     assert s2.ok == n_ok + len(TRANSIENT)
     assert set(s2.failed) == {"invalid_json", "no_json", "schema", "truncated", "http_400"}
     # --retry-failed redoes the rest; rejected items are final and not asked again
     with ScriptedServer(healthy) as srv:
-        s3 = extract_strategies(
-            inp,
-            out,
-            "openai",
-            extractor_options=dict(OPTS, base_url=srv.base_url),
-            config=ExtractionConfig(retry_failed=True),
-            progress=False,
-        )
+        s3 = extract_from(srv, inp, out, retry_failed=True)
         assert sorted(r.marker for r in srv.requests) == [
             "CASE-400",
             "CASE-malformed",
@@ -159,32 +161,38 @@ def test_every_reply_kind_ends_as_it_should_and_reruns_redo_only_transient_failu
     assert len(read_rows(out)) == len(rows)
 
 
+def test_server_errors_are_retried_with_a_fixed_response_format(tmp_path):
+    script = {"CASE-500": [Fail(500), Reply(VALID)], "CASE-503-always": [Fail(503)]}
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"id": m, "problem": f"Problem {m}", "response": "R"} for m in script])
+    with ScriptedServer(script) as srv:
+        s = extract_from(srv, inp, tmp_path / "o.jsonl", extractor={"response_format": "json_object"})
+        assert srv.count("CASE-500") == 2 and srv.count("CASE-503-always") == 3  # max_retries 2
+    assert s.ok == 1 and s.failed == {"server_error": 1}
+
+
+def test_a_5xx_on_the_schema_falls_back_at_once_and_sticks(tmp_path):
+    # issue 20: a real vLLM server whose xgrammar backend cannot compile the schema answers HTTP 500 to
+    # every json_schema request; each row used to be retried 6 times (71 s for 6 rows) and end server_error
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"problem": f"P{i}", "response": "R \\boxed{9}"} for i in range(6)])
+    with ScriptedServer(default=Reply(VALID), reject_response_formats={"json_schema": 500}) as srv:
+        t0 = time.time()
+        s, kinds = extract_from(srv, inp, tmp_path / "o.jsonl", concurrency=1), formats(srv)
+        wall = time.time() - t0
+    assert s.ok == 6 and s.failed == {}
+    assert kinds == ["json_schema"] + ["json_object"] * 6  # one 500, then json_object for the rest of the run
+    assert wall < 5, wall  # no backoff waits
+
+
 def test_structured_output_falls_back_once_and_sticks(tmp_path):
     inp = write_jsonl(tmp_path / "in.jsonl", [{"problem": f"P{i}", "response": "R \\boxed{9}"} for i in range(4)])
     with ScriptedServer(default=Reply(VALID), reject_response_formats={"json_schema"}) as srv:
-        s = extract_strategies(
-            inp,
-            tmp_path / "o.jsonl",
-            "openai",
-            extractor_options=dict(OPTS, base_url=srv.base_url),
-            config=ExtractionConfig(concurrency=1),
-            progress=False,
-        )
-        kinds = [(r.body.get("response_format") or {}).get("type") for r in srv.requests]
+        s, kinds = extract_from(srv, inp, tmp_path / "o.jsonl", concurrency=1), formats(srv)
         schema = srv.requests[0].body["response_format"]["json_schema"]["schema"]
     assert s.ok == 4
     assert kinds == ["json_schema", "json_object", "json_object", "json_object", "json_object"]
     assert set(schema["required"]) == {"approach", "key_insight", "steps"}
     with ScriptedServer(default=Reply(VALID), reject_response_formats={"json_schema", "json_object"}) as srv:
-        s = extract_strategies(
-            inp,
-            tmp_path / "o2.jsonl",
-            "openai",
-            extractor_options=dict(OPTS, base_url=srv.base_url),
-            config=ExtractionConfig(concurrency=1),
-            progress=False,
-        )
-        kinds = [(r.body.get("response_format") or {}).get("type") for r in srv.requests]
+        s, kinds = extract_from(srv, inp, tmp_path / "o2.jsonl", concurrency=1), formats(srv)
     assert s.ok == 4 and kinds == ["json_schema", "json_object", None, None, None, None]
 
 
@@ -194,24 +202,10 @@ def test_auth_error_stops_the_run_and_keeps_finished_items(tmp_path):
     out = tmp_path / "o.jsonl"
     with ScriptedServer({"CASE-auth": [Fail(401, message="invalid api key")]}, default=Reply(VALID)) as srv:
         with pytest.raises(ExtractorConfigError, match="HTTP 401.*check --base-url, --model and the API key"):
-            extract_strategies(
-                inp,
-                out,
-                "openai",
-                extractor_options=dict(OPTS, base_url=srv.base_url),
-                config=ExtractionConfig(concurrency=1),
-                progress=False,
-            )
+            extract_from(srv, inp, out, concurrency=1)
     assert not out.exists()
     with ScriptedServer(default=Reply(VALID)) as srv:
-        s = extract_strategies(
-            inp,
-            out,
-            "openai",
-            extractor_options=dict(OPTS, base_url=srv.base_url),
-            config=ExtractionConfig(concurrency=1),
-            progress=False,
-        )
+        s = extract_from(srv, inp, out, concurrency=1)
         assert srv.count() == 3  # the three finished before the 401 were kept
     assert s.ok == 6 and s.from_cache == 3
 
@@ -225,9 +219,7 @@ def test_bad_input_names_rows_and_columns_before_any_request(tmp_path):
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     with ScriptedServer() as srv:
         with pytest.raises(DataError) as err:
-            extract_strategies(
-                inp, tmp_path / "o.jsonl", "openai", extractor_options=dict(OPTS, base_url=srv.base_url), progress=False
-            )
+            extract_from(srv, inp, tmp_path / "o.jsonl")
         assert srv.count() == 0
     msg = str(err.value)
     assert "in.jsonl: 3 bad row(s)" in msg

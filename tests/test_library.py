@@ -287,13 +287,36 @@ def test_retrieval_finds_the_right_entries(library):
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.metrics.pairwise import cosine_similarity
 
-    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit([p.problem for p in library.problems])
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b")  # one-character words too
+    vec.fit([p.problem for p in library.problems])
     expected = cosine_similarity(vec.transform([TARGETS[1]["problem"]]), vec.transform([P1]))[0, 0]
     assert by_id["t-prob"]["strategy_similarity"] == pytest.approx(expected, abs=1e-6)
     assert (
         cosine_similarity(vec.transform([TARGETS[4]["problem"]]), vec.transform([p.problem for p in library.problems])).max()
         < 0.2
     )
+
+
+def test_the_exact_problem_wins_and_numbers_tell_problems_apart(tmp_path, capsys):
+    # issue 20: with numbers dropped from the vectors, "what is 0 plus 1" scored 1.000 against "What is 7
+    # plus 4?" (first in the library, so chosen) although its exact text was in the library
+    source = tmp_path / "strategies.jsonl"
+    rows = [row("a", "What is 7 plus 4?", SQUARE, answer="11"), row("b", "what is 0 plus 1", CYCLE, answer="1")]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    targets = tmp_path / "targets.jsonl"
+    targets.write_text(
+        "".join(json.dumps(t) + "\n" for t in [{"id": "t1", "problem": "what is 0 plus 1", "answer": "1"},
+                                               {"id": "t2", "problem": "what is 2 plus 5", "answer": "7"}])
+    )  # fmt: skip
+    lib, out = tmp_path / "lib", tmp_path / "filled.jsonl"
+    assert cli_main(["library", "build", "--input", str(source), "--output", str(lib)]) == 0
+    assert (
+        cli_main(["library", "retrieve", "--library", str(lib), "--input", str(targets), "--output", str(out), "--k", "2"]) == 0
+    )
+    t1, t2 = read_rows(out)
+    assert t1["strategy_match"] == "b" and t1["strategy"] == render_strategy(CYCLE) and t1["strategy_similarity"] == 1.0
+    assert [c["similarity"] for c in t1["retrieval_candidates"]][1] < 0.9  # "What is 7 plus 4?": close, not a tie
+    assert 0.2 < max(c["similarity"] for c in t2["retrieval_candidates"]) < 0.9  # no other text reads 1.000
 
 
 def test_only_missing_keeps_own_strategies(library):

@@ -61,7 +61,7 @@ def trained(tmp_path_factory):
     tokenizer.save_pretrained(root / "base")
     trainer = FixedRolloutTrainer(
         str(root / "base"),
-        lora_args(root / "run"),
+        args=lora_args(root / "run"),
         processing_class=load_tokenizer(str(root / "base")),
         reward_funcs=[even_answer_reward],
         train_dataset=tiny_arithmetic_rows(8),
@@ -96,7 +96,7 @@ def test_only_the_adapter_trains_and_the_base_weights_stay_bit_identical(trained
 def test_the_reference_is_the_base_model_with_the_adapter_disabled(trained):
     root, trainer, *_ = trained
     logs = [json.loads(line) for line in (root / "run" / "metrics.jsonl").read_text().splitlines()]
-    kl = [m["kl_ref"] for m in logs if "kl_ref" in m]
+    kl = [m["kl"] for m in logs if "kl" in m]
     # step 1: the adapter starts at zero (lora_B = 0), so policy = base and KL(π_θ ‖ π_ref) = 0; then it grows
     assert len(kl) == 3 and kl[0] == pytest.approx(0.0, abs=1e-7) and kl[1] > 0 and kl[2] > 0
 
@@ -181,7 +181,7 @@ def test_lm_head_as_a_lora_target_and_lora_with_vllm_are_clear_errors(tmp_path, 
     with pytest.raises(AdapterError, match="includes the LM head"):
         FixedRolloutTrainer(
             build_tiny_model(tokenizer),
-            lora_args(tmp_path, lora_target_modules=["q_proj", "lm_head"]),
+            args=lora_args(tmp_path, lora_target_modules=["q_proj", "lm_head"]),
             processing_class=tokenizer,
             reward_funcs=[even_answer_reward],
             train_dataset=rows,

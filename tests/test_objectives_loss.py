@@ -74,21 +74,25 @@ def test_rl_term_clipped_with_old_logps(head, loss_type, expected):
 
 
 @pytest.mark.parametrize("head", HEADS)
-def test_rl_term_reference_kl_and_importance_weights(head):
+@pytest.mark.parametrize("bias_correction", [False, True], ids=["k3", "k3-times-ratio"])
+def test_rl_term_reference_kl_and_importance_weights(head, bias_correction):
     # β = 0.5, π_ref(y_0) = π_θ(y_0)/2 (d = ln π_ref − ln π_θ = −ln 2), π_ref(y_1) = π_θ(y_1) (d = 0);
     # k3 = e^d − d − 1: t0 = 1/2 + ln 2 − 1 ≈ 0.19315, t1 = 0. Importance weights [1, 0.5] scale ℓ_t.
-    # ℓ = [−2·1 + 0.5·0.19315, −2·0.5] -> dapo: (−2 + 0.096574 − 1)/2 = −1.451713
+    # ℓ = [−2·1 + 0.5·0.19315, −2·0.5] -> dapo: (−2 + 0.096574 − 1)/2 = −1.451713 (on-policy, ρ = 1 in value,
+    # so the bias correction ρ·k3 changes the gradient only)
     lp = torch.tensor([[math.log(0.5), math.log(0.75)]])
     x = rl_inputs(ref_logps=lp + torch.tensor([[-LN2, 0.0]]))
     x.is_weights = torch.tensor([[1.0, 0.5]])
-    out = sgpo_loss(x, LossConfig(loss_type="dapo", beta=0.5, head=head))
+    out = sgpo_loss(x, LossConfig(loss_type="dapo", beta=0.5, head=head, use_bias_correction_kl=bias_correction))
     k3 = 0.5 + LN2 - 1
     assert out.loss.item() == pytest.approx((-2 + 0.5 * k3 - 1) / 2)
-    assert out.metrics["kl_ref"][0] == pytest.approx(k3)
+    assert out.metrics["kl"][0] == pytest.approx(k3)
     out.loss.backward()
-    # ∂ℓ_0/∂log p = −A·1 + β(1 − e^d) = −2 + 0.5·(1 − 1/2) = −1.75; ∂ℓ_1/∂log p = −A·0.5 = −1; both / 2
-    #   t0: −0.875 · ([1, 0] − [1/2, 1/2]) = [−0.4375, 0.4375];  t1: −0.5 · ([0, 1] − [1/4, 3/4]) = [0.125, −0.125]
-    torch.testing.assert_close(x.auto_hidden.grad[0], z([-0.4375, 0.4375], [0.125, -0.125]))
+    # ∂ℓ_0/∂log p = −A·1 + β(1 − e^d) = −2 + 0.5·(1 − 1/2) = −1.75; with ρ·k3: −A + β·ρ·(k3 + 1 − e^d)
+    # = −2 + 0.5·(0.19315 + 1/2) = −1.653426; ∂ℓ_1/∂log p = −A·0.5 = −1; all / 2
+    #   t0: g_0 · ([1, 0] − [1/2, 1/2]) / 2;  t1: −0.5 · ([0, 1] − [1/4, 3/4]) = [0.125, −0.125]
+    g0 = (-2 + 0.5 * (k3 + 0.5) if bias_correction else -1.75) / 2
+    torch.testing.assert_close(x.auto_hidden.grad[0], z([g0 / 2, -g0 / 2], [0.125, -0.125]))
 
 
 def distill_inputs(old=None, weight=0.5, n_global=4.0):

@@ -90,6 +90,13 @@ def test_written_out_gradients_match_autograd():
     x = logp.clone().requires_grad_(True)
     k3_kl(x, ref).sum().backward()
     torch.testing.assert_close(k3_kl_grad(logp, ref), x.grad)
+    # LUFFY's shaped off-policy term −A·p/(p+γ), at γ other than the default 0.1 (the chunked head's hint)
+    from sgpo.objectives import shaped_off_policy_grad
+
+    for gamma in (0.1, 0.5):
+        x = logp.clone().requires_grad_(True)
+        shaped_off_policy(x, adv, gamma).sum().backward()
+        torch.testing.assert_close(shaped_off_policy_grad(logp, adv, gamma), x.grad)
 
 
 def test_token_weights_reproduce_aggregate():

@@ -215,3 +215,46 @@ def test_report_shows_the_run_settings_by_topic(tmp_path):
     (run / "config.yaml").write_text("a: [1,\n", encoding="utf-8")
     assert report_main([str(run)]) == 0
     assert "config.yaml: not shown, not readable YAML" in (run / "report" / "index.html").read_text()
+
+
+# ---------------------------------------------------------------------------------------- issue 20
+
+
+def test_report_leaves_out_evaluations_of_earlier_weights(tmp_path, capsys):
+    # `sgpo eval --guided` of a model folder, then its weights change (retrained, re-saved), then `sgpo
+    # eval` again: the report shows the evaluation of the weights there now only, says how many it left
+    # out, titles a plain model folder "Model", and puts the eval chart under "Evaluation"
+    from sgpo.cli import main
+    from sgpo.testing import build_tiny_model, build_tiny_tokenizer, tiny_arithmetic_rows
+
+    tok = build_tiny_tokenizer()
+    model_dir = tmp_path / "model"
+    build_tiny_model(tok).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    data = tmp_path / "heldout.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in tiny_arithmetic_rows(4)))
+    common = ["--model", str(model_dir), "--benchmark", str(data), "--max-new-tokens", "4"]
+    assert main(["eval", *common, "--guided"]) == 0
+    build_tiny_model(tok, seed=1).save_pretrained(model_dir)  # new weights in the same folder
+    assert main(["eval", *common]) == 0
+    capsys.readouterr()
+    assert report_main([str(model_dir)]) == 0
+    err = capsys.readouterr().err
+    assert "left out 1 evaluation(s) of earlier weights (the model's files changed since they ran): eval/heldout-guided" in err
+    page = parse(model_dir / "report" / "index.html")
+    assert page.headings[0].startswith("Model ")  # not a training run
+    html_text = (model_dir / "report" / "index.html").read_text()
+    assert "eval/heldout —" in html_text and "eval/heldout-guided —" not in html_text
+    body = html_text[html_text.index("<h2>Evaluation</h2>") :]
+    assert "src='eval.png'" in body.split("<h2>", 2)[1]  # the chart in the Evaluation section, not among the curves
+
+
+def test_panels_have_whole_step_ticks_and_labels_tell_values_apart():
+    from sgpo.evaluation.report import distinct_labels, panel_figure
+
+    rows = [{"step": s, "reward/auto": 0.1 * s} for s in (1, 2, 3)]
+    fig = panel_figure(rows, "r", "r", [("reward/auto", "auto")], [])
+    ticks = [t for t in fig.axes[0].get_xticks() if 1 <= t <= 3]
+    assert ticks and all(float(t).is_integer() for t in ticks)  # not 1.5, 2.5
+    assert distinct_labels([0.025, 0.033, 0.5]) == ["0.025", "0.033", "0.500"]
+    assert distinct_labels([0.25, 0.5, 0.25]) == ["0.25", "0.50", "0.25"]

@@ -175,3 +175,65 @@ def test_a_half_written_newest_checkpoint_is_skipped(tmp_path, caplog):
         assert resolve_resume(value, str(out)) == str(out / "checkpoint-4")
     with pytest.raises(RecipeError, match="incomplete checkpoint"):
         resolve_resume(str(out / "checkpoint-6"), str(out))
+
+
+TERM_REWARDS = """
+import os, signal
+
+def text_length_reward(prompts, completions, trainer_state, **_):
+    # what SLURM / Kubernetes do before they kill a job: SIGTERM, here during the rollout of step 3
+    if trainer_state.global_step == 2 and os.environ.get("SGPO_TEST_SIGTERM") == "1":
+        os.kill(os.getpid(), signal.SIGTERM)
+    return [float(len(c) % 2 == 0) for c in completions]
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_says_where_and_the_resume_reproduces_the_run(tmp_path, runs):
+    # the reward function (a file.py:function spec, same name and values as the straight run's) sends
+    # SIGTERM to its own process in step 3: the run finishes step 3, saves a complete checkpoint-3,
+    # says so and exits 128 + 15; `--resume_from_checkpoint true` names it and ends where the straight run did
+    assets, straight = runs
+    (tmp_path / "term_rewards.py").write_text(TERM_REWARDS)
+    out = tmp_path / "preempted"
+    args = train_args(assets, out, "--max_steps", "6")
+    args[args.index("conftest:text_length_reward")] = str(tmp_path / "term_rewards.py") + ":text_length_reward"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sgpo", *args], env=dict(env(), SGPO_TEST_SIGTERM="1"), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    assert "sgpo: SIGTERM received: saving a checkpoint at the end of this optimizer step" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"sgpo train: error: SIGTERM received: stopped at step 3 with a complete checkpoint {out / 'checkpoint-3'}; "
+        "resume with --resume_from_checkpoint true"
+    )
+    assert "Traceback" not in proc.stderr
+    assert (out / "checkpoint-3" / "trainer_state.json").is_file() and not (out / "model.safetensors").exists()
+    assert not (out / ".partial-checkpoints").exists()  # no staging folder left behind
+    resumed = sgpo(*args, "--resume_from_checkpoint", "true")
+    assert f"sgpo train: resuming from {out / 'checkpoint-3'} (step 3)" in resumed.stdout
+    assert_same_run(straight, out, 6)
+
+
+def test_preemption_signals_are_caught_once_and_the_output_folder_error_suggests_resume_only_with_a_checkpoint(tmp_path):
+    from sgpo.checkpoints import OutputDirError, Preemption, previous_run
+
+    p = Preemption()
+    p.install()
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert p.received == "SIGUSR1"
+    finally:
+        p.uninstall()
+    assert signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None) or not callable(signal.getsignal(signal.SIGUSR1))
+    out = tmp_path / "run"
+    (out / ".partial-checkpoints").mkdir(parents=True)  # empty: what a finished save leaves is not a run
+    assert previous_run(out, overwrite=False) == []
+    (out / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(OutputDirError) as no_checkpoint:
+        previous_run(out, overwrite=False)
+    assert "resume" not in str(no_checkpoint.value) and "pick another --output_dir" in str(no_checkpoint.value)
+    (out / "checkpoint-2").mkdir()
+    (out / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    with pytest.raises(OutputDirError, match="resume it with --resume_from_checkpoint true"):
+        previous_run(out, overwrite=False)

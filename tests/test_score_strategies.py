@@ -160,6 +160,8 @@ def test_cli_scores_from_a_saved_policy(policy, tmp_path, capsys):
     (row,) = read_rows(out)
     assert (row["id"], row["strategy_score"]) == ("p1-zebra", 1.0)
     assert "scored 2 candidate strategies of 1/1 problems" in err
+    # two input rows of one problem became one output row: said so (issue 20)
+    assert "2 input rows are 1 problem(s): the rows of one problem (same problem) are its candidate strategies" in err
     assert json.loads((tmp_path / "s.json").read_text())["candidates_scored"] == 2
     assert main(["--input", str(inp), "--output", str(out), "--model", str(path), "--k", "0"]) == 2
     assert "sgpo score-strategies: error: --k must be >= 1" in capsys.readouterr().err

@@ -11,6 +11,8 @@ from sgpo.config import SGPOConfig
 from sgpo.data import DataError
 from sgpo.prompts import PromptTooLongError
 from sgpo.rewards import RewardFunctionError
+from sgpo.rollout import Generation, pad
+from sgpo.testing import build_tiny_model
 from sgpo.trainer import SGPOTrainer
 
 from conftest import FixedRolloutTrainer, even_answer_reward, param_snapshot, text_length_reward
@@ -46,7 +48,9 @@ def changed(before, model):
 
 def test_sgpo_few_steps_real_generation(tmp_path, tokenizer, tiny_model, rows):
     args = config(tmp_path, distill_on="all", instance_weighting="constant", max_steps=3)
-    trainer = SGPOTrainer(tiny_model, args, processing_class=tokenizer, reward_funcs=[text_length_reward], train_dataset=rows)
+    trainer = SGPOTrainer(
+        tiny_model, args=args, processing_class=tokenizer, reward_funcs=[text_length_reward], train_dataset=rows
+    )
     before = param_snapshot(tiny_model)
     trainer.train()
     assert changed(before, tiny_model)
@@ -84,7 +88,9 @@ def test_sgpo_few_steps_real_generation(tmp_path, tokenizer, tiny_model, rows):
 
 def test_grpo_special_case_makes_no_guided_rollouts(tmp_path, tokenizer, tiny_model, rows):
     args = config(tmp_path, distill_coef=0.0, num_guided_generations=0)
-    trainer = SGPOTrainer(tiny_model, args, processing_class=tokenizer, reward_funcs=[text_length_reward], train_dataset=rows)
+    trainer = SGPOTrainer(
+        tiny_model, args=args, processing_class=tokenizer, reward_funcs=[text_length_reward], train_dataset=rows
+    )
     before = param_snapshot(tiny_model)
     trainer.train()
     assert changed(before, tiny_model)
@@ -109,8 +115,48 @@ def sgd_delta(tmp_path, tokenizer, rows, seed_model, **kw):
         instance_weighting="constant",
         **kw,
     )
-    FixedRolloutTrainer(model, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows).train()
+    FixedRolloutTrainer(
+        model, args=args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows
+    ).train()
     return {n: before[n] - p.detach() for n, p in model.named_parameters()}  # = lr · grad
+
+
+class UnevenTrainer(FixedRolloutTrainer):
+    """`fixed_completion` after a problem-dependent number of "step" words (0–3): problems differ in tokens."""
+
+    def _generate(self, prompt_ids):
+        gen = super()._generate(prompt_ids)
+        tok = self.processing_class
+        lengths = gen.completion_mask.sum(1).tolist()
+        completions = [
+            tok.convert_tokens_to_ids(["step"] * (sum(p) % 4)) + gen.completion_ids[j, : lengths[j]].tolist()
+            for j, p in enumerate(prompt_ids)
+        ]
+        c_ids, c_mask = pad(completions, tok.pad_token_id, "right")
+        return Generation(gen.prompt_ids, gen.prompt_mask, c_ids, c_mask, tok.batch_decode(completions, skip_special_tokens=True))
+
+
+def test_bnpo_is_the_mean_of_each_micro_batchs_token_mean(tmp_path, tokenizer, rows):
+    # TRL's bnpo: the token mean of each micro-batch, averaged over the micro-batches of the step. One
+    # step of two micro-batches (problems add-0 and add-1, whose completions differ in length) must equal
+    # the mean of the two one-problem steps (token mean of each), and differ from dapo's global token mean
+    def delta(rows_, **kw):
+        model = build_tiny_model(tokenizer)
+        before = param_snapshot(model)
+        args = config(tmp_path / str(len(list(tmp_path.iterdir()))), optim="sgd", learning_rate=1.0, max_grad_norm=0.0,
+                      max_steps=1, weight_decay=0.0, shuffle_dataset=False, distill_coef=0.0, num_guided_generations=0,
+                      per_device_train_batch_size=1, **kw)  # fmt: skip
+        UnevenTrainer(
+            model, args=args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows_
+        ).train()
+        return {n: before[n] - q.detach() for n, q in model.named_parameters()}
+
+    bnpo = delta(rows[:2], loss_type="bnpo", gradient_accumulation_steps=2)
+    dapo = delta(rows[:2], loss_type="dapo", gradient_accumulation_steps=2)
+    first, second = delta(rows[:2], loss_type="dapo"), delta([rows[1], rows[0]], loss_type="dapo")
+    for n in bnpo:
+        torch.testing.assert_close(bnpo[n], (first[n] + second[n]) / 2, atol=1e-6, rtol=1e-5, msg=n)
+    assert max((bnpo[n] - dapo[n]).abs().max() for n in bnpo) > 1e-4  # the two micro-batches' token counts differ
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo"])
@@ -153,13 +199,13 @@ def test_distillation_term_moves_parameters_on_its_own(tmp_path, tokenizer, rows
         distill_on="correct",
         instance_weighting="constant",
     )
-    FixedRolloutTrainer(model, args, processing_class=tokenizer, reward_funcs=[const], train_dataset=rows).train()
+    FixedRolloutTrainer(model, args=args, processing_class=tokenizer, reward_funcs=[const], train_dataset=rows).train()
     assert changed(before, model)
     # and with distill_coef = 0 nothing moves
     model2 = build_tiny_model(tokenizer)
     before2 = param_snapshot(model2)
     args2 = config(tmp_path / "b", optim="sgd", learning_rate=1.0, max_grad_norm=0.0, max_steps=1, distill_coef=0.0)
-    FixedRolloutTrainer(model2, args2, processing_class=tokenizer, reward_funcs=[const], train_dataset=rows).train()
+    FixedRolloutTrainer(model2, args=args2, processing_class=tokenizer, reward_funcs=[const], train_dataset=rows).train()
     assert not changed(before2, model2)
 
 
@@ -175,7 +221,7 @@ def test_reuse_over_several_steps_uses_old_logps_and_proximal_mask(tmp_path, tok
         distill_topk=4,
     )
     trainer = FixedRolloutTrainer(
-        tiny_model, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows
+        tiny_model, args=args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows
     )
     trainer.train()
     logs = [m for m in metrics(tmp_path) if "loss" in m]
@@ -190,7 +236,7 @@ def test_resume_gives_the_same_model(tmp_path, tokenizer, rows):
     straight = build_tiny_model(tokenizer)
     FixedRolloutTrainer(
         straight,
-        config(tmp_path / "a", **common),
+        args=config(tmp_path / "a", **common),
         processing_class=tokenizer,
         reward_funcs=[even_answer_reward],
         train_dataset=rows,
@@ -198,12 +244,14 @@ def test_resume_gives_the_same_model(tmp_path, tokenizer, rows):
 
     first = build_tiny_model(tokenizer)
     args = config(tmp_path / "b", save_strategy="steps", save_steps=1, **common)
-    t1 = FixedRolloutTrainer(first, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows)
+    t1 = FixedRolloutTrainer(first, args=args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows)
     t1.train()
     ckpt = tmp_path / "b" / "out" / "checkpoint-2"
     assert (ckpt / "sgpo_state.json").exists()
     resumed = build_tiny_model(tokenizer, seed=123)  # different init: everything must come from the checkpoint
-    t2 = FixedRolloutTrainer(resumed, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows)
+    t2 = FixedRolloutTrainer(
+        resumed, args=args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows
+    )
     t2.train(resume_from_checkpoint=str(ckpt))
     assert t2._ema.values == pytest.approx(t1._ema.values)
     for (n, p), q in zip(straight.named_parameters(), resumed.parameters()):
@@ -213,11 +261,11 @@ def test_resume_gives_the_same_model(tmp_path, tokenizer, rows):
 def test_reference_model_kl(tmp_path, tokenizer, tiny_model, rows):
     args = config(tmp_path, beta=0.1, max_steps=2, learning_rate=0.5)
     FixedRolloutTrainer(
-        tiny_model, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows
+        tiny_model, args=args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows
     ).train()
     logs = [m for m in metrics(tmp_path) if "loss" in m]
-    assert logs[0]["kl_ref"] == pytest.approx(0.0, abs=1e-7)  # policy = reference before the first update
-    assert logs[1]["kl_ref"] > 0
+    assert logs[0]["kl"] == pytest.approx(0.0, abs=1e-7)  # policy = reference before the first update
+    assert logs[1]["kl"] > 0
 
 
 # ------------------------------------------------------------------------------------ bad input
@@ -231,7 +279,7 @@ def test_reward_function_that_raises_names_function_and_row(tmp_path, tokenizer,
 
     trainer = FixedRolloutTrainer(
         tiny_model,
-        config(tmp_path, shuffle_dataset=False),
+        args=config(tmp_path, shuffle_dataset=False),
         processing_class=tokenizer,
         reward_funcs=[fragile],
         train_dataset=rows,
@@ -250,16 +298,22 @@ def test_reward_function_that_raises_names_function_and_row(tmp_path, tokenizer,
             lambda prompts, completions, **_: [float("nan")] + [0.0] * (len(completions) - 1),
             r"returned nan for problem id 'add-0' \(autonomous completion\)",
         ),
-        (lambda prompts, completions, **_: [None] * len(completions), r"returned None for problem id"),
+        # TRL's rule: None leaves a function out of a completion's reward; every function None is an error
+        (lambda prompts, completions, **_: [None] * len(completions), r"^every reward function returned None for problem id"),
     ],
     ids=["wrong_length", "nan", "none"],
 )
 def test_bad_reward_outputs(tmp_path, tokenizer, tiny_model, rows, bad, match):
     bad.__name__ = "bad_reward"
+    match = match if match.startswith("^") else "reward function 'bad_reward' " + match
     trainer = FixedRolloutTrainer(
-        tiny_model, config(tmp_path, shuffle_dataset=False), processing_class=tokenizer, reward_funcs=[bad], train_dataset=rows
+        tiny_model,
+        args=config(tmp_path, shuffle_dataset=False),
+        processing_class=tokenizer,
+        reward_funcs=[bad],
+        train_dataset=rows,
     )
-    with pytest.raises(RewardFunctionError, match="reward function 'bad_reward' " + match):
+    with pytest.raises(RewardFunctionError, match=match):
         trainer.train()
 
 
@@ -269,7 +323,7 @@ def test_guided_prompt_too_long_names_the_row(tmp_path, tokenizer, tiny_model, r
         PromptTooLongError, match=r"1 guided prompt\(s\) exceed max_prompt_length=96: row 5 \(id 'add-5'\) \(\d+ tokens\)"
     ):
         SGPOTrainer(
-            tiny_model, config(tmp_path), processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows
+            tiny_model, args=config(tmp_path), processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows
         )
 
 
@@ -280,7 +334,7 @@ def test_rows_without_strategy_train_rl_only_and_are_counted(tmp_path, tokenizer
     with caplog.at_level(logging.WARNING, logger="sgpo.trainer"):
         trainer = FixedRolloutTrainer(
             tiny_model,
-            config(tmp_path, shuffle_dataset=False, max_steps=1),
+            args=config(tmp_path, shuffle_dataset=False, max_steps=1),
             processing_class=tokenizer,
             reward_funcs=[even_answer_reward],
             train_dataset=rows,
@@ -295,7 +349,7 @@ def test_rows_without_strategy_train_rl_only_and_are_counted(tmp_path, tokenizer
 def test_require_strategy_errors(tmp_path, tokenizer, tiny_model, rows):
     rows[2]["strategy"] = None
     with pytest.raises(DataError, match="row 2: column 'strategy' is empty, and require_strategy is set"):
-        SGPOTrainer(tiny_model, config(tmp_path, require_strategy=True), processing_class=tokenizer, train_dataset=rows)
+        SGPOTrainer(tiny_model, args=config(tmp_path, require_strategy=True), processing_class=tokenizer, train_dataset=rows)
 
 
 def test_tokenizer_without_pad_token_uses_eos(tmp_path, tiny_model, rows):
@@ -304,7 +358,11 @@ def test_tokenizer_without_pad_token_uses_eos(tmp_path, tiny_model, rows):
     tok = build_tiny_tokenizer()
     tok.pad_token = None
     trainer = FixedRolloutTrainer(
-        tiny_model, config(tmp_path, max_steps=1), processing_class=tok, reward_funcs=[even_answer_reward], train_dataset=rows
+        tiny_model,
+        args=config(tmp_path, max_steps=1),
+        processing_class=tok,
+        reward_funcs=[even_answer_reward],
+        train_dataset=rows,
     )
     assert tok.pad_token == tok.eos_token
     trainer.train()
@@ -312,19 +370,19 @@ def test_tokenizer_without_pad_token_uses_eos(tmp_path, tiny_model, rows):
     tok2.pad_token = None
     tok2.eos_token = None
     with pytest.raises(ValueError, match="neither a pad token nor an EOS token"):
-        SGPOTrainer(tiny_model, config(tmp_path), processing_class=tok2, train_dataset=rows)
+        SGPOTrainer(tiny_model, args=config(tmp_path), processing_class=tok2, train_dataset=rows)
 
 
 def test_empty_missing_column_and_too_small_datasets(tmp_path, tokenizer, tiny_model, rows):
     with pytest.raises(DataError, match="empty"):
-        SGPOTrainer(tiny_model, config(tmp_path), processing_class=tokenizer, train_dataset=[])
+        SGPOTrainer(tiny_model, args=config(tmp_path), processing_class=tokenizer, train_dataset=[])
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"question": "x", "answer": "1"}) + "\n")
     with pytest.raises(DataError, match=r"bad.jsonl: row 0: missing column 'problem' \(columns found: answer, question\)"):
-        SGPOTrainer(tiny_model, config(tmp_path), processing_class=tokenizer, train_dataset=str(bad))
+        SGPOTrainer(tiny_model, args=config(tmp_path), processing_class=tokenizer, train_dataset=str(bad))
     trainer = SGPOTrainer(
         tiny_model,
-        config(tmp_path, per_device_train_batch_size=16),
+        args=config(tmp_path, per_device_train_batch_size=16),
         processing_class=tokenizer,
         reward_funcs=[even_answer_reward],
         train_dataset=rows,
@@ -337,7 +395,7 @@ def test_config_errors_name_the_field(tmp_path):
     with pytest.raises(ValueError, match="SGPOConfig.distill_coef: > 0 needs guided rollouts"):
         SGPOConfig(output_dir=str(tmp_path), num_guided_generations=0)
     with pytest.raises(ValueError, match="SGPOConfig.loss_type"):
-        SGPOConfig(output_dir=str(tmp_path), loss_type="bnpo")
+        SGPOConfig(output_dir=str(tmp_path), loss_type="ppo")
     with pytest.raises(ValueError, match="SGPOConfig.steps_per_generation"):
         SGPOConfig(output_dir=str(tmp_path), gradient_accumulation_steps=2, steps_per_generation=3)
 
@@ -374,7 +432,7 @@ def test_chunked_head_matches_plain_and_never_recomputes(tmp_path, tokenizer, ro
         model = build_tiny_model(tokenizer)
         trainer = FixedRolloutTrainer(
             model,
-            config(tmp_path / impl, head_implementation=impl, **common),
+            args=config(tmp_path / impl, head_implementation=impl, **common),
             processing_class=tokenizer,
             reward_funcs=[even_answer_reward],
             train_dataset=rows,
@@ -410,7 +468,7 @@ def test_distillation_kl_matches_direct_computation(tmp_path, tokenizer, tiny_mo
         head_chunk_size=5,
     )
     trainer = FixedRolloutTrainer(
-        tiny_model, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows
+        tiny_model, args=args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows
     )
     data = trainer.train_dataset
     total, count = 0.0, 0
@@ -444,7 +502,7 @@ def test_output_dir_holding_a_run_is_refused_unless_overwritten(tmp_path, tokeni
     def run(**kw):
         t = FixedRolloutTrainer(
             build_tiny_model(tokenizer),
-            config(tmp_path, max_steps=1, **kw),
+            args=config(tmp_path, max_steps=1, **kw),
             processing_class=tokenizer,
             reward_funcs=[even_answer_reward],
             train_dataset=rows,
@@ -466,7 +524,7 @@ def test_run_folder_keeps_the_resolved_settings(tmp_path, tokenizer, tiny_model,
 
     trainer = FixedRolloutTrainer(
         tiny_model,
-        config(tmp_path, max_steps=1, distill_coef=0.5),
+        args=config(tmp_path, max_steps=1, distill_coef=0.5),
         processing_class=tokenizer,
         reward_funcs=[even_answer_reward],
         train_dataset=rows,
@@ -485,10 +543,13 @@ def test_no_problem_with_a_strategy_is_one_clear_error(tmp_path, tokenizer, tiny
         DataError,
         match=r"none of the 8 problems has a usable strategy.*--num_guided_generations 0 --distill_coef 0.*sgpo extract",
     ):
-        SGPOTrainer(tiny_model, config(tmp_path), processing_class=tokenizer, train_dataset=rows)
+        SGPOTrainer(tiny_model, args=config(tmp_path), processing_class=tokenizer, train_dataset=rows)
     # GRPO on the same data is fine
     SGPOTrainer(
-        tiny_model, config(tmp_path, num_guided_generations=0, distill_coef=0.0), processing_class=tokenizer, train_dataset=rows
+        tiny_model,
+        args=config(tmp_path, num_guided_generations=0, distill_coef=0.0),
+        processing_class=tokenizer,
+        train_dataset=rows,
     )
 
 
@@ -497,7 +558,7 @@ def test_data_is_checked_before_the_model_is_loaded(tmp_path, tokenizer):
     bad.write_text(json.dumps({"question": "x", "answer": "1"}) + "\n")
     # the model path does not exist: a DataError (not the loader's OSError) shows the data came first
     with pytest.raises(DataError, match="missing column 'problem'"):
-        SGPOTrainer(str(tmp_path / "no-such-model"), config(tmp_path), processing_class=tokenizer, train_dataset=str(bad))
+        SGPOTrainer(str(tmp_path / "no-such-model"), args=config(tmp_path), processing_class=tokenizer, train_dataset=str(bad))
 
 
 def test_illegal_numbers_fail_in_the_config(tmp_path):

@@ -166,7 +166,7 @@ def run_and_compare(tmp_path, tokenizer, rows, *, head_bias=False, steps_per_bat
     model = sharpened_model(tokenizer, head_bias)
     init = param_snapshot(model)
     args = sgd_config(tmp_path, **kw)
-    trainer = TableTrainer(model, args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows)
+    trainer = TableTrainer(model, args=args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows)
     snaps = Snapshots(model)
     trainer.add_callback(snaps)
     trainer.train()
@@ -218,7 +218,7 @@ def test_all_three_weightings_give_different_updates(tmp_path, tokenizer, rows):
     for mode in ("marginal", "deficit", "constant"):
         model = sharpened_model(tokenizer)
         trainer = TableTrainer(
-            model, sgd_config(tmp_path / mode), processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows
+            model, args=sgd_config(tmp_path / mode), processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows
         )
         problems = reference_problems(trainer, ["add-0", "add-1", "add-2", "add-3"])
         ref_cfg.instance_weighting = mode
@@ -279,7 +279,7 @@ def test_all_masked_micro_batch_trains_on_with_zero_gradient(tmp_path, tokenizer
     model = sharpened_model(tokenizer)
     before = param_snapshot(model)
     args = sgd_config(tmp_path, max_completion_length=2, mask_truncated_completions=True, max_steps=2)
-    TableTrainer(model, args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows).train()
+    TableTrainer(model, args=args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows).train()
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
     logs = logged(tmp_path)
     assert len(logs) == 2 and all(m["completions/truncated_frac"] == 1.0 for m in logs)
@@ -288,7 +288,7 @@ def test_all_masked_micro_batch_trains_on_with_zero_gradient(tmp_path, tokenizer
 def test_real_generation_with_every_completion_truncated(tmp_path, tokenizer, tiny_model, rows):
     # the issue's reproduction with real sampling: one-token completions, truncated ones masked
     args = sgd_config(tmp_path, max_completion_length=1, mask_truncated_completions=True, max_steps=2, temperature=1.0)
-    SGPOTrainer(tiny_model, args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows).train()
+    SGPOTrainer(tiny_model, args=args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows).train()
     assert len(logged(tmp_path)) == 2
 
 
@@ -318,7 +318,7 @@ def test_resume_inside_a_generation_period_reproduces_the_run(tmp_path, tokenize
     straight = sharpened_model(tokenizer)
     TableTrainer(
         straight,
-        sgd_config(tmp_path / "a", **common),
+        args=sgd_config(tmp_path / "a", **common),
         processing_class=tokenizer,
         reward_funcs=[table_reward],
         train_dataset=rows,
@@ -326,7 +326,7 @@ def test_resume_inside_a_generation_period_reproduces_the_run(tmp_path, tokenize
 
     args = sgd_config(tmp_path / "b", save_strategy="steps", save_steps=1, **common)
     TableTrainer(
-        sharpened_model(tokenizer), args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows
+        sharpened_model(tokenizer), args=args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows
     ).train()
     ckpt = tmp_path / "b" / "out" / f"checkpoint-{checkpoint}"
     mid_period = any(ckpt.glob("rollout_buffer_rank*.pt"))
@@ -336,7 +336,7 @@ def test_resume_inside_a_generation_period_reproduces_the_run(tmp_path, tokenize
         for p in resumed.parameters():
             p.add_(0.5)
     args = sgd_config(tmp_path / "b", **common)
-    TableTrainer(resumed, args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows).train(
+    TableTrainer(resumed, args=args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows).train(
         resume_from_checkpoint=str(ckpt)
     )
     for (n, p), q in zip(straight.named_parameters(), resumed.parameters()):
@@ -379,7 +379,9 @@ def test_importance_weights_of_the_sampler_reach_the_rl_term(tmp_path, tokenizer
             distill_coef=0.0,
             num_guided_generations=0,
         )
-        MismatchedSamplerTrainer(model, args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows).train()
+        MismatchedSamplerTrainer(
+            model, args=args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows
+        ).train()
         deltas[on] = {n: before[n] - p.detach() for n, p in model.named_parameters()}
         if on:
             log = logged(tmp_path / str(on))[0]
@@ -388,6 +390,62 @@ def test_importance_weights_of_the_sampler_reach_the_rl_term(tmp_path, tokenizer
     assert max(d.abs().max() for d in deltas[False].values()) > 1e-3
     for n in deltas[True]:
         torch.testing.assert_close(deltas[True][n], 0.5 * deltas[False][n], atol=1e-6, rtol=1e-4, msg=n)
+
+
+@pytest.mark.parametrize(
+    "mode,factor",
+    [("sequence_truncate", 0.05), ("sequence_mask", 0.0)],
+    ids=["sequence_truncate", "sequence_mask"],
+)
+def test_sequence_level_importance_modes_reach_the_rl_term(tmp_path, tokenizer, rows, mode, factor):
+    # the mode is the trainer's to pass on (forcing token_truncate must fail here). Every token's ratio is
+    # 1/2, so a sequence of L tokens (7 to 9 here) has ratio 2^-L < 1/100: below clip_min = 0.05 it is
+    # raised to 0.05 (truncate: the RL gradient is 0.05 × the uncorrected one) or zeroed (mask: none);
+    # token level would give 1/2 per token
+    deltas, logs = {}, {}
+    for on in (True, False):
+        model = sharpened_model(tokenizer)
+        before = param_snapshot(model)
+        args = sgd_config(
+            tmp_path / str(on), use_vllm=True, vllm_importance_sampling_correction=on, vllm_importance_sampling_mode=mode,
+            vllm_importance_sampling_clip_min=0.05, distill_coef=0.0, num_guided_generations=0,
+        )  # fmt: skip
+        MismatchedSamplerTrainer(
+            model, args=args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows
+        ).train()
+        deltas[on] = {n: before[n] - p.detach() for n, p in model.named_parameters()}
+        logs[on] = logged(tmp_path / str(on))[0]
+    assert max(d.abs().max() for d in deltas[False].values()) > 1e-3
+    for n in deltas[True]:
+        torch.testing.assert_close(deltas[True][n], factor * deltas[False][n], atol=1e-6, rtol=1e-4, msg=n)
+    # one ratio per sequence (12 autonomous sequences), each clamped to 0.05 or masked to 0
+    assert logs[True]["sampling/importance_sampling_ratio/mean"] == pytest.approx(factor, abs=1e-6)
+    assert logs[True]["sampling/importance_sampling_ratio/max"] == pytest.approx(factor, abs=1e-6)
+
+
+def step_table_reward(prompts, completions, id, guided, trainer_state, **_):
+    """`table_reward` at the first rollout; from the second on every guided completion is right and
+    every autonomous one wrong (marginal weight 1 for every problem)."""
+    if trainer_state.global_step == 0:
+        return table_reward(prompts, completions, id, guided)
+    return [1.0 if g else 0.0 for g in guided]
+
+
+def test_instance_weight_ema_keeps_decay_of_the_old_value(tmp_path, tokenizer, rows):
+    # decay 0.9 (not 0.5, where decay and 1 − decay look alike): w̄ = w at a problem's first sight, then
+    # w̄ ← 0.9·w̄ + 0.1·w. Step 1: the hand weights (marginal) [1/2, 2/3, 0, 1/6], mean 1/3; step 2 sees the
+    # same four problems with w = 1: mean 0.9·(1/3) + 0.1·1 = 0.4 (swapped decay: 0.1/3 + 0.9 = 0.9333)
+    args = sgd_config(tmp_path, instance_weight_ema=0.9, max_steps=2, learning_rate=0.0, distill_on="all")
+    TableTrainer(
+        sharpened_model(tokenizer),
+        args=args,
+        processing_class=tokenizer,
+        reward_funcs=[step_table_reward],
+        train_dataset=rows[:4],
+    ).train()
+    first, second = logged(tmp_path)
+    assert first["distill/weight_mean"] == pytest.approx(sum(HAND_WEIGHTS["marginal"]) / 4)
+    assert second["distill/weight_mean"] == pytest.approx(0.9 * sum(HAND_WEIGHTS["marginal"]) / 4 + 0.1)
 
 
 def test_metrics_split_by_strategy_source(tmp_path, tokenizer, rows):
@@ -400,7 +458,7 @@ def test_metrics_split_by_strategy_source(tmp_path, tokenizer, rows):
         r["strategy_source"] = "own" if r["id"] in ("add-0", "add-1") else "retrieved"
     args = sgd_config(tmp_path, instance_weighting="constant", distill_on="all", learning_rate=0.0)
     TableTrainer(
-        sharpened_model(tokenizer), args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows
+        sharpened_model(tokenizer), args=args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows
     ).train()
     log = logged(tmp_path)[0]
     assert log["accuracy/guided/own"] == pytest.approx(3 / 4) and log["accuracy/guided/retrieved"] == pytest.approx(1 / 2)
@@ -424,9 +482,9 @@ def test_luffy_mixed_groups_update_equals_reference(tmp_path, tokenizer, rows):
         loss_type="dr_grpo",
         num_guided_generations=0,
         distill_coef=0.0,
-        policy_shaping_gamma=0.1,
+        policy_shaping_gamma=0.5,  # not the default 0.1: the trainer must pass it to the loss
     )
-    trainer = TableTrainer(model, args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows)
+    trainer = TableTrainer(model, args=args, processing_class=tokenizer, reward_funcs=[table_reward], train_dataset=rows)
     trainer.train()
     problems = reference_problems(trainer, ["add-0", "add-1", "add-2", "add-3"])
     tok = trainer.processing_class
@@ -462,10 +520,10 @@ def test_luffy_needs_strong_responses_that_fit(tmp_path, tokenizer, tiny_model, 
 
     args = sgd_config(tmp_path, mix_strong_responses=True, num_guided_generations=0, distill_coef=0.0)
     with pytest.raises(DataError, match="needs the strong responses in column 'response'"):
-        SGPOTrainer(tiny_model, args, processing_class=tokenizer, train_dataset=rows)
+        SGPOTrainer(tiny_model, args=args, processing_class=tokenizer, train_dataset=rows)
     for r in rows:
         r["response"] = " ".join(["step"] * 20)
     with pytest.raises(
         DataError, match=r"8 strong response\(s\) longer than max_completion_length=16 .*row 0 \(id 'add-0'\) \(21 tokens\)"
     ):
-        SGPOTrainer(tiny_model, args, processing_class=tokenizer, train_dataset=rows)
+        SGPOTrainer(tiny_model, args=args, processing_class=tokenizer, train_dataset=rows)

@@ -43,7 +43,12 @@ COMMON = dict(
 )
 
 
-def run_trl(tmp_path, tokenizer, rows, loss_type, **extra):
+def trl_data(rows):
+    """TRL's standard format: a `prompt` column (and the columns reward functions read)."""
+    return [{"prompt": r["problem"], "answer": r["answer"]} for r in rows]
+
+
+def run_trl(tmp_path, tokenizer, rows, loss_type, prompts_per_step=2, **extra):
     from trl import GRPOConfig, GRPOTrainer
 
     def rollout(prompts, trainer):
@@ -60,15 +65,15 @@ def run_trl(tmp_path, tokenizer, rows, loss_type, **extra):
     before = param_snapshot(model)
     args = GRPOConfig(
         output_dir=str(tmp_path / "trl"),
-        per_device_train_batch_size=2 * G,
+        per_device_train_batch_size=prompts_per_step * G,
         loss_type=loss_type,
         bf16=False,
         gradient_checkpointing=False,
         **{**COMMON, **extra},
     )
-    data = Dataset.from_list([{"prompt": r["problem"], "answer": r["answer"]} for r in rows])
+    data = Dataset.from_list(trl_data(rows))
     trainer = GRPOTrainer(
-        model=model,
+        model=model if not extra.get("beta") else saved(model, tokenizer, tmp_path / "init"),  # TRL loads its reference by path
         args=args,
         processing_class=tokenizer,
         reward_funcs=[even_answer_reward],
@@ -76,23 +81,34 @@ def run_trl(tmp_path, tokenizer, rows, loss_type, **extra):
         rollout_func=rollout,
     )
     trainer.train()
-    return trainer.state.log_history, before, model
+    return trainer.state.log_history, before, trainer.model
 
 
-def run_ours(tmp_path, tokenizer, rows, loss_type, **extra):
+def saved(model, tokenizer, folder):
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def run_ours(tmp_path, tokenizer, rows, loss_type, prompts_per_step=2, trl_format=False, **extra):
+    """Our GRPO on the same rows: as `problem` data with a plain "{problem}" prompt, or (`trl_format`)
+    on TRL's own data set with our defaults, which must prompt it as TRL does."""
     model = build_tiny_model(tokenizer)
     before = param_snapshot(model)
+    prompts = {} if trl_format else dict(use_chat_template=False, prompt_template="{problem}")
     args = SGPOConfig(
         output_dir=str(tmp_path / "ours"),
-        per_device_train_batch_size=2,
+        per_device_train_batch_size=prompts_per_step,
         loss_type=loss_type,
         distill_coef=0.0,
         num_guided_generations=0,
-        use_chat_template=False,
-        prompt_template="{problem}",
+        **prompts,
         **{**COMMON, **extra},
     )
-    trainer = FixedRolloutTrainer(model, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows)
+    data = trl_data(rows) if trl_format else rows
+    trainer = FixedRolloutTrainer(
+        model, args=args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=data
+    )
     trainer.train()
     return trainer.state.log_history, before, model
 
@@ -137,5 +153,42 @@ def test_grpo_equals_trl_over_reused_batches(tmp_path, tokenizer, loss_type):
     assert trl_steps[0]["clip_ratio/region_mean"] == 0 and trl_steps[2]["clip_ratio/region_mean"] == 0
     assert trl_steps[1]["clip_ratio/region_mean"] > 0 and trl_steps[3]["clip_ratio/region_mean"] > 0
     assert max(abs(t["loss"]) for t in trl_steps) > 1e-3
+    for (n, p), q in zip(trl_model.named_parameters(), our_model.parameters()):
+        torch.testing.assert_close(q, p, atol=1e-5, rtol=1e-4, msg=n)
+
+
+@pytest.mark.parametrize(
+    "loss_type,extra",
+    [
+        ("grpo", dict(importance_sampling_level="sequence")),
+        ("dapo", dict(scale_rewards=False, beta=0.04)),
+    ],
+    ids=["gspo-sequence", "scale_rewards-false-beta"],
+)
+def test_trl_variants_and_metrics_equal_trl(tmp_path, tokenizer, loss_type, extra):
+    # GSPO's sequence-level ratio, scale_rewards as TRL's boolean and the reference KL: per step the
+    # loss, the clip fractions and TRL's metrics reward_std, frac_reward_zero_std, entropy and kl, and the
+    # final parameters. Ours reads TRL's own data set (the `prompt` column) with its default prompts.
+    # (bnpo depends on how a step is cut into micro-batches, which TRL shuffles at random: tests/test_trainer.py)
+    rows = tiny_arithmetic_rows(4)
+    extra = dict(extra, num_iterations=2, epsilon_high=0.28, max_steps=4, lr_scheduler_type="constant")
+    trl_hist, _, trl_model = run_trl(tmp_path, tokenizer, rows, loss_type, **extra)
+    our_hist, _, our_model = run_ours(tmp_path, tokenizer, rows, loss_type, trl_format=True, **extra)
+    trl_steps = [h for h in trl_hist if "loss" in h]
+    our_steps = [h for h in our_hist if "loss" in h]
+    assert len(trl_steps) == len(our_steps) == 4
+    names = ["reward_std", "frac_reward_zero_std", "entropy"] + (["kl"] if "beta" in extra else [])
+    pairs = [
+        ("clip/low", "clip_ratio/low_mean"),
+        ("clip/high", "clip_ratio/high_mean"),
+        ("clip/region", "clip_ratio/region_mean"),
+    ]
+    for t, o in zip(trl_steps, our_steps):
+        assert o["loss"] == pytest.approx(t["loss"], abs=1e-5), (t["step"], o["loss"], t["loss"])
+        for ours, theirs in pairs + [(n, n) for n in names]:
+            if theirs in t:  # TRL logs the rollout figures at the steps that sample
+                assert o[ours] == pytest.approx(t[theirs], abs=1e-5), (t["step"], ours, o[ours], t[theirs])
+    assert all(n in our_steps[0] for n in names) and max(t["clip_ratio/region_mean"] for t in trl_steps) > 0
+    assert 0 < trl_steps[0]["frac_reward_zero_std"] < 1 or trl_steps[0]["reward_std"] > 0
     for (n, p), q in zip(trl_model.named_parameters(), our_model.parameters()):
         torch.testing.assert_close(q, p, atol=1e-5, rtol=1e-4, msg=n)

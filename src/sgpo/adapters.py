@@ -21,10 +21,11 @@ from sgpo.modeling import AdapterError, adapter_base, load_merged, load_tokenize
 from sgpo.prompts import PROMPT_FORMAT_FILE
 
 
-def apply_lora(model, args, zero3: bool = False):
+def apply_lora(model, args, zero3: bool = False, peft_config=None):
     """`model` wrapped in a fresh LoRA adapter from `args` (TRL's `ModelConfig` field names; see
     `SGPOConfig`). Only the adapter parameters (and `lora_modules_to_save`) train.
 
+    peft_config: a PEFT `LoraConfig` to use instead of the `lora_*` fields (`SGPOTrainer(peft_config=...)`, as TRL).
     zero3: DeepSpeed ZeRO-3 is on; the adapter is then kept in the base model's dtype (ZeRO-3
     gathers mixed-dtype parameters wrongly; TRL does the same). Raises `AdapterError` when the LM
     head is a target: SGPO reads the head's weight directly, so an adapter on it would never train.
@@ -34,7 +35,7 @@ def apply_lora(model, args, zero3: bool = False):
     from trl.trainer.utils import get_peft_config
 
     base_path = getattr(model, "name_or_path", None) or model.config._name_or_path
-    peft_model = get_peft_model(model, get_peft_config(args), autocast_adapter_dtype=not zero3)
+    peft_model = get_peft_model(model, peft_config or get_peft_config(args), autocast_adapter_dtype=not zero3)
     if isinstance(peft_model.get_output_embeddings(), BaseTunerLayer):
         raise AdapterError(
             "lora_target_modules includes the LM head: SGPO computes log-probabilities from the head's weight "

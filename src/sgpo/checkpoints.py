@@ -10,6 +10,9 @@
 - Resume state (`resume_path`, `STATE_FILE`, `BUFFER_FILE`): `last_complete_checkpoint` is what
   `--resume_from_checkpoint true` / `last` means; a checkpoint also holds the instance-weight EMA
   and, inside a generation period, each process's rollout buffer.
+- Preemption (`Preemption`, `TrainingPreempted`): SIGTERM or SIGUSR1 (what SLURM and Kubernetes send
+  before they kill a job) stops training at the end of the optimizer step under way, with a complete
+  checkpoint; the run then ends with exit status 128 + the signal's number, naming the checkpoint.
 
 Torch-free: `sgpo train` checks the resume folder before anything heavy loads.
 """
@@ -21,6 +24,9 @@ import logging
 import os
 import re
 import shutil
+import signal
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +41,7 @@ BUFFER_FILE = "rollout_buffer_rank{rank}.pt"  # a checkpoint taken inside a gene
 CONFIG_FILE = "config.yaml"  # the resolved settings of a run
 METRICS_FILE = "metrics.jsonl"
 RUN_ARTIFACTS = (METRICS_FILE, COMPLETE_MARKER, "model.safetensors", "adapter_model.safetensors")
+EVAL_DIR = "eval"  # `sgpo eval`'s results of the folder's model: removed with the weights they describe
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -81,23 +88,29 @@ def write_state(folder: Path, instance_weight_ema: dict[str, Any]) -> None:
 def previous_run(out: Path, overwrite: bool) -> list[str]:
     """What another run left in `out` (checkpoints, metrics, weights, a staging folder): raises
     `OutputDirError` when there is any, unless `overwrite` (then they are returned, to be removed)."""
-    previous = sorted(p.name for p in out.glob("checkpoint-*")) + [n for n in (*RUN_ARTIFACTS, STAGING_DIR) if (out / n).exists()]
+    staging = out / STAGING_DIR
+    previous = sorted(p.name for p in out.glob("checkpoint-*")) + [n for n in RUN_ARTIFACTS if (out / n).exists()]
+    previous += [STAGING_DIR] if staging.is_dir() and any(staging.iterdir()) else []
     if previous and not overwrite:
+        resume = "resume it with --resume_from_checkpoint true, " if last_complete_checkpoint(out) is not None else ""
         raise OutputDirError(
             f"output_dir {out} already holds a run ({', '.join(previous[:3])}{', …' if len(previous) > 3 else ''}): "
-            "resume it with --resume_from_checkpoint true, pick another --output_dir, or pass --overwrite_output_dir"
+            f"{resume}pick another --output_dir, or pass --overwrite_output_dir"
         )
-    return previous
+    # the evaluations of the weights about to be replaced would be stale (sgpo report would mix them in)
+    return previous + ([EVAL_DIR] if previous and (out / EVAL_DIR).is_dir() else [])
 
 
 def prepare_run_folder(out: Path, previous: list[str], resume: str | None, config: dict[str, Any]) -> None:
-    """(Main process.) Remove `previous` (`previous_run`), keep the metrics of a resumed run up to its
-    checkpoint's step, create `out` and write `config` to `config.yaml`."""
+    """(Main process.) Remove `previous` (`previous_run`) and any staging folder left by a run killed
+    while saving, keep the metrics of a resumed run up to its checkpoint's step, create `out` and write
+    `config` to `config.yaml`."""
     for name in previous:
         target = out / name
         shutil.rmtree(target) if target.is_dir() else target.unlink()
     if previous:
         logger.warning("overwrite_output_dir: removed %s from %s", ", ".join(previous), out)
+    shutil.rmtree(out / STAGING_DIR, ignore_errors=True)  # what a run killed while saving left: never a whole checkpoint
     metrics = out / METRICS_FILE
     if resume is not None and metrics.exists():
         step = json.loads((Path(resume) / COMPLETE_MARKER).read_text()).get("global_step", 0)
@@ -124,6 +137,60 @@ def publish_checkpoint(run_dir: Path, name: str, save_total_limit: int | None, b
     if target.exists():
         shutil.rmtree(target)
     os.replace(run_dir / STAGING_DIR / name, target)
+    try:
+        (run_dir / STAGING_DIR).rmdir()  # empty once its checkpoint is in place: leave no empty folder behind
+    except OSError:
+        pass
     rotate_checkpoints(
         output_dir=str(run_dir), save_total_limit=save_total_limit, best_model_checkpoint=best_model_checkpoint, use_mtime=True
     )
+
+
+class TrainingPreempted(RuntimeError):
+    """Training stopped on a preemption signal after saving `checkpoint`; `exit_code` is 128 + the signal's number."""
+
+    def __init__(self, signal_name: str, checkpoint: str, step: int):
+        self.signal_name, self.checkpoint, self.step = signal_name, checkpoint, step
+        self.exit_code = 128 + int(getattr(signal, signal_name))
+        super().__init__(
+            f"{signal_name} received: stopped at step {step} with a complete checkpoint {checkpoint}; "
+            "resume with --resume_from_checkpoint true"
+        )
+
+
+class Preemption:
+    """The preemption signals of a training run: the first SIGTERM or SIGUSR1 is recorded (`received`)
+    and said in one line; the trainer stops at the end of the optimizer step under way with a
+    checkpoint. A second one ends the process at once (the signal's default action)."""
+
+    SIGNALS = ("SIGTERM", "SIGUSR1")
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """Catch the signals (the main thread only can; elsewhere nothing is caught)."""
+        self.received = None
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in self.SIGNALS:
+            number = getattr(signal, name, None)
+            if number is not None:
+                self._previous[number] = signal.signal(number, self._handle)
+
+    def uninstall(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def _handle(self, number: int, frame) -> None:
+        if self.received is not None:  # asked twice: do what the signal does by default
+            self.uninstall()
+            signal.signal(number, signal.SIG_DFL)
+            os.kill(os.getpid(), number)
+            return
+        self.received = signal.Signals(number).name
+        print(
+            f"sgpo: {self.received} received: saving a checkpoint at the end of this optimizer step", file=sys.stderr, flush=True
+        )

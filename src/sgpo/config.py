@@ -112,6 +112,12 @@ class SGPOConfig(TrainingArguments):
     use_chat_template: bool = field(
         default=True, metadata={"help": "Apply the tokenizer's chat template when it has one (plain text otherwise)."}
     )
+    chat_template_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Extra keyword arguments of the chat template (TRL's field), e.g. {\"enable_thinking\": false}; saved with the model's prompt format."
+        },
+    )
     max_prompt_length: int | None = field(
         default=1024,
         metadata={
@@ -137,6 +143,12 @@ class SGPOConfig(TrainingArguments):
         default=None,
         metadata={
             "help": 'Extra `GenerationConfig` arguments for sampling (e.g. {"min_new_tokens": 16}); they override the fields above (TRL\'s meaning).'
+        },
+    )
+    generation_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Problems per generation batch over all processes (TRL's field, counted in problems as per_device_train_batch_size is): sets steps_per_generation = generation_batch_size / (per_device_train_batch_size × processes)."
         },
     )
     generation_micro_batch_size: int | None = field(
@@ -170,16 +182,31 @@ class SGPOConfig(TrainingArguments):
     correct_reward_threshold: float = field(
         default=1.0,
         metadata={
-            "help": "A completion counts as correct (for acc_auto / acc_guided and distill_on=correct) when its total reward is at least this."
+            "help": "A completion counts as correct (for acc_auto / acc_guided, the instance weights and distill_on=correct) when its correctness reward (correctness_reward) is at least this."
+        },
+    )
+    correctness_reward: str | None = field(
+        default=None,
+        metadata={
+            "help": "The reward function that decides correctness (accuracies, the guidance gap, instance weights, distill_on=correct), by registry or function name (accuracy, accuracy_reward, my_reward). None: accuracy when it is among reward_funcs, else the only reward function, else the weighted total reward (with a warning at start)."
         },
     )
     loss_type: str = field(
         default="dapo",
         metadata={
-            "help": "RL loss aggregation, TRL's meanings: grpo (per-sequence mean), dr_grpo (sum / (N·max_completion_length)), dapo (global token mean)."
+            "help": "RL loss aggregation, TRL's meanings: grpo (per-sequence mean), bnpo (token mean of each micro-batch), dr_grpo (sum / (N·max_completion_length)), dapo (token mean of the whole optimizer step)."
         },
     )
-    scale_rewards: str = field(default="group", metadata={"help": "Advantage scaling: group, batch or none (TRL's meanings)."})
+    importance_sampling_level: str = field(
+        default="token",
+        metadata={
+            "help": "Level of the RL term's ratio π_θ/π_old (TRL's field): token (one per token, GRPO) or sequence (GSPO: exp of the mean log-ratio of the sequence, one per sequence)."
+        },
+    )
+    scale_rewards: str = field(
+        default="group",
+        metadata={"help": "Advantage scaling: group, batch or none; true = group, false = none (TRL's meanings)."},
+    )
     epsilon: float = field(default=0.2, metadata={"help": "Lower clipping range of the policy ratio."})
     epsilon_high: float | None = field(default=None, metadata={"help": "Upper clipping range (defaults to epsilon)."})
     delta: float | None = field(
@@ -187,6 +214,23 @@ class SGPOConfig(TrainingArguments):
     )
     beta: float = field(
         default=0.0, metadata={"help": "Coefficient of the k3 KL to a frozen reference model (0 = no reference model)."}
+    )
+    use_bias_correction_kl: bool = field(
+        default=True,
+        metadata={
+            "help": "Multiply the k3 KL term by the ratio π_θ/π_old (differentiable), which makes its gradient the unbiased reverse-KL one (TRL's field and default; DeepSeek-V3.2). Only with beta > 0."
+        },
+    )
+
+    # ------------------------------------------------------------------ logging (TRL's fields)
+    log_completions: bool = field(
+        default=False,
+        metadata={
+            "help": "Print a table of prompts, completions, rewards and advantages of the last rollout at every logging step."
+        },
+    )
+    num_completions_to_print: int | None = field(
+        default=None, metadata={"help": "Rows of that table (all of the last generation batch when None)."}
     )
 
     # ------------------------------------------------------------------ SGPO: distillation
@@ -346,17 +390,42 @@ class SGPOConfig(TrainingArguments):
             self.model_init_kwargs = json.loads(self.model_init_kwargs)
         if isinstance(self.generation_kwargs, str):
             self.generation_kwargs = json.loads(self.generation_kwargs)
+        if isinstance(self.chat_template_kwargs, str):
+            self.chat_template_kwargs = json.loads(self.chat_template_kwargs)
+        # TRL's booleans: true = group, false = none (from YAML or the command line as a word)
+        flag = {"true": "group", "false": "none"}.get(str(self.scale_rewards).strip().lower())
+        self.scale_rewards = flag if flag is not None else self.scale_rewards
         if self.epsilon_high is None:
             self.epsilon_high = self.epsilon
         if self.distill_epsilon_low is None:
             self.distill_epsilon_low = self.epsilon
         if self.distill_epsilon_high is None:
             self.distill_epsilon_high = self.epsilon_high
-        if self.steps_per_generation is None:
-            self.steps_per_generation = self.gradient_accumulation_steps
+        self._resolve_generation_batch()
         if isinstance(self.lora_target_modules, list) and len(self.lora_target_modules) == 1:
             self.lora_target_modules = self.lora_target_modules[0]  # ["all-linear"] -> "all-linear", as TRL's ModelConfig
         self.validate()
+
+    def _resolve_generation_batch(self) -> None:
+        """steps_per_generation from generation_batch_size (TRL's rule, in problems), else from
+        gradient_accumulation_steps; both set must agree."""
+        if self.generation_batch_size is None:
+            if self.steps_per_generation is None:
+                self.steps_per_generation = self.gradient_accumulation_steps
+            return
+        per_step = self.per_device_train_batch_size * self.world_size
+        if self.generation_batch_size < 1 or self.generation_batch_size % per_step:
+            raise ValueError(
+                f"SGPOConfig.generation_batch_size: ({self.generation_batch_size}) must be a positive multiple of "
+                f"per_device_train_batch_size × processes ({per_step})"
+            )
+        steps = self.generation_batch_size // per_step
+        if self.steps_per_generation is not None and self.steps_per_generation != steps:
+            raise ValueError(
+                f"SGPOConfig.generation_batch_size: ({self.generation_batch_size}) and steps_per_generation "
+                f"({self.steps_per_generation}) disagree; set one of them"
+            )
+        self.steps_per_generation = steps
 
     def validate(self) -> None:
         """Raise ValueError naming the field for any inconsistent setting."""
@@ -380,7 +449,11 @@ class SGPOConfig(TrainingArguments):
         if self.loss_type not in LOSS_TYPE_TO_AGG_MODE:
             bad("loss_type", f"must be one of {', '.join(LOSS_TYPE_TO_AGG_MODE)}, got {self.loss_type!r}")
         if self.scale_rewards not in ("group", "batch", "none"):
-            bad("scale_rewards", f"must be group, batch or none, got {self.scale_rewards!r}")
+            bad("scale_rewards", f"must be group, batch, none, true or false, got {self.scale_rewards!r}")
+        if self.importance_sampling_level not in ("token", "sequence"):
+            bad("importance_sampling_level", f"must be token or sequence, got {self.importance_sampling_level!r}")
+        if self.num_completions_to_print is not None and self.num_completions_to_print < 1:
+            bad("num_completions_to_print", f"must be ≥ 1, got {self.num_completions_to_print}")
         if self.distill_on not in ("correct", "all"):
             bad("distill_on", f"must be correct or all, got {self.distill_on!r}")
         if self.distill_divergence not in DISTILL_TERMS:
@@ -418,53 +491,54 @@ class SGPOConfig(TrainingArguments):
                     "use_peft",
                     "with use_vllm is not supported yet (the engine would need the merged weights at every push): train LoRA with Hugging Face generate",
                 )
-        self._validate_vllm(bad)
-
-    def _validate_vllm(self, bad) -> None:
-        """The vLLM fields (cheap checks only: nothing is imported from vllm here)."""
-        if self.vllm_importance_sampling_cap is not None:
-            self.vllm_importance_sampling_clip_max = self.vllm_importance_sampling_cap
-        if self.vllm_mode not in ("colocate", "server"):
-            bad("vllm_mode", f"must be colocate or server, got {self.vllm_mode!r}")
-        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
-            bad("vllm_gpu_memory_utilization", f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
-        if self.vllm_tensor_parallel_size < 1:
-            bad("vllm_tensor_parallel_size", f"must be ≥ 1, got {self.vllm_tensor_parallel_size}")
-        if self.vllm_max_model_length is not None and self.vllm_max_model_length <= self.max_completion_length:
-            bad(
-                "vllm_max_model_length",
-                f"({self.vllm_max_model_length}) must exceed max_completion_length ({self.max_completion_length})",
-            )
-        if self.vllm_kv_cache_memory_bytes is not None and self.vllm_kv_cache_memory_bytes < 2**20:
-            bad("vllm_kv_cache_memory_bytes", f"must be at least 1 MiB (1048576), got {self.vllm_kv_cache_memory_bytes}")
-        if not 0 < self.vllm_server_port < 65536:
-            bad("vllm_server_port", f"must be a TCP port (1-65535), got {self.vllm_server_port}")
-        if not 0 < self.vllm_group_port < 65536:
-            bad("vllm_group_port", f"must be a TCP port (1-65535), got {self.vllm_group_port}")
-        if self.vllm_server_timeout <= 0:
-            bad("vllm_server_timeout", f"must be > 0, got {self.vllm_server_timeout}")
-        if self.vllm_server_weight_sync not in ("nccl", "disk"):
-            bad("vllm_server_weight_sync", f"must be nccl or disk, got {self.vllm_server_weight_sync!r}")
-        if self.vllm_importance_sampling_mode not in IS_MODES:
-            bad(
-                "vllm_importance_sampling_mode",
-                f"must be one of {', '.join(IS_MODES)}, got {self.vllm_importance_sampling_mode!r}",
-            )
-        lo, hi = self.vllm_importance_sampling_clip_min, self.vllm_importance_sampling_clip_max
-        if hi is not None and hi <= 0:
-            bad("vllm_importance_sampling_clip_max", f"must be > 0, got {hi}")
-        if lo is not None and lo < 0:
-            bad("vllm_importance_sampling_clip_min", f"must be ≥ 0, got {lo}")
-        if lo is not None and hi is not None and lo >= hi:
-            bad("vllm_importance_sampling_clip_min", f"({lo}) must be less than vllm_importance_sampling_clip_max ({hi})")
-        if self.vllm_importance_sampling_mode.endswith("truncate") and lo is None and hi is None:
-            bad("vllm_importance_sampling_clip_max", f"{self.vllm_importance_sampling_mode} needs clip_max or clip_min")
-        if self.use_vllm:
-            try:  # the HF generation_kwargs must have a vLLM meaning
-                sampling_kwargs_from_generation_kwargs(self.generation_kwargs or {})
-            except ValueError as exc:
-                bad("generation_kwargs", str(exc))
+        _validate_vllm(self, bad)
 
     @property
     def is_grpo(self) -> bool:
         return self.distill_coef == 0 and self.num_guided_generations == 0
+
+
+def _validate_vllm(config: SGPOConfig, bad) -> None:
+    """The vLLM fields (cheap checks only: nothing is imported from vllm here)."""
+    if config.vllm_importance_sampling_cap is not None:
+        config.vllm_importance_sampling_clip_max = config.vllm_importance_sampling_cap
+    if config.vllm_mode not in ("colocate", "server"):
+        bad("vllm_mode", f"must be colocate or server, got {config.vllm_mode!r}")
+    if not 0.0 < config.vllm_gpu_memory_utilization <= 1.0:
+        bad("vllm_gpu_memory_utilization", f"must be in (0, 1], got {config.vllm_gpu_memory_utilization}")
+    if config.vllm_tensor_parallel_size < 1:
+        bad("vllm_tensor_parallel_size", f"must be ≥ 1, got {config.vllm_tensor_parallel_size}")
+    if config.vllm_max_model_length is not None and config.vllm_max_model_length <= config.max_completion_length:
+        bad(
+            "vllm_max_model_length",
+            f"({config.vllm_max_model_length}) must exceed max_completion_length ({config.max_completion_length})",
+        )
+    if config.vllm_kv_cache_memory_bytes is not None and config.vllm_kv_cache_memory_bytes < 2**20:
+        bad("vllm_kv_cache_memory_bytes", f"must be at least 1 MiB (1048576), got {config.vllm_kv_cache_memory_bytes}")
+    if not 0 < config.vllm_server_port < 65536:
+        bad("vllm_server_port", f"must be a TCP port (1-65535), got {config.vllm_server_port}")
+    if not 0 < config.vllm_group_port < 65536:
+        bad("vllm_group_port", f"must be a TCP port (1-65535), got {config.vllm_group_port}")
+    if config.vllm_server_timeout <= 0:
+        bad("vllm_server_timeout", f"must be > 0, got {config.vllm_server_timeout}")
+    if config.vllm_server_weight_sync not in ("nccl", "disk"):
+        bad("vllm_server_weight_sync", f"must be nccl or disk, got {config.vllm_server_weight_sync!r}")
+    if config.vllm_importance_sampling_mode not in IS_MODES:
+        bad(
+            "vllm_importance_sampling_mode",
+            f"must be one of {', '.join(IS_MODES)}, got {config.vllm_importance_sampling_mode!r}",
+        )
+    lo, hi = config.vllm_importance_sampling_clip_min, config.vllm_importance_sampling_clip_max
+    if hi is not None and hi <= 0:
+        bad("vllm_importance_sampling_clip_max", f"must be > 0, got {hi}")
+    if lo is not None and lo < 0:
+        bad("vllm_importance_sampling_clip_min", f"must be ≥ 0, got {lo}")
+    if lo is not None and hi is not None and lo >= hi:
+        bad("vllm_importance_sampling_clip_min", f"({lo}) must be less than vllm_importance_sampling_clip_max ({hi})")
+    if config.vllm_importance_sampling_mode.endswith("truncate") and lo is None and hi is None:
+        bad("vllm_importance_sampling_clip_max", f"{config.vllm_importance_sampling_mode} needs clip_max or clip_min")
+    if config.use_vllm:
+        try:  # the HF generation_kwargs must have a vLLM meaning
+            sampling_kwargs_from_generation_kwargs(config.generation_kwargs or {})
+        except ValueError as exc:
+            bad("generation_kwargs", str(exc))

@@ -29,6 +29,7 @@ FIELD_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "min_p",
             "repetition_penalty",
             "generation_kwargs",
+            "generation_batch_size",
             "generation_micro_batch_size",
             "forward_micro_batch_size",
             "steps_per_generation",
@@ -43,12 +44,15 @@ FIELD_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "reward_funcs",
             "reward_weights",
             "correct_reward_threshold",
+            "correctness_reward",
             "loss_type",
+            "importance_sampling_level",
             "scale_rewards",
             "epsilon",
             "epsilon_high",
             "delta",
             "beta",
+            "use_bias_correction_kl",
         ),
     ),
     (
@@ -84,9 +88,10 @@ FIELD_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "prompts",
         "the autonomous and the guided prompt",
-        ("prompt_template", "guided_prompt_template", "system_prompt", "use_chat_template"),
+        ("prompt_template", "guided_prompt_template", "system_prompt", "use_chat_template", "chat_template_kwargs"),
     ),
     ("model loading", "", ("model_init_kwargs", "disable_dropout")),
+    ("logging", "what a run prints and logs besides the metrics (TRL's names)", ("log_completions", "num_completions_to_print")),
     (
         "LoRA (PEFT)",
         "train an adapter instead of every weight (TRL's ModelConfig names and defaults)",
@@ -167,3 +172,47 @@ def grouped_fields(names: list[str], sgpo_fields: set[str] | None) -> list[tuple
     else:
         add("other TrainingArguments", "inherited from transformers.TrainingArguments, as documented there", rest)
     return out
+
+
+#: fields of TRL's `GRPOConfig` that sgpo does not support, and why (`sgpo train` says so in one line;
+#: any other GRPOConfig field it lacks is "not implemented here")
+_ENTROPY = "no entropy mask or entropy bonus in the RL term (TRL's entropy is logged as a metric)"
+_VLLM = "not implemented for sgpo's vLLM engine (docs/vllm.md)"
+_LOG = "log_completions prints the table to the console only"
+TRL_UNSUPPORTED: dict[str, str] = {
+    "trust_remote_code": 'set it in model_init_kwargs ({"trust_remote_code": true})',
+    "router_aux_loss_coef": "the MoE router's auxiliary loss is not added to the loss",
+    "cast_lm_head_to_fp32": "the log-probabilities and divergences are computed in float32 from the LM head already",
+    "num_generations_eval": "evaluate() samples num_generations (and num_guided_generations) per problem, as training",
+    "ds3_gather_for_generation": "ZeRO-3 generation always gathers the whole weights",
+    "pad_to_multiple_of": "not used by sgpo's generation",
+    "cache_implementation": "not used by sgpo's generation",
+    "vllm_model_impl": _VLLM,
+    "vllm_enable_sleep_mode": _VLLM,
+    "vllm_structured_outputs_regex": _VLLM,
+    "sapo_temperature_neg": "loss_type sapo is not implemented (grpo, bnpo, dr_grpo and dapo are)",
+    "sapo_temperature_pos": "loss_type sapo is not implemented (grpo, bnpo, dr_grpo and dapo are)",
+    "vespo_k_pos": "loss_type vespo is not implemented (grpo, bnpo, dr_grpo and dapo are)",
+    "vespo_lambda_pos": "loss_type vespo is not implemented (grpo, bnpo, dr_grpo and dapo are)",
+    "vespo_k_neg": "loss_type vespo is not implemented (grpo, bnpo, dr_grpo and dapo are)",
+    "vespo_lambda_neg": "loss_type vespo is not implemented (grpo, bnpo, dr_grpo and dapo are)",
+    "multi_objective_aggregation": "the reward is the weighted sum of the reward functions (TRL's default, sum_then_normalize)",
+    "sync_ref_model": "the reference model stays the initial policy",
+    "ref_model_mixup_alpha": "the reference model stays the initial policy",
+    "ref_model_sync_steps": "the reference model stays the initial policy",
+    "top_entropy_quantile": _ENTROPY,
+    "entropy_coef": _ENTROPY,
+    "use_adaptive_entropy": _ENTROPY,
+    "entropy_coef_min": _ENTROPY,
+    "entropy_coef_max": _ENTROPY,
+    "entropy_coef_delta": _ENTROPY,
+    "entropy_target": _ENTROPY,
+    "max_tool_calling_iterations": "rollouts do not call tools",
+    "off_policy_mask_threshold": "no off-policy sequence mask (the vLLM mismatch is corrected by vllm_importance_sampling_*)",
+    "log_multimodal": _LOG,
+    "log_unique_prompts": _LOG,
+    "log_completions_hub_repo": _LOG,
+    "use_transformers_continuous_batching": "rollouts are sampled with Hugging Face generate or vLLM (use_vllm)",
+    "transformers_continuous_batching_config": "rollouts are sampled with Hugging Face generate or vLLM (use_vllm)",
+    "use_transformers_paged": "rollouts are sampled with Hugging Face generate or vLLM (use_vllm)",
+}

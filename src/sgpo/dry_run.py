@@ -1,12 +1,15 @@
 """`sgpo train --config RECIPE --dry-run`: check a recipe without loading any weight.
 
-In order: the config (already parsed and validated by `SGPOConfig`), the data (schema of every row,
+In order: the config (already parsed and validated by `SGPOConfig`), what the real run checks before it
+loads weights (`run_checks`: the model and tokenizer can be found, the reward functions load and fit
+`reward_weights` and `correctness_reward`, the logging integrations of `report_to` are installed), the
+data (schema of every row,
 a sample), the prompt templates (rendered on the sample), the prompt lengths against
 `max_prompt_length` (every autonomous and guided prompt, with the tokenizer when it is available
 locally; skipped with a note otherwise), the batch sizes per optimizer step (`sgpo.planning`), and a
 rough memory estimate per process by engine from the model config's sizes (the model is built on
 the meta device; skipped when the config is not available locally). Prints a report and returns the
-exit status: 0 when nothing is wrong, 1 otherwise (each problem on one line).
+exit status: 0 when nothing is wrong, 1 otherwise (each issue on one line; "problem" is a training row here).
 """
 
 from __future__ import annotations
@@ -14,10 +17,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sgpo.data import ColumnMap, DataError, count_missing_strategies, load_problems
+from sgpo.data import (
+    PROMPT_GIVEN,
+    ColumnMap,
+    DataError,
+    count_missing_strategies,
+    data_prompt_format,
+    is_conversation,
+    load_problems,
+)
 from sgpo.modeling import adapter_base, is_adapter_folder, load_tokenizer, model_source_error
 from sgpo.planning import ENGINE_HELP, ENGINES, batch_plan, memory_estimate, model_size
-from sgpo.prompts import PromptFormat
+from sgpo.rewards import RewardFunctions, RewardSpecError
 
 SAMPLE_ROWS = 2
 
@@ -49,8 +60,36 @@ def _local(name: str) -> bool:
         return False
 
 
+def integration_problems(report_to) -> list[str]:
+    """The logging integrations of `report_to` that are not installed, each as one line."""
+    from transformers.integrations import get_available_reporting_integrations
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    available = set(get_available_reporting_integrations())
+    return [
+        f"report_to {name}: the {name} package is not installed (pip install {name}), or pass --report_to none"
+        for name in names
+        if name not in ("none", "all") and name not in available
+    ]
+
+
+def run_checks(script_args, config) -> list[str]:
+    """What the real run checks before it loads any weight, each issue as one line: the model (and
+    tokenizer) can be found, the reward functions load and fit `reward_weights` and
+    `correctness_reward`, the logging integrations of `report_to` are installed."""
+    issues = []
+    for name in (script_args.model_name_or_path, script_args.tokenizer_name_or_path):
+        if name is not None and (problem := model_source_error(str(name))) is not None:
+            issues.append(problem)  # it names the model
+    try:
+        RewardFunctions(list(config.reward_funcs), config.reward_weights, config.correctness_reward)
+    except RewardSpecError as exc:
+        issues.append(f"rewards: {exc}")
+    return issues + integration_problems(config.report_to)
+
+
 def dry_run(script_args, config, num_processes: int | None = None, engine: str | None = None, out=print) -> int:
-    problems: list[str] = []
+    problems: list[str] = run_checks(script_args, config)
     n_proc = num_processes or int(os.environ.get("WORLD_SIZE", "1"))
     out(
         f"config: ok ({'GRPO' if config.is_grpo else 'SGPO'}; loss_type {config.loss_type}, "
@@ -63,7 +102,11 @@ def dry_run(script_args, config, num_processes: int | None = None, engine: str |
     try:
         columns = ColumnMap(config.problem_column, config.answer_column, config.strategy_column, config.id_column)
         dataset = load_problems(
-            script_args.dataset_name, columns=columns, split=script_args.dataset_split, require_strategy=config.require_strategy
+            script_args.dataset_name,
+            columns=columns,
+            split=script_args.dataset_split,
+            require_strategy=config.require_strategy,
+            trl_formats=True,
         )
     except (DataError, FileNotFoundError, ValueError) as exc:
         problems.append(f"data: {exc}")
@@ -84,7 +127,7 @@ def dry_run(script_args, config, num_processes: int | None = None, engine: str |
     # -- templates and prompt lengths
     fmt = None
     try:
-        fmt = PromptFormat(config.prompt_template, config.guided_prompt_template, config.system_prompt, config.use_chat_template)
+        fmt = data_prompt_format(config, dataset)
     except ValueError as exc:
         problems.append(f"templates: {exc}")
     tok_name = script_args.tokenizer_name_or_path or script_args.model_name_or_path
@@ -107,8 +150,8 @@ def dry_run(script_args, config, num_processes: int | None = None, engine: str |
     # -- memory
     _memory(script_args, config, n_proc, engine or _engine_from_environment(), out)
     for p in problems:
-        out(f"problem: {p}")
-    out(f"dry run: {'ok' if not problems else f'{len(problems)} problem(s)'} (no weights were loaded)")
+        out(f"issue: {p}")
+    out(f"dry run: {'ok' if not problems else f'{len(problems)} issue(s)'} (no weights were loaded)")
     return 1 if problems else 0
 
 
@@ -118,8 +161,18 @@ def _check_prompts(dataset, fmt, tokenizer, tok_name, config, problems: list[str
     from types import SimpleNamespace
 
     renderer = tokenizer or SimpleNamespace(chat_template=None)  # without a tokenizer: the plain template
-    autonomous = [fmt.render(renderer, p) for p in dataset["problem"]]
-    guided = [fmt.render(renderer, p, s) for p, s in zip(dataset["problem"], dataset["strategy"]) if s is not None]
+    given = dataset[PROMPT_GIVEN] if PROMPT_GIVEN in dataset.column_names and tokenizer is not None else None
+    chats = [g if is_conversation(g) else None for g in given] if given is not None else [None] * len(dataset)
+    try:
+        autonomous = [fmt.render(renderer, p, conversation=c) for p, c in zip(dataset["problem"], chats)]
+        guided = [
+            fmt.render(renderer, p, s, conversation=c)
+            for p, s, c in zip(dataset["problem"], dataset["strategy"], chats)
+            if s is not None
+        ]
+    except ValueError as exc:  # a conversation without a chat template
+        problems.append(f"prompts: {exc}")
+        return
     out(f"templates: ok; the first prompt as the model sees it{'' if tokenizer else ' (no tokenizer: plain template)'}:")
     out("  " + _short(guided[0] if guided else autonomous[0], 300))
     if tokenizer is None:

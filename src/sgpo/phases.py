@@ -20,7 +20,15 @@ from dataclasses import dataclass, fields, replace
 import torch
 from accelerate.utils import gather_object
 
-from sgpo.objectives import InstanceWeightEMA, LossInputs, group_relative_advantages, instance_weights
+from sgpo.objectives import (
+    InstanceWeightEMA,
+    LossInputs,
+    SamplerCorrectionStats,
+    group_relative_advantages,
+    instance_weights,
+    sampler_correction,
+    sampler_correction_stats,
+)
 from sgpo.rollout import Generation, pad
 
 Tensor = torch.Tensor
@@ -75,7 +83,7 @@ class RolloutPlan:
     """What to sample: n prompts, problem-major (per problem Ga copies of x, then Gg copies of x ⊕ s)."""
 
     prompt_ids: list[list[int]]  # n prompts
-    prompt_texts: list[str]  # n rendered prompts (what reward functions see as `prompts`)
+    prompt_texts: list[str]  # n rendered prompts (what the model saw; the log_completions table shows them)
     owner: Tensor  # (n,) long, the problem of each row
     guided: Tensor  # (n,) bool
     problem_prompts: tuple[Tensor, Tensor]  # (B, P) left-padded autonomous prompts x and their mask
@@ -176,9 +184,11 @@ class GroupStats:
     has_guided: Tensor  # bool
 
 
-def group_stats(rewards: Tensor, plan: RolloutPlan, threshold: float) -> GroupStats:
-    """Accuracies and mean rewards of the autonomous and the guided group of each problem."""
-    correct = rewards >= threshold
+def group_stats(rewards: Tensor, plan: RolloutPlan, threshold: float, correct_values: Tensor | None = None) -> GroupStats:
+    """Accuracies and mean rewards of the autonomous and the guided group of each problem. A completion
+    is correct when its `correct_values` (n,) — the correctness reward's, `sgpo.rewards` — is at least
+    `threshold` (its total reward when None; NaN, a function's None, is not correct)."""
+    correct = (rewards if correct_values is None else correct_values) >= threshold
     B = plan.num_problems
 
     def mean_over(rows: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
@@ -193,16 +203,31 @@ def group_stats(rewards: Tensor, plan: RolloutPlan, threshold: float) -> GroupSt
     return GroupStats(correct, acc_auto, acc_guided, reward_auto, reward_guided, n_guided > 0)
 
 
+@dataclass
+class Rollout:
+    """The phases "plan", "sample" and "score" of a batch of problems: what the rows are, the
+    completions, their rewards (n,), each reward function's (n, F) (NaN: None), and the per-problem stats."""
+
+    plan: RolloutPlan
+    gen: Generation
+    off_policy: Tensor | None  # (n,) bool: LUFFY's strong-response rows
+    lengths: Tensor  # (n,)
+    truncated: Tensor  # (n,) bool
+    rewards: Tensor
+    per_func: Tensor
+    stats: GroupStats
+
+
 # ---------------------------------------------------------------------------------------- 4. advantages
 
 
-def global_advantages(auto_rewards: Tensor, accelerator, num_generations: int, scale_rewards: str) -> Tensor:
+def global_advantages(auto_rewards: Tensor, accelerator, num_generations: int, scale_rewards: str) -> tuple[Tensor, Tensor]:
     """Group-relative advantages over the rewards of every process (a batch-scaled std is global, as in
-    TRL); this process's share. (B·Ga,) -> (B·Ga,)"""
+    TRL): (this process's share (B·Ga,), the rewards of every process (P·B·Ga,))."""
     gathered = accelerator.gather(auto_rewards.to(accelerator.device)).cpu()
     advantages = group_relative_advantages(gathered, num_generations, scale_rewards)
     n, rank = len(auto_rewards), accelerator.process_index
-    return advantages[rank * n : (rank + 1) * n]
+    return advantages[rank * n : (rank + 1) * n], gathered
 
 
 # ---------------------------------------------------------------------------------------- 5. weights and selection
@@ -296,6 +321,14 @@ def _to(value, device):
     return value
 
 
+def source_index(problems: Sequence[dict], sources: Sequence[str]) -> Tensor | None:
+    """(B,) index of each problem's `strategy_source` in `sources` (-1: none); None without sources."""
+    if not sources:
+        return None
+    lookup = {name: k for k, name in enumerate(sources)}
+    return torch.tensor([lookup.get(str(p.get("strategy_source")), -1) for p in problems], dtype=torch.long)
+
+
 def local_counts(plan: RolloutPlan, sel: Selection, num_micro: int) -> Tensor:
     """(S, 3) per micro-batch of this process: autonomous sequences, autonomous tokens, selected guided
     tokens. Summed over the micro-batches of an optimizer step and over processes they are the
@@ -382,6 +415,16 @@ def split_micro_batches(
 
 
 # ---------------------------------------------------------------------------------------- 7. no-grad passes
+
+
+def sampler_weights(mb: MicroBatch, mode: str, clip_max: float | None, clip_min: float | None) -> SamplerCorrectionStats:
+    """Sets `mb.loss.is_weights`: the truncated importance weights π_old / π_sampler of the autonomous
+    tokens (`vllm_importance_sampling_mode`, TRL's modes; `mb.loss.old_logps` scored by the trainer,
+    `mb.sampler_logps` by the engine); returns their figures."""
+    x = mb.loss
+    ratio = sampler_correction(x.old_logps, mb.sampler_logps, x.auto_mask, mode, clip_max, clip_min)
+    x.is_weights = ratio.expand_as(x.auto_mask).contiguous()
+    return sampler_correction_stats(ratio, x.old_logps, mb.sampler_logps, x.auto_mask)
 
 
 def completion_hidden(model, rows: Packed) -> Tensor:

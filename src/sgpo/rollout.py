@@ -37,6 +37,11 @@ class Generation:
     def completion_lengths(self) -> torch.Tensor:  # (N,)
         return self.completion_mask.sum(-1)
 
+    def completion_lists(self) -> list[list[int]]:
+        """The token ids of each completion, without padding (EOS included when it ended with one)."""
+        lengths = self.completion_lengths.tolist()
+        return [self.completion_ids[j, : lengths[j]].tolist() for j in range(len(lengths))]
+
 
 def pad(seqs: Sequence[Sequence[int]], pad_id: int, side: str, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, mask), both (N, L) with L = max(len) or `length`; `side` is "left" or "right"."""

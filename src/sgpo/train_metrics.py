@@ -3,7 +3,8 @@
 `MetricWindow` accumulates every metric of one logging window as (sum, count) on each process;
 `reduce` sums them over the processes and turns them into the logged values (means, per-step or
 per-window sums, extremes); `MetricsJSONLCallback` appends each log entry to `OUTPUT_DIR/metrics.jsonl`.
-`log_rollout` adds the figures of one generation batch. docs/algorithm.md names every metric.
+`log_rollout` adds the figures of one generation batch, `log_reward_spread` TRL's `reward_std` and
+`frac_reward_zero_std`; `CompletionLog` is TRL's `log_completions` table. docs/algorithm.md names every metric.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from sgpo.objectives import SamplerCorrectionStats
 from sgpo.phases import GroupStats, RolloutPlan, Selection
 
 #: metrics logged as the extreme over the logging window and the processes (minima kept negated)
@@ -36,7 +38,8 @@ def metric_keys(strategy_sources: Sequence[str], reward_names: Sequence[str]) ->
         "completion_length/auto", "completion_length/guided", "completions/truncated_frac",
         "distill/weight_mean", "distill/weighted_frac", "distill/selected_sequences", "distill/kl",
         "distill/masked_frac", "distill/loss", "distill/tokens", "rl/loss", "clip/low", "clip/high",
-        "clip/region", "kl_ref", "problems/without_strategy_frac", "tokens/generated", "reward/strong_response",
+        "clip/region", "kl", "problems/without_strategy_frac", "tokens/generated", "reward/strong_response",
+        "reward_std", "frac_reward_zero_std", "entropy",
     ]  # fmt: skip
     keys += [
         f"time/{k}_s"
@@ -180,3 +183,64 @@ def log_rollout(
         add(f"accuracy/guided/{name}", stats.acc_guided[m].sum().item(), n)
         add(f"reward/gap/{name}", (stats.reward_guided[m] - stats.reward_auto[m]).sum().item(), n)
         add(f"distill/weight_mean/{name}", weights[m].sum().item(), n)
+
+
+def log_sampler_correction(metrics: MetricWindow, st: SamplerCorrectionStats) -> None:
+    """The figures of the sampler/trainer importance weights (`sgpo.phases.sampler_weights`):
+    `sampling/importance_sampling_ratio/{min,mean,max}`, `sampling/sampling_logp_difference/{mean,max}`
+    (|log π_trainer − log π_sampler| of the sampled tokens: vLLM's own log-probs against the trainer's)."""
+    key = "sampling/importance_sampling_ratio"
+    metrics.add(f"{key}/mean", st.ratio_sum, st.num_ratios)
+    metrics.add("sampling/sampling_logp_difference/mean", st.logp_gap_sum, st.num_tokens)
+    if st.num_ratios:
+        metrics.add_extreme(f"{key}/max", st.ratio_max)
+        metrics.add_extreme(f"{key}/min", -st.ratio_min)  # kept negated: every extreme is a max
+    if st.num_tokens:
+        metrics.add_extreme("sampling/sampling_logp_difference/max", st.logp_gap_max)
+
+
+def log_reward_spread(metrics: MetricWindow, rewards: torch.Tensor, group_size: int) -> None:
+    """TRL's `reward_std` (the unbiased std of the autonomous rewards of the whole generation batch,
+    every process's) and `frac_reward_zero_std` (the fraction of groups whose rewards are all equal:
+    no gradient from the RL term). `rewards` (B·G,) gathered over processes; the main process alone
+    calls this, so the logged value is the generation batch's (the mean over a logging window's)."""
+    std = float(rewards.std()) if rewards.numel() > 1 else 0.0
+    grouped = rewards.view(-1, group_size)
+    group_std = grouped.std(dim=1) if group_size > 1 else torch.zeros(grouped.shape[0])
+    metrics.add("reward_std", std, 1)
+    metrics.add("frac_reward_zero_std", float(torch.isclose(group_std, torch.zeros_like(group_std)).float().mean()), 1)
+
+
+class CompletionLog:
+    """TRL's `log_completions`: the last rollout's prompts, completions, rewards and advantages, printed
+    as a table (TRL's `print_prompt_completions_sample`) at each logging step by the main process.
+    `num_rows` rows, evenly spread over the generation batch (all when None; no random draw, so the
+    training's random state is untouched)."""
+
+    def __init__(self, num_rows: int | None):
+        self.num_rows = num_rows
+        self.rows: dict | None = None
+
+    def record(self, prompts: Sequence, completions: Sequence, rewards: dict[str, list[float]], advantages: list[float],
+               guided: list[bool]) -> None:  # fmt: skip
+        n = len(completions)
+        k = n if self.num_rows is None else min(self.num_rows, n)
+        pick = sorted({(i * n) // k for i in range(k)}) if k else []
+        self.rows = {
+            "prompts": [prompts[i] for i in pick],
+            "completions": [completions[i] for i in pick],
+            "rewards": {name: [values[i] for i in pick] for name, values in rewards.items()},
+            "advantages": [advantages[i] for i in pick],
+            "extra": {"rollout": ["guided" if guided[i] else "autonomous" for i in pick]},
+        }
+
+    def print(self, step: int) -> None:
+        """Print the recorded rows (once: nothing new is printed until the next rollout)."""
+        if self.rows is None:
+            return
+        from trl.trainer.utils import print_prompt_completions_sample
+
+        rows, self.rows = self.rows, None
+        print_prompt_completions_sample(
+            rows["prompts"], rows["completions"], rows["rewards"], rows["advantages"], step, extra=rows["extra"]
+        )

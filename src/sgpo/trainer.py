@@ -48,6 +48,8 @@ from sgpo.adapters import apply_lora
 from sgpo.checkpoints import (
     BUFFER_FILE,
     METRICS_FILE,
+    Preemption,
+    TrainingPreempted,
     prepare_run_folder,
     previous_run,
     publish_checkpoint,
@@ -63,11 +65,10 @@ from sgpo.data import (
     PROMPT_IDS,
     PROMPT_TEXT,
     RESPONSE_IDS,
-    ColumnMap,
     DataError,
     count_missing_strategies,
-    load_problems,
-    tokenize_problems,
+    training_problems,
+    trl_prompt_format,
 )
 from sgpo.modeling import load_model, load_tokenizer
 from sgpo.objectives import (
@@ -75,13 +76,12 @@ from sgpo.objectives import (
     InstanceWeightEMA,
     LossConfig,
     head_functions,
-    sampler_correction,
-    sampler_correction_stats,
     sgpo_loss,
 )
 from sgpo.phases import (
     MicroBatch,
     Packed,
+    Rollout,
     completion_facts,
     completion_hidden,
     consecutive_runs,
@@ -91,17 +91,27 @@ from sgpo.phases import (
     local_counts,
     no_grad_hidden,
     plan_rollouts,
+    problem_weights,
+    sampler_weights,
     select,
     smoothed_problem_weights,
+    source_index,
     split_micro_batches,
     with_strong_responses,
 )
 from sgpo.planning import batch_plan
-from sgpo.prompts import PromptFormat
 from sgpo.rewards import RewardFunc, RewardFunctions
 from sgpo.rollout import Generation, eos_ids, generate_completions
 from sgpo.sharding import full_lm_head
-from sgpo.train_metrics import MetricsJSONLCallback, MetricWindow, log_rollout, metric_keys
+from sgpo.train_metrics import (
+    CompletionLog,
+    MetricsJSONLCallback,
+    MetricWindow,
+    log_reward_spread,
+    log_rollout,
+    log_sampler_correction,
+    metric_keys,
+)
 from sgpo.vllm_engine import push_weights, start_vllm
 
 logger = logging.getLogger(__name__)
@@ -162,13 +172,32 @@ class _StepSyncCallback(TrainerCallback):
         t.metrics.start(state.global_step)
 
 
+class PreemptionCallback(TrainerCallback):
+    """On SIGTERM / SIGUSR1 (`sgpo.checkpoints.Preemption`): a checkpoint and a stop at the end of the
+    optimizer step under way, decided alike on every process (one process may be signalled alone)."""
+
+    def __init__(self, trainer: SGPOTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        t = self.trainer
+        stop = t._preemption.received is not None
+        if t.accelerator.num_processes > 1:
+            flag = torch.tensor([float(stop)], device=t.accelerator.device)
+            stop = bool(t.accelerator.reduce(flag, reduction="sum").item() > 0)
+            t._preemption.received = t._preemption.received or ("SIGTERM" if stop else None)
+        if stop:
+            control.should_save = True
+            control.should_training_stop = True
+
+
 # ---------------------------------------------------------------------------------------- the policy
 
 
-def prepare_policy(model: PreTrainedModel, args: SGPOConfig) -> tuple[PreTrainedModel, PreTrainedModel | None]:
+def prepare_policy(model: PreTrainedModel, args: SGPOConfig, peft_config=None) -> tuple[PreTrainedModel, PreTrainedModel | None]:
     """(policy, frozen reference or None) for training: checks that SGPO can apply the model's LM head
     itself, turns dropout off (`disable_dropout`), wraps the policy in a LoRA adapter (`use_peft`:
-    teacher and student are the same adapted model, `sgpo.adapters`), and copies the initial policy as
+    or `peft_config`: teacher and student are the same adapted model, `sgpo.adapters`), and copies the initial policy as
     the reference when beta > 0 (with an adapter, the base model with the adapter disabled is the
     reference instead: `SGPOTrainer._reference`)."""
     for attr in ("final_logit_softcapping", "logit_scale"):
@@ -180,13 +209,13 @@ def prepare_policy(model: PreTrainedModel, args: SGPOConfig) -> tuple[PreTrained
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
-    if args.use_peft:
+    if args.use_peft or peft_config is not None:
         if is_peft_model(model):
             raise ValueError(
                 "use_peft: the model already carries a PEFT adapter; merge it first (sgpo merge) or pass use_peft=False"
             )
         zero3 = args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3
-        model = apply_lora(model, args, zero3=zero3)
+        model = apply_lora(model, args, zero3=zero3, peft_config=peft_config)
         if args.gradient_checkpointing:
             model.enable_input_require_grads()
     ref_model = None
@@ -208,19 +237,42 @@ def prepare_tokenizer(tokenizer):
 # ---------------------------------------------------------------------------------------- trainer
 
 
+def checked_arguments(name: str, args: SGPOConfig | None, train_dataset: Any, reward_processing_classes: Any) -> SGPOConfig:
+    """`args` (a default config named after the model when None), after the checks of what
+    `SGPOTrainer` is given that need no loading."""
+    if args is None:
+        args = SGPOConfig(output_dir=f"{str(name).split('/')[-1]}-SGPO")
+    if not isinstance(args, SGPOConfig):
+        raise TypeError(
+            f"args must be an SGPOConfig, got {type(args).__name__} (TRL's order: model, reward_funcs, args, train_dataset)"
+        )
+    if train_dataset is None:
+        raise DataError("SGPOTrainer needs a train_dataset (a datasets.Dataset or a .jsonl/.json/.parquet path)")
+    if reward_processing_classes is not None:
+        raise ValueError("reward_processing_classes: reward models are not supported; give reward functions")
+    return args
+
+
 class SGPOTrainer(Trainer):
-    """Strategy-Guided Policy Optimization on top of `transformers.Trainer`.
+    """Strategy-Guided Policy Optimization on top of `transformers.Trainer`, in TRL's `GRPOTrainer` shape:
+    `SGPOTrainer(model, reward_funcs, args, train_dataset, eval_dataset=None, processing_class=None,
+    reward_processing_classes=None, callbacks=None, optimizers=(None, None), peft_config=None)`.
 
     Args:
         model: a causal LM, or a path / hub id loaded with `args.model_init_kwargs` (an adapter folder
             is its base with the adapter merged in: `sgpo.modeling.load_model`).
+        reward_funcs: callables with TRL's signature `f(prompts, completions, **kwargs) -> list[float | None]`,
+            registry names, `module:function` or `file.py:function` strings (`args.reward_funcs` when None;
+            `sgpo.rewards`).
         args: an `SGPOConfig`.
+        train_dataset: a `datasets.Dataset` / `IterableDataset` / list of rows, or a path to a JSONL / JSON /
+            parquet file, with columns `problem` (or TRL's `prompt`, standard or conversational), `answer`
+            (or TRL's `solution`), and optionally `strategy` and `id` (names set in `args`).
+        eval_dataset: the same kind of data; `evaluate()` samples its prompts and logs `eval_*` rewards.
         processing_class: the tokenizer (loaded from the model path when None). Without a pad token,
             the EOS token is used for padding (as TRL does).
-        reward_funcs: callables with TRL's signature `f(prompts, completions, **columns) -> list[float]`,
-            registry names or `module:function` strings (`args.reward_funcs` when None).
-        train_dataset: a `datasets.Dataset`, or a path to a JSONL / JSON / parquet file, with columns
-            `problem`, `answer`, and optionally `strategy` and `id` (names set in `args`).
+        reward_processing_classes: TRL's tokenizers of reward models, which sgpo does not support (None).
+        peft_config: a PEFT `LoraConfig`: train that adapter (instead of the `lora_*` fields of `args`).
 
     The data set is loaded, validated and tokenized before the model is loaded, so a bad row or an
     over-long prompt fails in seconds, not after the weights are read.
@@ -232,58 +284,58 @@ class SGPOTrainer(Trainer):
     def __init__(
         self,
         model: str | PreTrainedModel,
-        args: SGPOConfig | None = None,
-        processing_class=None,
         reward_funcs: Sequence[str | RewardFunc] | str | RewardFunc | None = None,
+        args: SGPOConfig | None = None,
         train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class=None,
+        reward_processing_classes=None,
         callbacks: list[TrainerCallback] | None = None,
         optimizers=(None, None),
+        peft_config=None,
     ):
         name = model if isinstance(model, str) else model.config._name_or_path
-        if args is None:
-            args = SGPOConfig(output_dir=f"{str(name).split('/')[-1]}-SGPO")
-        if not isinstance(args, SGPOConfig):
-            raise TypeError(f"args must be an SGPOConfig, got {type(args).__name__}")
-        if train_dataset is None:
-            raise DataError("SGPOTrainer needs a train_dataset (a datasets.Dataset or a .jsonl/.json/.parquet path)")
+        args = checked_arguments(name, args, train_dataset, reward_processing_classes)
         # cheap first: the reward functions, then every row validated and every prompt tokenized
-        self.rewards = RewardFunctions(list(args.reward_funcs) if reward_funcs is None else reward_funcs, args.reward_weights)
+        specs = list(args.reward_funcs) if reward_funcs is None else reward_funcs
+        self.rewards = RewardFunctions(specs, args.reward_weights, args.correctness_reward)
+        if self.rewards.correctness_note:
+            logger.warning("%s", self.rewards.correctness_note)
         tokenizer = prepare_tokenizer(processing_class if processing_class is not None else load_tokenizer(name))
-        self.prompt_format = PromptFormat(
-            template=args.prompt_template,
-            guided_template=args.guided_prompt_template,
-            system_prompt=args.system_prompt,
-            use_chat_template=args.use_chat_template,
-        )
-        columns = ColumnMap(args.problem_column, args.answer_column, args.strategy_column, args.id_column)
-        source_name = train_dataset if isinstance(train_dataset, str) else "train_dataset"
-        dataset = load_problems(train_dataset, columns=columns, require_strategy=args.require_strategy)
+        dataset, self.prompt_format = training_problems(train_dataset, tokenizer, args)
+        self.conversational = trl_prompt_format(dataset) == "conversational"
         self.num_problems_without_strategy = count_missing_strategies(dataset)
-        dataset = tokenize_problems(
-            dataset, tokenizer, self.prompt_format, source_name=source_name, guided=args.num_guided_generations > 0,
-            max_prompt_length=args.max_prompt_length, strategy_column=args.strategy_column,
-            strong_response_column=args.strong_response_column if args.mix_strong_responses else None,
-            max_completion_length=args.max_completion_length,
-        )  # fmt: skip
+        eval_data = None if eval_dataset is None else training_problems(eval_dataset, tokenizer, args, what="eval_dataset")[0]
         # then the model
         if isinstance(model, str):
             model = load_model(model, **(args.model_init_kwargs or {}))
-        model, ref_model = prepare_policy(model, args)
+        model, ref_model = prepare_policy(model, args, peft_config)
 
         super().__init__(
             model=model,
             args=args,
             train_dataset=dataset,
+            eval_dataset=eval_data,
             processing_class=tokenizer,
             callbacks=callbacks,
             optimizers=optimizers,
         )
+        self._finish_init(dataset, tokenizer, model, ref_model, name, train_dataset)
+
+    def _finish_init(self, dataset, tokenizer, model, ref_model, name, source) -> None:
+        args = self.args
         self.model_accepts_loss_kwargs = False
         if self.is_fsdp_enabled and self.accelerator.state.fsdp_plugin.fsdp_version != 2:
             raise ValueError("FSDP1 is not supported: SGPO reads the LM head directly, which FSDP2 provides for "
                              "(set fsdp_version: 2, e.g. configs/accelerate/fsdp2.yaml)")  # fmt: skip
         self.add_callback(MetricsJSONLCallback(Path(args.output_dir) / METRICS_FILE))
         self.add_callback(_StepSyncCallback(self))
+        self.add_callback(PreemptionCallback(self))
+        self._preemption = Preemption()
+        # what reruns this run (written to config.yaml beside the settings): the model and the data as given
+        self.run_sources = {"model_name_or_path": str(name)}
+        if isinstance(source, (str, Path)):
+            self.run_sources["dataset_name"] = str(source)
 
         self.loss_config = LossConfig.from_args(args)
         self._eos = eos_ids(tokenizer, model)
@@ -295,6 +347,7 @@ class SGPOTrainer(Trainer):
         sources = dataset["strategy_source"] if "strategy_source" in dataset.column_names else []
         self.strategy_sources: list[str] = sorted({str(v) for v in sources if v})
         self.metrics = MetricWindow(metric_keys(self.strategy_sources, self.rewards.names))
+        self.completion_log = CompletionLog(args.num_completions_to_print) if args.log_completions else None
         self._vllm = None  # the vLLM generator (use_vllm), started at the first rollout
         self._step_stack: ExitStack | None = None  # open during training_step (see compute_loss)
         self.ref_model = None if ref_model is None else self._prepare_reference(ref_model)
@@ -391,12 +444,41 @@ class SGPOTrainer(Trainer):
             engine, self._vllm = self._vllm, None
             engine.close()
 
-    def _score(self, prompts: list[str], completions: list[str], rows: list[dict], guided: list[bool]) -> torch.Tensor:
-        """Phase "score": (n,) weighted sum of the reward functions; errors name the function and the row."""
-        rewards, per_func = self.rewards(prompts, completions, rows, guided)
+    def _score(
+        self, gen: Generation, rows: list[dict], guided: list[bool], metrics: MetricWindow
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Phase "score": (weighted sum (n,), each function's rewards (n, F), NaN where one returned None,
+        the values that decide correctness (n,)); errors name the function and the row."""
+        texts = [[{"role": "assistant", "content": t}] for t in gen.texts] if self.conversational else gen.texts
+        rewards, per_func = self.rewards(texts, rows, guided, gen.completion_lists(), self.state)
         for f_idx, name in enumerate(self.rewards.names):
-            self.metrics.add(f"rewards/{name}", per_func[:, f_idx].sum().item(), len(completions))
-        return rewards
+            scored = ~torch.isnan(per_func[:, f_idx])
+            metrics.add(f"rewards/{name}", per_func[scored, f_idx].sum().item(), int(scored.sum()))
+        return rewards, per_func, self.rewards.correct_values(rewards, per_func)
+
+    @torch.no_grad()
+    def _rollout(self, problems: list[dict], metrics: MetricWindow, off_policy_slots: bool = False) -> Rollout:
+        """Phases "plan", "sample" and "score" of `problems` (timed and logged into `metrics`)."""
+        args = self.args
+        plan = plan_rollouts(
+            [p[PROMPT_IDS] for p in problems], [p[PROMPT_TEXT] for p in problems],
+            [p[GUIDED_IDS] if p["strategy"] is not None else None for p in problems],
+            [p[GUIDED_TEXT] for p in problems], args.num_generations, args.num_guided_generations,
+            self.processing_class.pad_token_id,
+        )  # fmt: skip
+        off_policy = first_autonomous_rows(plan) if off_policy_slots else None
+        with metrics.timed("time/generate_s"):
+            if off_policy is None:
+                gen = self._generate(plan.prompt_ids)
+            else:  # LUFFY: one slot of each autonomous group holds the strong response instead of a sample
+                sampled = self._generate([p for p, off in zip(plan.prompt_ids, off_policy.tolist()) if not off])
+                gen = with_strong_responses(plan, sampled, off_policy, [p[RESPONSE_IDS] for p in problems], self.processing_class)
+        lengths, truncated = completion_facts(gen, self._eos)
+        with metrics.timed("time/rewards_s"):
+            rows = [problems[i] for i in plan.owner.tolist()]
+            rewards, per_func, correct_values = self._score(gen, rows, plan.guided.tolist(), metrics)
+        stats = group_stats(rewards, plan, args.correct_reward_threshold, correct_values)
+        return Rollout(plan, gen, off_policy, lengths, truncated, rewards, per_func, stats)
 
     @torch.no_grad()
     def _generate_and_score(self, problems: list[dict]) -> list[MicroBatch]:
@@ -407,59 +489,80 @@ class SGPOTrainer(Trainer):
             raise RuntimeError(f"generation batch of {len(problems)} problems does not split into {S} micro-batches")
         distill = args.distill_coef > 0
 
-        # 1. plan and sample
-        plan = plan_rollouts(
-            [p[PROMPT_IDS] for p in problems], [p[PROMPT_TEXT] for p in problems],
-            [p[GUIDED_IDS] if p["strategy"] is not None else None for p in problems],
-            [p[GUIDED_TEXT] for p in problems], args.num_generations, args.num_guided_generations,
-            self.processing_class.pad_token_id,
-        )  # fmt: skip
-        off_policy = first_autonomous_rows(plan) if args.mix_strong_responses else None
-        with metrics.timed("time/generate_s"):
-            if off_policy is None:
-                gen = self._generate(plan.prompt_ids)
-            else:  # LUFFY: one slot of each autonomous group holds the strong response instead of a sample
-                sampled = self._generate([p for p, off in zip(plan.prompt_ids, off_policy.tolist()) if not off])
-                gen = with_strong_responses(plan, sampled, off_policy, [p[RESPONSE_IDS] for p in problems], self.processing_class)
-        lengths, truncated = completion_facts(gen, self._eos)
-
-        # 2. score
-        with metrics.timed("time/rewards_s"):
-            rows = [problems[i] for i in plan.owner.tolist()]
-            rewards = self._score(plan.prompt_texts, gen.texts, rows, plan.guided.tolist())
-        stats = group_stats(rewards, plan, args.correct_reward_threshold)
+        # 1.-2. plan, sample and score
+        r = self._rollout(problems, metrics, off_policy_slots=args.mix_strong_responses)
+        plan, gen, off_policy, rewards, stats = r.plan, r.gen, r.off_policy, r.rewards, r.stats
 
         # 3. advantages (per row; 0 on guided rows)
         auto = ~plan.guided
         advantages = torch.zeros(len(rewards))
-        advantages[auto] = global_advantages(rewards[auto], self.accelerator, args.num_generations, args.scale_rewards)
+        advantages[auto], all_rewards = global_advantages(
+            rewards[auto], self.accelerator, args.num_generations, args.scale_rewards
+        )
+        if self.accelerator.is_main_process:
+            log_reward_spread(metrics, all_rewards, args.num_generations)
+            if self.completion_log is not None:
+                per = {n: r.per_func[:, k].tolist() for k, n in enumerate(self.rewards.names)}
+                self.completion_log.record(plan.prompt_texts, gen.texts, per, advantages.tolist(), plan.guided.tolist())
 
         # 4. weights and selection
         weights = smoothed_problem_weights(stats, problems, args.instance_weighting, self._ema, self.accelerator)
-        sel = select(gen, truncated, plan, stats.correct, weights, args.distill_on, args.mask_truncated_completions, distill)
+        sel = select(gen, r.truncated, plan, stats.correct, weights, args.distill_on, args.mask_truncated_completions, distill)
 
         # 5. micro-batches, with the normalisers of each optimizer step over all processes
         need_teacher = distill and args.distill_divergence != "imitation"
-        groups = self._source_index(problems)
+        groups = source_index(problems, self.strategy_sources)
         micro = split_micro_batches(gen, plan, sel, advantages, S, with_teacher=need_teacher, problem_groups=groups,
                                     off_policy=off_policy)  # fmt: skip
         counts = local_counts(plan, sel, S).view(S // GA, GA, 3).sum(1).to(self.accelerator.device)
         counts = self.accelerator.reduce(counts, reduction="sum").cpu()
         for k, mb in enumerate(micro):
             c = counts[k // GA]
-            mb.loss.auto_counts = GlobalCounts(float(c[0]), float(c[1]), args.max_completion_length)
+            mb.loss.auto_counts = GlobalCounts(
+                float(c[0]), float(c[1]), args.max_completion_length, GA * self.accelerator.num_processes
+            )
             mb.loss.distill_tokens = float(c[2])
             micro[k] = mb.to(self.accelerator.device)
 
         # 6. no-grad passes
         self._no_grad_passes(micro)
 
-        log_rollout(metrics, plan, rewards, stats, weights, sel, lengths, truncated, self.strategy_sources,
+        log_rollout(metrics, plan, rewards, stats, weights, sel, r.lengths, r.truncated, self.strategy_sources,
                     args.num_guided_generations, groups, off_policy)  # fmt: skip
         if off_policy is not None:
             metrics.add("reward/strong_response", rewards[off_policy].sum().item(), int(off_policy.sum()))
         metrics.add("time/generate_and_score_s", time.perf_counter() - t0, 1)
         return micro
+
+    @torch.no_grad()
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """TRL's evaluation of a policy: rollouts of the eval problems (autonomous and guided, sampled as
+        in training), their rewards, accuracies and lengths, logged and returned as `eval_*` (no loss).
+        Each process samples an equal share (a remainder of fewer problems than processes is left out)."""
+        data = (
+            self.eval_dataset
+            if eval_dataset is None
+            else training_problems(eval_dataset, self.processing_class, self.args, what="eval_dataset")[0]
+        )
+        if data is None:
+            raise ValueError("evaluate() needs an eval_dataset (SGPOTrainer(eval_dataset=...) or evaluate(eval_dataset))")
+        n_proc, rank = self.accelerator.num_processes, self.accelerator.process_index
+        share = len(data) // n_proc
+        rows = data.select(range(rank * share, (rank + 1) * share)).to_list()
+        window = MetricWindow(metric_keys([], self.rewards.names))
+        step = self.args.per_device_eval_batch_size
+        self.model.eval()
+        for start in range(0, len(rows), step):
+            r = self._rollout(rows[start : start + step], window)
+            weights = problem_weights(r.stats, self.args.instance_weighting)
+            sel = select(r.gen, r.truncated, r.plan, r.stats.correct, weights, self.args.distill_on, True, True)
+            log_rollout(
+                window, r.plan, r.rewards, r.stats, weights, sel, r.lengths, r.truncated, [], self.args.num_guided_generations
+            )
+        logs = {f"{metric_key_prefix}_{k}": v for k, v in window.reduce(self.accelerator, self.state.global_step).items()}
+        Trainer.log(self, logs)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, logs)
+        return logs
 
     def _no_grad_passes(self, micro: list[MicroBatch]) -> None:
         """Phase "no-grad passes": old, reference and teacher quantities of every micro-batch.
@@ -490,8 +593,12 @@ class SGPOTrainer(Trainer):
                 x.old_logps = old[:na]
                 if both:
                     x.distill_old_logps = old[na:]
-            if correct_sampler and mb.sampler_logps is not None:
-                self._importance_weights(mb)
+            if correct_sampler and mb.sampler_logps is not None:  # π_old / π_sampler weights (TRL's modes) and their figures
+                a = self.args
+                st = sampler_weights(
+                    mb, a.vllm_importance_sampling_mode, a.vllm_importance_sampling_clip_max, a.vllm_importance_sampling_clip_min
+                )
+                log_sampler_correction(self.metrics, st)
             if args.beta > 0:
                 with self.metrics.timed("time/reference_s"), self._reference() as ref:
                     x.ref_logps = self._score_logps(ref, mb.student.rows(slice(0, na)), x.auto_mask)
@@ -499,25 +606,6 @@ class SGPOTrainer(Trainer):
                 with self.metrics.timed("time/teacher_s"):
                     x.teacher_hidden = no_grad_hidden(self.model, mb.teacher, args.forward_micro_batch_size)
                 x.teacher_weight, x.teacher_bias = t_w, t_b
-
-    def _importance_weights(self, mb: MicroBatch) -> None:
-        """Truncated importance weights π_old / π_sampler of the autonomous tokens (TRL's modes), and
-        their figures: `sampling/importance_sampling_ratio/{min,mean,max}`, `sampling/sampling_logp_difference/{mean,max}`."""
-        a, x, metrics = self.args, mb.loss, self.metrics
-        ratio = sampler_correction(
-            x.old_logps, mb.sampler_logps, x.auto_mask, a.vllm_importance_sampling_mode,
-            a.vllm_importance_sampling_clip_max, a.vllm_importance_sampling_clip_min,
-        )  # fmt: skip
-        x.is_weights = ratio.expand_as(x.auto_mask).contiguous()
-        st = sampler_correction_stats(ratio, x.old_logps, mb.sampler_logps, x.auto_mask)
-        key = "sampling/importance_sampling_ratio"
-        metrics.add(f"{key}/mean", st.ratio_sum, st.num_ratios)
-        metrics.add("sampling/sampling_logp_difference/mean", st.logp_gap_sum, st.num_tokens)
-        if st.num_ratios:
-            metrics.add_extreme(f"{key}/max", st.ratio_max)
-            metrics.add_extreme(f"{key}/min", -st.ratio_min)  # kept negated: every extreme is a max
-        if st.num_tokens:
-            metrics.add_extreme("sampling/sampling_logp_difference/max", st.logp_gap_max)
 
     @torch.no_grad()
     def _score_logps(self, model, rows: Packed, mask: torch.Tensor) -> torch.Tensor:
@@ -535,13 +623,6 @@ class SGPOTrainer(Trainer):
     def _full_lm_head(self, model, with_grad: bool = False):
         """Context: the whole LM head (weight, bias) of `model` under any engine (`sgpo.sharding`)."""
         return full_lm_head(self.accelerator.unwrap_model(model), with_grad=with_grad)
-
-    def _source_index(self, problems: list[dict]) -> torch.Tensor | None:
-        """(B,) index of each problem's `strategy_source` in `self.strategy_sources` (-1: none)."""
-        if not self.strategy_sources:
-            return None
-        lookup = {name: k for k, name in enumerate(self.strategy_sources)}
-        return torch.tensor([lookup.get(str(p.get("strategy_source")), -1) for p in problems], dtype=torch.long)
 
     # ------------------------------------------------------------------------------------ loss
 
@@ -583,6 +664,8 @@ class SGPOTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs or "train_loss" not in logs:  # not the end-of-training summary
             logs.update(self.metrics.reduce(self.accelerator, self.state.global_step))
+            if self.completion_log is not None and self.accelerator.is_main_process:
+                self.completion_log.print(self.state.global_step)
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------------------------ state
@@ -639,10 +722,17 @@ class SGPOTrainer(Trainer):
                 self._resume_buffer = [mb.to(self.accelerator.device) for mb in torch.load(buffer, weights_only=False)]
             resume_from_checkpoint = path
         self._prepare_output_dir(path)
+        self._preemption.install()
         try:
-            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+            output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         finally:
+            self._preemption.uninstall()
             self._close_vllm()  # free the engine's memory for whatever runs next (a later train() starts a new one)
+        step = self.state.global_step
+        if self._preemption.received is not None and step < self.state.max_steps:
+            checkpoint = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+            raise TrainingPreempted(self._preemption.received, str(checkpoint), step)
+        return output
 
     def _prepare_output_dir(self, resume: str | None) -> None:
         """The output folder policy of `sgpo.checkpoints` (`previous_run`, `prepare_run_folder`) with
@@ -652,7 +742,8 @@ class SGPOTrainer(Trainer):
         previous = previous_run(out, self.args.overwrite_output_dir) if resume is None else []
         self.accelerator.wait_for_everyone()
         if self.is_world_process_zero():
-            prepare_run_folder(out, previous, resume, self.args.to_dict())
+            # config.yaml reruns the run: it names the model and the data, and does not resume
+            prepare_run_folder(out, previous, resume, {**self.run_sources, **self.args.to_dict(), "resume_from_checkpoint": None})
             logger.info("%s", self.batch_summary())
         self.accelerator.wait_for_everyone()
 

@@ -186,7 +186,7 @@ def ema_runs(out: str, per_device: int, loss_type: str) -> None:
         args = config(out, per_device, loss_type, overwrite_output_dir=name == "straight", **common)
         trainer = FixedRolloutTrainer(
             build_tiny_model(tokenizer),
-            args,
+            args=args,
             processing_class=tokenizer,
             reward_funcs=[id_reward],
             train_dataset=tiny_arithmetic_rows(8),

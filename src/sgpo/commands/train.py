@@ -5,9 +5,12 @@ can be set in the recipe and overridden on the command line, as TRL's scripts do
 `accelerate launch -m sgpo train --config …` (DDP / DeepSpeed, as for any Trainer).
 
 Checked before anything is loaded, each with one error line: the recipe's keys (an unknown key is
-named, with the nearest field), unknown options, the model path (or hub id: the cache, else one
-quick question to the hub), and `--resume_from_checkpoint true|last`, which means the last
-`checkpoint-*` folder of `output_dir`.
+named, with the nearest field; a field of TRL's `GRPOConfig` that sgpo does not support is said so),
+unknown options, what `sgpo.dry_run.run_checks` checks (the model path or hub id, the reward
+functions, `report_to`), and `--resume_from_checkpoint true|last`, which means the last `checkpoint-*`
+folder of `output_dir`. A run's `config.yaml` is a recipe that reruns it (it names the model and the
+data). SIGTERM / SIGUSR1 end the run at the next step with a checkpoint (`sgpo.checkpoints.Preemption`)
+and exit status 128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -15,22 +18,23 @@ from __future__ import annotations
 import argparse
 import difflib
 import gc
+import json
 import re
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from sgpo.checkpoints import OutputDirError, last_complete_checkpoint
-from sgpo.commands.common import check_model, error, join_negative_values
+from sgpo.checkpoints import OutputDirError, TrainingPreempted, last_complete_checkpoint
+from sgpo.commands.common import error, join_negative_values
 from sgpo.config import SGPOConfig
-from sgpo.config_fields import BATCH_SIZE_HELP, grouped_fields
+from sgpo.config_fields import BATCH_SIZE_HELP, TRL_UNSUPPORTED, grouped_fields
 from sgpo.data import DataError, load_rows
-from sgpo.dry_run import dry_run
+from sgpo.dry_run import dry_run, run_checks
 from sgpo.modeling import load_tokenizer
 from sgpo.planning import ENGINES
 from sgpo.process_group import end_process_group
 from sgpo.prompts import PromptTooLongError
-from sgpo.rewards import RewardFunctionError
+from sgpo.rewards import RewardFunctionError, RewardSpecError
 from sgpo.trainer import SGPOTrainer
 
 COMMAND = "train"
@@ -122,6 +126,19 @@ def _nearest(name: str, known: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _unknown(name: str, known: list[str]) -> str:
+    """What to say about an unknown option or key: a field of TRL's GRPOConfig that sgpo does not
+    support (and why), or the nearest known one."""
+    from dataclasses import fields as dataclass_fields
+
+    from trl import GRPOConfig
+
+    if name in {f.name for f in dataclass_fields(GRPOConfig)}:
+        reason = TRL_UNSUPPORTED.get(name, "not implemented here")
+        return f"is TRL's GRPOConfig field, which sgpo does not support: {reason}"
+    return f"is not an option{_nearest(name, known)}"
+
+
 def normalized_argv(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
     """`--config=X` as `--config X` (TRL reads only that form), negative numbers as values
     (`--learning_rate -1e-3`); raises `RecipeError` for an unknown option, naming the nearest one."""
@@ -140,6 +157,9 @@ def normalized_argv(parser: argparse.ArgumentParser, argv: list[str]) -> list[st
         if option and token != "--config":
             name = option.group(1)
             if f"--{name}" not in parser._option_string_actions:  # noqa: SLF001
+                said = _unknown(name.replace("-", "_"), known)
+                if said.startswith("is TRL's"):
+                    raise RecipeError(f"--{name} {said}")
                 raise RecipeError(f"unknown option --{name}{_nearest(name.replace('-', '_'), known)}")
     return out
 
@@ -168,6 +188,9 @@ def check_recipe(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     known = _known_dests(parser)
     for key in recipe:
         if key != "env" and key not in known:
+            said = _unknown(str(key), known)
+            if said.startswith("is TRL's"):
+                raise RecipeError(f"{path}: key {key!r} {said}")
             raise RecipeError(f"{path}: unknown key {key!r}{_nearest(str(key), known)}")
 
 
@@ -187,6 +210,22 @@ def resolve_resume(value, output_dir: str) -> str | None:
     if not (Path(str(value)) / "trainer_state.json").is_file():
         raise RecipeError(f"--resume_from_checkpoint {value}: an incomplete checkpoint (no trainer_state.json)")
     return str(value)
+
+
+def _trainer(script_args, config) -> SGPOTrainer:
+    """The run's trainer; its `config.yaml` will name the model and the data, so that it reruns the run."""
+    tokenizer = load_tokenizer(script_args.tokenizer_name_or_path or script_args.model_name_or_path)
+    data = script_args.dataset_name
+    if script_args.dataset_split != "train":
+        data, _ = load_rows(script_args.dataset_name, split=script_args.dataset_split)
+    trainer = SGPOTrainer(model=script_args.model_name_or_path, args=config, processing_class=tokenizer, train_dataset=data)
+    trainer.run_sources = {
+        "model_name_or_path": script_args.model_name_or_path,
+        "dataset_name": script_args.dataset_name,
+        "dataset_split": script_args.dataset_split,
+        "tokenizer_name_or_path": script_args.tokenizer_name_or_path,
+    }
+    return trainer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,23 +256,23 @@ def main(argv: list[str] | None = None) -> int:
             script_args.engine,
             out=lambda line: print(f"sgpo {COMMAND} --dry-run: {line}", flush=True),
         )
-    for name in (script_args.model_name_or_path, script_args.tokenizer_name_or_path):
-        if name is not None and (code := check_model(COMMAND, name)) is not None:
-            return code
+    issues = run_checks(script_args, config)  # what the dry run checks first: the model, the rewards, report_to
+    if issues:
+        return error(COMMAND, issues[0], 1)
     config.resume_from_checkpoint = resume
-
     try:
-        tokenizer = load_tokenizer(script_args.tokenizer_name_or_path or script_args.model_name_or_path)
-        data = script_args.dataset_name
-        if script_args.dataset_split != "train":
-            data, _ = load_rows(script_args.dataset_name, split=script_args.dataset_split)
-        trainer = SGPOTrainer(model=script_args.model_name_or_path, args=config, processing_class=tokenizer, train_dataset=data)
+        trainer = _trainer(script_args, config)
         if trainer.is_world_process_zero():
             print(f"sgpo {COMMAND}: {trainer.batch_summary()}", flush=True)
+            if resume is not None:
+                step = json.loads((Path(resume) / "trainer_state.json").read_text()).get("global_step")
+                print(f"sgpo {COMMAND}: resuming from {resume} (step {step})", flush=True)
         trainer.train(resume_from_checkpoint=resume)
         trainer.save_model(config.output_dir)
         main_process = trainer.is_world_process_zero()
-    except (DataError, PromptTooLongError, RewardFunctionError, OutputDirError) as exc:
+    except TrainingPreempted as exc:
+        return error(COMMAND, str(exc), exc.exit_code)
+    except (DataError, PromptTooLongError, RewardFunctionError, RewardSpecError, OutputDirError) as exc:
         return error(COMMAND, str(exc), 1)
     # end the process group while the interpreter is whole, so that gloo's threads are joined, not left
     # running into its finalization (sgpo.process_group): first the trainer, whose DDP wrapper holds the group

@@ -3,7 +3,8 @@
 Reads `RUN_DIR/metrics.jsonl` (one JSON object per logged step, as `SGPOTrainer` writes it; missing
 keys are fine — a GRPO run has no guided or distillation curves), the run's settings
 `RUN_DIR/config.yaml` when present, and every evaluation `results.json` under RUN_DIR (`sgpo eval`
-writes to `MODEL/eval/…` by default), and writes `RUN_DIR/report/index.html` with one PNG per panel:
+writes to `MODEL/eval/…` by default) of the weights there now (one of earlier weights — the folder was
+retrained or re-saved since — is left out and counted in a warning), and writes `RUN_DIR/report/index.html` with one PNG per panel:
 autonomous vs guided reward, their gap, the mean instance weight, the distillation KL, the fraction
 of tokens masked by the proximal constraint, completion lengths, losses, clipping, and the eval
 table (with a bar chart), and the settings by topic. Logged keys that no panel claims are plotted by
@@ -27,7 +28,7 @@ from typing import Any
 
 from sgpo.config_fields import grouped_fields
 from sgpo.data import iter_jsonl
-from sgpo.evaluation.suite import average
+from sgpo.evaluation.suite import average, model_identity
 
 logger = logging.getLogger(__name__)
 
@@ -190,8 +191,26 @@ def _new_figure(width=6.0, height=3.2):
     return fig
 
 
-def _plot_panel(rows, title, ylabel, solid, dashed, out_path: Path) -> bool:
-    """Draw the series that have data; False (and no file) when none has two points or more."""
+def integer_steps(ax) -> None:
+    """Ticks of the x axis at whole steps only (a few logged steps would otherwise show 1.5, 2.5)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def distinct_labels(values: list[float], least: int = 2, most: int = 6) -> list[str]:
+    """`values` with the fewest decimals (at least `least`) that print values that differ differently
+    (0.025 and 0.033: "0.025", "0.033", not "0.03" twice)."""
+    for decimals in range(least, most + 1):
+        labels = [f"{v:.{decimals}f}" for v in values]
+        if len(set(labels)) == len(set(values)):  # equal values print alike by construction
+            return labels
+    return [f"{v:.{most}f}" for v in values]
+
+
+def panel_figure(rows, title, ylabel, solid, dashed):
+    """A figure of the series that have data (steps on the x axis, whole steps only), or None when no
+    series has two points or more."""
     drawn = 0
     fig = _new_figure()
     ax = fig.add_subplot(1, 1, 1)
@@ -212,20 +231,42 @@ def _plot_panel(rows, title, ylabel, solid, dashed, out_path: Path) -> bool:
             ax.plot(xs, ys, style, color=color, linewidth=1.6, marker="o", markersize=2.5, label=label)
         drawn += 1
     if not drawn:
-        return False
+        return None
     ax.set_title(title, fontsize=11)
     ax.set_xlabel("step")
+    integer_steps(ax)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
+    return fig
+
+
+def _plot_panel(rows, title, ylabel, solid, dashed, out_path: Path) -> bool:
+    """`panel_figure` saved to `out_path`; False (and no file) when it has no series."""
+    fig = panel_figure(rows, title, ylabel, solid, dashed)
+    if fig is None:
+        return False
     fig.savefig(out_path)
     return True
 
 
-def find_eval_results(run_dir: Path, exclude: Path) -> list[tuple[Path, dict]]:
-    """Every `results.json` under `run_dir` written by `sgpo eval` (it has a `benchmarks` object)."""
-    found = []
+def is_stale(doc: dict) -> bool:
+    """An evaluation of a local model folder whose files changed since (`model_identity`: new weights,
+    e.g. a retrained run): its figures are not of the model that is there now. Results without an
+    identity, or of a hub model, are taken as current."""
+    recorded = doc.get("model_identity")
+    if not isinstance(recorded, dict) or "path" not in recorded:
+        return False
+    if not Path(recorded["path"]).exists():
+        return True
+    return json.loads(json.dumps(model_identity(recorded["path"]))) != recorded
+
+
+def find_eval_results(run_dir: Path, exclude: Path) -> tuple[list[tuple[Path, dict]], list[Path]]:
+    """Every `results.json` under `run_dir` written by `sgpo eval` (it has a `benchmarks` object) of the
+    weights there now, and the paths of those left out because their model's files changed (`is_stale`)."""
+    found, stale = [], []
     for path in sorted(run_dir.rglob("results.json")):
         if exclude in path.parents:
             continue
@@ -235,8 +276,8 @@ def find_eval_results(run_dir: Path, exclude: Path) -> list[tuple[Path, dict]]:
             logger.warning("%s: skipped (%s)", path, exc)
             continue
         if isinstance(doc, dict) and isinstance(doc.get("benchmarks"), dict) and doc["benchmarks"]:
-            found.append((path, doc))
-    return found
+            (stale.append(path) if is_stale(doc) else found.append((path, doc)))
+    return found, stale
 
 
 def _plot_eval(evals: list[tuple[str, dict]], out_path: Path) -> bool:
@@ -386,12 +427,13 @@ def _plot_other(rows: list[dict], claimed: set[str], out_dir: Path) -> tuple[lis
 
 def _page(run_dir: Path, rows: list[dict], warnings: list[str], eval_labels: list[tuple[str, dict]],
           figures: list[tuple[str, str, str]], other_figs: list[tuple[str, str, str]],
-          final_values: list[tuple[str, str]], settings: dict | None) -> str:  # fmt: skip
-    """The report's HTML page."""
+          final_values: list[tuple[str, str]], settings: dict | None, eval_figure: str | None) -> str:  # fmt: skip
+    """The report's HTML page: a training run's, or a model folder's (evaluations only)."""
+    kind = "Training run" if rows else "Model"
     parts = [
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>sgpo report: {html.escape(run_dir.name)}</title>",
         f"<style>{_CSS}</style></head><body>",
-        f"<h1>Training run <code>{html.escape(str(run_dir))}</code></h1>",
+        f"<h1>{kind} <code>{html.escape(str(run_dir))}</code></h1>",
     ]
     for w in warnings[:20]:
         parts.append(f"<p class='warn'>{html.escape(w)}</p>")
@@ -404,6 +446,11 @@ def _page(run_dir: Path, rows: list[dict], warnings: list[str], eval_labels: lis
         parts.append("<h2>Evaluation</h2>")
         for label, doc in eval_labels:
             parts.append(_eval_table(label, doc))
+        if eval_figure is not None:
+            parts.append(
+                f"<figure><img src='{eval_figure}' alt='Evaluation'><figcaption>avg@k per benchmark with its 95% "
+                "interval</figcaption></figure>"
+            )
     if figures:
         parts.append("<h2>Training curves</h2><div class='grid'>")
         for file, title, note in figures:
@@ -450,11 +497,17 @@ def render_report(
         raise FileNotFoundError(f"{run_dir}: no such run folder")
     metrics_path = run_dir / "metrics.jsonl"
     rows, warnings = read_metrics(metrics_path) if metrics_path.is_file() else ([], [])
-    evals = find_eval_results(run_dir, out_dir)
+    evals, stale = find_eval_results(run_dir, out_dir)
     if not rows and not evals:
         raise FileNotFoundError(f"{run_dir}: nothing to report: no metrics.jsonl with rows and no eval results.json")
     settings, settings_warnings = read_settings(run_dir)
     warnings = step_warnings(rows, str(metrics_path)) + settings_warnings + warnings
+    if stale:
+        names = ", ".join(str(p.parent.relative_to(run_dir)) for p in stale)
+        warnings.append(
+            f"left out {len(stale)} evaluation(s) of earlier weights (the model's files changed since they ran): {names}; "
+            "evaluate the model again (sgpo eval)"
+        )
     for w in warnings:
         if on_warning is not None:
             on_warning(w)
@@ -464,8 +517,8 @@ def render_report(
     figures, claimed = _plot_panels(rows, out_dir)
     other_figs, final_values = _plot_other(rows, claimed, out_dir)
     eval_labels = [(str(p.parent.relative_to(run_dir)) or ".", doc) for p, doc in evals]
-    if eval_labels and _plot_eval(eval_labels, out_dir / "eval.png"):
-        figures.append(("eval.png", "Evaluation", "avg@k per benchmark with its 95% interval"))
+    eval_figure = "eval.png" if eval_labels and _plot_eval(eval_labels, out_dir / "eval.png") else None
     index = out_dir / "index.html"
-    index.write_text(_page(run_dir, rows, warnings, eval_labels, figures, other_figs, final_values, settings), encoding="utf-8")
+    page = _page(run_dir, rows, warnings, eval_labels, figures, other_figs, final_values, settings, eval_figure)
+    index.write_text(page, encoding="utf-8")
     return index

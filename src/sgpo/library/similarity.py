@@ -8,8 +8,11 @@ wheels-only on every platform. BM25 scores are unbounded and grow with the corpu
 threshold meaningless; embeddings need a model per run. The vectorizer settings are written into the
 library manifest (`VECTORIZER`), so anyone can rebuild the same vectors with scikit-learn alone.
 
-Words are lower-cased tokens of two or more word characters (scikit-learn's default pattern): single
-digits and letters (`3`, `x`) are not words, so instance numbers do not make problems similar.
+Words are lower-cased runs of word characters, single digits and letters included (`3`, `x`): the same
+text scores 1.0 and wins over texts that differ from it in their numbers only (`what is 0 plus 1` and
+`What is 7 plus 4?` are close, not equal), while the IDF weight keeps numbers that many problems share
+from counting much. (Libraries built before this kept scikit-learn's default pattern, which drops
+one-character words; each library is read with the settings its manifest names.)
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ from typing import Any
 import numpy as np
 
 #: `TfidfVectorizer` keyword arguments; stored in the manifest (part of the library format)
-VECTORIZER: dict[str, Any] = {"lowercase": True, "ngram_range": [1, 2], "sublinear_tf": True, "norm": "l2"}
+VECTORIZER: dict[str, Any] = {
+    "lowercase": True,
+    "ngram_range": [1, 2],
+    "sublinear_tf": True,
+    "norm": "l2",
+    "token_pattern": r"(?u)\b\w+\b",
+}
 
 
 def fit_vectorizer(corpus: Sequence[str], settings: dict[str, Any] | None = None):

@@ -34,7 +34,7 @@ from sgpo.objectives.importance_sampling import (
     sampler_correction,
     sampler_correction_stats,
 )
-from sgpo.objectives.lm_head import DistillTerms, distill_terms, head_logits, sampled_logps
+from sgpo.objectives.lm_head import DistillTerms, distill_terms, head_logits, sampled_logps, token_entropy
 from sgpo.objectives.loss import DISTILL_TERMS, LossConfig, LossInputs, LossOutputs, head_functions, sgpo_loss
 from sgpo.objectives.policy_loss import (
     PolicyLossOutput,
@@ -42,6 +42,7 @@ from sgpo.objectives.policy_loss import (
     clipped_surrogate_grad,
     k3_kl,
     k3_kl_grad,
+    sequence_level_logp,
     shaped_off_policy,
     shaped_off_policy_grad,
 )
@@ -84,9 +85,11 @@ __all__ = [
     "sampler_correction",
     "sampler_correction_stats",
     "sampled_logps",
+    "sequence_level_logp",
     "sgpo_loss",
     "shaped_off_policy",
     "shaped_off_policy_grad",
     "token_divergence",
+    "token_entropy",
     "token_weights",
 ]

@@ -6,6 +6,8 @@ verl's names and reproduce TRL's `loss_type` semantics:
 
     loss_type  mode                      loss
     grpo       seq-mean-token-mean       Σ_i (Σ_t ℓ_it m_it / Σ_t m_it) / N_seq
+    bnpo       batch-token-mean          Σ_micro-batches (Σ_it ℓ_it m_it / Σ_it m_it) / N_micro   (TRL: the token mean of
+                                         each micro-batch, averaged over the step's micro-batches and processes)
     dr_grpo    seq-mean-token-sum-norm   Σ_it ℓ_it m_it / (N_seq · max_completion_length)
     dapo       token-mean                Σ_it ℓ_it m_it / N_tok
 """
@@ -19,6 +21,7 @@ import torch
 
 LOSS_TYPE_TO_AGG_MODE = {
     "grpo": "seq-mean-token-mean",
+    "bnpo": "batch-token-mean",
     "dr_grpo": "seq-mean-token-sum-norm",
     "dapo": "token-mean",
 }
@@ -31,6 +34,7 @@ class GlobalCounts:
     num_sequences: float
     num_tokens: float
     max_completion_length: int = 1
+    num_micro_batches: float = 1.0  # micro-batches of the step over all processes (bnpo)
 
 
 def _seq_mean_token_mean(mask: torch.Tensor, counts: GlobalCounts) -> torch.Tensor:
@@ -41,6 +45,10 @@ def _seq_mean_token_sum_norm(mask: torch.Tensor, counts: GlobalCounts) -> torch.
     return mask / max(counts.num_sequences * counts.max_completion_length, 1.0)
 
 
+def _batch_token_mean(mask: torch.Tensor, counts: GlobalCounts) -> torch.Tensor:
+    return mask / mask.sum().clamp(min=1.0) / max(counts.num_micro_batches, 1.0)
+
+
 def _token_mean(mask: torch.Tensor, counts: GlobalCounts) -> torch.Tensor:
     return mask / max(counts.num_tokens, 1.0)
 
@@ -49,13 +57,14 @@ AGGREGATIONS: dict[str, Callable[[torch.Tensor, GlobalCounts], torch.Tensor]] = 
     "seq-mean-token-mean": _seq_mean_token_mean,
     "seq-mean-token-sum-norm": _seq_mean_token_sum_norm,
     "token-mean": _token_mean,
+    "batch-token-mean": _batch_token_mean,
 }
 
 
 def token_weights(mask: torch.Tensor, mode: str, counts: GlobalCounts) -> torch.Tensor:
     """The weight of each token in the aggregate: aggregate(x) = Σ x · token_weights.
 
-    mask: (N, T)  ->  (N, T), 0 where the mask is 0. (Also the per-token factor of the loss's
+    mask: (N, T), this micro-batch's (batch-token-mean normalises by its own tokens)  ->  (N, T), 0 where the mask is 0. (Also the per-token factor of the loss's
     gradient, which the chunked LM head uses to finish its weight gradient in the forward pass.)
     """
     if mode not in AGGREGATIONS:

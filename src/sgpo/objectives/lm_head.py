@@ -34,6 +34,24 @@ def sampled_logps(
     return logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
+@torch.no_grad()
+def token_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    temperature: float = 1.0,
+    bias: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Entropy −Σ_v π(v) log π(v) of the sampling distribution at each position, no grad, with
+    `chunk_size` rows of logits at a time (default: a 32 MiB float32 buffer). (N, H), (V, H) -> (N,)"""
+    step = chunk_size or max(1, (32 * 2**20) // (4 * weight.shape[0]))
+    parts = []
+    for start in range(0, hidden.shape[0], step):
+        logp = head_logits(hidden[start : start + step], weight, temperature, bias).log_softmax(-1)
+        parts.append(-(logp.exp() * logp).sum(-1))
+    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+
+
 @dataclass
 class DistillTerms:
     """Per-position outputs of the distillation head, all (N,).

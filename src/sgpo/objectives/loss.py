@@ -2,8 +2,10 @@
 
     L = L_RL + λ · Σ_i w_i Σ_{ỹ ∈ guided_i} Σ_t keep_t · min(D_t, cap) / N          (docs/algorithm.md §7)
 
-- L_RL: the clipped surrogate on the autonomous completions, times the sampler-mismatch importance
-  weights when there are any, plus β · k3(π_θ ‖ π_ref), aggregated by `loss_type` with the counts of
+- L_RL: the clipped surrogate on the autonomous completions (a ratio per token, or per sequence with
+  `importance_sampling_level="sequence"`: GSPO), times the sampler-mismatch importance
+  weights when there are any, plus β · k3(π_θ ‖ π_ref) (times the ratio ρ with
+  `use_bias_correction_kl`, TRL's default), aggregated by `loss_type` with the counts of
   the whole optimizer step (§3);
 - D_t: the divergence of the student π_θ(·|x, ỹ_<t) from the teacher π_old(·|x ⊕ s, ỹ_<t) at each
   distilled token (`distill_divergence`: forward_kl, reverse_kl, or imitation = −log π_θ(ỹ_t)) (§4);
@@ -29,11 +31,13 @@ import torch
 from sgpo.objectives import chunked_head, lm_head
 from sgpo.objectives.aggregation import LOSS_TYPE_TO_AGG_MODE, GlobalCounts, token_weights
 from sgpo.objectives.divergence import DIVERGENCES
+from sgpo.objectives.lm_head import token_entropy
 from sgpo.objectives.policy_loss import (
     clipped_surrogate,
     clipped_surrogate_grad,
     k3_kl,
     k3_kl_grad,
+    sequence_level_logp,
     shaped_off_policy,
     shaped_off_policy_grad,
 )
@@ -54,6 +58,7 @@ class LossConfig:
     epsilon_high: float = 0.2
     delta: float | None = None
     beta: float = 0.0
+    use_bias_correction_kl: bool = True
     temperature: float = 1.0
     distill_coef: float = 1.0
     distill_divergence: str = "forward_kl"
@@ -63,6 +68,7 @@ class LossConfig:
     distill_epsilon_high: float = 0.2
     distill_kl_cap: float | None = None
     policy_shaping_gamma: float = 0.1
+    importance_sampling_level: str = "token"
     head: str = "chunked"
     head_chunk_size: int | None = None
 
@@ -166,19 +172,25 @@ def rl_term(x: LossInputs, cfg: LossConfig) -> tuple[Tensor, dict[str, tuple[flo
         )
         if off_tok is not None:
             g = torch.where(off_tok[rows], shaped_off_policy_grad(lp, adv_tok[rows], cfg.policy_shaping_gamma), g)
-        if ref_tok is not None:
-            g = g + cfg.beta * k3_kl_grad(lp, ref_tok[rows])
+        if ref_tok is not None:  # β·k3, or β·ρ·k3 with the bias correction: ∂ = β·ρ·(k3 + k3')
+            g_kl = k3_kl_grad(lp, ref_tok[rows])
+            if cfg.use_bias_correction_kl:
+                rho = torch.exp(lp - (lp if old_tok is None else old_tok[rows]))
+                g_kl = rho * (g_kl + k3_kl(lp, ref_tok[rows]))
+            g = g + cfg.beta * g_kl
         return g * agg_tok[rows]
 
+    sequence = cfg.importance_sampling_level == "sequence"  # GSPO: the token-level hint would not fit
     logp = torch.zeros_like(mask)
     if sel.any():
         tok = sampled_logps(
             x.auto_hidden[sel], x.head_weight, x.auto_ids[sel], cfg.temperature, x.head_bias,
-            **_head_kwargs(cfg), **_hint(cfg, grad_factor),
+            **_head_kwargs(cfg), **({} if sequence else _hint(cfg, grad_factor)),
         )  # fmt: skip
         logp = logp.masked_scatter(sel, tok.float())
     old = logp.detach() if x.old_logps is None else x.old_logps.float()
-    pl = clipped_surrogate(logp, old, x.advantages.float(), cfg.epsilon, cfg.epsilon_high, cfg.delta)
+    ratio_logp = sequence_level_logp(logp, old, mask) if sequence else logp
+    pl = clipped_surrogate(ratio_logp, old, x.advantages.float(), cfg.epsilon, cfg.epsilon_high, cfg.delta)
     per_token = pl.per_token_loss
     if off is not None:
         per_token = torch.where(off, shaped_off_policy(logp, x.advantages.float(), cfg.policy_shaping_gamma), per_token)
@@ -186,15 +198,27 @@ def rl_term(x: LossInputs, cfg: LossConfig) -> tuple[Tensor, dict[str, tuple[flo
     per_token = per_token * is_w
     n_tok = float(mask.sum())
     metrics: dict[str, tuple[float, float]] = {}
-    if x.ref_logps is not None:
+    if x.ref_logps is not None:  # TRL's `kl`: the k3 term as the loss uses it (times ρ with the bias correction)
         kl_ref = k3_kl(logp, x.ref_logps.float())
+        if cfg.use_bias_correction_kl:
+            kl_ref = kl_ref * torch.exp(ratio_logp - old)
         per_token = per_token + cfg.beta * kl_ref
-        metrics["kl_ref"] = (float((kl_ref.detach() * mask).sum()), n_tok)
+        metrics["kl"] = (float((kl_ref.detach() * mask).sum()), n_tok)
     loss = (per_token * agg).sum()
     metrics["rl/loss"] = (float(loss.detach()), 0.0)
-    metrics["clip/low"] = (float((pl.low_clipped & sel).sum()), n_tok)
-    metrics["clip/high"] = (float((pl.high_clipped & sel).sum()), n_tok)
-    metrics["clip/region"] = (float(((pl.low_clipped | pl.high_clipped) & sel).sum()), n_tok)
+    # clipped fractions of the tokens, or of the sequences with one ratio per sequence (as TRL counts them)
+    low, high, within, count = (
+        (pl.low_clipped[:, :1], pl.high_clipped[:, :1], torch.ones_like(pl.low_clipped[:, :1]), float(mask.shape[0]))
+        if sequence
+        else (pl.low_clipped, pl.high_clipped, sel, n_tok)
+    )
+    metrics["clip/low"] = (float((low & within).sum()), count)
+    metrics["clip/high"] = (float((high & within).sum()), count)
+    metrics["clip/region"] = (float(((low | high) & within).sum()), count)
+    if sel.any():  # TRL's `entropy`: of the policy's sampling distribution, over the completion tokens
+        bias = None if x.head_bias is None else x.head_bias.detach()
+        ent = token_entropy(x.auto_hidden[sel].detach(), x.head_weight.detach(), cfg.temperature, bias, cfg.head_chunk_size)
+        metrics["entropy"] = (float(ent.sum()), n_tok)
     return loss, metrics
 
 

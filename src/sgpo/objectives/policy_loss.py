@@ -78,6 +78,18 @@ def clipped_surrogate_grad(
         return -advantages * ratio * live.to(ratio.dtype)
 
 
+def sequence_level_logp(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """GSPO's sequence-level ratio as log-probs: old + the mean log-ratio of each sequence, at every
+    position, so that `clipped_surrogate(sequence_level_logp(...), old, A)` has one ratio per sequence,
+
+        s_i = exp(Σ_t m_it (logp_it − old_it) / Σ_t m_it),
+
+    with its gradient (TRL's `importance_sampling_level="sequence"`). logp, old_logp, mask: (N, T) -> (N, T)
+    """
+    mean = ((logp - old_logp) * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1.0)  # (N, 1)
+    return old_logp + mean.expand_as(logp)
+
+
 def shaped_off_policy(logp: torch.Tensor, advantages: torch.Tensor, gamma: float = 0.1) -> torch.Tensor:
     """LUFFY's off-policy term with policy shaping, no clipping: ℓ = -A · f(p), f(p) = p / (p + γ)
     (the LUFFY baseline, `mix_strong_responses`; not part of SGPO's loss).

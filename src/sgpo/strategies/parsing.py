@@ -130,7 +130,7 @@ def parse_strategy(text: str | None, finish_reason: str | None = None) -> Strate
         try:
             obj = json.loads(cand)
         except json.JSONDecodeError as exc:
-            json_error = json_error or f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+            json_error = json_error or f"{exc.msg} (line {exc.lineno}, column {exc.colno})"  # msg may end in "at"
             continue
         try:
             return validate_strategy(_unwrap(obj))

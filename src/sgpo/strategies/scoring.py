@@ -100,7 +100,14 @@ class ScoringSummary:
         def f(x: float | None) -> str:
             return "n/a" if x is None else f"{x:+.3f}"
 
-        return (
+        rows, by = self.extra.get("input_rows", self.problems), self.extra.get("group_by", "id")
+        merged = (
+            f"{rows} input rows are {self.problems} problem(s): the rows of one problem (same {by}) are its candidate "
+            "strategies, and it gets one output row\n"
+            if rows > self.problems
+            else ""
+        )
+        return merged + (
             f"scored {self.candidates_scored} candidate strategies of {self.problems_with_candidates}/{self.problems} problems "
             f"({self.rollouts} rollouts sampled, {self.from_cache} rollout groups from the cache, {self.elapsed_s:.1f}s)\n"
             f"  mean autonomous accuracy {f(self.mean_auto_accuracy)}   mean best score {f(self.mean_best_score)}   "
@@ -287,8 +294,7 @@ def score_strategies(
     out_rows: list[dict[str, Any]] = []
     cand_rows: list[dict[str, Any]] = []
     n_rollouts = from_cache = n_scored = kept = 0
-    autos: list[float] = []
-    bests: list[float] = []
+    autos, bests = [], []  # per problem with candidates: autonomous accuracy, best score
     try:
         for g in groups:
             strategies = [rows[i][columns.strategy] for i in g.candidates]
@@ -332,4 +338,5 @@ def score_strategies(
         mean_best_score=sum(bests) / len(bests) if bests else None,
         kept=kept,
         elapsed_s=round(time.monotonic() - start, 3),
+        extra={"input_rows": len(rows), "group_by": config.group_by},
     )

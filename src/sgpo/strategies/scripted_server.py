@@ -11,7 +11,8 @@ requests (the last one repeats):
 
 Requests that match no marker get `default` (a valid strategy JSON unless set). `latency` is added
 to every request. `reject_response_formats` makes the server answer 400 to requests that ask for one
-of those `response_format` types, like an endpoint without structured output.
+of those `response_format` types, like an endpoint without structured output (a mapping type -> status
+gives another status: {"json_schema": 500} is a vLLM server whose xgrammar backend fails on the schema).
 
 Run standalone (used by `benchmarks/extract_throughput.py`):
 
@@ -82,7 +83,7 @@ class ScriptedServer:
         *,
         default: Action | Callable[[dict[str, Any]], Action] = Reply(DEFAULT_STRATEGY_JSON),
         latency: float = 0.0,
-        reject_response_formats: Iterable[str] = (),
+        reject_response_formats: Iterable[str] | Mapping[str, int] = (),
         host: str = "127.0.0.1",
         port: int = 0,
     ):
@@ -92,7 +93,8 @@ class ScriptedServer:
                 raise ValueError(f"no actions for marker {marker!r}")
         self.default = default
         self.latency = latency
-        self.reject_response_formats = set(reject_response_formats)
+        rejects = reject_response_formats
+        self.reject_response_formats = dict(rejects) if isinstance(rejects, Mapping) else dict.fromkeys(rejects, 400)
         self.requests: list[RecordedRequest] = []
         self._attempts: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -139,7 +141,9 @@ class ScriptedServer:
             self.requests.append(RecordedRequest(marker, attempt, body, authorization, time.time()))
         fmt = body.get("response_format")
         if isinstance(fmt, dict) and fmt.get("type") in self.reject_response_formats:
-            return Fail(400, message=f"response_format {fmt.get('type')!r} is not supported by this server")
+            status = self.reject_response_formats[fmt["type"]]
+            what = "is not supported by this server" if status < 500 else "failed in the structured-output backend"
+            return Fail(status, message=f"response_format {fmt.get('type')!r} {what}")
         if marker is not None:
             actions = self.script[marker]
             return actions[min(attempt, len(actions) - 1)]

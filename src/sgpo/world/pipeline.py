@@ -228,7 +228,7 @@ def train_rl(start: Path, train_file: Path, dest: Path, config_kwargs: dict[str,
         use_cpu=True,
         **config_kwargs,
     )
-    trainer = SGPOTrainer(str(start), args, train_dataset=str(train_file), callbacks=[_Advance()])
+    trainer = SGPOTrainer(str(start), args=args, train_dataset=str(train_file), callbacks=[_Advance()])
     trainer.remove_callback(PrinterCallback)  # the progress lines and metrics.jsonl say it all
     trainer.train()
     trainer.save_model(str(dest))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sgpo.data import write_json
-from sgpo.evaluation.report import read_metrics, render_report
+from sgpo.evaluation.report import distinct_labels, integer_steps, read_metrics, render_report
 
 RESULTS_FILE = "results.json"
 PER_FAMILY_FILE = "per_family.json"
@@ -105,6 +105,13 @@ def write_results(out: Path, run: Mapping[str, Any], started: float) -> dict[str
     return results
 
 
+def bar_labels(methods: Mapping[str, Mapping[str, float]], key: str) -> list[str]:
+    """The held-out accuracy bars' labels: values that differ print differently (any bar of the chart)."""
+    values = [methods[n][k] for k in ("heldout_auto", "heldout_guided") for n in methods]
+    labels = dict(zip(values, distinct_labels(values)))
+    return [labels[methods[n][key]] for n in methods]
+
+
 def write_plots(out: Path, methods: Mapping[str, Mapping[str, float]], runs: list[str]) -> list[Path]:
     """`plots/reward_curves.png` (training reward of `runs`) and `plots/heldout_accuracy.png`
     (`methods`: `headline`'s output)."""
@@ -135,6 +142,7 @@ def write_plots(out: Path, methods: Mapping[str, Mapping[str, float]], runs: lis
                 linestyle="--",
             )
     ax.set_xlabel("optimizer step")
+    integer_steps(ax)
     ax.set_ylabel("mean reward of the rollouts")
     ax.set_title("Training reward (strategy world)")
     ax.grid(alpha=0.3)
@@ -153,8 +161,8 @@ def write_plots(out: Path, methods: Mapping[str, Mapping[str, float]], runs: lis
         bars = ax.bar(
             xs, vals, width, label="autonomous" if j == 0 else "guided (reference)", color=("tab:blue", "tab:orange")[j]
         )
-        for b, v in zip(bars, vals):
-            ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", fontsize=8)
+        for b, v, label in zip(bars, vals, bar_labels(methods, key)):
+            ax.text(b.get_x() + b.get_width() / 2, v + 0.01, label, ha="center", fontsize=8)
     ax.set_xticks(range(len(names)), [n.upper() if n != "warmup" else "warm-up" for n in names])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("held-out accuracy")

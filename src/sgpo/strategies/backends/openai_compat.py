@@ -6,8 +6,10 @@ to an output; endpoints without authentication (a local `vllm serve`) need none.
 
 Structured output: with `response_format="auto"` the first request asks for `json_schema` (guided
 decoding on vLLM / SGLang, structured outputs on hosted APIs); when the endpoint rejects that with HTTP
-400/422, the same item is retried with `json_object`, then with no `response_format`, and the first
-level that works is kept for the rest of the run (logged once). Servers that ignore the field (e.g.
+400/422, or fails on it with a 5xx (vLLM's xgrammar backend answers 500 to schemas it cannot compile),
+the same item is asked again at once with `json_object`, then with no `response_format`, and the first
+level that works is kept for the rest of the run (logged once). A 5xx at the last level is retried as
+below. Servers that ignore the field (e.g.
 `transformers serve`) just answer, and the tolerant parser reads the JSON from the text.
 
 Retries (the client's own are turned off, so there is one retry policy): HTTP 429 (honouring
@@ -161,6 +163,9 @@ class OpenAICompatExtractor(Extractor):
                 retry_after = parse_retry_after(exc.response.headers)
             except openai.APIStatusError as exc:
                 code = exc.status_code
+                if code >= 500 and self._auto_format and level < len(_LEVELS) - 1:
+                    level += 1  # a structured-output backend failing on this format: the next level, no wait
+                    continue
                 if code >= 500:
                     reason = "server_error"
                 elif code in (408, 409):
