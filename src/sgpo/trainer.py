@@ -32,7 +32,7 @@ import copy
 import logging
 import time
 from collections.abc import Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,7 @@ from sgpo.objectives import (
 from sgpo.phases import (
     MicroBatch,
     Packed,
+    backward_groups,
     completion_facts,
     completion_hidden,
     consecutive_runs,
@@ -558,12 +559,30 @@ class SGPOTrainer(Trainer):
         return loss
 
     def compute_loss(self, model, inputs: MicroBatch, return_outputs=False, num_items_in_batch=None):
+        """The micro-step's loss. Its sequences go through forward + backward in groups when
+        `backward_group_size` / `backward_group_tokens` ask for it (`sgpo.phases.backward_groups`):
+        every group but the last is back-propagated here, the last by the Trainer, so the gradients
+        add up to the whole micro-batch's. The returned value is the whole micro-batch's loss."""
         if return_outputs:
             raise ValueError("SGPOTrainer does not return outputs")
-        mb, na = inputs, inputs.n_auto
-        hidden = completion_hidden(model, mb.student)  # (Na + Nd, C, H), one forward without the strategy
-        # the whole LM head, entered after the forward and held through the backward (sgpo.sharding)
+        args = self.args
+        groups = backward_groups(inputs.student, args.backward_group_size, args.backward_group_tokens)
+        done = 0.0
+        for rows in groups[:-1]:
+            with self._early_group(model) as backward, ExitStack() as head:
+                loss = self._group_loss(model, inputs.group(rows), head)
+                backward(loss)
+            done = done + loss.detach()
+        last = inputs if len(groups) == 1 else inputs.group(groups[-1])
+        # the whole LM head, entered after the forward and held through the Trainer's backward (sgpo.sharding)
         stack = self._step_stack if self._step_stack is not None else ExitStack()
+        return self._group_loss(model, last, stack) + done
+
+    def _group_loss(self, model, mb: MicroBatch, stack: ExitStack) -> torch.Tensor:
+        """One student forward (autonomous and distilled rows together, without the strategy) and
+        `sgpo_loss` of its rows; the LM head is entered into `stack`, which must outlive the backward."""
+        na = mb.n_auto
+        hidden = completion_hidden(model, mb.student)  # (Na + Nd, C, H)
         weight, bias = stack.enter_context(self._full_lm_head(model, with_grad=True))
         ids = mb.student.completion_ids
         loss_inputs = replace(
@@ -579,6 +598,27 @@ class SGPOTrainer(Trainer):
                 rows = mb.distill_groups == k
                 self.metrics.add(f"distill/kl/{name}", out.distill_kl_per_row[rows].sum().item(), tokens[rows].sum().item())
         return out.loss * self.accelerator.num_processes  # DDP averages gradients over processes
+
+    @contextmanager
+    def _early_group(self, model):
+        """Context for the forward + backward of a group of sequences that is not the micro-step's last;
+        yields its backward. Its gradient accumulates locally: no process synchronises it (DDP's and
+        FSDP2's no_sync; the last group's backward reduces the sum), and DeepSpeed is told this is no
+        accumulation boundary and takes no step (the Trainer's backward of the last group does that)."""
+        acc = self.accelerator
+        if self.is_deepspeed_enabled:
+            engine = acc.deepspeed_engine_wrapped.engine
+            engine.set_gradient_accumulation_boundary(False)
+            try:
+                yield lambda loss: engine.backward(loss, scale_wrt_gas=False)  # as the Trainer calls it
+            finally:
+                engine.set_gradient_accumulation_boundary(acc.sync_gradients)
+            return
+        # under FSDP2 the Trainer's own no_sync (a micro-step that ends no optimizer step) is already on,
+        # and a nested one would switch synchronisation back on when it ends
+        nested = self.is_fsdp_enabled and not acc.sync_gradients
+        with nullcontext() if nested else acc.no_sync(model):
+            yield acc.backward
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs or "train_loss" not in logs:  # not the end-of-training summary
