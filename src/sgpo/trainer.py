@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import is_peft_model
+from accelerate.utils import DistributedType, is_peft_model
 from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -204,6 +204,31 @@ def prepare_tokenizer(tokenizer):
         logger.warning("the tokenizer has no pad token; using its EOS token %r for padding", tokenizer.eos_token)
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+# ---------------------------------------------------------------------------------------- backward in groups
+
+
+@contextmanager
+def early_group(accelerator, model):
+    """Context for the forward + backward of a group of sequences that is not its micro-step's last
+    (`backward_group_size`); yields its backward. The group's gradient accumulates locally: no process
+    synchronises it (DDP's and FSDP2's no_sync; the last group's backward reduces the sum), and
+    DeepSpeed is told that this is no accumulation boundary and takes no step (the Trainer's backward of
+    the last group does that)."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        engine = accelerator.deepspeed_engine_wrapped.engine
+        engine.set_gradient_accumulation_boundary(False)
+        try:
+            yield lambda loss: engine.backward(loss, scale_wrt_gas=False)  # as the Trainer calls it
+        finally:
+            engine.set_gradient_accumulation_boundary(accelerator.sync_gradients)
+        return
+    # under FSDP2 the Trainer's own no_sync (a micro-step that ends no optimizer step) is already on,
+    # and a nested one would switch synchronisation back on when it ends
+    nested = accelerator.is_fsdp2 and not accelerator.sync_gradients
+    with nullcontext() if nested else accelerator.no_sync(model):
+        yield accelerator.backward
 
 
 # ---------------------------------------------------------------------------------------- trainer
@@ -569,7 +594,7 @@ class SGPOTrainer(Trainer):
         groups = backward_groups(inputs.student, args.backward_group_size, args.backward_group_tokens)
         done = 0.0
         for rows in groups[:-1]:
-            with self._early_group(model) as backward, ExitStack() as head:
+            with early_group(self.accelerator, model) as backward, ExitStack() as head:
                 loss = self._group_loss(model, inputs.group(rows), head)
                 backward(loss)
             done = done + loss.detach()
@@ -598,27 +623,6 @@ class SGPOTrainer(Trainer):
                 rows = mb.distill_groups == k
                 self.metrics.add(f"distill/kl/{name}", out.distill_kl_per_row[rows].sum().item(), tokens[rows].sum().item())
         return out.loss * self.accelerator.num_processes  # DDP averages gradients over processes
-
-    @contextmanager
-    def _early_group(self, model):
-        """Context for the forward + backward of a group of sequences that is not the micro-step's last;
-        yields its backward. Its gradient accumulates locally: no process synchronises it (DDP's and
-        FSDP2's no_sync; the last group's backward reduces the sum), and DeepSpeed is told this is no
-        accumulation boundary and takes no step (the Trainer's backward of the last group does that)."""
-        acc = self.accelerator
-        if self.is_deepspeed_enabled:
-            engine = acc.deepspeed_engine_wrapped.engine
-            engine.set_gradient_accumulation_boundary(False)
-            try:
-                yield lambda loss: engine.backward(loss, scale_wrt_gas=False)  # as the Trainer calls it
-            finally:
-                engine.set_gradient_accumulation_boundary(acc.sync_gradients)
-            return
-        # under FSDP2 the Trainer's own no_sync (a micro-step that ends no optimizer step) is already on,
-        # and a nested one would switch synchronisation back on when it ends
-        nested = self.is_fsdp_enabled and not acc.sync_gradients
-        with nullcontext() if nested else acc.no_sync(model):
-            yield acc.backward
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs or "train_loss" not in logs:  # not the end-of-training summary
