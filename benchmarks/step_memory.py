@@ -149,7 +149,8 @@ def worker(kind: str, tokens: int, out: Path, group_size: int) -> None:
         grpo = dict(num_guided_generations=0, distill_coef=0.0)
         if kind == "sgpo_grouped":
             sgpo["backward_group_size"] = group_size
-        args = SGPOConfig(per_device_train_batch_size=1, max_prompt_length=None, **(grpo if kind == "grpo" else sgpo), **common)
+        ours = dict(per_device_train_batch_size=1, max_prompt_length=None, overwrite_output_dir=True)
+        args = SGPOConfig(**ours, **(grpo if kind == "grpo" else sgpo), **common)
         trainer = FixedCompletions(model, args, processing_class=tokenizer, reward_funcs=[alternating_reward], train_dataset=rows)
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
