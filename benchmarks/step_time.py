@@ -20,7 +20,8 @@ machine's load cancels), and the per-round ratios are printed too, with the load
 per-stage breakdown of each trainer (seconds per step), then, as its last line:
 
     {"trl_grpo_s", "grpo_s", "sgpo_s", "sgpo_equal_s", "sgpo_vllm_s", "grpo_vs_trl", "sgpo_vs_grpo",
-     "sgpo_equal_rollouts_vs_grpo", "sgpo_vllm_vs_sgpo", "rounds": {ratio: [per round]}, "load_avg_1m": [start, end]}
+     "sgpo_equal_rollouts_vs_grpo", "sgpo_vllm_vs_sgpo", "<ratio>_cpu" (the same of the steps' CPU times,
+     which depend less on other jobs), "rounds": {ratio: [per round]}, "load_avg_1m": [start, end]}
 
 With --profile DIR, one extra run of grpo and of sgpo_equal under torch.profiler writes each one's
 table of operators (self CPU time, top 40) and a Chrome trace to DIR, after the timed rounds.
@@ -54,18 +55,21 @@ PROBLEMS, G, MAX_LEN, HIDDEN, LAYERS = 4, 8, 48, 128, 4
 
 
 class StepClock(TrainerCallback):
+    """Wall-clock and CPU time (this process's, all its threads) of every optimizer step."""
+
     def __init__(self):
-        self.stamps: list[float] = []
+        self.stamps: list[tuple[float, float]] = []
 
     def on_step_begin(self, args, state, control, **kw):
         if not self.stamps:
-            self.stamps.append(time.perf_counter())
+            self.stamps.append((time.perf_counter(), time.process_time()))
 
     def on_step_end(self, args, state, control, **kw):
-        self.stamps.append(time.perf_counter())
+        self.stamps.append((time.perf_counter(), time.process_time()))
 
-    def durations(self, warmup: int) -> list[float]:
-        d = [b - a for a, b in zip(self.stamps, self.stamps[1:])]
+    def durations(self, warmup: int, cpu: bool = False) -> list[float]:
+        k = 1 if cpu else 0
+        d = [b[k] - a[k] for a, b in zip(self.stamps, self.stamps[1:])]
         return d[warmup:]
 
 
@@ -89,7 +93,7 @@ def common(out: str, steps: int) -> dict:
     )
 
 
-def run_trl(steps: int, warmup: int) -> tuple[list[float], dict]:
+def run_trl(steps: int, warmup: int) -> tuple[tuple[list[float], list[float]], dict]:
     from trl import GRPOConfig, GRPOTrainer
 
     timings: dict[str, float] = defaultdict(float)
@@ -142,7 +146,7 @@ def run_trl(steps: int, warmup: int) -> tuple[list[float], dict]:
         )
         trainer.train()
     n = steps + warmup
-    return clock.durations(warmup), {k: v / n for k, v in timings.items()}
+    return (clock.durations(warmup), clock.durations(warmup, cpu=True)), {k: v / n for k, v in timings.items()}
 
 
 def _accuracy(prompts, completions, answer, **kw):
@@ -155,7 +159,7 @@ def _accuracy(prompts, completions, answer, **kw):
 
 def run_ours(
     steps: int, warmup: int, guided: int, head_implementation: str, use_vllm: bool = False, autonomous: int = G, profile=None
-) -> tuple[list[float], dict]:
+) -> tuple[tuple[list[float], list[float]], dict]:
     tok = build_tiny_tokenizer()
     model = build_tiny_model(tok, hidden_size=HIDDEN, layers=LAYERS)
     rows = tiny_arithmetic_rows(64)
@@ -184,7 +188,7 @@ def run_ours(
             for k, v in rec.items():
                 if k.startswith("time/") and k != "time/generate_and_score_s":
                     sums[k[5:-2]] += v
-    return clock.durations(warmup), {k: v / n for k, v in sums.items()}
+    return (clock.durations(warmup), clock.durations(warmup, cpu=True)), {k: v / n for k, v in sums.items()}
 
 
 RATIOS = {  # name: (numerator, denominator)
@@ -244,12 +248,14 @@ def main() -> None:
         runners = {k: v for k, v in runners.items() if k in wanted}
     load = [round(os.getloadavg()[0], 2)]
     medians: dict[str, list[float]] = defaultdict(list)
+    cpu_medians: dict[str, list[float]] = defaultdict(list)
     stages: dict[str, list[dict]] = defaultdict(list)
     for r in range(a.rounds):
         order = list(runners) if r % 2 == 0 else list(reversed(runners))
         for name in order:
-            d, s = runners[name]()
+            (d, cpu), s = runners[name]()
             medians[name].append(statistics.median(d))
+            cpu_medians[name].append(statistics.median(cpu))
             stages[name].append(s)
             print(
                 f"round {r} {name}: median {statistics.median(d):.3f}s over {len(d)} steps (load {os.getloadavg()[0]:.2f})",
@@ -271,6 +277,8 @@ def main() -> None:
         if num in medians and den in medians:
             rounds[ratio] = [round(x / y, 3) for x, y in zip(medians[num], medians[den])]
             summary[ratio] = round(statistics.median(rounds[ratio]), 3)
+            cpu = [x / y for x, y in zip(cpu_medians[num], cpu_medians[den])]
+            summary[f"{ratio}_cpu"] = round(statistics.median(cpu), 3)
     summary.update(rounds=rounds, load_avg_1m=load)
     if a.profile:
         profile_runs(a, a.profile)
