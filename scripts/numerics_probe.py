@@ -60,7 +60,7 @@ def probe(threads: int) -> dict:
     tokenizer = build_tokenizer(world_texts(world["warmup"], WORLD_PROMPT_FORMAT), 640)
     model = build_model(tokenizer, ModelSpec(), seed=0)
     cfg = WarmupConfig()
-    data = build_examples(world["warmup"], tokenizer, cfg.auto_families, swap_fraction=cfg.swap_fraction)
+    data = build_examples(world["warmup"], tokenizer, cfg.auto_exposure, swap_fraction=cfg.swap_fraction)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, fused=True)
 
     def digest(tensors) -> str:

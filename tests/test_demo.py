@@ -55,15 +55,17 @@ def quick_demo(tmp_path_factory):
 def test_quick_demo_writes_results_plots_reports_and_prints_the_table(quick_demo):
     out, proc = quick_demo
     results = json.loads((out / "results.json").read_text())
-    assert set(results) == {"methods", "wall_seconds", "seed"}
+    assert set(results) == {"methods", "wall_seconds", "seed", "metric"}
+    assert results["metric"] == "autonomous: pass@1 over 4 samples at T = 1; guided: greedy"
     assert list(results["methods"]) == ["warmup", "grpo", "sgpo"]
     for r in results["methods"].values():
-        assert set(r) == {"heldout_auto", "heldout_guided"}  # exactly the documented keys
-        assert 0.0 <= r["heldout_auto"] <= 1.0 and 0.0 <= r["heldout_guided"] <= 1.0
+        # the documented keys, the greedy figure beside the sampled one
+        assert set(r) == {"heldout_auto", "heldout_guided", "heldout_auto_greedy"}
+        assert all(0.0 <= v <= 1.0 for v in r.values())
     per_family = json.loads((out / "per_family.json").read_text())["methods"]
     assert list(per_family) == ["warmup", "grpo", "sgpo"]
     for fams in per_family.values():
-        assert len(fams) >= 6 and all(set(f) == {"auto", "guided"} for f in fams.values())
+        assert len(fams) >= 6 and all(set(f) == {"auto", "guided", "greedy_auto"} for f in fams.values())
     assert results["seed"] == 0 and results["wall_seconds"] > 0
     for png in ("reward_curves.png", "heldout_accuracy.png"):
         assert (out / "plots" / png).stat().st_size > 5_000

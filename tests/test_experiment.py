@@ -19,7 +19,7 @@ from sgpo.world.experiment_results import mean_std, paired_bootstrap
 from sgpo.world.methods import DEFAULT_METHODS, METHODS, run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "experiments" / "strategy_world.yaml"
+CONFIG = ROOT / "experiments" / "world_v1.yaml"
 
 
 def sgpo(*args, cwd=None):
@@ -189,6 +189,15 @@ def test_shipped_config_is_a_fair_full_experiment():
             "world: needs a number of problems per family for every split; missing 'validation'",
         ),
         ("seeds: 0\n", "seeds must be >= 1, got 0"),
+        ("model: {hidden: 64}\n", "model: unknown key 'hidden'"),
+        ("larger_model: {hidden_size: big}\n", "larger_model.hidden_size must be an integer, got 'big'"),
+        ("larger_methods: [grpo, ppo]\n", "larger_methods must be a list of the methods"),
+        ("warmup: {auto_exposure: {sum: lots}}\n", "warmup.auto_exposure.sum must be a number, got 'lots'"),
+        ("warmup: {step: 5}\n", "warmup: unknown key 'step'"),
+        ("evaluation: {samples: 4, temperature: 0}\n", "evaluation.samples > 1 needs evaluation.temperature > 0"),
+        ("world: {heldout: 3, train: 3, warmup: 3, validation: 3, families: v3}\n", "world: unknown world 'v3'"),
+        ("world: {heldout: 3, train: 3, warmup: 3, validation: 3, list_length: 5}\n", "world.list_length must be [min, max]"),
+        ("preregistration: 3\n", "preregistration must be the path of the pre-registration file"),
         ("learning_rates: [1e-4, 1e-4]\n", "learning_rates must be distinct positive numbers"),
     ],
 )
@@ -200,6 +209,70 @@ def test_config_mistakes_are_one_line_naming_file_and_field(tmp_path, text, mess
     assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
 
 
+def test_the_config_hash_covers_what_sets_the_numbers_and_nothing_else(tmp_path):
+    base = "world: {heldout: 3, train: 3, warmup: 3, validation: 3}\n"
+    path = tmp_path / "exp.yaml"
+
+    def hash_of(text: str) -> str:
+        path.write_text(base + text)
+        return load_config(path).config_hash()
+
+    h = hash_of("")
+    assert len(h) == 64 and h == hash_of("")
+    assert hash_of("processes: 1\n") == h  # how many runs go side by side changes no number
+    assert hash_of("preregistration: elsewhere.md\n") == h  # where the hash is kept neither
+    for changed in ("seeds: 4\n", "train: {num_iterations: 3}\n", "warmup: {auto_from_step: 10}\n",
+                    "evaluation: {samples: 8, temperature: 0.7}\n", "model: {num_hidden_layers: 3}\n",
+                    "learning_rates: [1.0e-5, 3.0e-5, 1.0e-4]\n"):  # fmt: skip
+        assert hash_of(changed) != h, changed
+
+
+def test_confirmatory_results_need_the_preregistered_hash_and_a_passing_gate(tmp_path):
+    from sgpo.world.experiment import GATE_FILE, status_of
+
+    prereg = tmp_path / "prereg.md"
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"world: {{heldout: 3, train: 3, warmup: 3, validation: 3}}\npreregistration: {prereg}\n")
+    exp = load_config(path)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ConfigError, match="no such file"):
+        status_of(exp, out, exploratory=False)
+    prereg.write_text("config hash: `" + "0" * 64 + "`\n")
+    with pytest.raises(ConfigError, match="exploratory results only"):
+        status_of(exp, out, exploratory=False)
+    assert status_of(exp, out, exploratory=True) == "exploratory"
+    prereg.write_text(f"... config hash: `{exp.config_hash()}` ...\n")
+    with pytest.raises(ConfigError, match="no passing gate"):  # registered, but no gate yet
+        status_of(exp, out, exploratory=False)
+    (out / GATE_FILE).write_text(json.dumps({"config_hash": exp.config_hash(), "passed": False}))
+    with pytest.raises(ConfigError, match="no passing gate"):
+        status_of(exp, out, exploratory=False)
+    (out / GATE_FILE).write_text(json.dumps({"config_hash": exp.config_hash(), "passed": True}))
+    assert status_of(exp, out, exploratory=False) == "confirmatory"
+    path.write_text(path.read_text() + "seeds: 4\n")  # any change after registering: refused
+    with pytest.raises(ConfigError, match="exploratory results only"):
+        status_of(load_config(path), out, exploratory=False)
+    assert status_of(load_config(CONFIG), out, exploratory=False) == "exploratory"  # no pre-registration named
+
+
+def test_the_mismatched_control_never_gives_a_problem_its_own_family_strategy():
+    from sgpo.world.extractor import fill_strategies
+    from sgpo.world.generate import WorldSpec, build_world
+    from sgpo.world.train_data import mismatched_rows
+
+    train = fill_strategies(build_world(0, WorldSpec(per_family={"train": 20}))["train"])
+    own = {r["family"]: r["strategy"] for r in train}
+    rows = mismatched_rows(train, seed=0)
+    assert [r["id"] for r in rows] == [r["id"] for r in train]
+    for r in rows:
+        assert r["strategy_family"] != r["family"] and r["strategy"] == own[r["strategy_family"]] != own[r["family"]]
+    # every other family is drawn for some problem of each family, and the draw is a function of the seed
+    for fam in own:
+        assert {r["strategy_family"] for r in rows if r["family"] == fam} == set(own) - {fam}
+    assert mismatched_rows(train, seed=0) == rows and mismatched_rows(train, seed=1) != rows
+
+
 def test_cli_reports_a_config_mistake_in_one_line_before_loading_anything(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("world: {heldout: 3, train: 3, warmup: 3, validation: 3}\nseeds: three\n")
@@ -207,3 +280,45 @@ def test_cli_reports_a_config_mistake_in_one_line_before_loading_anything(tmp_pa
     assert proc.returncode == 2
     assert proc.stderr == f"sgpo experiment: error: {path}: seeds must be an integer, got 'three'\n"
     assert not (tmp_path / "out").exists()
+
+
+# -- world v2: the gate, then the experiment -------------------------------------------------------
+V2 = ROOT / "experiments" / "world_v2.yaml"
+
+
+@pytest.mark.slow
+def test_v2_quick_gate_trains_only_the_controls_and_the_experiment_reuses_their_runs(tmp_path):
+    out = tmp_path / "v2"
+    proc = sgpo("experiment", "--config", str(V2), "--quick", "--out", str(out), "--gate")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    exp = load_config(V2, quick=True)
+    report = json.loads((out / "gate.json").read_text())
+    assert report["config_hash"] == exp.config_hash()
+    assert set(report["sizes"]) == {"base", "larger"}
+    for size in report["sizes"].values():
+        assert [c["name"] for c in size["criteria"]] == ["C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9", "C11"]
+    assert report["scaling"]["name"] == "C10" and report["passed"] is False  # a smoke-test world passes nothing
+    assert "| C1 headroom |" in (out / "gate.md").read_text() and "| C1 headroom |" in proc.stdout
+    # the gate trains the positive controls only: no SGPO (or LUFFY) run exists
+    for runs in ("runs", "runs-larger"):
+        assert sorted(p.name for p in (out / runs).iterdir()) == ["grpo", "sft"]
+    assert started_runs(proc.stderr) and all(r.split()[0] in ("grpo", "sft") for r in started_runs(proc.stderr))
+    # the experiment then runs only what the gate did not (quick: never confirmatory)
+    proc = sgpo("experiment", "--config", str(V2), "--quick", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert {r.split()[0] for r in started_runs(proc.stderr)} == {"sgpo", "sgpo_mismatched"}
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "exploratory" and results["config_hash"] == exp.config_hash()
+    assert list(results["methods"]) == list(exp.methods) and list(results["larger"]["methods"]) == list(exp.larger_methods)
+    assert "novel_auto" in results["methods"]["sgpo"] and "longer_auto" in results["methods"]["sgpo"]
+    assert (out / "results.md").read_text().startswith("**Exploratory results**")
+
+
+def test_v2_config_is_the_preregistered_protocol():
+    exp = load_config(V2)
+    assert exp.preregistration == "experiments/preregistration.md" and exp.larger_model is not None
+    assert exp.setup.train.num_iterations >= 2  # C11: the clip and the proximal mask can bind
+    assert exp.setup.eval_samples >= 4 and exp.setup.eval_temperature == 1.0
+    assert "sgpo_mismatched" in exp.methods and set(exp.larger_methods) <= set(exp.methods)
+    assert {"novel", "longer"} <= set(exp.setup.world.per_family)
+    assert load_config(V2, quick=True).preregistration is None  # a smoke test is never confirmatory

@@ -71,8 +71,8 @@ def test_library_config_compares_the_variants_under_one_protocol():
     assert [METHODS[m].data for m in exp.methods] == ["own", "half", "half_retrieved"]
     assert {METHODS[m].base for m in exp.methods} == {"sgpo"} and not any(METHODS[m].overrides for m in exp.methods)
     assert exp.references() == {"sgpo_half": "sgpo_half_retrieved", "sgpo_half_retrieved": "sgpo"}
-    # the world, warm-up and budget of experiments/strategy_world.yaml, so its setup/ can be reused
-    world = load_config(ROOT / "experiments" / "strategy_world.yaml")
+    # the world, warm-up and budget of experiments/world_v1.yaml, so its setup/ can be reused
+    world = load_config(ROOT / "experiments" / "world_v1.yaml")
     assert exp.setup == world.setup and exp.seeds >= 3 and set(exp.learning_rates) <= set(world.learning_rates)
 
 
@@ -115,7 +115,7 @@ def test_an_out_folder_holding_only_a_copied_setup_is_a_start(tmp_path):
     assert (out / "experiment.json").exists()
     # another world's setup is refused by the pipeline, before any stage runs
     other = tmp_path / "other"
-    prepare_out(other / "setup", load_config(ROOT / "experiments" / "strategy_world.yaml").setup)
+    prepare_out(other / "setup", load_config(ROOT / "experiments" / "world_v1.yaml").setup)
     prepare_experiment(other, exp)
     with pytest.raises(OutputDirError, match="holds a run of another configuration"):
         prepare_out(other / "setup", exp.setup)

@@ -10,10 +10,24 @@ from sgpo.data import load_problems, read_rows
 from sgpo.strategies.base import ExtractionError, Strategy, render_strategy
 from sgpo.verify import Verifier
 from sgpo.world.extractor import WorldExtractor, fill_strategies
-from sgpo.world.families import FAMILIES, FAMILY_BY_NAME
-from sgpo.world.generate import SPLITS, WorldSpec, build_world, write_world
+from sgpo.world.families import ALL_FAMILIES, FAMILIES, FAMILY_BY_NAME, WORLDS
+from sgpo.world.generate import GENERALISATION_SPLITS, WorldSpec, build_world, write_world
 
-SMALL = WorldSpec(per_family={"heldout": 6, "train": 5, "warmup": 12, "validation": 4})
+SPLIT_SIZES = {"heldout": 6, "train": 5, "warmup": 12, "validation": 4, "novel": 3, "longer": 3}
+SMALL = WorldSpec(per_family=SPLIT_SIZES)  # the default world: v2
+SMALL_V1 = WorldSpec(per_family={k: v for k, v in SPLIT_SIZES.items() if k not in GENERALISATION_SPLITS}, families="v1")
+V2_KEEP = {  # an independent statement of v2's filters (position i counts from 0)
+    "sum": lambda x, i: True,
+    "sum_even": lambda x, i: x % 2 == 0,
+    "sum_odd": lambda x, i: x % 2 == 1,
+    "sum_big": lambda x, i: x >= 5,
+    "sum_small": lambda x, i: x <= 4,
+    "sum_alt": lambda x, i: i % 2 == 0,
+}
+
+
+def spec_of(world: str) -> WorldSpec:
+    return SMALL if world == "v2" else SMALL_V1
 
 
 def reference_answer(problem: str) -> int:
@@ -21,6 +35,10 @@ def reference_answer(problem: str) -> int:
     question, _, tail = problem.rpartition("list :")
     xs = [int(t) for t in tail.split()]
     q = question.strip()
+    for name, keep in V2_KEEP.items():
+        fam = FAMILY_BY_NAME[name]
+        if q in fam.questions + fam.novel_questions:
+            return sum(x for i, x in enumerate(xs) if keep(x, i))
     if q in FAMILY_BY_NAME["max"].questions:
         return max(xs)
     if q in FAMILY_BY_NAME["min"].questions:
@@ -36,31 +54,63 @@ def reference_answer(problem: str) -> int:
     return xs.count(target)
 
 
+def test_the_v1_world_is_the_first_world_bit_for_bit():
+    """v2 became the default beside v1, which must still build exactly what it built before (the
+    experiments measured on it stay reproducible): the hash of this world at 091a801."""
+    import hashlib
+    import json
+
+    world = build_world(0, WorldSpec(per_family={"heldout": 6, "train": 5, "warmup": 12, "validation": 4}, families="v1"))
+    digest = hashlib.sha256(json.dumps(world, sort_keys=True).encode()).hexdigest()
+    assert digest == "5665fefc235de2373e2290528cc400471f41ba477d407ee74d368d48e1ab2372"
+
+
 def test_world_is_a_function_of_the_seed():
     assert build_world(3, SMALL) == build_world(3, SMALL)
     assert build_world(3, SMALL)["heldout"] != build_world(4, SMALL)["heldout"]
 
 
-def test_splits_are_disjoint_balanced_and_a_smaller_world_is_a_prefix():
-    world = build_world(0, SMALL)
-    problems = [r["problem"] for split in SPLITS for r in world[split]]
+@pytest.mark.parametrize("world", ["v1", "v2"])
+def test_splits_are_disjoint_balanced_and_a_smaller_world_is_a_prefix(world):
+    spec = spec_of(world)
+    built = build_world(0, spec)
+    families = WORLDS[world]
+    problems = [r["problem"] for split in spec.splits for r in built[split]]
     assert len(problems) == len(set(problems))
-    ids = [r["id"] for split in SPLITS for r in world[split]]
+    ids = [r["id"] for split in spec.splits for r in built[split]]
     assert len(ids) == len(set(ids))
-    for split in SPLITS:
-        counts = {f.name: sum(r["family"] == f.name for r in world[split]) for f in FAMILIES}
-        assert set(counts.values()) == {SMALL.per_family[split]}
-    smaller = build_world(0, WorldSpec(per_family={"heldout": 2, "train": 1, "warmup": 1}))
-    assert smaller["heldout"] == world["heldout"][: 2 * len(FAMILIES)]
+    for split in spec.splits:
+        counts = {f.name: sum(r["family"] == f.name for r in built[split]) for f in families}
+        assert set(counts.values()) == {spec.per_family[split]}
+    smaller = build_world(0, WorldSpec(per_family={"heldout": 2, "train": 1, "warmup": 1}, families=spec.families))
+    assert smaller["heldout"] == built["heldout"][: 2 * len(families)]
 
 
 def test_the_validation_split_is_built_last_and_only_when_asked_for():
     """`sgpo experiment` adds a validation split; the demo's world (no validation) keeps its problems."""
-    demo_spec = WorldSpec(per_family={k: v for k, v in SMALL.per_family.items() if k != "validation"})
+    demo_spec = WorldSpec(per_family={k: v for k, v in SMALL.per_family.items() if k in ("heldout", "train", "warmup")})
     demo, full = build_world(0, demo_spec), build_world(0, SMALL)
-    assert list(demo) == ["heldout", "train", "warmup"] and list(full) == [*demo, "validation"]
+    assert list(demo) == ["heldout", "train", "warmup"] and list(full) == [*demo, "validation", "novel", "longer"]
     assert all(demo[s] == full[s] for s in demo)
     assert len(full["validation"]) == 4 * len(FAMILIES)
+
+
+def test_the_generalisation_split_is_worded_differently_or_longer_than_any_training_instance():
+    world = build_world(0, SMALL)
+    seen = [r for s in ("heldout", "train", "warmup", "validation") for r in world[s]]
+    question = lambda r: r["problem"].rpartition("list :")[0].strip()  # noqa: E731
+    length = lambda r: len(r["problem"].rpartition("list :")[2].split())  # noqa: E731
+    trained_questions = {question(r) for r in seen}
+    longest = max(length(r) for r in seen)
+    for r in world["novel"]:  # a wording no other split asks, of the problem's own family
+        assert question(r) not in trained_questions and question(r) in FAMILY_BY_NAME[r["family"]].novel_questions
+        assert length(r) <= longest
+    for r in world["longer"]:  # a usual wording, a list longer than any other split's
+        assert question(r) in trained_questions and length(r) > longest
+    with pytest.raises(ValueError, match="longer"):
+        WorldSpec(per_family={"longer": 1}, list_length=(5, 9), longer_length=(9, 9))
+    with pytest.raises(ValueError, match="novel_questions"):
+        WorldSpec(per_family={"novel": 1}, families="v1")
 
 
 def test_at_least_six_families_with_integer_answers():
@@ -69,9 +119,11 @@ def test_at_least_six_families_with_integer_answers():
         assert re.fullmatch(r"-?\d+", r["answer"])
 
 
-def test_oracle_answers_are_correct_on_many_seeds():
-    rows = [r for seed in range(40) for r in build_world(seed, SMALL)["heldout"]]
-    assert len(rows) == 40 * 6 * len(FAMILIES)
+@pytest.mark.parametrize("world", ["v1", "v2"])
+def test_oracle_answers_are_correct_on_many_seeds(world):
+    spec = spec_of(world)
+    rows = [r for seed in range(40) for split in spec.splits if split != "warmup" for r in build_world(seed, spec)[split]]
+    assert len(rows) == 40 * len(WORLDS[world]) * sum(n for s, n in spec.per_family.items() if s != "warmup")
     for r in rows:
         assert int(r["answer"]) == reference_answer(r["problem"]), r
     with Verifier(num_workers=0) as verifier:
@@ -79,8 +131,18 @@ def test_oracle_answers_are_correct_on_many_seeds():
     assert all(c.correct for c in checks)
 
 
-def test_critical_spans_mark_the_method_phrase_and_only_it():
-    for r in build_world(2, SMALL)["train"]:
+def test_v2_solutions_draw_every_step_notation_and_v1_keeps_one():
+    steps = [t for r in build_world(0, SMALL)["train"] for t in r["response"].split(" . ")[1].split()]
+    marks = [re.fullmatch(r"\d+([>=:])\d+", t).group(1) for t in steps]
+    counts = {m: marks.count(m) for m in ">=:"}
+    assert min(counts.values()) > 0.25 * len(marks), counts  # each of the three about a third of the steps
+    v1_steps = [t for r in build_world(0, SMALL_V1)["train"] for t in r["response"].split(" . ")[-2].split()]
+    assert all(">" in t and "=" not in t and ":" not in t for t in v1_steps)
+
+
+@pytest.mark.parametrize("world", ["v1", "v2"])
+def test_critical_spans_mark_the_method_phrase_and_only_it(world):
+    for r in build_world(2, spec_of(world))["train"]:
         fam = FAMILY_BY_NAME[r["family"]]
         spans = r["critical_spans"]
         assert len(spans) == 1
@@ -94,16 +156,18 @@ def test_critical_spans_mark_the_method_phrase_and_only_it():
 def test_family_is_inferable_from_the_problem_text():
     """No question paraphrase is shared between families, so an ideal policy can tell them apart."""
     seen = {}
-    for fam in FAMILIES:
-        for q in fam.questions:
+    for fam in ALL_FAMILIES:
+        for q in fam.questions + fam.novel_questions:
             assert q not in seen, (q, fam.name, seen.get(q))
             seen[q] = fam.name
         assert fam.method not in " ".join(fam.questions)  # the question does not name the procedure
 
 
-def test_extractor_parses_every_family_into_abstract_strategies():
+@pytest.mark.parametrize("world", ["v1", "v2"])
+def test_extractor_parses_every_family_into_abstract_strategies(world):
+    FAMILIES = WORLDS[world]  # noqa: N806
     extractor = WorldExtractor()
-    rows = [r for seed in range(5) for r in build_world(seed, SMALL)["train"]]
+    rows = [r for seed in range(5) for r in build_world(seed, spec_of(world))["train"]]
     by_family: dict[str, set[str]] = {}
     for r in rows:
         s = extractor.extract(r["problem"], r["response"], r["answer"])
@@ -135,9 +199,11 @@ def test_rendered_strategy_never_holds_the_answer_or_list_numbers():
         (lambda p, s: (p.replace("list : 3", "list : 4"), s), "inconsistent_trace"),
         (lambda p, s: (p, s.replace("running maximum", "running minimum")), "inconsistent_trace"),
         (lambda p, s: (p, s.replace("\\boxed{9}", "\\boxed{7}")), "inconsistent_answer"),
+        (lambda p, s: (p, s.replace("7>7", "7=7")), "unparsable"),
     ],
 )
 def test_extractor_rejects_bad_responses(mutate, reason):
+    # a v1 solution; the last case: a notation v1's oracle never writes
     problem = "which value is the biggest ? list : 3 7 1 9 4"
     response = "method : running maximum . 3>3 7>7 1>7 9>9 4>9 . answer : \\boxed{9}"
     WorldExtractor().extract(problem, response, "9")  # the unmutated pair parses

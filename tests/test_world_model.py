@@ -13,13 +13,14 @@ from sgpo.commands.world import main
 from sgpo.prompts import tokenize_prompts
 from sgpo.world.evaluate import heldout_accuracy, summarize
 from sgpo.world.extractor import fill_strategies
+from sgpo.world.families import WORLD_V1
 from sgpo.world.generate import WorldSpec, build_world
 from sgpo.world.model import ModelSpec, build_model, load_model, num_parameters, save_model
 from sgpo.world.pipeline import prepare_out, run_pipeline
 from sgpo.world.prompt import WORLD_PROMPT_FORMAT
 from sgpo.world.settings import WorldRunConfig, make_config
 from sgpo.world.tokenizer import EOS_TOKEN, PAD_TOKEN, build_tokenizer, world_texts
-from sgpo.world.warmup import WarmupConfig, build_examples, step_batch, warmup
+from sgpo.world.warmup import WarmupConfig, build_examples, exposed_records, step_batch, swapped_record, warmup
 
 SMALL = WorldSpec(per_family={"heldout": 4, "train": 2, "warmup": 20})
 MICRO_MODEL = ModelSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2)
@@ -82,24 +83,43 @@ def test_model_saves_and_loads_by_path(tmp_path, tokenizer):
 
 
 def test_warmup_batches_mix_guided_and_autonomous_examples(world, tokenizer):
-    cfg = WarmupConfig(batch_size=8, guided_fraction=0.75, auto_families=("max",), swap_fraction=0.5, seed=1)
-    data = build_examples(world["warmup"], tokenizer, cfg.auto_families, swap_fraction=cfg.swap_fraction)
+    exposure = {"sum": 1.0, "sum_even": 0.5, "sum_alt": 0.0}
+    cfg = WarmupConfig(batch_size=8, guided_fraction=0.75, auto_exposure=exposure, swap_fraction=0.5, seed=1)
+    data = build_examples(world["warmup"], tokenizer, cfg.auto_exposure, swap_fraction=cfg.swap_fraction)
     per_family = {f: sum(r["family"] == f for r in world["warmup"]) for f in data.guided}
     assert {f: len(v) for f, v in data.guided.items()} == per_family
-    assert len(data.auto) == per_family["max"]
-    # every record is swapped once, onto a family without a target
+    # every sum record, half of the sum_even ones (20 of each family: 20 + 10), none of the others
+    assert len(data.auto) == per_family["sum"] + per_family["sum_even"] // 2 == 30
+    exposed = exposed_records(world["warmup"], exposure)
+    assert [r["family"] for r in exposed].count("sum_even") == 10
+    evens = [r for r in world["warmup"] if r["family"] == "sum_even"]
+    assert [r for r in exposed if r["family"] == "sum_even"] == evens[:10]  # the family's first records
+    # every record is swapped once, onto another family of its world (v2 has no family with a target)
     assert sum(len(v) for v in data.swapped.values()) == len(world["warmup"])
-    assert "count_target" not in data.swapped and set(data.swapped) == set(data.guided) - {"count_target"}
+    assert set(data.swapped) == set(data.guided)
     guided, auto = step_batch(data, cfg, 5)
     assert (len(guided), len(auto)) == (6, 2)  # round(8 * 0.75) guided, the rest autonomous
     assert step_batch(data, cfg, 5) == (guided, auto)  # a pure function of (seed, step)
+    late = replace(cfg, auto_from_step=6)  # guided only before step 6, mixed from it
+    assert [tuple(map(len, step_batch(data, late, t))) for t in (0, 5, 6, 9)] == [(8, 0), (8, 0), (6, 2), (6, 2)]
     assert all(e.completion[-1] == tokenizer.eos_token_id for e in guided + auto)
     # over many steps both kinds of guided example are drawn
     drawn = [id(e) for t in range(40) for e in step_batch(data, cfg, t)[0]]
     swapped_ids = {id(e) for v in data.swapped.values() for e in v}
     assert 0 < sum(i in swapped_ids for i in drawn) < len(drawn)
-    with pytest.raises(ValueError, match="auto_families"):
-        build_examples(world["warmup"], tokenizer, ("median",))
+    with pytest.raises(ValueError, match="auto_exposure names"):
+        build_examples(world["warmup"], tokenizer, {"median": 1.0})
+    with pytest.raises(ValueError, match="shares in"):
+        build_examples(world["warmup"], tokenizer, {"sum": 1.5})
+
+
+def test_a_v1_record_is_swapped_within_v1_onto_a_family_without_target():
+    records = fill_strategies(build_world(0, WorldSpec(per_family={"warmup": 3}, families="v1"))["warmup"])
+    v1 = {f.name for f in WORLD_V1}
+    for r in records:
+        s = swapped_record(r)
+        assert s["family"] in v1 and s["family"] not in (r["family"], "count_target")
+        assert s["problem"] == r["problem"] and s["response"] != r["response"]
 
 
 def test_warmup_is_deterministic_and_resumes_to_the_same_weights(tmp_path, world, tokenizer):

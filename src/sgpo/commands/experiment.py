@@ -1,12 +1,17 @@
 """`sgpo experiment`: SGPO against SFT, GRPO, LUFFY and four SGPO ablations on the strategy world, each
 method tuned on the same learning-rate grid (validation split), several RL seeds, held-out test.
 
-    sgpo experiment --config experiments/strategy_world.yaml --out runs/experiment [--seeds N] [--quick]
+    sgpo experiment --config experiments/world_v2.yaml --out runs/world-v2 --gate   # the gate first
+    sgpo experiment --config experiments/world_v2.yaml --out runs/world-v2          # then the experiment
 
 Writes DIR/results.json, DIR/results.md, DIR/plots/*.png and prints the main table (the protocol and
-the folder's layout: `sgpo.world.experiment`; the figures: docs/results.md). A rerun with the same
-configuration resumes: finished runs are skipped. A folder holding anything else is refused unless
---overwrite. Progress goes to stderr, a line per run.
+the folder's layout: `sgpo.world.experiment`; the figures: docs/results.md). `--gate` computes the
+world's gate from the warm-up, GRPO and SFT alone (`sgpo.world.gate_run`) into DIR/gate.json and
+DIR/gate.md. Results are confirmatory only under the pre-registered config (its hash, in the file the
+config's `preregistration` names) after a passing gate; a changed config is refused unless
+--exploratory, which marks the results as such. A rerun with the same configuration resumes: finished
+runs are skipped. A folder holding anything else is refused unless --overwrite. Progress goes to
+stderr, a line per run.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from sgpo.checkpoints import OutputDirError
 from sgpo.commands.common import error, parse_args
 from sgpo.world.experiment import ConfigError, load_config, run_experiment
 from sgpo.world.experiment_results import format_markdown
+from sgpo.world.gate_run import run_gate
 from sgpo.world.progress import StageProgress
 
 COMMAND = "experiment"
@@ -27,11 +33,17 @@ COMMAND = "experiment"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sgpo experiment", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="the experiment's YAML file (e.g. experiments/strategy_world.yaml)")
+    p.add_argument("--config", required=True, help="the experiment's YAML file (e.g. experiments/world_v1.yaml)")
     p.add_argument("--out", "--output", dest="out", required=True, help="output folder (resumed when it holds this experiment)")
     p.add_argument("--seeds", type=int, default=None, help="RL seeds per method (default: the config's `seeds`)")
     p.add_argument("--quick", action="store_true", help="the config's `quick:` setting: a smoke test of the whole protocol")
     p.add_argument("--overwrite", action="store_true", help="replace whatever the output folder holds and start clean")
+    p.add_argument("--gate", action="store_true", help="compute the world's gate only (warm-up, GRPO, SFT): gate.json, gate.md")
+    p.add_argument(
+        "--exploratory",
+        action="store_true",
+        help="run a config other than the pre-registered one; its results are marked exploratory",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     return p
 
@@ -47,9 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()
     try:
         with StageProgress(enabled=not args.no_progress, terminal=False) as progress:
-            results = run_experiment(args.out, exp, overwrite=args.overwrite, progress=progress)
-    except OutputDirError as exc:
+            if args.gate:
+                report = run_gate(args.out, exp, overwrite=args.overwrite, progress=progress)
+            else:
+                results = run_experiment(args.out, exp, overwrite=args.overwrite, progress=progress, exploratory=args.exploratory)
+    except (OutputDirError, ConfigError) as exc:
         return error(COMMAND, str(exc))
+    if args.gate:
+        print(report["table"])
+        print(
+            f"wall time of this call {report['wall_seconds']['total']:.0f} s; written to {args.out}/gate.json, {args.out}/gate.md"
+        )
+        return 0
     print(format_markdown(results))
     print(
         f"wall time of this call {results['wall_seconds']['total']:.0f} s (runs skipped as finished are not in it; "

@@ -1,6 +1,6 @@
 """`sgpo experiment`: SGPO against its baselines and ablations on the strategy world, under one protocol.
 
-    sgpo experiment --config experiments/strategy_world.yaml --out runs/experiment [--seeds N] [--quick]
+    sgpo experiment --config experiments/world_v1.yaml --out runs/experiment [--seeds N] [--quick]
 
 Every method starts from the same warm-up checkpoint and trains on the same problems with the same
 optimizer steps, problems per step and completions per problem (`TrainSettings`); only the method
@@ -37,6 +37,7 @@ SGPO), so both cores of a 2-core machine work.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -49,11 +50,11 @@ from typing import Any
 from sgpo.checkpoints import OutputDirError
 from sgpo.data import atomic_dir, read_rows, write_json
 from sgpo.evaluation.report import read_metrics
-from sgpo.world.evaluate import heldout_accuracy
+from sgpo.world.evaluate import auto_and_guided, heldout_accuracy
 from sgpo.world.experiment_results import selectivity, write_outputs
-from sgpo.world.generate import SPLITS, WorldSpec
-from sgpo.world.methods import DEFAULT_METHODS, METHODS, REFERENCE, RUN_FILE, method_config_kwargs, run_dir
-from sgpo.world.model import load_model, save_model
+from sgpo.world.generate import GENERALISATION_SPLITS, SPLITS, WorldSpec
+from sgpo.world.methods import DEFAULT_METHODS, METHODS, REFERENCE, RUN_FILE, method_config_kwargs, run_dir, setup_dir
+from sgpo.world.model import ModelSpec, load_model, save_model
 from sgpo.world.pipeline import run_pipeline, train_rl
 from sgpo.world.progress import StageProgress
 from sgpo.world.settings import TrainSettings, WorldRunConfig, make_config
@@ -77,16 +78,31 @@ class ExperimentConfig:
     selectivity_rows: int = 60  # validation records the selectivity statistic is computed on
     bootstrap_samples: int = 2000
     processes: int = 2  # runs at a time, one single-threaded process each
+    larger_model: ModelSpec | None = None  # the second model size (the gate's C10; `larger_methods` run there)
+    larger_methods: tuple[str, ...] = ()
+    gate_samples: int = 16  # C1: samples per training problem for its autonomous pass rate
+    gate_teacher_rows: int = 120  # C4: validation problems whose guided rollouts are scored token by token
+    preregistration: str | None = None  # the pre-registration file holding this config's hash (confirmatory runs)
 
-    def to_dict(self) -> dict[str, Any]:  # without an empty `compare`, as experiment.json was before it existed
-        return {
-            "setup": self.setup.to_dict(),
-            **{
-                f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-                for f in fields(self)
-                if f.name != "setup" and (f.name != "compare" or self.compare)
-            },
-        }
+    def to_dict(self) -> dict[str, Any]:  # without the fields at their defaults that older experiment.json files lack
+        d = {"setup": self.setup.to_dict()}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "setup" or (f.name == "compare" and not self.compare):
+                continue
+            if (
+                f.name in ("larger_model", "larger_methods", "gate_samples", "gate_teacher_rows", "preregistration")
+                and v == f.default
+            ):
+                continue
+            d[f.name] = v.to_dict() if isinstance(v, ModelSpec) else list(v) if isinstance(v, tuple) else v
+        return d
+
+    def config_hash(self) -> str:
+        """sha256 of the canonical JSON of everything that determines the numbers (`processes`, how many
+        runs go side by side, and `preregistration`, where the hash is kept, are left out)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("processes", "preregistration")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     def references(self) -> dict[str, str]:
         """{method: reference}: the intervals are of reference minus method."""
@@ -94,6 +110,13 @@ class ExperimentConfig:
 
     def run_settings(self, lr: float, seed: int) -> TrainSettings:
         return replace(self.setup.train, learning_rate=lr, seed=seed)
+
+    def sizes(self) -> dict[str, WorldRunConfig]:
+        """The model sizes: {"base": setup} and, with a larger model, {"larger": setup with that model}."""
+        out = {"base": self.setup}
+        if self.larger_model is not None:
+            out["larger"] = replace(self.setup, model=self.larger_model)
+        return out
 
 
 class ConfigError(ValueError):
@@ -104,6 +127,13 @@ TOP_KEYS = (
     "setting",
     "seed",
     "world",
+    "model",
+    "larger_model",
+    "larger_methods",
+    "warmup",
+    "evaluation",
+    "gate",
+    "preregistration",
     "train",
     "learning_rates",
     "seeds",
@@ -115,6 +145,11 @@ TOP_KEYS = (
     "quick",
 )
 TRAIN_KEYS = tuple(f.name for f in fields(TrainSettings) if f.name not in ("learning_rate", "seed"))
+WORLD_KEYS = (*SPLITS, "families", "list_length", "longer_length")
+MODEL_KEYS = tuple(f.name for f in fields(ModelSpec))
+WARMUP_KEYS = tuple(f.name for f in fields(WarmupConfig) if f.name not in ("seed", "save_every"))
+EVALUATION_KEYS = ("samples", "temperature", "guided_samples", "max_new_tokens")
+GATE_KEYS = ("samples", "teacher_rows")
 
 
 class _Fields:
@@ -195,7 +230,7 @@ def _methods(raw: dict[str, Any], f: _Fields) -> tuple[list[str], dict[str, str]
 
 
 def load_config(path: str | Path, *, quick: bool = False, seeds: int | None = None) -> ExperimentConfig:
-    """The experiment of the YAML file at `path` (experiments/strategy_world.yaml documents the keys,
+    """The experiment of the YAML file at `path` (experiments/world_v1.yaml documents the keys,
     experiments/strategy_library.yaml the `compare` map of bootstrap references);
     with `quick`, its `quick:` section's keys replace the top-level ones; `seeds` replaces `seeds`."""
     path = Path(path)
@@ -206,11 +241,7 @@ def load_config(path: str | Path, *, quick: bool = False, seeds: int | None = No
         raise ConfigError(f"{f.where}: setting must be 'full' (the demo's model and warm-up) or 'quick', got {setting!r}")
     seed = f.number(raw.get("seed", 0), "seed", int, 0)
     base = make_config(seed, quick=setting == "quick")
-    world = f.keys(raw.get("world", dict(base.world.per_family)), SPLITS, "world")
-    world = {k: f.number(v, f"world.{k}", int, 1) for k, v in world.items()}
-    missing = [s for s in SPLITS if s not in world]
-    if missing:
-        raise ConfigError(f"{f.where}: world: needs a number of problems per family for every split; missing {missing[0]!r}")
+    world = _world(raw.get("world", base.world.to_dict()["per_family"]), base.world, f)
     train = f.keys(raw.get("train") or {}, TRAIN_KEYS, "train")
     train = {k: f.train_value(getattr(base.train, k), k, v) for k, v in train.items()}
     lrs = raw.get("learning_rates", list(ExperimentConfig.learning_rates))
@@ -220,7 +251,31 @@ def load_config(path: str | Path, *, quick: bool = False, seeds: int | None = No
     if len(set(lrs)) != len(lrs) or min(lrs) <= 0:
         raise ConfigError(f"{f.where}: learning_rates must be distinct positive numbers, got {list(lrs)}")
     methods, compare = _methods(raw, f)
-    setup = replace(base, world=WorldSpec(per_family=world), train=replace(base.train, seed=0, **train))
+    larger = raw.get("larger_methods", [])
+    if not isinstance(larger, list) or any(m not in methods for m in larger):
+        raise ConfigError(f"{f.where}: larger_methods must be a list of the methods, got {larger!r}")
+    evaluation = f.keys(raw.get("evaluation") or {}, EVALUATION_KEYS, "evaluation")
+    gate = f.keys(raw.get("gate") or {}, GATE_KEYS, "gate")
+    setup = replace(
+        base,
+        world=world,
+        model=_model(raw.get("model"), base.model, "model", f),
+        warmup=_warmup(raw.get("warmup"), base.warmup, f),
+        train=replace(base.train, seed=0, learning_rate=lrs[0], **train),  # every run takes its rate from the grid
+        eval_samples=f.number(evaluation.get("samples", base.eval_samples), "evaluation.samples", int, 1),
+        eval_temperature=f.number(evaluation.get("temperature", base.eval_temperature), "evaluation.temperature", float, 0),
+        eval_guided_samples=f.number(
+            evaluation.get("guided_samples", base.eval_guided_samples), "evaluation.guided_samples", int, 1
+        ),
+        eval_max_new_tokens=f.number(
+            evaluation.get("max_new_tokens", base.eval_max_new_tokens), "evaluation.max_new_tokens", int, 1
+        ),
+    )
+    if max(setup.eval_samples, setup.eval_guided_samples) > 1 and setup.eval_temperature == 0:
+        raise ConfigError(f"{f.where}: evaluation.samples > 1 needs evaluation.temperature > 0 (greedy samples are all the same)")
+    prereg = None if quick else raw.get("preregistration")  # a smoke test is never the pre-registered experiment
+    if prereg is not None and not isinstance(prereg, str):
+        raise ConfigError(f"{f.where}: preregistration must be the path of the pre-registration file, got {prereg!r}")
     return ExperimentConfig(
         setup=setup,
         learning_rates=lrs,
@@ -230,7 +285,54 @@ def load_config(path: str | Path, *, quick: bool = False, seeds: int | None = No
         selectivity_rows=f.number(raw.get("selectivity_rows", 60), "selectivity_rows", int, 1),
         bootstrap_samples=f.number(raw.get("bootstrap_samples", 2000), "bootstrap_samples", int, 1),
         processes=f.number(raw.get("processes", 2), "processes", int, 1),
+        larger_model=None if raw.get("larger_model") is None else _model(raw["larger_model"], setup.model, "larger_model", f),
+        larger_methods=tuple(larger),
+        gate_samples=f.number(gate.get("samples", 16), "gate.samples", int, 1),
+        gate_teacher_rows=f.number(gate.get("teacher_rows", 120), "gate.teacher_rows", int, 1),
+        preregistration=prereg,
     )
+
+
+def _world(raw: Any, base: WorldSpec, f: _Fields) -> WorldSpec:
+    """`world:` — problems per family of each split, and optionally `families` (a world's name or a
+    list of family names), `list_length` and `longer_length` ([min, max])."""
+    raw = f.keys(raw, WORLD_KEYS, "world")
+    counts = {k: f.number(v, f"world.{k}", int, 1) for k, v in raw.items() if k in SPLITS}
+    missing = [s for s in ("heldout", "train", "warmup", "validation") if s not in counts]
+    if missing:
+        raise ConfigError(f"{f.where}: world: needs a number of problems per family for every split; missing {missing[0]!r}")
+    extra: dict[str, Any] = {}
+    for key in ("list_length", "longer_length"):
+        if key in raw:
+            v = raw[key]
+            if not (isinstance(v, list) and len(v) == 2):
+                raise ConfigError(f"{f.where}: world.{key} must be [min, max], got {v!r}")
+            extra[key] = tuple(f.number(x, f"world.{key}", int, 1) for x in v)
+    try:
+        return WorldSpec(per_family=counts, families=raw.get("families", base.families), **extra)
+    except ValueError as exc:
+        raise ConfigError(f"{f.where}: world: {exc}") from None
+
+
+def _model(raw: Any, base: ModelSpec, section: str, f: _Fields) -> ModelSpec:
+    if raw is None:
+        return base
+    raw = f.keys(raw, MODEL_KEYS, section)
+    return replace(base, **{k: f.number(v, f"{section}.{k}", type(getattr(base, k)), 1) for k, v in raw.items()})
+
+
+def _warmup(raw: Any, base: WarmupConfig, f: _Fields) -> WarmupConfig:
+    if raw is None:
+        return base
+    raw = f.keys(raw, WARMUP_KEYS, "warmup")
+    values: dict[str, Any] = {}
+    for k, v in raw.items():
+        if k == "auto_exposure":
+            exposure = f.keys(v or {}, [fam for fam in v or {}], "warmup.auto_exposure")
+            values[k] = {fam: f.number(e, f"warmup.auto_exposure.{fam}", float, 0) for fam, e in exposure.items()}
+        else:
+            values[k] = f.number(v, f"warmup.{k}", type(getattr(base, k)), 0)
+    return replace(base, **values)
 
 
 # -- one run ----------------------------------------------------------------------------------------
@@ -248,7 +350,7 @@ def train_sft(
         batch_size=settings.problems_per_step,
         guided_fraction=0.0,
         swap_fraction=0.0,
-        auto_families=tuple(sorted({r["family"] for r in train_rows})),
+        auto_exposure={f: 1.0 for f in sorted({r["family"] for r in train_rows})},
         learning_rate=settings.learning_rate,
         warmup_steps=0,
         min_lr_ratio=1.0,
@@ -261,17 +363,46 @@ def train_sft(
     (dest / "metrics.jsonl").write_text("".join(json.dumps({"step": i + 1, "loss": v}) + "\n" for i, v in enumerate(losses)))
 
 
-def run_one(exp: ExperimentConfig, out: Path, method: str, lr: float, seed: int, *, progress=None) -> dict[str, Any]:
-    """Train `method` at learning rate `lr` with RL seed `seed` from the shared warm-up, evaluate it on
-    the validation split (autonomous) and the test split (autonomous and guided), per record; keep it
+def evaluate_run(model, tokenizer, cfg: WorldRunConfig, world: Path) -> dict[str, Any]:
+    """A trained model's evaluations, per record: `validation` (autonomous), `test` (autonomous and
+    guided, with `test_greedy` beside when the primary metric is sampled) and each generalisation
+    split the world has (`novel`, `longer`; autonomous and guided). Primary metric: autonomous pass@1
+    over `cfg.eval_samples` samples at `cfg.eval_temperature` (sampling seed 0); guided accuracy, a
+    reference, over `cfg.eval_guided_samples` (1: one greedy completion)."""
+    common = dict(max_new_tokens=cfg.eval_max_new_tokens, batch_size=cfg.eval_batch_size)
+    kw = dict(common, samples=cfg.eval_samples, guided_samples=cfg.eval_guided_samples, temperature=cfg.eval_temperature)
+    auto = dict(common, samples=cfg.eval_samples, temperature=cfg.eval_temperature, seed=0, per_record=True)
+    out = {
+        "validation": heldout_accuracy(model, tokenizer, read_rows(world / "validation.jsonl"), modes=("auto",), **auto),
+        "test": auto_and_guided(model, tokenizer, read_rows(world / "heldout.jsonl"), **kw),
+    }
+    if cfg.eval_samples > 1:
+        out["test_greedy"] = heldout_accuracy(model, tokenizer, read_rows(world / "heldout.jsonl"), modes=("auto",), **common)
+    for split in GENERALISATION_SPLITS:
+        if split in cfg.world.per_family:
+            out[split] = auto_and_guided(model, tokenizer, read_rows(world / f"{split}.jsonl"), **kw)
+    return out
+
+
+def _mean_metric(steps: Sequence[Mapping[str, Any]], key: str) -> float | None:
+    vals = [r[key] for r in steps if key in r]
+    return sum(vals) / len(vals) if vals else None
+
+
+def run_one(
+    exp: ExperimentConfig, out: Path, method: str, lr: float, seed: int, size: str = "base", *, progress=None
+) -> dict[str, Any]:
+    """Train `method` at learning rate `lr` with RL seed `seed` from the shared warm-up of model size
+    `size`, evaluate it (`evaluate_run`: validation, test, generalisation splits, per record); keep it
     all in `run_dir(...)`/run.json. A finished run is read back, not redone. Returns run.json's content."""
-    final = run_dir(out, method, lr, seed)
+    final = run_dir(out, method, lr, seed, size)
     if (final / RUN_FILE).exists():
         return json.loads((final / RUN_FILE).read_text())
-    set_determinism(seed, exp.setup.threads)
-    setup = out / "setup"
+    cfg = exp.sizes()[size]
+    set_determinism(seed, cfg.threads)
+    setup = setup_dir(out, size)
     settings = exp.run_settings(lr, seed)
-    name = f"{method} lr={lr:g} seed={seed}"
+    name = f"{method} lr={lr:g} seed={seed}" + ("" if size == "base" else f" ({size})")
     advance = (lambda done: progress.update(name, done)) if progress is not None else (lambda done: None)
     if progress is not None:
         progress.begin(name, settings.max_steps)
@@ -287,20 +418,20 @@ def run_one(exp: ExperimentConfig, out: Path, method: str, lr: float, seed: int,
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         model, tokenizer = load_model(tmp)
-        kw = dict(max_new_tokens=exp.setup.eval_max_new_tokens, batch_size=exp.setup.eval_batch_size, per_record=True)
-        validation = heldout_accuracy(model, tokenizer, read_rows(setup / "world" / "validation.jsonl"), modes=("auto",), **kw)
-        test = heldout_accuracy(model, tokenizer, read_rows(setup / "world" / "heldout.jsonl"), **kw)
+        evaluations = evaluate_run(model, tokenizer, cfg, setup / "world")
         logs, _ = read_metrics(tmp / "metrics.jsonl")
         steps = [r for r in logs if "loss" in r and "train_runtime" not in r]
         result.update(
             method=method,
+            size=size,
             learning_rate=lr,
             seed=seed,
-            validation=validation,
-            test=test,
+            **evaluations,
             steps=len(steps),
             generated_tokens=int(sum(r.get("tokens/generated", 0) for r in steps)),
             zero_gradient_steps=sum(1 for r in steps if r.get("grad_norm") == 0.0),
+            clip_fraction=_mean_metric(steps, "clip/region"),
+            masked_fraction=_mean_metric(steps, "distill/masked_frac"),
             wall_seconds={"train": round(train_s, 2), "evaluate": round(time.perf_counter() - t0, 2)},
             train_file=str(train_file.relative_to(out)),
             config=asdict(settings)
@@ -340,38 +471,96 @@ def choose_rate(runs: Sequence[Mapping[str, Any]]) -> float:
     return best["learning_rate"]
 
 
-def run_experiment(out: str | Path, exp: ExperimentConfig, *, overwrite: bool = False, progress=None) -> dict[str, Any]:
+GATE_FILE = "gate.json"
+
+
+def preregistered_hash(path: str | Path) -> str | None:
+    """The config hash a pre-registration file states (a line `config hash: <64 hex digits>`), or None."""
+    import re
+
+    m = re.search(r"config hash:\W*([0-9a-f]{64})", Path(path).read_text(encoding="utf-8"))
+    return m.group(1) if m else None
+
+
+def status_of(exp: ExperimentConfig, out: Path, exploratory: bool) -> str:
+    """ "confirmatory" when the config is the pre-registered one and its gate passed; otherwise
+    "exploratory" — which a config that names a pre-registration must ask for (`exploratory`), else
+    `ConfigError`: results under a changed config are never written as the pre-registered ones."""
+    if exploratory or exp.preregistration is None:
+        return "exploratory"
+    path = Path(exp.preregistration)
+    if not path.is_file():
+        raise ConfigError(f"preregistration: {path}: no such file")
+    registered, mine = preregistered_hash(path), exp.config_hash()
+    if registered != mine:
+        raise ConfigError(
+            f"{path} pre-registers config hash {registered}, but this config's is {mine}: a changed config gives "
+            "exploratory results only (pass --exploratory), never confirmatory ones"
+        )
+    gate = out / GATE_FILE
+    verdict = json.loads(gate.read_text()) if gate.is_file() else {}
+    if verdict.get("config_hash") != mine or not verdict.get("passed"):
+        raise ConfigError(
+            f"{out}: no passing gate for this config ({gate}); run `sgpo experiment --gate` first, or pass --exploratory"
+        )
+    return "confirmatory"
+
+
+def prepare_setups(out: Path, exp: ExperimentConfig, progress) -> None:
+    """The world and the warm-up of every model size (`setup/`, `setup-larger/`), built or resumed."""
+    for size, cfg in exp.sizes().items():
+        run_pipeline(setup_dir(out, size), cfg, methods=(), progress=progress)
+        methods = exp.methods if size == "base" else exp.larger_methods
+        if any(METHODS[m].data != "own" for m in methods):
+            write_variants(setup_dir(out, size) / "world", exp.setup.seed)
+
+
+def run_all(out: Path, exp: ExperimentConfig, jobs: Sequence[tuple[str, float, int, str]], progress) -> list[dict[str, Any]]:
+    """run.json of each job (method, lr, seed, size): read back when finished, else run in worker processes."""
+    done = {j: json.loads(p.read_text()) for j in jobs if (p := run_dir(out, *j) / RUN_FILE).exists()}
+    todo = [j for j in jobs if j not in done]
+    relay = lambda kind, name, x: getattr(progress, kind)(name, x)  # noqa: E731
+    if todo:
+        calls = [(run_one, (exp, out, *j), {}) for j in todo]
+        done.update(zip(todo, run_in_workers(calls, relay, processes=min(exp.processes, len(todo)))))
+    return [done[j] for j in jobs]
+
+
+def tune_and_seed(out: Path, exp: ExperimentConfig, methods: Sequence[str], size: str, progress, walls: dict[str, float]):
+    """Every method of `methods` at every rate of the grid (seed 0), its rate chosen on validation,
+    then its further seeds there; returns (runs, {method: chosen rate})."""
+    suffix = "" if size == "base" else f" ({size})"
+    t0 = time.perf_counter()
+    tuning = run_all(out, exp, [(m, lr, 0, size) for m in methods for lr in exp.learning_rates], progress)
+    walls[f"tuning runs{suffix}"] = round(time.perf_counter() - t0, 1)
+    chosen = {m: choose_rate([r for r in tuning if r["method"] == m]) for m in methods}
+    t0 = time.perf_counter()
+    extra = run_all(out, exp, [(m, chosen[m], s, size) for m in methods for s in range(1, exp.seeds)], progress)
+    walls[f"further seeds{suffix}"] = round(time.perf_counter() - t0, 1)
+    return tuning + extra, chosen
+
+
+def run_experiment(
+    out: str | Path, exp: ExperimentConfig, *, overwrite: bool = False, progress=None, exploratory: bool = False
+) -> dict[str, Any]:
     """The whole protocol (module doc), resuming whatever an earlier call finished; writes the
-    outputs (`sgpo.world.experiment_results.write_outputs`) and returns results.json's content."""
+    outputs (`sgpo.world.experiment_results.write_outputs`, marked confirmatory or exploratory:
+    `status_of`) and returns results.json's content."""
     out = prepare_experiment(out, exp, overwrite)
+    status = status_of(exp, out, exploratory)
     progress = progress or StageProgress(enabled=False)
     started = time.perf_counter()
     walls: dict[str, float] = {}
     t0 = time.perf_counter()
-    run_pipeline(out / "setup", exp.setup, methods=(), progress=progress)
-    if any(METHODS[m].data != "own" for m in exp.methods):
-        write_variants(out / "setup" / "world", exp.setup.seed)
+    prepare_setups(out, exp, progress)
     walls["setup (world, warm-up)"] = round(time.perf_counter() - t0, 1)
-
-    def run_all(jobs: Sequence[tuple[str, float, int]]) -> list[dict[str, Any]]:
-        """run.json of each job: read back when finished, else run (in worker processes)."""
-        done = {j: json.loads(p.read_text()) for j in jobs if (p := run_dir(out, *j) / RUN_FILE).exists()}
-        todo = [j for j in jobs if j not in done]
-        relay = lambda kind, name, x: getattr(progress, kind)(name, x)  # noqa: E731
-        if todo:
-            calls = [(run_one, (exp, out, *j), {}) for j in todo]
-            done.update(zip(todo, run_in_workers(calls, relay, processes=min(exp.processes, len(todo)))))
-        return [done[j] for j in jobs]
-
-    t0 = time.perf_counter()
-    tuning = run_all([(m, lr, 0) for m in exp.methods for lr in exp.learning_rates])
-    walls["tuning runs"] = round(time.perf_counter() - t0, 1)
-    chosen = {m: choose_rate([r for r in tuning if r["method"] == m]) for m in exp.methods}
-    t0 = time.perf_counter()
-    extra = run_all([(m, chosen[m], s) for m in exp.methods for s in range(1, exp.seeds)])
-    walls["further seeds"] = round(time.perf_counter() - t0, 1)
+    runs, chosen = tune_and_seed(out, exp, exp.methods, "base", progress, walls)
+    larger: dict[str, Any] = {}
+    if exp.larger_model is not None and exp.larger_methods:
+        larger_runs, larger_chosen = tune_and_seed(out, exp, exp.larger_methods, "larger", progress, walls)
+        larger = {"runs": larger_runs, "chosen": larger_chosen}
     t0 = time.perf_counter()
     with progress.stage("selectivity", 1):
         sel = selectivity(out, exp, chosen)
     walls["selectivity"] = round(time.perf_counter() - t0, 1)
-    return write_outputs(out, exp, tuning + extra, chosen, sel, walls, started)
+    return write_outputs(out, exp, runs, chosen, sel, walls, started, status=status, larger=larger)

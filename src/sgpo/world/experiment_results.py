@@ -142,8 +142,12 @@ def instance_weight_series(folders: Sequence[Path]) -> dict[str, Any]:
     }
 
 
-def summarize_runs(exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, float]) -> dict[str, Any]:
-    """results.json's `methods`, `comparisons` and `tuning_per_family` from the runs' run.json."""
+def summarize_runs(
+    exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, float], methods: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """results.json's `methods`, `comparisons` and `tuning_per_family` from the runs' run.json (of
+    `methods`, default `exp.methods`; the comparisons whose both methods are among them)."""
+    names = list(exp.methods if methods is None else methods)
 
     def final(m: str) -> list[Mapping[str, Any]]:
         got = sorted((r for r in runs if r["method"] == m and r["learning_rate"] == chosen[m]), key=lambda r: r["seed"])
@@ -151,7 +155,7 @@ def summarize_runs(exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, 
         return got
 
     methods, verdicts = {}, {}
-    for m in exp.methods:
+    for m in names:
         fin = final(m)
         families = list(fin[0]["test"]["per_family"])
         methods[m] = {
@@ -169,10 +173,19 @@ def summarize_runs(exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, 
             "zero_gradient_steps_per_run": statistics.fmean(r["zero_gradient_steps"] for r in fin),
             "steps": fin[0]["steps"],
         }
+        for split in ("novel", "longer", "test_greedy"):  # the generalisation splits; greedy beside sampled
+            for mode in ("auto", "guided"):
+                if split in fin[0] and mode in fin[0][split]:
+                    methods[m][f"{split}_{mode}"] = mean_std([r[split][mode] for r in fin])
+        for key in ("clip_fraction", "masked_fraction"):
+            vals = [r[key] for r in fin if r.get(key) is not None]
+            if vals:
+                methods[m][key] = statistics.fmean(vals)
         verdicts[m] = np.array([r["test"]["correct"]["auto"] for r in fin], dtype=np.float64)
     comparisons = {
         m: {"reference": ref, **paired_bootstrap(verdicts[ref], verdicts[m], exp.bootstrap_samples)}
         for m, ref in exp.references().items()
+        if m in verdicts and ref in verdicts
     }
     tuning = {
         m: {
@@ -180,7 +193,7 @@ def summarize_runs(exp, runs: Sequence[Mapping[str, Any]], chosen: Mapping[str, 
             for r in runs
             if r["method"] == m and r["seed"] == 0
         }
-        for m in exp.methods
+        for m in names
     }
     return {"methods": methods, "comparisons": comparisons, "tuning_per_family": tuning}
 
@@ -193,9 +206,16 @@ def write_outputs(
     sel: Mapping[str, Any],
     walls: dict[str, float],
     started: float,
+    *,
+    status: str = "exploratory",
+    larger: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """results.json, results.md and plots/*.png; returns results.json's content."""
-    results = summarize_runs(exp, runs, chosen)
+    """results.json, results.md and plots/*.png; returns results.json's content. `status`:
+    confirmatory (the pre-registered config, its gate passed) or exploratory; `larger`: the runs and
+    chosen rates at the larger model size, if any."""
+    results = {"status": status, "config_hash": exp.config_hash(), **summarize_runs(exp, runs, chosen)}
+    if larger:
+        results["larger"] = summarize_runs(exp, larger["runs"], larger["chosen"], exp.larger_methods)
     warm = json.loads((out / "setup" / "eval" / "warmup.json").read_text())
     results["warmup"] = {
         "test_auto": warm["auto"],
@@ -233,6 +253,17 @@ def _lr(x: float) -> str:
     return f"{x:g}"
 
 
+def _metric(results: Mapping[str, Any]) -> str:
+    """How the accuracy was measured: greedy, or pass@1 over k samples at temperature T."""
+    setup = results.get("setup", {}).get("setup", {})
+    k, t = setup.get("eval_samples", 1), setup.get("eval_temperature", 0.0)
+    return (
+        "greedy"
+        if k == 1
+        else f"autonomous pass@1 over {k} samples at T = {t:g} (guided: {'greedy' if setup.get('eval_guided_samples', 1) == 1 else 'sampled'})"
+    )
+
+
 def _main_table(results: Mapping[str, Any]) -> list[str]:
     """The main table: chosen rate, validation and test accuracy, intervals, cost, per method."""
     methods = results["methods"]
@@ -241,7 +272,7 @@ def _main_table(results: Mapping[str, Any]) -> list[str]:
     n_seeds = len(results["seeds"])
     default_reference = all(c["reference"] == "sgpo" for c in comp.values())
     lines = [
-        f"Held-out test: {results['test_problems']} problems, greedy, {n_seeds} RL seeds per method from one shared "
+        f"Held-out test: {results['test_problems']} problems, {_metric(results)}, {n_seeds} RL seeds per method from one shared "
         f"warm-up; learning rate chosen per method on {results['validation_problems']} validation problems "
         f"(seed 0). Warm-up: autonomous {results['warmup']['test_auto']:.3f}, guided {results['warmup']['test_guided']:.3f}.",
         "",
@@ -340,7 +371,10 @@ def _weight_table(results: Mapping[str, Any]) -> list[str]:
 def format_markdown(results: Mapping[str, Any]) -> str:
     """The tables of results.md: main table, per-family accuracy, tuning per family, selectivity,
     instance weight."""
-    lines = _main_table(results) + _family_tables(results) + _selectivity_table(results) + _weight_table(results)
+    head = []
+    if "status" in results:
+        head = [f"**{results['status'].capitalize()} results** (config hash `{results['config_hash'][:12]}`).", ""]
+    lines = head + _main_table(results) + _family_tables(results) + _selectivity_table(results) + _weight_table(results)
     return "\n".join(lines) + "\n"
 
 

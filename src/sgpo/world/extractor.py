@@ -3,7 +3,9 @@
 `WorldExtractor` implements the project's `Extractor` interface, so the demo runs responses →
 strategies → training exactly like a run with an LLM extractor. It parses a response
 
-    method : <method phrase> . [target : <t> .] <x>><v> <x>><v> ... . answer : \\boxed{<answer>}
+    method : <method phrase> . [target : <t> .] <x><n><v> <x><n><v> ... . answer : \\boxed{<answer>}
+
+(`<n>` one of the family's step notations, `>` `=` `:`)
 
 checks it (a known method, a trace over the problem's own list that follows that method's update
 rule, a boxed answer equal to the last running value and to the gold answer when one is given) and
@@ -24,7 +26,7 @@ _RESPONSE = re.compile(
     r"^\s*method : (?P<method>[a-z ]+?) \. (?:target : (?P<target>\d+) \. )?(?P<trace>.+?) \. answer : \\boxed\{(?P<answer>-?\d+)\}\s*$",
     re.S,
 )
-_STEP = re.compile(r"^(?P<x>\d+)>(?P<v>-?\d+)$")
+_STEP = re.compile(r"^(?P<x>\d+)(?P<n>[>=:])(?P<v>-?\d+)$")
 _DIGIT = re.compile(r"\d")
 
 
@@ -50,8 +52,8 @@ class WorldExtractor(Extractor):
         pairs = []
         for step in m["trace"].split(" "):
             s = _STEP.match(step)
-            if s is None:
-                raise ExtractionError("unparsable", f"trace step {step!r} is not '<number>><value>'")
+            if s is None or s["n"] not in family.notations:
+                raise ExtractionError("unparsable", f"trace step {step!r} is not '<number>{'|'.join(family.notations)}<value>'")
             pairs.append((int(s["x"]), int(s["v"])))
         try:
             numbers = parse_numbers(problem)

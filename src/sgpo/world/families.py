@@ -2,20 +2,32 @@
 
 Every family is one *list procedure*: a running value is started on the first number of a list and
 updated at every next number; the final running value is the answer (always one integer). A problem
-names its family only through a question phrased in everyday words ("which value is the biggest?"),
-drawn from a few paraphrases; the oracle's worked solution names the procedure ("method : running
-maximum"), then writes the trace `number>running value` for every number, then the boxed answer:
+names its family only through a question phrased in everyday words, drawn from a few paraphrases;
+the oracle's worked solution names the procedure ("method : ..."), then writes the trace
+`number<notation>running value` for every number, then the boxed answer:
 
-    problem:  which value is the biggest ? list : 3 7 1 9 4
-    response: method : running maximum . 3>3 7>7 1>7 9>9 4>9 . answer : \\boxed{9}
+    problem:  what is the total of the even numbers ? list : 3 4 1 8 2
+    response: method : add the even numbers . 3>0 4=4 1:4 8>12 2=14 . answer : \\boxed{14}
 
-A family with a parameter restates it before the trace (`target : 4 .`), so every step compares with
-a nearby token. (The trace is written without spaces around `>`: with Qwen2's pre-tokeniser, where every digit is its
-own token and a space before a digit is a token too, a step costs 4 tokens instead of 6.)
+Two sets of families (`WORLDS`):
+
+- **v2** (the default, docs/strategy-world.md): six *filtered running sums* — every number, the even
+  ones, the odd ones, those from five up, those up to four, every other one. Their answers spread
+  over 0–72 (no majority answer scores above ~0.11) and a wrong procedure is right by coincidence
+  ~3% of the time. The oracle writes each step in one of three equivalent notations (`>`, `=`, `:`),
+  drawn per step, so a solution is one of many valid ones and a model that imitates the oracle has a
+  non-degenerate next-token distribution on every step; each family also has wordings that only the
+  generalisation split (`novel`) uses.
+- **v1** (the first world, kept for the experiments measured on it): max, min, sum_mod10,
+  count_target, count_rises, count_even, one notation.
+
+A family with a parameter (v1's `count_target`) restates it before the trace (`target : 4 .`).
+(The trace is written without spaces around the notation: with Qwen2's pre-tokeniser, where every
+digit is its own token and a space before a digit is a token too, a step costs 4 tokens instead of 6.)
 
 The choice of procedure shows in the text exactly once, in the method phrase: every later token is a
-function of the method phrase and the problem. The method phrase is therefore the strategy-critical
-span of a response (`critical_spans`).
+function of the method phrase, the problem and the notations drawn. The method phrase is therefore
+the strategy-critical span of a response (`critical_spans`).
 
 Everything here is pure and deterministic: a problem is a function of a `random.Random`.
 """
@@ -27,8 +39,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 #: the numbers of a list are digits in this range; lists have LIST_LENGTH[0]..LIST_LENGTH[1] numbers
+#: unless the world says otherwise (`WorldSpec.list_length`)
 DIGITS = range(10)
 LIST_LENGTH = (5, 8)
+#: the step notations of v2's oracle, drawn per step (v1 writes `>` only)
+NOTATIONS = (">", "=", ":")
 
 
 @dataclass(frozen=True)
@@ -43,10 +58,12 @@ class Instance:
 class Family:
     """One problem family, solved by one procedure.
 
-    `questions` are the paraphrases a problem may ask (`{target}` is the family's parameter, if any).
+    `questions` are the paraphrases a problem may ask (`{target}` is the family's parameter, if any);
+    `novel_questions` are further paraphrases that only the generalisation split (`novel`) asks.
     `method` is the procedure's name, written by the oracle at the start of every solution.
-    `start(x0, inst)` is the running value after the first number; `update(v, x, prev, inst)` the value
-    after number `x` (with `prev` the number before it). The last running value is the answer.
+    `start(x0, inst)` is the running value after the first number; `update(v, x, prev, inst, i)` the
+    value after number `x` at position `i` (with `prev` the number before it). The last running value
+    is the answer. `notations` are the step notations the oracle draws from (one per step).
     The `approach`, `insight`, `start_rule`, `update_rule` and (optional) `pitfall` phrases are the
     abstract, number-free description of the procedure that a reader (the extractor) knows for this
     method; they are terse because every guided prompt carries them and the model is tiny.
@@ -56,33 +73,61 @@ class Family:
     questions: tuple[str, ...]
     method: str
     start: Callable[[int, Instance], int]
-    update: Callable[[int, int, int, Instance], int]
+    update: Callable[[int, int, int, Instance, int], int]
     approach: str
     insight: str
     start_rule: str
     update_rule: str
     pitfall: str | None = None
     has_target: bool = False
+    novel_questions: tuple[str, ...] = ()
+    notations: tuple[str, ...] = (">",)
 
     def trace(self, inst: Instance) -> list[int]:
         """The running value after every number of the list."""
         xs = inst.numbers
         values = [self.start(xs[0], inst)]
-        for prev, x in zip(xs, xs[1:]):
-            values.append(self.update(values[-1], x, prev, inst))
+        for i, (prev, x) in enumerate(zip(xs, xs[1:]), start=1):
+            values.append(self.update(values[-1], x, prev, inst, i))
         return values
 
     def answer(self, inst: Instance) -> int:
         return self.trace(inst)[-1]
 
 
-FAMILIES: tuple[Family, ...] = (
+def filtered_sum(
+    name: str,
+    keep: Callable[[int, int], bool],
+    method: str,
+    questions: tuple[str, ...],
+    novel: tuple[str, ...],
+    approach: str,
+    insight: str,
+    rule: str,
+) -> Family:
+    """A v2 family: the running sum of the numbers `x` at position `i` (0-based) with `keep(x, i)`."""
+    return Family(
+        name=name,
+        questions=questions,
+        method=method,
+        start=lambda x0, inst: x0 if keep(x0, 0) else 0,
+        update=lambda v, x, prev, inst, i: v + x if keep(x, i) else v,
+        approach=approach,
+        insight=insight,
+        start_rule="start the total at zero",
+        update_rule=rule,
+        novel_questions=novel,
+        notations=NOTATIONS,
+    )
+
+
+WORLD_V1: tuple[Family, ...] = (
     Family(
         name="max",
         questions=("which value is the biggest ?", "what is the largest number ?", "find the top value ."),
         method="running maximum",
         start=lambda x0, inst: x0,
-        update=lambda v, x, prev, inst: max(v, x),
+        update=lambda v, x, prev, inst, i: max(v, x),
         approach="keep a running maximum",
         insight="the largest number is never replaced",
         start_rule="keep the first number",
@@ -93,7 +138,7 @@ FAMILIES: tuple[Family, ...] = (
         questions=("which value is the smallest ?", "what is the lowest number ?", "find the bottom value ."),
         method="running minimum",
         start=lambda x0, inst: x0,
-        update=lambda v, x, prev, inst: min(v, x),
+        update=lambda v, x, prev, inst, i: min(v, x),
         approach="keep a running minimum",
         insight="the smallest number is never replaced",
         start_rule="keep the first number",
@@ -108,7 +153,7 @@ FAMILIES: tuple[Family, ...] = (
         ),
         method="running sum of last digits",
         start=lambda x0, inst: x0,
-        update=lambda v, x, prev, inst: (v + x) % 10,
+        update=lambda v, x, prev, inst, i: (v + x) % 10,
         approach="add up the numbers keeping only the last digit",
         insight="the last digit of a sum depends only on last digits",
         start_rule="keep the first number",
@@ -124,7 +169,7 @@ FAMILIES: tuple[Family, ...] = (
         ),
         method="running count of the target",
         start=lambda x0, inst: int(x0 == inst.target),
-        update=lambda v, x, prev, inst: v + int(x == inst.target),
+        update=lambda v, x, prev, inst, i: v + int(x == inst.target),
         approach="count the numbers equal to the target",
         insight="the target is the number named in the question",
         start_rule="count the first number if it is the target",
@@ -140,7 +185,7 @@ FAMILIES: tuple[Family, ...] = (
         ),
         method="running count of rises",
         start=lambda x0, inst: 0,
-        update=lambda v, x, prev, inst: v + int(x > prev),
+        update=lambda v, x, prev, inst, i: v + int(x > prev),
         approach="count the numbers larger than the one before",
         insight="the first number is never a rise",
         start_rule="start at zero",
@@ -156,7 +201,7 @@ FAMILIES: tuple[Family, ...] = (
         ),
         method="running count of even numbers",
         start=lambda x0, inst: int(x0 % 2 == 0),
-        update=lambda v, x, prev, inst: v + int(x % 2 == 0),
+        update=lambda v, x, prev, inst, i: v + int(x % 2 == 0),
         approach="count the even numbers",
         insight="a number is even when halving it leaves no rest",
         start_rule="count the first number if it is even",
@@ -165,8 +210,61 @@ FAMILIES: tuple[Family, ...] = (
     ),
 )
 
-FAMILY_BY_NAME: dict[str, Family] = {f.name: f for f in FAMILIES}
-FAMILY_BY_METHOD: dict[str, Family] = {f.method: f for f in FAMILIES}
+WORLD_V2: tuple[Family, ...] = (
+    filtered_sum(
+        "sum", lambda x, i: True, "add every number",
+        ("what do the numbers add up to ?", "what is the total of the list ?", "sum up the list ."),
+        ("how much is everything together ?",),
+        "add up every number", "each number counts once", "add each number to the total",
+    ),
+    filtered_sum(
+        "sum_even", lambda x, i: x % 2 == 0, "add the even numbers",
+        ("what is the total of the even numbers ?", "add up the values that halve evenly .", "sum the numbers divisible by two ."),
+        ("how much do the even ones make ?",),
+        "add up only the even numbers", "odd numbers are skipped", "add a number only when it is even",
+    ),
+    filtered_sum(
+        "sum_odd", lambda x, i: x % 2 == 1, "add the odd numbers",
+        ("what is the total of the odd numbers ?", "add up the values that do not halve evenly .",
+         "sum the numbers not divisible by two ."),
+        ("how much do the odd ones make ?",),
+        "add up only the odd numbers", "even numbers are skipped", "add a number only when it is odd",
+    ),
+    filtered_sum(
+        "sum_big", lambda x, i: x >= 5, "add the numbers from five up",
+        ("what is the total of the big numbers ?", "add up the values of five or more .", "sum the numbers above four ."),
+        ("how much do the large ones make ?",),
+        "add up only the numbers from five up", "numbers below five are skipped", "add a number only when it is five or more",
+    ),
+    filtered_sum(
+        "sum_small", lambda x, i: x <= 4, "add the numbers up to four",
+        ("what is the total of the small numbers ?", "add up the values below five .", "sum the numbers of four or less ."),
+        ("how much do the little ones make ?",),
+        "add up only the numbers up to four", "numbers above four are skipped", "add a number only when it is four or less",
+    ),
+    filtered_sum(
+        "sum_alt", lambda x, i: i % 2 == 0, "add every other number",
+        ("what is the total of the first , third , fifth ... numbers ?", "add up every second value starting at the front .",
+         "sum the numbers in odd places ."),
+        ("how much do the alternate ones make ?",),
+        "add up every other number starting with the first", "the second , fourth ... numbers are skipped",
+        "add a number only at the first , third , fifth ... place",
+    ),
+)  # fmt: skip
+
+#: the family sets a world can be made of; a world names its families (`WorldSpec.families`)
+WORLDS: dict[str, tuple[Family, ...]] = {"v1": WORLD_V1, "v2": WORLD_V2}
+DEFAULT_WORLD = "v2"
+FAMILIES: tuple[Family, ...] = WORLDS[DEFAULT_WORLD]  # the default world's families
+ALL_FAMILIES: tuple[Family, ...] = WORLD_V1 + WORLD_V2
+
+FAMILY_BY_NAME: dict[str, Family] = {f.name: f for f in ALL_FAMILIES}
+FAMILY_BY_METHOD: dict[str, Family] = {f.method: f for f in ALL_FAMILIES}
+
+
+def world_of(name: str) -> tuple[Family, ...]:
+    """The family set (`WORLDS`) that family `name` belongs to."""
+    return next(w for w in WORLDS.values() if any(f.name == name for f in w)) if name in FAMILY_BY_NAME else get_family(name)
 
 
 def get_family(name: str) -> Family:
@@ -176,9 +274,9 @@ def get_family(name: str) -> Family:
         raise ValueError(f"unknown family {name!r} (families: {', '.join(FAMILY_BY_NAME)})") from None
 
 
-def sample_instance(family: Family, rng: random.Random) -> Instance:
-    """A random list (and target) for `family`."""
-    n = rng.randint(*LIST_LENGTH)
+def sample_instance(family: Family, rng: random.Random, length: tuple[int, int] = LIST_LENGTH) -> Instance:
+    """A random list of `length[0]`..`length[1]` digits (and a target) for `family`."""
+    n = rng.randint(*length)
     if not family.has_target:
         return Instance(tuple(rng.choice(DIGITS) for _ in range(n)))
     # the target occurs 0-3 times, uniformly: with random lists the count would be 0 or 1 most of the
@@ -198,11 +296,18 @@ def problem_text(family: Family, inst: Instance, question: str) -> str:
 METHOD_PREFIX = "method : "
 
 
-def oracle_response(family: Family, inst: Instance) -> tuple[str, list[list[int]]]:
+def oracle_response(family: Family, inst: Instance, rng: random.Random | None = None) -> tuple[str, list[list[int]]]:
     """The oracle's worked solution and its strategy-critical character spans ([start, end), into the
-    response): the method phrase, where the choice of procedure shows."""
+    response): the method phrase, where the choice of procedure shows. A family with several
+    `notations` draws each step's from `rng` (which it then needs); one with one notation draws nothing."""
     values = family.trace(inst)
-    steps = " ".join(f"{x}>{v}" for x, v in zip(inst.numbers, values))
+    if len(family.notations) == 1:
+        marks = family.notations * len(values)
+    elif rng is None:
+        raise ValueError(f"family {family.name!r} draws a notation per step: oracle_response needs an rng")
+    else:
+        marks = tuple(rng.choice(family.notations) for _ in values)
+    steps = " ".join(f"{x}{m}{v}" for x, m, v in zip(inst.numbers, marks, values))
     setup = f"target : {inst.target} . " if family.has_target else ""
     response = f"{METHOD_PREFIX}{family.method} . {setup}{steps} . answer : \\boxed{{{values[-1]}}}"
     start = len(METHOD_PREFIX)
@@ -217,5 +322,12 @@ def parse_numbers(problem: str) -> list[int]:
     return [int(t) for t in tail.split()]
 
 
-def families_named(names: Sequence[str] | None) -> list[Family]:
-    return list(FAMILIES) if names is None else [get_family(n) for n in names]
+def families_named(names: Sequence[str] | str | None) -> list[Family]:
+    """The families of a world: a list of family names, a world's name ("v1", "v2"), or None (the default world)."""
+    if names is None:
+        return list(FAMILIES)
+    if isinstance(names, str):
+        if names not in WORLDS:
+            raise ValueError(f"unknown world {names!r} (worlds: {', '.join(WORLDS)}; or a list of family names)")
+        return list(WORLDS[names])
+    return [get_family(n) for n in names]

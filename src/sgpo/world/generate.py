@@ -10,9 +10,12 @@ Splits (every problem text occurs in one split only):
 - `train`:   the problems GRPO / SGPO train on;
 - `warmup`:  the problems of the supervised warm-up;
 - `validation`: problems for choosing settings (`sgpo experiment` selects each method's learning rate
-  on them), kept apart from `heldout`, the test set. Only `sgpo experiment` asks for it: a split
-  missing from `WorldSpec.per_family` is not built (the demo's world has the first three).
-They are generated in that order from streams seeded by `(seed, split, family)`, so a smaller world is
+  on them), kept apart from `heldout`, the test set;
+- `novel`:   the generalisation split's new wordings: problems asked with a family's
+  `novel_questions`, which no other split uses (lists of the usual length);
+- `longer`:  the generalisation split's longer instances: lists of `WorldSpec.longer_length`
+  numbers, longer than any list of the other splits (asked with the usual wordings).
+A split missing from `WorldSpec.per_family` is not built. They are generated in that order from streams seeded by `(seed, split, family)`, so a smaller world is
 a prefix of a larger one for the same seed (the quick demo's held-out set is part of the full one's).
 """
 
@@ -25,17 +28,22 @@ from pathlib import Path
 from typing import Any
 
 from sgpo.data import read_rows, write_rows
-from sgpo.world.families import Family, families_named, oracle_response, problem_text, sample_instance
+from sgpo.world.families import LIST_LENGTH, Family, families_named, oracle_response, problem_text, sample_instance
 
-SPLITS = ("heldout", "train", "warmup", "validation")  # generation order: a new split goes last
+SPLITS = ("heldout", "train", "warmup", "validation", "novel", "longer")  # generation order: a new split goes last
+GENERALISATION_SPLITS = ("novel", "longer")
 
 
 @dataclass(frozen=True)
 class WorldSpec:
-    """How many problems per family each split holds, and which families exist."""
+    """How many problems per family each split holds, which families exist (a list of names, or a
+    world's name: "v1", "v2"; None: the default world, `sgpo.world.families.DEFAULT_WORLD`), and
+    how long the lists are (`list_length`; the `longer` split's `longer_length`)."""
 
     per_family: Mapping[str, int] = field(default_factory=lambda: {"heldout": 50, "train": 64, "warmup": 1000})
-    families: Sequence[str] | None = None  # None: all families
+    families: Sequence[str] | str | None = None
+    list_length: tuple[int, int] = LIST_LENGTH
+    longer_length: tuple[int, int] = (9, 9)
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -49,12 +57,34 @@ class WorldSpec:
         for split, n in self.per_family.items():
             if not isinstance(n, int) or n < 0:
                 raise ValueError(f"per_family[{split!r}] must be a non-negative int, got {n!r}")
+        families = families_named(self.families)  # raises ValueError on an unknown world or family
+        lo, hi = self.list_length
+        if not 1 <= lo <= hi:
+            raise ValueError(f"list_length must be (min, max) with 1 <= min <= max, got {self.list_length}")
+        if "longer" in self.per_family and not hi < self.longer_length[0] <= self.longer_length[1]:
+            raise ValueError(
+                f"longer_length {self.longer_length} must be longer than every list of list_length {self.list_length}"
+            )
+        if "novel" in self.per_family:
+            missing = [f.name for f in families if not f.novel_questions]
+            if missing:
+                raise ValueError(f"the novel split needs novel_questions, which family {missing[0]!r} has none of")
+
+    def to_dict(self) -> dict[str, Any]:
+        families = self.families if self.families is None or isinstance(self.families, str) else list(self.families)
+        d: dict[str, Any] = {"per_family": dict(self.per_family), "families": families}
+        if (self.list_length, self.longer_length) != (LIST_LENGTH, (9, 9)):  # as config.json was before they existed
+            d.update(list_length=list(self.list_length), longer_length=list(self.longer_length))
+        return d
 
 
-def make_record(family: Family, rng: random.Random, record_id: str) -> dict[str, Any]:
-    inst = sample_instance(family, rng)
-    question = rng.choice(family.questions)
-    response, spans = oracle_response(family, inst)
+def make_record(
+    family: Family, rng: random.Random, record_id: str, split: str = "heldout", spec: WorldSpec | None = None
+) -> dict[str, Any]:
+    spec = spec or WorldSpec()
+    inst = sample_instance(family, rng, spec.longer_length if split == "longer" else spec.list_length)
+    question = rng.choice(family.novel_questions if split == "novel" else family.questions)
+    response, spans = oracle_response(family, inst, rng)
     return {
         "id": record_id,
         "family": family.name,
@@ -82,7 +112,7 @@ def build_world(seed: int, spec: WorldSpec = WorldSpec()) -> dict[str, list[dict
                 attempts += 1
                 if attempts > 50 * n + 1000:
                     raise RuntimeError(f"could not draw {n} distinct {fam.name} problems for split {split!r}")
-                rec = make_record(fam, rng, f"{split}-{fam.name}-{len(rows)}")
+                rec = make_record(fam, rng, f"{split}-{fam.name}-{len(rows)}", split, spec)
                 if rec["problem"] in seen:
                     continue
                 seen.add(rec["problem"])

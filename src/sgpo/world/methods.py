@@ -41,17 +41,25 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sgpo_reverse_kl", "sgpo", {"distill_divergence": "reverse_kl"}, "SGPO, reverse KL"),
     Method("sgpo_constant_weight", "sgpo", {"instance_weighting": "constant"}, "SGPO, constant instance weight"),
     Method("sgpo_no_proximal", "sgpo", {"distill_proximal": False}, "SGPO, no proximal mask"),
+    # the control: every training problem's teacher prompt carries another family's strategy
+    Method("sgpo_mismatched", "sgpo", label="SGPO given another family's strategy (control)", data="mismatched"),
     # the strategy library (docs/strategy-library.md): half the training problems without a strong response
     Method("sgpo_half", "sgpo", label="SGPO, own strategies for half, RL only for the other half", data="half"),
     Method("sgpo_half_retrieved", "sgpo", label="SGPO, own strategies for half, retrieved for the other half",
            data="half_retrieved"),
 )}  # fmt: skip
-DEFAULT_METHODS = tuple(m for m in METHODS if METHODS[m].data == "own")  # experiments/strategy_world.yaml's
+DEFAULT_METHODS = tuple(m for m in METHODS if METHODS[m].data == "own")  # experiments/world_v1.yaml's
 REFERENCE = "sgpo"  # by default, the bootstrap intervals are of this method minus each other one
 
 
-def run_dir(out: Path, method: str, lr: float, seed: int) -> Path:
-    return out / "runs" / method / f"lr={lr:g},seed={seed}"
+def run_dir(out: Path, method: str, lr: float, seed: int, size: str = "base") -> Path:
+    """Where a run lives: `runs/` for the base model size, `runs-<size>/` for another (`larger`)."""
+    return out / ("runs" if size == "base" else f"runs-{size}") / method / f"lr={lr:g},seed={seed}"
+
+
+def setup_dir(out: Path, size: str = "base") -> Path:
+    """The shared world and warm-up of a model size: `setup/` (base), `setup-<size>/` (another)."""
+    return out / ("setup" if size == "base" else f"setup-{size}")
 
 
 def method_config_kwargs(method: str, settings: TrainSettings) -> dict[str, Any]:

@@ -52,7 +52,7 @@ from sgpo.data import atomic_dir, read_rows, write_json
 from sgpo.strategies.base import ExtractionError
 from sgpo.strategies.extraction import ExtractionConfig, extract_strategies
 from sgpo.trainer import SGPOTrainer
-from sgpo.world.evaluate import heldout_accuracy
+from sgpo.world.evaluate import auto_and_guided, heldout_accuracy
 from sgpo.world.extractor import WorldExtractor
 from sgpo.world.generate import build_world, write_world
 from sgpo.world.model import build_model, load_model, num_parameters, save_model
@@ -235,20 +235,23 @@ def train_rl(start: Path, train_file: Path, dest: Path, config_kwargs: dict[str,
 
 
 def stage_eval(out: Path, cfg: WorldRunConfig, name: str, advance=lambda done: None) -> dict[str, Any]:
-    """Greedy held-out accuracy of the model in `out/<name>/`, autonomous and guided, overall and per
-    family (`sgpo.world.evaluate.heldout_accuracy`), kept in `eval/<name>.json`."""
+    """Held-out accuracy of the model in `out/<name>/`, autonomous and guided, overall and per family
+    (`sgpo.world.evaluate.auto_and_guided`: pass@1 over `cfg.eval_samples` samples, guided over
+    `cfg.eval_guided_samples`; with sampling, the greedy autonomous accuracy beside), kept in `eval/<name>.json`."""
     path = out / "eval" / f"{name}.json"
     if path.exists():
         return json.loads(path.read_text())
     model, tokenizer = load_model(out / name)
-    result = heldout_accuracy(
-        model,
-        tokenizer,
-        read_rows(out / "world" / "heldout.jsonl"),
-        max_new_tokens=cfg.eval_max_new_tokens,
-        batch_size=cfg.eval_batch_size,
-        on_progress=lambda done, total: advance(done),
-    )
+    rows = read_rows(out / "world" / "heldout.jsonl")
+    common = dict(max_new_tokens=cfg.eval_max_new_tokens, batch_size=cfg.eval_batch_size)
+    result = auto_and_guided(model, tokenizer, rows, samples=cfg.eval_samples, guided_samples=cfg.eval_guided_samples,
+                             temperature=cfg.eval_temperature, on_progress=lambda done, total: advance(done), **common)  # fmt: skip
+    result.pop("correct")
+    if cfg.eval_samples > 1:  # greedy beside the sampled figure
+        greedy = heldout_accuracy(model, tokenizer, rows, modes=("auto",), **common)
+        result["greedy_auto"] = greedy["auto"]
+        for family, r in greedy["per_family"].items():
+            result["per_family"][family]["greedy_auto"] = r["auto"]
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, result)
     return result
@@ -329,6 +332,7 @@ def run_pipeline(
     results = {
         "seed": cfg.seed,
         "quick": cfg.quick,
+        "metric": cfg.metric(),
         "methods": heldout,
         "warmup_loss": losses,
         "num_parameters": num_parameters(load_model(out / "warmup")[0]),

@@ -2,9 +2,10 @@
 runs' metrics: a plain-text table, `results.json`, `per_family.json`, `plots/*.png` and an HTML
 report per training run.
 
-`results.json` holds exactly `{"methods": {model: {"heldout_auto", "heldout_guided"}}, "wall_seconds",
-"seed"}` (models: warmup, grpo, sgpo); `per_family.json` holds `{"methods": {model: {family: {"auto",
-"guided"}}}, "seed"}`.
+`results.json` holds `{"methods": {model: {"heldout_auto", "heldout_guided"[, "heldout_auto_greedy"]}},
+"wall_seconds", "seed", "metric"}` (models: warmup, grpo, sgpo; `heldout_auto` is the primary metric,
+pass@1 over the samples of `metric`, with the greedy accuracy beside it when that is sampled);
+`per_family.json` holds `{"methods": {model: {family: {"auto", "guided"[, "greedy_auto"]}}}, "seed"}`.
 """
 
 from __future__ import annotations
@@ -40,8 +41,14 @@ def format_table(heldout: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def headline(heldout: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """`results.json`'s `methods`: overall autonomous and guided accuracy of each model."""
-    return {name: {"heldout_auto": h["auto"], "heldout_guided": h["guided"]} for name, h in heldout.items()}
+    """`results.json`'s `methods`: overall autonomous and guided accuracy of each model (and the greedy
+    autonomous accuracy beside a sampled one)."""
+    out = {}
+    for name, h in heldout.items():
+        out[name] = {"heldout_auto": round(h["auto"], 6), "heldout_guided": round(h["guided"], 6)}
+        if "greedy_auto" in h:
+            out[name]["heldout_auto_greedy"] = round(h["greedy_auto"], 6)
+    return out
 
 
 def write_results(out: Path, run: Mapping[str, Any], started: float) -> dict[str, Any]:
@@ -55,10 +62,16 @@ def write_results(out: Path, run: Mapping[str, Any], started: float) -> dict[str
         if method != "warmup":
             render_report(out / method)
     per_family = {
-        m: {f: {"auto": r["auto"], "guided": r["guided"]} for f, r in h["per_family"].items()} for m, h in heldout.items()
+        m: {f: {k: r[k] for k in ("auto", "guided", "greedy_auto") if k in r} for f, r in h["per_family"].items()}
+        for m, h in heldout.items()
     }
     write_json(out / PER_FAMILY_FILE, {"methods": per_family, "seed": run["seed"]})
-    results = {"methods": headline(heldout), "wall_seconds": round(time.perf_counter() - started, 1), "seed": run["seed"]}
+    results = {
+        "methods": headline(heldout),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "seed": run["seed"],
+        "metric": run.get("metric", "greedy"),
+    }
     write_json(out / RESULTS_FILE, results)
     return results
 
@@ -115,7 +128,7 @@ def write_plots(out: Path, methods: Mapping[str, Mapping[str, float]], runs: lis
             ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", fontsize=8)
     ax.set_xticks(range(len(names)), [n.upper() if n != "warmup" else "warm-up" for n in names])
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("held-out accuracy (greedy)")
+    ax.set_ylabel("held-out accuracy")
     ax.set_title("Held-out accuracy")
     ax.legend()
     fig.tight_layout()

@@ -33,6 +33,9 @@ class TrainSettings:
     # The learning rates SGPO and the baselines are tuned on: docs/results.md.
     learning_rate: float = 1e-5
     temperature: float = 1.0
+    # optimizer steps on each generation batch (TRL's num_iterations): with 2 or more, the policy moves
+    # away from the one that sampled the batch, so the clipping and the proximal mask can bind
+    num_iterations: int = 1
     loss_type: str = "dapo"
     distill_coef: float = 1.0
     instance_weighting: str = "marginal"
@@ -65,6 +68,7 @@ class TrainSettings:
                 lr_scheduler_type="constant",
                 warmup_steps=0,
                 temperature=self.temperature,
+                num_iterations=self.num_iterations,
                 loss_type=self.loss_type,
                 instance_weighting=self.instance_weighting,
                 seed=self.seed,
@@ -89,28 +93,69 @@ class WorldRunConfig:
     tokenizer_corpus_per_family: int = 100  # warm-up records per family the tokenizer is trained on
     eval_max_new_tokens: int = 64
     eval_batch_size: int = 128
+    # the primary held-out metric: pass@1 averaged over `eval_samples` samples per problem at
+    # `eval_temperature` (1: one greedy completion per problem, at temperature 0); greedy is kept beside
+    eval_samples: int = 1
+    eval_temperature: float = 0.0
+    # guided accuracy (a reference, not the endpoint) of the trained runs: this many samples per problem
+    # at `eval_temperature`, or one greedy completion (1, the default): it costs a second evaluation
+    eval_guided_samples: int = 1
     # torch threads of every process; fixed rather than the machine's core count, because the
     # summation order in matrix products, and so the last bits of every number, depend on it
     threads: int = 1
     warmup_processes: int = 2  # the warm-up runs data-parallel in this many processes (warmup.py)
 
+    def metric(self) -> str:
+        """How held-out accuracy is measured, in words (results.json's `metric`)."""
+        if self.eval_samples == 1:
+            return "greedy"
+        guided = "greedy" if self.eval_guided_samples == 1 else f"pass@1 over {self.eval_guided_samples} samples"
+        return f"autonomous: pass@1 over {self.eval_samples} samples at T = {self.eval_temperature:g}; guided: {guided}"
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["world"] = {"per_family": dict(self.world.per_family), "families": self.world.families and list(self.world.families)}
+        d["world"] = self.world.to_dict()
         d["warmup"] = self.warmup.to_dict()
         return d
 
 
+DEMO_EXPOSURE = {"sum": 0.6, "sum_even": 0.45, "sum_odd": 0.35, "sum_big": 0.25, "sum_small": 0.2, "sum_alt": 0.15}
+
+
 def make_config(seed: int = 0, quick: bool = False) -> WorldRunConfig:
-    """The full setting, or the quick one (a smaller world and model, fewer steps: a smoke test)."""
+    """The demo's setting on world v2 (docs/strategy-world.md), or the quick one (a smaller world and
+    model, fewer steps: a smoke test). The full setting is experiments/world_v2.yaml's world, model and
+    warm-up, shortened to fit `make demo` in minutes on 2 cores: 900 warm-up steps (its autonomous
+    examples from step 650), 300 held-out problems, 40 optimizer steps per run."""
+    sampled = dict(eval_samples=4, eval_temperature=1.0, eval_guided_samples=1, eval_max_new_tokens=80)
     if not quick:
-        return WorldRunConfig(seed=seed, warmup=WarmupConfig(seed=seed), train=TrainSettings(seed=seed))
+        return WorldRunConfig(
+            seed=seed,
+            world=WorldSpec(per_family={"heldout": 50, "train": 64, "warmup": 1000}),
+            warmup=WarmupConfig(
+                seed=seed, steps=900, guided_fraction=0.85, swap_fraction=1.0, auto_exposure=DEMO_EXPOSURE, auto_from_step=650
+            ),  # fmt: skip
+            train=TrainSettings(seed=seed, max_steps=40, num_iterations=2, learning_rate=3e-5, max_completion_length=80),
+            **sampled,
+        )
     return WorldRunConfig(
         seed=seed,
         quick=True,
         world=WorldSpec(per_family={"heldout": 20, "train": 16, "warmup": 300}),
         model=ModelSpec(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2),
-        warmup=WarmupConfig(seed=seed, steps=300, batch_size=16, learning_rate=4e-3, warmup_steps=25, save_every=100),
-        train=TrainSettings(max_steps=6, problems_per_step=4, seed=seed),
+        warmup=WarmupConfig(
+            seed=seed,
+            steps=300,
+            batch_size=16,
+            learning_rate=4e-3,
+            warmup_steps=25,
+            save_every=100,
+            guided_fraction=0.85,
+            swap_fraction=1.0,
+            auto_exposure=DEMO_EXPOSURE,
+            auto_from_step=200,
+        ),  # fmt: skip
+        train=TrainSettings(max_steps=6, problems_per_step=4, seed=seed, num_iterations=2, max_completion_length=80),
         eval_batch_size=120,
+        **sampled,
     )

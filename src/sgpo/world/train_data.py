@@ -6,8 +6,11 @@ whose (docs/strategy-library.md, "Measured: training with retrieved strategies")
                     lose their strong response and strategy: they train with RL only
     half_retrieved  that half gets strategies retrieved (`StrategyLibrary`, `only_missing`) from a
                     library built from the other half's extraction outputs
+    mismatched      every training problem carries the strategy of *another* family (the
+                    mismatched-strategy control: do SGPO's gains come from the strategy's content, or
+                    from any extra context in the teacher's prompt?)
 
-`half` and `half_retrieved` are written once into a world folder's `train-data/` (`write_variants`);
+The variants other than `own` are written once into a world folder's `train-data/` (`write_variants`);
 `scripts/library_world.py` uses the same split for its retrieval measurement.
 """
 
@@ -21,7 +24,7 @@ from typing import Any
 from sgpo.data import atomic_dir, read_rows, write_rows
 from sgpo.library import RetrievalConfig, StrategyLibrary
 
-VARIANTS = ("own", "half", "half_retrieved")
+VARIANTS = ("own", "half", "half_retrieved", "mismatched")
 # what a problem without a strong response lacks: the response and everything extracted from it
 STRONG_COLUMNS = ("response", "strategy", "strategy_json", "status", "reason", "detail", "critical_spans")
 
@@ -49,12 +52,34 @@ def half_rows(train: Sequence[Mapping[str, Any]], seed: int) -> list[dict[str, A
     ]
 
 
+def mismatched_rows(train: Sequence[Mapping[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """The `mismatched` variant: each row's strategy is that of another family of the training data,
+    drawn with `random.Random(f"{seed}:{id}")` among the other families' strategies (one per family,
+    the first seen); `strategy_source` "mismatched", `strategy_family` the family it belongs to."""
+    by_family: dict[str, str] = {}
+    for r in train:
+        by_family.setdefault(r["family"], r["strategy"])
+    if len(by_family) < 2:
+        raise ValueError("the mismatched variant needs training problems of at least two families")
+    out = []
+    for r in train:
+        others = sorted(f for f in by_family if f != r["family"])
+        other = random.Random(f"{seed}:{r['id']}").choice(others)
+        out.append({**r, "strategy": by_family[other], "strategy_source": "mismatched", "strategy_family": other})
+    return out
+
+
 def variant_rows(train: Sequence[Mapping[str, Any]], seed: int) -> dict[str, list[dict[str, Any]]]:
-    """{"half": …, "half_retrieved": …}: `half_rows`, and the same rows with the stripped half's
-    strategies retrieved from a library of the kept half (`RetrievalConfig(only_missing=True)`)."""
+    """{"half": …, "half_retrieved": …, "mismatched": …}: `half_rows`, the same rows with the
+    stripped half's strategies retrieved from a library of the kept half
+    (`RetrievalConfig(only_missing=True)`), and `mismatched_rows`."""
     half = half_rows(train, seed)
     library, _ = StrategyLibrary.build([[r for r in half if r["strategy_source"] == "own"]])
-    return {"half": half, "half_retrieved": library.retrieve(half, RetrievalConfig(only_missing=True)).rows}
+    return {
+        "half": half,
+        "half_retrieved": library.retrieve(half, RetrievalConfig(only_missing=True)).rows,
+        "mismatched": mismatched_rows(train, seed),
+    }
 
 
 def variant_file(world: Path, variant: str) -> Path:

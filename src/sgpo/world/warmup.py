@@ -1,9 +1,11 @@
 """Supervised warm-up: puts a fresh model in the regime SGPO is for.
 
 The warm-up teaches *strategy following* on every family (guided examples: the prompt carries the
-record's strategy) but shows *unguided* examples only for a few families (`auto_families`). After it,
-the model solves held-out problems of every family when it is given the strategy, and only those of
-the few families on its own: guided accuracy well above autonomous accuracy.
+record's strategy) but shows *unguided* examples of each family only in a graded share of its records
+(`auto_exposure`: from half of them down to none). After it, the model solves held-out problems of
+every family when it is given the strategy, and on its own finds the procedure of a family more or
+less often by how much of it it saw unguided: guided accuracy above autonomous accuracy, and
+autonomous pass rates spread between 0 and 1, where reinforcement learning has something to climb.
 
 A guided example also teaches, as a side effect, which procedure a question asks for (the question and
 the strategy always agree), and a model that learned that could solve every family on its own. So a
@@ -53,8 +55,11 @@ from sgpo.prompts import PromptFormat, tokenize_prompts
 from sgpo.sft import Example, completion_nll
 from sgpo.strategies.base import render_strategy
 from sgpo.world.extractor import WorldExtractor
-from sgpo.world.families import FAMILIES, Instance, oracle_response, parse_numbers
+from sgpo.world.families import Instance, oracle_response, parse_numbers, world_of
 from sgpo.world.prompt import WORLD_PROMPT_FORMAT
+
+#: the default world's (v2) autonomous exposure per family: from half of the records down to none
+DEFAULT_AUTO_EXPOSURE = {"sum": 0.5, "sum_even": 0.25, "sum_odd": 0.12, "sum_big": 0.06, "sum_small": 0.03}
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,14 @@ class WarmupConfig:
     batch_size: int = 24  # examples per step, guided + autonomous
     guided_fraction: float = 0.75  # share of guided examples in a batch
     swap_fraction: float = 0.8  # share of a strategy's guided examples posed on another family's question
-    auto_families: Sequence[str] = ("max",)  # the only families shown without a strategy
+    # per family, the share of its warm-up records also shown as autonomous examples (without the
+    # strategy); a family not named gets none. Graded, so that the families differ in how often the
+    # model finds their procedure on its own (docs/strategy-world.md, "Warm-up")
+    auto_exposure: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_AUTO_EXPOSURE))
+    # the steps before this one are guided only: the strategies are learnt first, and the autonomous
+    # examples come in only for the last steps, so that a family's question is mapped to its procedure
+    # partly, by its exposure, rather than completely whatever the exposure (docs/strategy-world.md)
+    auto_from_step: int = 0
     learning_rate: float = 2e-3
     warmup_steps: int = 60
     min_lr_ratio: float = 0.1  # cosine decay to this fraction of the learning rate
@@ -74,7 +86,7 @@ class WarmupConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["auto_families"] = list(self.auto_families)
+        d["auto_exposure"] = dict(self.auto_exposure)
         return d
 
 
@@ -82,7 +94,7 @@ class WarmupConfig:
 class WarmupData:
     """Tokenized examples, by the family of the strategy they follow: `guided[f]` (the records of
     family f), `swapped[f]` (records of other families given f's strategy and solution), and `auto`
-    (the records of the auto families, without strategy)."""
+    (each family's exposed share of its records, without strategy)."""
 
     guided: dict[str, list[Example]] = field(default_factory=dict)
     swapped: dict[str, list[Example]] = field(default_factory=dict)
@@ -90,29 +102,48 @@ class WarmupData:
 
 
 def swapped_record(record: Mapping[str, Any]) -> dict[str, Any]:
-    """`record` with the strategy and worked solution of another family (one without a target, since
-    the question names none), on the same list; the family is drawn from a stream seeded by the id."""
+    """`record` with the strategy and worked solution of another family of its world (one without a
+    target, since the question names none), on the same list; the family (and the solution's step
+    notations) are drawn from a stream seeded by the id."""
     rng = random.Random(f"sgpo-swap:{record['id']}")
-    other = rng.choice([f for f in FAMILIES if f.name != record["family"] and not f.has_target])
-    response, _ = oracle_response(other, Instance(tuple(parse_numbers(record["problem"]))))
+    other = rng.choice([f for f in world_of(record["family"]) if f.name != record["family"] and not f.has_target])
+    response, _ = oracle_response(other, Instance(tuple(parse_numbers(record["problem"]))), rng)
     strategy = WorldExtractor().extract(record["problem"], response)
     return {**record, "family": other.name, "response": response, "strategy": render_strategy(strategy)}
+
+
+def exposed_records(records: Sequence[Mapping[str, Any]], auto_exposure: Mapping[str, float]) -> list[Mapping[str, Any]]:
+    """The records shown without strategy: of each family f, its first round(auto_exposure[f] × n_f)
+    records (in the order of `records`), families interleaved as in `records`."""
+    known = {r["family"] for r in records}
+    unknown = [f for f in auto_exposure if f not in known]
+    if unknown:
+        raise ValueError(f"auto_exposure names {unknown}, not families of the warm-up records ({sorted(known)})")
+    bad = {f: e for f, e in auto_exposure.items() if not 0.0 <= e <= 1.0}
+    if bad:
+        raise ValueError(f"auto_exposure must be shares in [0, 1], got {bad}")
+    total = {f: sum(r["family"] == f for r in records) for f in auto_exposure}
+    quota = {f: round(e * total[f]) for f, e in auto_exposure.items()}
+    taken: dict[str, int] = {}
+    out = []
+    for r in records:
+        f = r["family"]
+        if taken.get(f, 0) < quota.get(f, 0):
+            taken[f] = taken.get(f, 0) + 1
+            out.append(r)
+    return out
 
 
 def build_examples(
     records: Sequence[Mapping[str, Any]],
     tokenizer,
-    auto_families: Sequence[str],
+    auto_exposure: Mapping[str, float],
     prompt_format: PromptFormat = WORLD_PROMPT_FORMAT,
     swap_fraction: float = 0.0,
 ) -> WarmupData:
     missing = [r["id"] for r in records if not r.get("strategy")]
     if missing:
         raise ValueError(f"warm-up records need a strategy; {len(missing)} have none, e.g. id {missing[0]!r}")
-    known = {r["family"] for r in records}
-    unknown = [f for f in auto_families if f not in known]
-    if unknown:
-        raise ValueError(f"auto_families {unknown} are not families of the warm-up records ({sorted(known)})")
     eos = tokenizer.eos_token_id
 
     def guided_examples(rows: Sequence[Mapping[str, Any]]) -> list[Example]:
@@ -131,7 +162,7 @@ def build_examples(
     data = WarmupData(guided=by_family(records))
     if swap_fraction > 0:
         data.swapped = by_family([swapped_record(r) for r in records])
-    auto_rows = [r for r in records if r["family"] in set(auto_families)]
+    auto_rows = exposed_records(records, auto_exposure)
     auto_prompts = tokenize_prompts(
         tokenizer, [prompt_format.render(tokenizer, r["problem"]) for r in auto_rows], max_length=None
     )
@@ -143,7 +174,8 @@ def build_examples(
 def step_batch(data: WarmupData, cfg: WarmupConfig, step: int) -> tuple[list[Example], list[Example]]:
     """(guided, auto) examples of step `step`: a pure function of (seed, step)."""
     rng = random.Random(f"sgpo-warmup:{cfg.seed}:{step}")
-    n_guided = round(cfg.batch_size * cfg.guided_fraction) if data.auto else cfg.batch_size
+    mixed = data.auto and step >= cfg.auto_from_step
+    n_guided = round(cfg.batch_size * cfg.guided_fraction) if mixed else cfg.batch_size
     families = sorted(data.guided)
     guided = []
     for _ in range(n_guided):
@@ -151,7 +183,7 @@ def step_batch(data: WarmupData, cfg: WarmupConfig, step: int) -> tuple[list[Exa
         swapped = data.swapped.get(fam)
         pool = swapped if swapped and rng.random() < cfg.swap_fraction else data.guided[fam]
         guided.append(pool[rng.randrange(len(pool))])
-    auto = [data.auto[rng.randrange(len(data.auto))] for _ in range(cfg.batch_size - n_guided)] if data.auto else []
+    auto = [data.auto[rng.randrange(len(data.auto))] for _ in range(cfg.batch_size - n_guided)] if mixed else []
     return guided, auto
 
 
@@ -219,7 +251,7 @@ def warmup(
     `world_size` > 1 this is one process of a data-parallel warm-up (module doc; the process group
     must be initialised); only rank 0 writes checkpoints.
     """
-    data = build_examples(records, tokenizer, cfg.auto_families, prompt_format, cfg.swap_fraction)
+    data = build_examples(records, tokenizer, cfg.auto_exposure, prompt_format, cfg.swap_fraction)
     torch.manual_seed(cfg.seed)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
