@@ -1,4 +1,5 @@
-"""Peak memory of one whole training step: TRL 1.16 GRPOTrainer vs our GRPO vs our SGPO, side by side.
+"""Peak memory of one whole training step: TRL 1.16 GRPOTrainer vs our GRPO vs our SGPO (its sequences
+back-propagated all at once and in groups), side by side; and the time grouping costs.
 
     python benchmarks/step_memory.py                      # V = 151,936, H = 896, 2 layers, 2,048-token completions
     python benchmarks/step_memory.py --tokens 512         # quicker
@@ -14,14 +15,25 @@ fed the same fixed completions of `--tokens` tokens (no EOS, so none is cut), TR
 - grpo: our trainer with distill_coef 0, the same 2 completions;
 - sgpo: our trainer, the same 2 autonomous completions + 2 guided ones (the strategy in the prompt),
         every guided one distilled (instance_weighting constant, distill_on all): a teacher pass and
-        the full-vocabulary KL on top of GRPO's work.
+        the full-vocabulary KL on top of GRPO's work; its 4 sequences through forward + backward at once;
+- sgpo_grouped: the same with `backward_group_size = --group-size` (default 1): the sequences go
+        through forward + backward that many at a time (the same update).
 
 Rewards alternate 1, 0 within each group, so every completion has a non-zero advantage. Memory: the
 process's resident-set high-water mark (VmHWM), reset to the current RSS just before `train()` by
 writing 5 to /proc/self/clear_refs (Linux), minus the RSS at that moment: the step's own peak above
 the model, the data and the trainer already built. Also reported: the whole process's peak RSS.
-Prints one JSON line: {"tokens", "vocab", "trl_step_mb", "grpo_step_mb", "sgpo_step_mb",
-"sgpo_over_trl", "grpo_over_trl", "*_peak_rss_mb"}. Memory figures do not depend on the machine's load.
+Memory figures do not depend on the machine's load.
+
+Time: `train()`'s wall-clock and CPU time in each worker. sgpo and sgpo_grouped run `--rounds` times
+(default 3), alternating which goes first; `grouping_time_ratio` is the median over the rounds of the
+per-round ratio grouped / ungrouped wall time (`grouping_cpu_time_ratio`: of CPU times, which depend
+less on what else runs on the machine), with the load average when the run started.
+
+Prints one JSON line: {"tokens", "vocab", "group_size", "trl_step_mb", "grpo_step_mb", "sgpo_step_mb",
+"sgpo_grouped_step_mb", "sgpo_over_trl" (grouped), "sgpo_ungrouped_over_trl", "grpo_over_trl",
+"*_peak_rss_mb", "sgpo_s", "sgpo_grouped_s", "grouping_time_ratio", "grouping_cpu_time_ratio",
+"grouping_time_ratios" (per round), "load_avg_1m"}.
 """
 
 from __future__ import annotations
@@ -76,7 +88,7 @@ def alternating_reward(prompts, completions, **_):
     return [float(i % 2 == 0) for i in range(len(completions))]
 
 
-def worker(kind: str, tokens: int, out: Path) -> None:
+def worker(kind: str, tokens: int, out: Path, group_size: int) -> None:
     import torch
 
     from sgpo.testing import build_tiny_tokenizer, tiny_arithmetic_rows
@@ -135,32 +147,59 @@ def worker(kind: str, tokens: int, out: Path) -> None:
 
         sgpo = dict(num_guided_generations=2, distill_coef=1.0, instance_weighting="constant", distill_on="all")
         grpo = dict(num_guided_generations=0, distill_coef=0.0)
-        args = SGPOConfig(per_device_train_batch_size=1, max_prompt_length=None, **(sgpo if kind == "sgpo" else grpo), **common)
+        if kind == "sgpo_grouped":
+            sgpo["backward_group_size"] = group_size
+        ours = dict(per_device_train_batch_size=1, max_prompt_length=None, overwrite_output_dir=True)
+        args = SGPOConfig(**ours, **(grpo if kind == "grpo" else sgpo), **common)
         trainer = FixedCompletions(model, args, processing_class=tokenizer, reward_funcs=[alternating_reward], train_dataset=rows)
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
     before = _status_kb("VmRSS")
-    trainer.train()
-    step_peak = _status_kb("VmHWM") - before
     import resource
+    import time
 
-    out.write_text(
-        json.dumps({"step_mb": step_peak / 1024, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    wall, cpu = time.perf_counter(), time.process_time()
+    trainer.train()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    step_peak = _status_kb("VmHWM") - before
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out.write_text(json.dumps({"step_mb": step_peak / 1024, "peak_rss_mb": peak, "train_s": wall, "train_cpu_s": cpu}))
+
+
+KINDS = ("trl", "grpo", "sgpo", "sgpo_grouped")
+
+
+def run_worker(kind: str, args, tmp: Path, env: dict) -> dict:
+    out = tmp / f"{kind}.json"
+    cmd = [sys.executable, __file__, "--worker", kind, "--tokens", str(args.tokens), "--group-size", str(args.group_size)]
+    proc = subprocess.run([*cmd, "--out", str(out)], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"{kind} worker failed:\n{proc.stderr[-3000:]}")
+    figures = json.loads(out.read_text())
+    print(
+        f"{kind}: step peak {figures['step_mb']:.0f} MB above the built trainer, process peak "
+        f"{figures['peak_rss_mb']:.0f} MB, train() {figures['train_s']:.1f} s wall, {figures['train_cpu_s']:.1f} s CPU",
+        file=sys.stderr,
+        flush=True,
     )
+    return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=2048, help="completion length (default 2048)")
-    parser.add_argument("--worker", choices=["trl", "grpo", "sgpo"], help=argparse.SUPPRESS)
+    parser.add_argument("--group-size", type=int, default=1, help="backward_group_size of sgpo_grouped (default 1)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of sgpo and sgpo_grouped for the time of grouping")
+    parser.add_argument("--worker", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.tokens, args.out)
+        worker(args.worker, args.tokens, args.out, args.group_size)
         return
+    import statistics
     import tempfile
 
-    result: dict[str, float] = {"tokens": args.tokens, "vocab": VOCAB}
+    result: dict = {"tokens": args.tokens, "vocab": VOCAB, "group_size": args.group_size, "load_avg_1m": os.getloadavg()[0]}
     env = dict(
         os.environ,
         TOKENIZERS_PARALLELISM="false",
@@ -168,28 +207,26 @@ def main() -> None:
         TRL_EXPERIMENTAL_SILENCE="1",
         PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")]),
     )
+    runs: dict[str, list[dict]] = {k: [] for k in KINDS}
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("trl", "grpo", "sgpo"):
-            out = Path(tmp) / f"{kind}.json"
-            proc = subprocess.run(
-                [sys.executable, __file__, "--worker", kind, "--tokens", str(args.tokens), "--out", str(out)],
-                env=env,
-                capture_output=True,
-                text=True,
-            )
-            if proc.returncode != 0:
-                sys.exit(f"{kind} worker failed:\n{proc.stderr[-3000:]}")
-            figures = json.loads(out.read_text())
-            result[f"{kind}_step_mb"] = round(figures["step_mb"], 1)
-            result[f"{kind}_peak_rss_mb"] = round(figures["peak_rss_mb"], 1)
-            print(
-                f"{kind}: step peak {figures['step_mb']:.0f} MB above the built trainer, process peak "
-                f"{figures['peak_rss_mb']:.0f} MB",
-                file=sys.stderr,
-                flush=True,
-            )
-    result["sgpo_over_trl"] = round(result["sgpo_step_mb"] / result["trl_step_mb"], 3)
+        for kind in ("trl", "grpo"):
+            runs[kind].append(run_worker(kind, args, Path(tmp), env))
+        for r in range(max(1, args.rounds)):
+            for kind in ("sgpo", "sgpo_grouped") if r % 2 == 0 else ("sgpo_grouped", "sgpo"):
+                runs[kind].append(run_worker(kind, args, Path(tmp), env))
+    for kind, figures in runs.items():  # memory does not depend on the load: the largest peak of the rounds
+        result[f"{kind}_step_mb"] = round(max(f["step_mb"] for f in figures), 1)
+        result[f"{kind}_peak_rss_mb"] = round(max(f["peak_rss_mb"] for f in figures), 1)
+    result["sgpo_over_trl"] = round(result["sgpo_grouped_step_mb"] / result["trl_step_mb"], 3)
+    result["sgpo_ungrouped_over_trl"] = round(result["sgpo_step_mb"] / result["trl_step_mb"], 3)
     result["grpo_over_trl"] = round(result["grpo_step_mb"] / result["trl_step_mb"], 3)
+    pairs = list(zip(runs["sgpo"], runs["sgpo_grouped"]))
+    result["sgpo_s"] = round(statistics.median(f["train_s"] for f in runs["sgpo"]), 2)
+    result["sgpo_grouped_s"] = round(statistics.median(f["train_s"] for f in runs["sgpo_grouped"]), 2)
+    result["grouping_time_ratios"] = [round(g["train_s"] / u["train_s"], 3) for u, g in pairs]
+    result["grouping_time_ratio"] = round(statistics.median(result["grouping_time_ratios"]), 3)
+    result["grouping_cpu_time_ratio"] = round(statistics.median(g["train_cpu_s"] / u["train_cpu_s"] for u, g in pairs), 3)
+    result["load_avg_1m_end"] = os.getloadavg()[0]
     print(json.dumps(result))
 
 

@@ -1,19 +1,33 @@
-"""Median optimizer-step time of TRL's GRPOTrainer, our GRPO, our SGPO, and our SGPO sampling with a
-colocated vLLM engine (`use_vllm`, when vllm is installed), side by side in one run.
+"""Median optimizer-step time of TRL's GRPOTrainer, our GRPO, our SGPO (with extra and with equal
+rollouts), and our SGPO sampling with a colocated vLLM engine (`use_vllm`, when vllm is installed),
+side by side in one run.
 
-Same tiny Qwen2, same problems, same batch (PROBLEMS problems × G completions per step), every
-completion exactly MAX_LEN tokens (`min_new_tokens`, so sampling luck cannot change the work), the
-same reward function (math-verify in a process pool), CPU. SGPO adds `num_guided_generations = G/2`
-guided completions per problem, distils on all of them with weight 1 (the most work it can do).
+Same tiny Qwen2, same problems, same batch (PROBLEMS problems per step), every completion exactly
+MAX_LEN tokens (`min_new_tokens`, so sampling luck cannot change the work), the same reward function
+(math-verify in a process pool), CPU. Columns:
 
-The trainers run one after the other, then again in the opposite order; each figure is the median of
-the per-step times after WARMUP steps over both rounds, so slow drift on a noisy machine hits all
-three alike. Prints the per-stage breakdown of each trainer (seconds per step), then, as its last line:
+- trl_grpo, grpo: G = 8 autonomous completions per problem;
+- sgpo: the same 8 autonomous + G/2 = 4 guided completions per problem (12 sequences: more rollouts);
+- sgpo_equal: 4 autonomous + 4 guided (the same 8 sequences per problem as GRPO): SGPO's own cost,
+  the teacher pass and the distillation term on top of the same sampling;
+- sgpo_vllm: sgpo sampling with vLLM.
 
-    {"trl_grpo_s": a, "grpo_s": b, "sgpo_s": c, "sgpo_vllm_s": d, "grpo_vs_trl": b/a, "sgpo_vs_grpo": c/b,
-     "sgpo_vllm_vs_sgpo": d/c}
+SGPO distils on all guided completions with weight 1 (the most work it can do). Every round runs
+the trainers one after the other, the order reversed from round to round. A trainer's figure is the
+median of its per-step times after WARMUP steps, per round; each ratio is the median over the rounds
+of that round's ratio (the two trainers of a ratio ran minutes apart at most, so slow drift of the
+machine's load cancels), and the per-round ratios are printed too, with the load average. Prints the
+per-stage breakdown of each trainer (seconds per step), then, as its last line:
 
-usage: python benchmarks/step_time.py [--steps 10] [--warmup 2] [--rounds 2] [--head-implementation chunked|plain] [--no-vllm]
+    {"trl_grpo_s", "grpo_s", "sgpo_s", "sgpo_equal_s", "sgpo_vllm_s", "grpo_vs_trl", "sgpo_vs_grpo",
+     "sgpo_equal_rollouts_vs_grpo", "sgpo_vllm_vs_sgpo", "<ratio>_cpu" (the same of the steps' CPU times,
+     which depend less on other jobs), "rounds": {ratio: [per round]}, "load_avg_1m": [start, end]}
+
+With --profile DIR, one extra run of grpo and of sgpo_equal under torch.profiler writes each one's
+table of operators (self CPU time, top 40) and a Chrome trace to DIR, after the timed rounds.
+
+usage: python benchmarks/step_time.py [--steps 10] [--warmup 2] [--rounds 3] [--columns grpo,sgpo_equal]
+       [--head-implementation chunked|plain] [--no-vllm] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -41,18 +55,21 @@ PROBLEMS, G, MAX_LEN, HIDDEN, LAYERS = 4, 8, 48, 128, 4
 
 
 class StepClock(TrainerCallback):
+    """Wall-clock and CPU time (this process's, all its threads) of every optimizer step."""
+
     def __init__(self):
-        self.stamps: list[float] = []
+        self.stamps: list[tuple[float, float]] = []
 
     def on_step_begin(self, args, state, control, **kw):
         if not self.stamps:
-            self.stamps.append(time.perf_counter())
+            self.stamps.append((time.perf_counter(), time.process_time()))
 
     def on_step_end(self, args, state, control, **kw):
-        self.stamps.append(time.perf_counter())
+        self.stamps.append((time.perf_counter(), time.process_time()))
 
-    def durations(self, warmup: int) -> list[float]:
-        d = [b - a for a, b in zip(self.stamps, self.stamps[1:])]
+    def durations(self, warmup: int, cpu: bool = False) -> list[float]:
+        k = 1 if cpu else 0
+        d = [b[k] - a[k] for a, b in zip(self.stamps, self.stamps[1:])]
         return d[warmup:]
 
 
@@ -76,7 +93,7 @@ def common(out: str, steps: int) -> dict:
     )
 
 
-def run_trl(steps: int, warmup: int) -> tuple[list[float], dict]:
+def run_trl(steps: int, warmup: int) -> tuple[tuple[list[float], list[float]], dict]:
     from trl import GRPOConfig, GRPOTrainer
 
     timings: dict[str, float] = defaultdict(float)
@@ -129,7 +146,7 @@ def run_trl(steps: int, warmup: int) -> tuple[list[float], dict]:
         )
         trainer.train()
     n = steps + warmup
-    return clock.durations(warmup), {k: v / n for k, v in timings.items()}
+    return (clock.durations(warmup), clock.durations(warmup, cpu=True)), {k: v / n for k, v in timings.items()}
 
 
 def _accuracy(prompts, completions, answer, **kw):
@@ -140,7 +157,9 @@ def _accuracy(prompts, completions, answer, **kw):
     return [a + 0.5 * (len(c) % 2) for a, c in zip(accuracy_reward(prompts, completions, answer), completions)]
 
 
-def run_ours(steps: int, warmup: int, guided: int, head_implementation: str, use_vllm: bool = False) -> tuple[list[float], dict]:
+def run_ours(
+    steps: int, warmup: int, guided: int, head_implementation: str, use_vllm: bool = False, autonomous: int = G, profile=None
+) -> tuple[tuple[list[float], list[float]], dict]:
     tok = build_tiny_tokenizer()
     model = build_tiny_model(tok, hidden_size=HIDDEN, layers=LAYERS)
     rows = tiny_arithmetic_rows(64)
@@ -154,29 +173,59 @@ def run_ours(steps: int, warmup: int, guided: int, head_implementation: str, use
             prompt_template="{problem}",
             head_implementation=head_implementation,
             use_vllm=use_vllm,
-            **common(out, steps + warmup),
+            **{**common(out, steps + warmup), "num_generations": autonomous},
         )
         clock = StepClock()
         trainer = SGPOTrainer(model, [_accuracy], args, rows, processing_class=tok, callbacks=[clock])
-        trainer.train()
+        if profile is None:
+            trainer.train()
+        else:
+            with profile:
+                trainer.train()
         n = steps + warmup
         sums: dict[str, float] = defaultdict(float)
         for rec in trainer.state.log_history:
             for k, v in rec.items():
                 if k.startswith("time/") and k != "time/generate_and_score_s":
                     sums[k[5:-2]] += v
-    return clock.durations(warmup), {k: v / n for k, v in sums.items()}
+    return (clock.durations(warmup), clock.durations(warmup, cpu=True)), {k: v / n for k, v in sums.items()}
+
+
+RATIOS = {  # name: (numerator, denominator)
+    "grpo_vs_trl": ("grpo", "trl_grpo"),
+    "sgpo_vs_grpo": ("sgpo", "grpo"),
+    "sgpo_equal_rollouts_vs_grpo": ("sgpo_equal", "grpo"),
+    "sgpo_vllm_vs_sgpo": ("sgpo_vllm", "sgpo"),
+}
+
+
+def profile_runs(a, out_dir: str) -> None:
+    """One run of grpo and of sgpo_equal under torch.profiler: the operator table and a Chrome trace each."""
+    from pathlib import Path
+
+    from torch.profiler import ProfilerActivity, profile
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for name, guided, autonomous in (("grpo", 0, G), ("sgpo_equal", G // 2, G // 2)):
+        prof = profile(activities=[ProfilerActivity.CPU], record_shapes=False)
+        run_ours(a.steps, a.warmup, guided, a.head_implementation, autonomous=autonomous, profile=prof)
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
+        Path(out_dir, f"{name}_ops.txt").write_text(table)
+        prof.export_chrome_trace(str(Path(out_dir, f"{name}_trace.json")))
+        print(f"# profile of {name}: {out_dir}/{name}_ops.txt", file=sys.stderr)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=10, help="timed steps per trainer per round (≥ 10)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=2, help="rounds, alternating the order of the trainers")
+    p.add_argument("--rounds", type=int, default=3, help="rounds, alternating the order of the trainers")
     p.add_argument(
         "--head-implementation", default="chunked", choices=["chunked", "plain"], help="SGPOConfig.head_implementation"
     )
     p.add_argument("--no-vllm", action="store_true", help="leave out the SGPO-with-vLLM column")
+    p.add_argument("--columns", help="comma-separated subset of trl_grpo,grpo,sgpo,sgpo_equal,sgpo_vllm (default: all)")
+    p.add_argument("--profile", metavar="DIR", help="also profile one run of grpo and sgpo_equal into DIR")
     a = p.parse_args()
     import importlib.util
 
@@ -187,36 +236,52 @@ def main() -> None:
         "trl_grpo": lambda: run_trl(a.steps, a.warmup),
         "grpo": lambda: run_ours(a.steps, a.warmup, 0, chunk),
         "sgpo": lambda: run_ours(a.steps, a.warmup, G // 2, chunk),
+        "sgpo_equal": lambda: run_ours(a.steps, a.warmup, G // 2, chunk, autonomous=G // 2),
     }
     if with_vllm:
         runners["sgpo_vllm"] = lambda: run_ours(a.steps, a.warmup, G // 2, chunk, use_vllm=True)
-    times: dict[str, list[float]] = defaultdict(list)
+    if a.columns:
+        wanted = a.columns.split(",")
+        unknown = set(wanted) - set(runners)
+        if unknown:
+            p.error(f"unknown or unavailable columns: {', '.join(sorted(unknown))}")
+        runners = {k: v for k, v in runners.items() if k in wanted}
+    load = [round(os.getloadavg()[0], 2)]
+    medians: dict[str, list[float]] = defaultdict(list)
+    cpu_medians: dict[str, list[float]] = defaultdict(list)
     stages: dict[str, list[dict]] = defaultdict(list)
     for r in range(a.rounds):
         order = list(runners) if r % 2 == 0 else list(reversed(runners))
         for name in order:
-            d, s = runners[name]()
-            times[name] += d
+            (d, cpu), s = runners[name]()
+            medians[name].append(statistics.median(d))
+            cpu_medians[name].append(statistics.median(cpu))
             stages[name].append(s)
-            print(f"round {r} {name}: median {statistics.median(d):.3f}s over {len(d)} steps", file=sys.stderr)
+            print(
+                f"round {r} {name}: median {statistics.median(d):.3f}s over {len(d)} steps (load {os.getloadavg()[0]:.2f})",
+                file=sys.stderr,
+            )
+    load.append(round(os.getloadavg()[0], 2))
     print(
-        f"# setting: {PROBLEMS} problems x {G} completions x {MAX_LEN} tokens per step, SGPO +{G // 2} guided, "
-        f"Qwen2 hidden {HIDDEN} x {LAYERS} layers, LM head {chunk}, {torch.get_num_threads()} threads"
+        f"# setting: {PROBLEMS} problems x {G} completions x {MAX_LEN} tokens per step, SGPO +{G // 2} guided "
+        f"(equal rollouts: {G // 2} + {G // 2}), Qwen2 hidden {HIDDEN} x {LAYERS} layers, LM head {chunk}, "
+        f"{torch.get_num_threads()} threads"
     )
     for name, runs in stages.items():
         keys = sorted({k for s in runs for k in s})
         breakdown = {k: round(statistics.mean(s.get(k, 0.0) for s in runs), 4) for k in keys}
         print(json.dumps({"breakdown_s_per_step": name, **breakdown}))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    summary = {
-        "trl_grpo_s": round(med["trl_grpo"], 4),
-        "grpo_s": round(med["grpo"], 4),
-        "sgpo_s": round(med["sgpo"], 4),
-        "grpo_vs_trl": round(med["grpo"] / med["trl_grpo"], 3),
-        "sgpo_vs_grpo": round(med["sgpo"] / med["grpo"], 3),
-    }
-    if "sgpo_vllm" in med:
-        summary.update(sgpo_vllm_s=round(med["sgpo_vllm"], 4), sgpo_vllm_vs_sgpo=round(med["sgpo_vllm"] / med["sgpo"], 3))
+    summary: dict = {f"{k}_s": round(statistics.median(v), 4) for k, v in medians.items()}
+    rounds = {}
+    for ratio, (num, den) in RATIOS.items():
+        if num in medians and den in medians:
+            rounds[ratio] = [round(x / y, 3) for x, y in zip(medians[num], medians[den])]
+            summary[ratio] = round(statistics.median(rounds[ratio]), 3)
+            cpu = [x / y for x, y in zip(cpu_medians[num], cpu_medians[den])]
+            summary[f"{ratio}_cpu"] = round(statistics.median(cpu), 3)
+    summary.update(rounds=rounds, load_avg_1m=load)
+    if a.profile:
+        profile_runs(a, a.profile)
     print(json.dumps(summary))
 
 

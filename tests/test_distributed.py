@@ -132,3 +132,16 @@ def test_sgpo_train_on_two_processes_ends_its_process_group(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "saved to" in proc.stdout and (tmp_path / "run" / "model.safetensors").is_file()
     assert "still referenced" not in proc.stderr, proc.stderr[-4000:]
+
+
+@pytest.mark.slow
+def test_two_processes_with_backward_groups_give_the_single_process_update(tmp_path):
+    # DDP with gradient accumulation: each micro-step's 5 sequences go through forward + backward one
+    # at a time (the first four under no_sync, the micro-step's last one reduced by the Trainer's
+    # backward); the 1-process run takes every sequence of a micro-step at once
+    run_single(single := tmp_path / "single" / "delta.pt", "2", "dapo", "accumulate")
+    run_two_processes(ddp := tmp_path / "ddp" / "delta.pt", "1", "dapo", "accumulate", "1")
+    a, b = torch.load(single), torch.load(ddp)
+    assert any(v.abs().max() > 0 for v in a.values())
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=0, msg=name)

@@ -33,7 +33,7 @@ def require_deepspeed():
         pytest.skip("deepspeed is not installed (`make install` installs it)")
 
 
-def launch(config: str, out: Path, scenario: str, *extra: str) -> str:
+def launch(config: str, out: Path, scenario: str, *extra: str, per_device: str = "2", group_size: str = "0") -> str:
     out.parent.mkdir()
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     e = env()
@@ -50,9 +50,10 @@ def launch(config: str, out: Path, scenario: str, *extra: str) -> str:
         "29518",
         str(SCRIPT),
         str(out),
-        "2",
+        per_device,
         "dapo",
         scenario,
+        group_size,
     ]
     proc = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -69,12 +70,15 @@ def assert_same_update(single: Path, sharded: Path) -> None:
 
 @pytest.fixture(scope="module")
 def single_updates(tmp_path_factory):
-    """The 1-process updates of the two scenarios (4 problems per step on one process)."""
+    """The 1-process updates of the scenarios (4 problems per step on one process)."""
     root = tmp_path_factory.mktemp("single")
     out = {}
     for scenario in ("sharded", "reuse"):
         run_single(path := root / scenario / "delta.pt", "4", "dapo", scenario)
         out[scenario] = path
+    # two optimizer steps of 2 micro-steps × 2 problems, every sequence of a micro-step at once
+    run_single(path := root / "accumulate" / "delta.pt", "2", "dapo", "accumulate")
+    out["accumulate"] = path
     return out
 
 
@@ -113,3 +117,32 @@ def test_deepspeed_gives_the_single_process_update(tmp_path, single_updates, con
     stdout = launch(config, out := tmp_path / config / "delta.pt", "sharded", *extra)
     assert "processes=2 engine=DistributedType.DEEPSPEED" in stdout
     assert_same_update(single_updates["sharded"], out)
+
+
+@pytest.mark.slow
+def test_fsdp2_with_backward_groups_gives_the_single_process_update(tmp_path, single_updates):
+    # gradient accumulation over 2 micro-steps of 5 sequences, back-propagated 2, 2 and 1 at a time:
+    # in the first micro-step under the Trainer's no_sync, in the second under the groups' own
+    stdout = launch(
+        "fsdp2.yaml",
+        out := tmp_path / "fsdp2" / "delta.pt",
+        "accumulate",
+        "--mixed_precision",
+        "no",
+        per_device="1",
+        group_size="2",
+    )
+    assert "processes=2 engine=DistributedType.FSDP" in stdout
+    assert_same_update(single_updates["accumulate"], out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["zero2.yaml", "zero3.yaml"])
+def test_deepspeed_with_backward_groups_gives_the_single_process_update(tmp_path, single_updates, config):
+    # every sequence back-propagated on its own, 2 micro-steps per optimizer step: DeepSpeed must see an
+    # accumulation boundary (and step) only at the last group of the last micro-step
+    require_deepspeed()
+    extra = ["--mixed_precision", "no"] if config == "zero2.yaml" else []
+    stdout = launch(config, out := tmp_path / config / "delta.pt", "accumulate", *extra, per_device="1", group_size="1")
+    assert "processes=2 engine=DistributedType.DEEPSPEED" in stdout
+    assert_same_update(single_updates["accumulate"], out)

@@ -158,6 +158,18 @@ class SGPOConfig(TrainingArguments):
         default=None,
         metadata={"help": "Most sequences per no-grad scoring forward (old/teacher/reference passes); all at once when None."},
     )
+    backward_group_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Most sequences per forward + backward of the loss step: a micro-batch's autonomous and distilled sequences go through in groups of at most this many, each back-propagated before the next one's forward, so only one group's activations are held at a time. The update is the same (the loss is a sum over sequences with the step's global normalisers); smaller groups cost more, smaller passes. All at once when None."
+        },
+    )
+    backward_group_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "A memory budget for the groups of backward_group_size, in tokens: most sequences × (longest prompt + longest completion) per group (activations grow with it); a group always holds at least one sequence. No limit when None."
+        },
+    )
     steps_per_generation: int | None = field(
         default=None,
         metadata={
@@ -479,6 +491,9 @@ class SGPOConfig(TrainingArguments):
             bad("policy_shaping_gamma", f"must be > 0, got {self.policy_shaping_gamma}")
         if self.head_implementation not in ("chunked", "plain"):
             bad("head_implementation", f"must be chunked or plain, got {self.head_implementation!r}")
+        for name in ("backward_group_size", "backward_group_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                bad(name, f"must be ≥ 1 (or None: no limit), got {getattr(self, name)}")
         if self.head_chunk_size is not None and self.head_chunk_size < 1:
             bad("head_chunk_size", f"must be ≥ 1, got {self.head_chunk_size}")
         if self.use_peft:

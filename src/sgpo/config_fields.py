@@ -32,6 +32,8 @@ FIELD_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "generation_batch_size",
             "generation_micro_batch_size",
             "forward_micro_batch_size",
+            "backward_group_size",
+            "backward_group_tokens",
             "steps_per_generation",
             "num_iterations",
             "mask_truncated_completions",

@@ -28,6 +28,7 @@ from sgpo.objectives import (
     instance_weights,
     sampler_correction,
     sampler_correction_stats,
+    select_rows,
 )
 from sgpo.rollout import Generation, pad
 
@@ -311,6 +312,32 @@ class MicroBatch:
     def to(self, device) -> MicroBatch:
         return replace(self, **{f.name: _to(getattr(self, f.name), device) for f in fields(self)})
 
+    def group(self, rows: slice) -> MicroBatch:
+        """The micro-batch's student rows `rows` (a range over its Na autonomous, then Nd distilled rows)
+        with everything that belongs to them, trimmed of the padding columns the range does not use.
+        The loss normalisers stay the whole step's (`sgpo.objectives.select_rows`)."""
+        na, R = self.n_auto, self.student.num_rows
+        start, stop = max(0, rows.start or 0), min(R, R if rows.stop is None else rows.stop)
+        auto, distill = slice(min(start, na), min(stop, na)), slice(max(start, na) - na, max(stop, na) - na)
+        part = self.student.rows(slice(start, stop))
+        student = pack(part.prompt_ids, part.prompt_mask, part.completion_ids, part.completion_mask)
+        C = student.completion_ids.shape[1]
+        teacher = None
+        if self.teacher is not None:
+            t = self.teacher.rows(distill)
+            t_ids, t_mask = trim(t.prompt_ids, t.prompt_mask, "left")
+            teacher = Packed(
+                t_ids, t_mask, student.completion_ids[auto.stop - auto.start :], student.completion_mask[auto.stop - auto.start :]
+            )
+        return MicroBatch(
+            student=student,
+            n_auto=auto.stop - auto.start,
+            teacher=teacher,
+            loss=select_rows(self.loss, auto, distill, C),
+            distill_groups=None if self.distill_groups is None else self.distill_groups[distill],
+            sampler_logps=None if self.sampler_logps is None else self.sampler_logps[auto, :C],
+        )
+
 
 def _to(value, device):
     """`value` on `device`: tensors and `Packed` rows moved, the tensors of a `LossInputs` too."""
@@ -450,3 +477,33 @@ def no_grad_hidden(model, rows: Packed, micro_batch_size: int | None = None) -> 
     step = micro_batch_size or max(R, 1)
     parts = [completion_hidden(model, rows.rows(slice(s, s + step))) for s in range(0, R, step)]
     return torch.cat(parts, dim=0)
+
+
+# ---------------------------------------------------------------------------------------- 8. the loss step, in groups
+
+
+def backward_groups(rows: Packed, group_size: int | None = None, group_tokens: int | None = None) -> list[slice]:
+    """Consecutive ranges of a micro-batch's student rows, each to go through forward + backward on its
+    own (`backward_group_size`, `backward_group_tokens`): at most `group_size` rows, and at most
+    `group_tokens` padded tokens (rows × the longest prompt + the longest completion among them), but
+    never fewer than one row. One range of every row when both are None.
+
+    The loss is a sum over sequences with the whole step's normalisers, so the groups' gradients add
+    up to the micro-batch's: the update does not change, only the activations held at once do."""
+    R = rows.num_rows
+    if group_size is None and group_tokens is None:
+        return [slice(0, R)]
+    prompt_len = rows.prompt_mask.sum(1).tolist()
+    completion_len = rows.completion_mask.sum(1).tolist()
+    groups: list[slice] = []
+    start, p_max, c_max = 0, 0, 0
+    for r in range(R):
+        p, c = max(p_max, prompt_len[r]), max(c_max, completion_len[r])
+        full = group_size is not None and r - start >= group_size
+        over = group_tokens is not None and (r - start + 1) * (p + c) > group_tokens
+        if r > start and (full or over):
+            groups.append(slice(start, r))
+            start, p, c = r, prompt_len[r], completion_len[r]
+        p_max, c_max = p, c
+    groups.append(slice(start, R))
+    return groups

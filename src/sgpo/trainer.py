@@ -32,13 +32,13 @@ import copy
 import logging
 import time
 from collections.abc import Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import is_peft_model
+from accelerate.utils import DistributedType, is_peft_model
 from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -82,6 +82,7 @@ from sgpo.phases import (
     MicroBatch,
     Packed,
     Rollout,
+    backward_groups,
     completion_facts,
     completion_hidden,
     consecutive_runs,
@@ -232,6 +233,31 @@ def prepare_tokenizer(tokenizer):
         logger.warning("the tokenizer has no pad token; using its EOS token %r for padding", tokenizer.eos_token)
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+# ---------------------------------------------------------------------------------------- backward in groups
+
+
+@contextmanager
+def early_group(accelerator, model):
+    """Context for the forward + backward of a group of sequences that is not its micro-step's last
+    (`backward_group_size`); yields its backward. The group's gradient accumulates locally: no process
+    synchronises it (DDP's and FSDP2's no_sync; the last group's backward reduces the sum), and
+    DeepSpeed is told that this is no accumulation boundary and takes no step (the Trainer's backward of
+    the last group does that)."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        engine = accelerator.deepspeed_engine_wrapped.engine
+        engine.set_gradient_accumulation_boundary(False)
+        try:
+            yield lambda loss: engine.backward(loss, scale_wrt_gas=False)  # as the Trainer calls it
+        finally:
+            engine.set_gradient_accumulation_boundary(accelerator.sync_gradients)
+        return
+    # under FSDP2 the Trainer's own no_sync (a micro-step that ends no optimizer step) is already on,
+    # and a nested one would switch synchronisation back on when it ends
+    nested = accelerator.is_fsdp2 and not accelerator.sync_gradients
+    with nullcontext() if nested else accelerator.no_sync(model):
+        yield accelerator.backward
 
 
 # ---------------------------------------------------------------------------------------- trainer
@@ -639,12 +665,30 @@ class SGPOTrainer(Trainer):
         return loss
 
     def compute_loss(self, model, inputs: MicroBatch, return_outputs=False, num_items_in_batch=None):
+        """The micro-step's loss. Its sequences go through forward + backward in groups when
+        `backward_group_size` / `backward_group_tokens` ask for it (`sgpo.phases.backward_groups`):
+        every group but the last is back-propagated here, the last by the Trainer, so the gradients
+        add up to the whole micro-batch's. The returned value is the whole micro-batch's loss."""
         if return_outputs:
             raise ValueError("SGPOTrainer does not return outputs")
-        mb, na = inputs, inputs.n_auto
-        hidden = completion_hidden(model, mb.student)  # (Na + Nd, C, H), one forward without the strategy
-        # the whole LM head, entered after the forward and held through the backward (sgpo.sharding)
+        args = self.args
+        groups = backward_groups(inputs.student, args.backward_group_size, args.backward_group_tokens)
+        done = 0.0
+        for rows in groups[:-1]:
+            with early_group(self.accelerator, model) as backward, ExitStack() as head:
+                loss = self._group_loss(model, inputs.group(rows), head)
+                backward(loss)
+            done = done + loss.detach()
+        last = inputs if len(groups) == 1 else inputs.group(groups[-1])
+        # the whole LM head, entered after the forward and held through the Trainer's backward (sgpo.sharding)
         stack = self._step_stack if self._step_stack is not None else ExitStack()
+        return self._group_loss(model, last, stack) + done
+
+    def _group_loss(self, model, mb: MicroBatch, stack: ExitStack) -> torch.Tensor:
+        """One student forward (autonomous and distilled rows together, without the strategy) and
+        `sgpo_loss` of its rows; the LM head is entered into `stack`, which must outlive the backward."""
+        na = mb.n_auto
+        hidden = completion_hidden(model, mb.student)  # (Na + Nd, C, H)
         weight, bias = stack.enter_context(self._full_lm_head(model, with_grad=True))
         ids = mb.student.completion_ids
         loss_inputs = replace(

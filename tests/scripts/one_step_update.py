@@ -2,7 +2,10 @@
 DDP, FSDP2 or DeepSpeed ZeRO-2/3): every loss normaliser and the instance-weight EMA are global, so
 both runs must agree.
 
-usage: one_step_update.py OUT_FILE PER_DEVICE_BATCH_SIZE LOSS_TYPE [SCENARIO]
+usage: one_step_update.py OUT_FILE PER_DEVICE_BATCH_SIZE LOSS_TYPE [SCENARIO] [BACKWARD_GROUP_SIZE]
+
+BACKWARD_GROUP_SIZE (default 0: all of a micro-batch's sequences at once) runs the loss step's sequences
+through forward + backward in groups of that many (`backward_group_size`): the update must not change.
 
 Scenarios:
   plain    one SGD step; the main process saves the parameter update (= lr·grad) to OUT_FILE
@@ -16,6 +19,8 @@ Scenarios:
            teacher's LM-head snapshot are taken) with a reference model (beta > 0); the main process
            saves the whole update, gathered from FSDP2 / ZeRO-3 shards (tests/test_sharded.py)
   reuse    the same without the reference model (beta 0)
+  accumulate  two SGD steps of two micro-steps each (gradient_accumulation_steps 2): the engines'
+           accumulation boundaries (DeepSpeed's included) fall where the Trainer's do
   reuse_root  (FSDP2 only) "reuse" with the model sharded here before the trainer sees it: each layer,
            then the root with reshard_after_forward=True, so that the LM head is sharded again after
            every forward and the trainer must unshard it for the loss (`sgpo.sharding.full_lm_head`)
@@ -141,13 +146,16 @@ def config(out: str, per_device: int, loss_type: str, **kw) -> SGPOConfig:
     return SGPOConfig(**base)
 
 
-def one_step(out: str, per_device: int, loss_type: str, scenario: str) -> None:
+def one_step(out: str, per_device: int, loss_type: str, scenario: str, group_size: int | None = None) -> None:
     tokenizer = build_tiny_tokenizer()
     model = build_tiny_model(tokenizer)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     cls, extra = (TruncatingTrainer, dict(mask_truncated_completions=True)) if scenario == "masked" else (FixedRolloutTrainer, {})
     if scenario in ("sharded", "reuse", "reuse_root"):
         extra = dict(max_steps=2, num_iterations=2, beta=0.04 if scenario == "sharded" else 0.0)
+    if scenario == "accumulate":
+        extra = dict(max_steps=2, gradient_accumulation_steps=2)
+    extra["backward_group_size"] = group_size
     if scenario == "reuse_root":
         from accelerate import PartialState
         from torch.distributed.fsdp import fully_shard
@@ -203,7 +211,8 @@ if __name__ == "__main__":
     if scenario == "ema":
         ema_runs(sys.argv[1], int(sys.argv[2]), sys.argv[3])
     else:
-        one_step(sys.argv[1], int(sys.argv[2]), sys.argv[3], scenario)
+        group_size = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+        one_step(sys.argv[1], int(sys.argv[2]), sys.argv[3], scenario, group_size or None)
     # as `sgpo train` does: the trainers are gone (their DDP wrappers hold the group), then the group is
     # destroyed, which must join gloo's threads while the interpreter is whole (sgpo.process_group)
     import gc

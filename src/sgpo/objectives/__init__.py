@@ -35,7 +35,15 @@ from sgpo.objectives.importance_sampling import (
     sampler_correction_stats,
 )
 from sgpo.objectives.lm_head import DistillTerms, distill_terms, head_logits, sampled_logps, token_entropy
-from sgpo.objectives.loss import DISTILL_TERMS, LossConfig, LossInputs, LossOutputs, head_functions, sgpo_loss
+from sgpo.objectives.loss import (
+    DISTILL_TERMS,
+    LossConfig,
+    LossInputs,
+    LossOutputs,
+    head_functions,
+    select_rows,
+    sgpo_loss,
+)
 from sgpo.objectives.policy_loss import (
     PolicyLossOutput,
     clipped_surrogate,
@@ -84,6 +92,7 @@ __all__ = [
     "reverse_kl_reference",
     "sampler_correction",
     "sampler_correction_stats",
+    "select_rows",
     "sampled_logps",
     "sequence_level_logp",
     "sgpo_loss",

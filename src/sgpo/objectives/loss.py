@@ -24,7 +24,7 @@ about the trainer; `tests/test_objectives_loss.py` checks values and gradients d
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -112,6 +112,38 @@ class LossInputs:
     @property
     def has_distill(self) -> bool:
         return self.distill_hidden is not None and self.distill_hidden.shape[0] > 0
+
+
+#: the fields of `LossInputs` that hold one row per autonomous / distilled sequence (the rest are shared
+#: by the micro-batch: the LM heads and the step's normalisers)
+AUTO_ROW_FIELDS = (
+    "auto_hidden",
+    "auto_ids",
+    "auto_mask",
+    "advantages",
+    "old_logps",
+    "ref_logps",
+    "is_weights",
+    "auto_off_policy",
+)
+DISTILL_ROW_FIELDS = ("distill_hidden", "distill_ids", "distill_mask", "distill_weights", "teacher_hidden", "distill_old_logps")
+_PER_ROW_ONLY = ("advantages", "auto_off_policy", "distill_weights")  # (N,): no completion positions
+
+
+def select_rows(x: LossInputs, auto: Tensor | slice, distill: Tensor | slice, width: int | None = None) -> LossInputs:
+    """The inputs of some of the micro-batch's sequences: `auto` of its autonomous rows and `distill`
+    of its distilled ones, their first `width` completion positions (all when None). The normalisers
+    stay the whole step's, so the loss of the selected rows is their share of the micro-batch's loss:
+    `sgpo_loss` of a partition of the rows sums to `sgpo_loss` of all of them."""
+    cut = slice(None) if width is None else slice(0, width)
+    out = {}
+    for names, index in ((AUTO_ROW_FIELDS, auto), (DISTILL_ROW_FIELDS, distill)):
+        for name in names:
+            value = getattr(x, name)
+            if value is not None:
+                value = value[index]
+                out[name] = value if name in _PER_ROW_ONLY else value[:, cut]
+    return replace(x, **out)
 
 
 @dataclass
