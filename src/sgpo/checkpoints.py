@@ -30,6 +30,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,18 @@ def read_state(checkpoint: str | Path) -> dict[str, Any] | None:
 
 def write_state(folder: Path, instance_weight_ema: dict[str, Any]) -> None:
     (folder / STATE_FILE).write_text(json.dumps({"instance_weight_ema": instance_weight_ema}))
+
+
+def write_rollout_buffer(folder: Path, buffer: list[Any], rank: int) -> None:
+    """This process's rollouts of the current generation period (micro-batches), kept on CPU."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save([mb.to("cpu") for mb in buffer], folder / BUFFER_FILE.format(rank=rank))
+
+
+def read_rollout_buffer(checkpoint: str | Path, rank: int, device: Any) -> list[Any] | None:
+    """The rollouts `write_rollout_buffer` kept for process `rank`, on `device`; None if there are none."""
+    path = Path(checkpoint) / BUFFER_FILE.format(rank=rank)
+    return [mb.to(device) for mb in torch.load(path, weights_only=False)] if path.exists() else None
 
 
 def previous_run(out: Path, overwrite: bool) -> list[str]:

@@ -14,17 +14,19 @@ positions, S micro-batches, H hidden size.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
 from accelerate.utils import gather_object
 
 from sgpo.objectives import (
+    GlobalCounts,
     InstanceWeightEMA,
     LossInputs,
     SamplerCorrectionStats,
     group_relative_advantages,
+    head_functions,
     instance_weights,
     sampler_correction,
     sampler_correction_stats,
@@ -370,6 +372,17 @@ def local_counts(plan: RolloutPlan, sel: Selection, num_micro: int) -> Tensor:
     return out
 
 
+def set_step_normalisers(micro: Sequence[MicroBatch], step_counts: Tensor, max_completion_length: int, world: int) -> None:
+    """Give each micro-batch its optimizer step's normalisers: `step_counts` (S / GA, 3) are
+    `local_counts` summed over the GA micro-batches of each step and over the processes; `world` is
+    GA × the number of processes (the count of micro-batches one step averages over)."""
+    per_step = len(micro) // step_counts.shape[0]
+    for k, mb in enumerate(micro):
+        c = step_counts[k // per_step]
+        mb.loss.auto_counts = GlobalCounts(float(c[0]), float(c[1]), max_completion_length, world)
+        mb.loss.distill_tokens = float(c[2])
+
+
 def consecutive_runs(prompt_ids: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[int]]:
     """(distinct prompts, how many times each repeats) of a list in which copies are adjacent, as a
     plan's are: the form an engine that samples n completions per prompt (vLLM) takes."""
@@ -477,6 +490,24 @@ def no_grad_hidden(model, rows: Packed, micro_batch_size: int | None = None) -> 
     step = micro_batch_size or max(R, 1)
     parts = [completion_hidden(model, rows.rows(slice(s, s + step))) for s in range(0, R, step)]
     return torch.cat(parts, dim=0)
+
+
+@torch.no_grad()
+def score_logps(model, rows: Packed, mask: Tensor, *, head: str, temperature: float, lm_head: Callable,
+                chunk_size: int | None = None, micro_batch_size: int | None = None) -> Tensor:  # fmt: skip
+    """No-grad log-probs of the completion tokens under `mask` (R, C), 0 elsewhere: the hidden states
+    (`no_grad_hidden`, `micro_batch_size` rows per forward), then `sampled_logps` of `head_functions`'
+    `head` ("plain" | "chunked", with `chunk_size`) on the whole LM head, entered by `lm_head()` (a
+    context) after the forward and on every process alike (`sgpo.sharding`). -> (R, C)"""
+    h = no_grad_hidden(model, rows, micro_batch_size)
+    sel = mask.bool()
+    out = torch.zeros(sel.shape, dtype=torch.float32, device=h.device)
+    with lm_head() as (weight, bias):
+        if sel.any():
+            sampled_logps, _ = head_functions(head)
+            extra = {"chunk_size": chunk_size} if head == "chunked" else {}
+            out[sel] = sampled_logps(h[sel], weight, rows.completion_ids[sel], temperature, bias, **extra).float()
+    return out
 
 
 # ---------------------------------------------------------------------------------------- 8. the loss step, in groups

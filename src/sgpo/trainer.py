@@ -46,16 +46,17 @@ from trl.models.utils import prepare_deepspeed, prepare_fsdp
 
 from sgpo.adapters import apply_lora
 from sgpo.checkpoints import (
-    BUFFER_FILE,
     METRICS_FILE,
     Preemption,
     TrainingPreempted,
     prepare_run_folder,
     previous_run,
     publish_checkpoint,
+    read_rollout_buffer,
     read_state,
     resume_path,
     staging_folder,
+    write_rollout_buffer,
     write_state,
 )
 from sgpo.config import SGPOConfig
@@ -72,10 +73,8 @@ from sgpo.data import (
 )
 from sgpo.modeling import load_model, load_tokenizer
 from sgpo.objectives import (
-    GlobalCounts,
     InstanceWeightEMA,
     LossConfig,
-    head_functions,
     sgpo_loss,
 )
 from sgpo.phases import (
@@ -94,7 +93,9 @@ from sgpo.phases import (
     plan_rollouts,
     problem_weights,
     sampler_weights,
+    score_logps,
     select,
+    set_step_normalisers,
     smoothed_problem_weights,
     source_index,
     split_micro_batches,
@@ -542,13 +543,8 @@ class SGPOTrainer(Trainer):
                                     off_policy=off_policy)  # fmt: skip
         counts = local_counts(plan, sel, S).view(S // GA, GA, 3).sum(1).to(self.accelerator.device)
         counts = self.accelerator.reduce(counts, reduction="sum").cpu()
-        for k, mb in enumerate(micro):
-            c = counts[k // GA]
-            mb.loss.auto_counts = GlobalCounts(
-                float(c[0]), float(c[1]), args.max_completion_length, GA * self.accelerator.num_processes
-            )
-            mb.loss.distill_tokens = float(c[2])
-            micro[k] = mb.to(self.accelerator.device)
+        set_step_normalisers(micro, counts, args.max_completion_length, GA * self.accelerator.num_processes)
+        micro = [mb.to(self.accelerator.device) for mb in micro]
 
         # 6. no-grad passes
         self._no_grad_passes(micro)
@@ -633,18 +629,9 @@ class SGPOTrainer(Trainer):
                     x.teacher_hidden = no_grad_hidden(self.model, mb.teacher, args.forward_micro_batch_size)
                 x.teacher_weight, x.teacher_bias = t_w, t_b
 
-    @torch.no_grad()
     def _score_logps(self, model, rows: Packed, mask: torch.Tensor) -> torch.Tensor:
-        """No-grad log-probs of the completion tokens under `mask`. -> (R, C), 0 elsewhere"""
-        h = no_grad_hidden(model, rows, self.args.forward_micro_batch_size)
-        sel = mask.bool()
-        out = torch.zeros(sel.shape, dtype=torch.float32, device=h.device)
-        with self._full_lm_head(model) as (weight, bias):  # after the forward, and on every process alike
-            if sel.any():
-                sampled_logps, _ = head_functions(self.loss_config.head)
-                kw = {"chunk_size": self.args.head_chunk_size} if self.loss_config.head == "chunked" else {}
-                out[sel] = sampled_logps(h[sel], weight, rows.completion_ids[sel], self.args.temperature, bias, **kw).float()
-        return out
+        return score_logps(model, rows, mask, head=self.loss_config.head, temperature=self.args.temperature, chunk_size=self.args.head_chunk_size,
+                           micro_batch_size=self.args.forward_micro_batch_size, lm_head=lambda: self._full_lm_head(model))  # fmt: skip
 
     def _full_lm_head(self, model, with_grad: bool = False):
         """Context: the whole LM head (weight, bias) of `model` under any engine (`sgpo.sharding`)."""
@@ -747,8 +734,7 @@ class SGPOTrainer(Trainer):
             # inside a generation period: the rest of the period trains on these rollouts (π_old,
             # the teacher and the samples are of the policy at the start of the period), so a resumed
             # run needs them, not a fresh sample from the current policy
-            folder.mkdir(parents=True, exist_ok=True)
-            torch.save([mb.to("cpu") for mb in self._buffer], folder / BUFFER_FILE.format(rank=self.accelerator.process_index))
+            write_rollout_buffer(folder, self._buffer, self.accelerator.process_index)
         self.accelerator.wait_for_everyone()  # every process has written its part
         if self.args.should_save:
             publish_checkpoint(run_dir, name, limit, self.state.best_model_checkpoint)
@@ -761,9 +747,7 @@ class SGPOTrainer(Trainer):
             state = read_state(path)
             if state is not None:
                 self._ema.load_state_dict(state["instance_weight_ema"])
-            buffer = Path(path) / BUFFER_FILE.format(rank=self.accelerator.process_index)
-            if buffer.exists():
-                self._resume_buffer = [mb.to(self.accelerator.device) for mb in torch.load(buffer, weights_only=False)]
+            self._resume_buffer = read_rollout_buffer(path, self.accelerator.process_index, self.accelerator.device)
             resume_from_checkpoint = path
         self._prepare_output_dir(path)
         self._preemption.install()
