@@ -301,7 +301,7 @@ def trainer_worker(spec: dict) -> dict:
             **common,
         )
         trainer = SGPOTrainer(
-            model, args, processing_class=tokenizer, reward_funcs=[parity_reward], train_dataset=rows, callbacks=[clock]
+            model, args=args, processing_class=tokenizer, reward_funcs=[parity_reward], train_dataset=rows, callbacks=[clock]
         )
     trainer.train()
     times = clock.step_times()

@@ -151,7 +151,9 @@ def worker(kind: str, tokens: int, out: Path, group_size: int) -> None:
             sgpo["backward_group_size"] = group_size
         ours = dict(per_device_train_batch_size=1, max_prompt_length=None, overwrite_output_dir=True)
         args = SGPOConfig(**ours, **(grpo if kind == "grpo" else sgpo), **common)
-        trainer = FixedCompletions(model, args, processing_class=tokenizer, reward_funcs=[alternating_reward], train_dataset=rows)
+        trainer = FixedCompletions(
+            model, args=args, processing_class=tokenizer, reward_funcs=[alternating_reward], train_dataset=rows
+        )
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
     before = _status_kb("VmRSS")

@@ -103,7 +103,9 @@ def sgd_update(tmp_path, tokenizer, rows, **kw) -> dict[str, torch.Tensor]:
     before = param_snapshot(model)
     base = dict(optim="sgd", learning_rate=1.0, max_grad_norm=0.0, max_steps=1, weight_decay=0.0, shuffle_dataset=False)
     args = config(tmp_path, **{**base, "distill_on": "all", "instance_weighting": "constant", **kw})
-    FixedRolloutTrainer(model, args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows).train()
+    FixedRolloutTrainer(
+        model, args=args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows
+    ).train()
     return {n: before[n] - p.detach() for n, p in model.named_parameters()}
 
 
@@ -153,7 +155,11 @@ def test_groups_report_the_whole_micro_batch_loss(tmp_path, tokenizer, rows):
     for k, size in enumerate((None, 1)):
         args = config(tmp_path / str(k), max_steps=1, distill_on="all", instance_weighting="constant", backward_group_size=size)
         trainer = FixedRolloutTrainer(
-            build_tiny_model(tokenizer), args, processing_class=tokenizer, reward_funcs=[even_answer_reward], train_dataset=rows
+            build_tiny_model(tokenizer),
+            args=args,
+            processing_class=tokenizer,
+            reward_funcs=[even_answer_reward],
+            train_dataset=rows,
         )
         losses.append(trainer.train().training_loss)
     assert losses[0] != 0 and losses[1] == pytest.approx(losses[0], abs=1e-6)
