@@ -166,7 +166,7 @@ def one_step(out: str, per_device: int, loss_type: str, scenario: str, group_siz
         fully_shard(model, reshard_after_forward=True)  # accelerate keeps an FSDPModule as it is
     trainer = cls(
         model,
-        config(out, per_device, loss_type, **extra),
+        args=config(out, per_device, loss_type, **extra),
         processing_class=tokenizer,
         reward_funcs=[even_answer_reward],
         train_dataset=tiny_arithmetic_rows(8),
