@@ -9,8 +9,17 @@ MAX_LEN tokens (`min_new_tokens`, so sampling luck cannot change the work), the 
 - trl_grpo, grpo: G = 8 autonomous completions per problem;
 - sgpo: the same 8 autonomous + G/2 = 4 guided completions per problem (12 sequences: more rollouts);
 - sgpo_equal: 4 autonomous + 4 guided (the same 8 sequences per problem as GRPO): SGPO's own cost,
-  the teacher pass and the distillation term on top of the same sampling;
-- sgpo_vllm: sgpo sampling with vLLM.
+  the teacher pass and the distillation term on top of as many sampled sequences (the guided
+  prompts carry the strategy, so they are longer);
+- sgpo_vllm: sgpo sampling with vLLM;
+- grpo_vllm, sgpo_equal_vllm: grpo and sgpo_equal sampling with vLLM (no padded batch: a guided
+  prompt's extra length costs its own prefill only, as on a GPU).
+
+Each step's time splits into the time the trainer logs as sampling (`time/generate_s`) and the rest
+(rewards, no-grad passes, the teacher pass, the loss, backward and the optimizer step); for the
+equal-rollout ratios the last line also has the same ratio of each part (`*_sampling`, `*_besides_sampling`,
+medians over steps, then over rounds): what SGPO's longer guided prompts cost at sampling, and what
+its teacher pass and distillation term cost.
 
 SGPO distils on all guided completions with weight 1 (the most work it can do). Every round runs
 the trainers one after the other, the order reversed from round to round. A trainer's figure is the
@@ -19,14 +28,15 @@ of that round's ratio (the two trainers of a ratio ran minutes apart at most, so
 machine's load cancels), and the per-round ratios are printed too, with the load average. Prints the
 per-stage breakdown of each trainer (seconds per step), then, as its last line:
 
-    {"trl_grpo_s", "grpo_s", "sgpo_s", "sgpo_equal_s", "sgpo_vllm_s", "grpo_vs_trl", "sgpo_vs_grpo",
-     "sgpo_equal_rollouts_vs_grpo", "sgpo_vllm_vs_sgpo", "<ratio>_cpu" (the same of the steps' CPU times,
-     which depend less on other jobs), "rounds": {ratio: [per round]}, "load_avg_1m": [start, end]}
+    {"<column>_s", "grpo_vs_trl", "sgpo_vs_grpo", "sgpo_equal_rollouts_vs_grpo", "sgpo_vllm_vs_sgpo",
+     "sgpo_equal_rollouts_vs_grpo_vllm", "<ratio>_cpu" (the same of the steps' CPU times, which depend
+     less on other jobs), "<equal-rollout ratio>_sampling", "<equal-rollout ratio>_besides_sampling",
+     "rounds": {ratio: [per round]}, "load_avg_1m": [start, end]}
 
 With --profile DIR, one extra run of grpo and of sgpo_equal under torch.profiler writes each one's
 table of operators (self CPU time, top 40) and a Chrome trace to DIR, after the timed rounds.
 
-usage: python benchmarks/step_time.py [--steps 10] [--warmup 2] [--rounds 3] [--columns grpo,sgpo_equal]
+usage: python benchmarks/step_time.py [--steps 10] [--warmup 2] [--rounds 3] [--columns grpo,sgpo_equal,...]
        [--head-implementation chunked|plain] [--no-vllm] [--profile DIR]
 """
 
@@ -40,6 +50,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -73,6 +84,20 @@ class StepClock(TrainerCallback):
         return d[warmup:]
 
 
+@dataclass
+class Run:
+    """One trainer's run: wall and CPU time of each timed step, seconds per step of each logged stage
+    (mean over all steps), and the time each timed step logged as sampling (our trainers only)."""
+
+    durations: list[float]
+    cpu: list[float]
+    stages: dict[str, float]
+    sampling: list[float] | None = None
+
+    def besides_sampling(self) -> list[float]:
+        return [d - g for d, g in zip(self.durations, self.sampling or [])]
+
+
 def common(out: str, steps: int) -> dict:
     return dict(
         output_dir=out,
@@ -93,7 +118,7 @@ def common(out: str, steps: int) -> dict:
     )
 
 
-def run_trl(steps: int, warmup: int) -> tuple[tuple[list[float], list[float]], dict]:
+def run_trl(steps: int, warmup: int) -> Run:
     from trl import GRPOConfig, GRPOTrainer
 
     timings: dict[str, float] = defaultdict(float)
@@ -146,7 +171,7 @@ def run_trl(steps: int, warmup: int) -> tuple[tuple[list[float], list[float]], d
         )
         trainer.train()
     n = steps + warmup
-    return (clock.durations(warmup), clock.durations(warmup, cpu=True)), {k: v / n for k, v in timings.items()}
+    return Run(clock.durations(warmup), clock.durations(warmup, cpu=True), {k: v / n for k, v in timings.items()})
 
 
 def _accuracy(prompts, completions, answer, **kw):
@@ -159,7 +184,7 @@ def _accuracy(prompts, completions, answer, **kw):
 
 def run_ours(
     steps: int, warmup: int, guided: int, head_implementation: str, use_vllm: bool = False, autonomous: int = G, profile=None
-) -> tuple[tuple[list[float], list[float]], dict]:
+) -> Run:
     tok = build_tiny_tokenizer()
     model = build_tiny_model(tok, hidden_size=HIDDEN, layers=LAYERS)
     rows = tiny_arithmetic_rows(64)
@@ -184,11 +209,14 @@ def run_ours(
                 trainer.train()
         n = steps + warmup
         sums: dict[str, float] = defaultdict(float)
+        sampling = []  # the time each step logged as sampling (one log record per step: logging_steps=1)
         for rec in trainer.state.log_history:
             for k, v in rec.items():
                 if k.startswith("time/") and k != "time/generate_and_score_s":
                     sums[k[5:-2]] += v
-    return (clock.durations(warmup), clock.durations(warmup, cpu=True)), {k: v / n for k, v in sums.items()}
+            if "time/generate_s" in rec:
+                sampling.append(rec["time/generate_s"])
+    return Run(clock.durations(warmup), clock.durations(warmup, cpu=True), {k: v / n for k, v in sums.items()}, sampling[warmup:])
 
 
 RATIOS = {  # name: (numerator, denominator)
@@ -196,7 +224,9 @@ RATIOS = {  # name: (numerator, denominator)
     "sgpo_vs_grpo": ("sgpo", "grpo"),
     "sgpo_equal_rollouts_vs_grpo": ("sgpo_equal", "grpo"),
     "sgpo_vllm_vs_sgpo": ("sgpo_vllm", "sgpo"),
+    "sgpo_equal_rollouts_vs_grpo_vllm": ("sgpo_equal_vllm", "grpo_vllm"),
 }
+EQUAL_ROLLOUTS = ("sgpo_equal_rollouts_vs_grpo", "sgpo_equal_rollouts_vs_grpo_vllm")  # ratios split into sampling and the rest
 
 
 def profile_runs(a, out_dir: str) -> None:
@@ -223,8 +253,11 @@ def main() -> None:
     p.add_argument(
         "--head-implementation", default="chunked", choices=["chunked", "plain"], help="SGPOConfig.head_implementation"
     )
-    p.add_argument("--no-vllm", action="store_true", help="leave out the SGPO-with-vLLM column")
-    p.add_argument("--columns", help="comma-separated subset of trl_grpo,grpo,sgpo,sgpo_equal,sgpo_vllm (default: all)")
+    p.add_argument("--no-vllm", action="store_true", help="leave out the columns sampling with vLLM")
+    p.add_argument(
+        "--columns",
+        help="comma-separated subset of trl_grpo,grpo,sgpo,sgpo_equal,sgpo_vllm,grpo_vllm,sgpo_equal_vllm (default: all)",
+    )
     p.add_argument("--profile", metavar="DIR", help="also profile one run of grpo and sgpo_equal into DIR")
     a = p.parse_args()
     import importlib.util
@@ -240,6 +273,8 @@ def main() -> None:
     }
     if with_vllm:
         runners["sgpo_vllm"] = lambda: run_ours(a.steps, a.warmup, G // 2, chunk, use_vllm=True)
+        runners["grpo_vllm"] = lambda: run_ours(a.steps, a.warmup, 0, chunk, use_vllm=True)
+        runners["sgpo_equal_vllm"] = lambda: run_ours(a.steps, a.warmup, G // 2, chunk, use_vllm=True, autonomous=G // 2)
     if a.columns:
         wanted = a.columns.split(",")
         unknown = set(wanted) - set(runners)
@@ -250,13 +285,18 @@ def main() -> None:
     medians: dict[str, list[float]] = defaultdict(list)
     cpu_medians: dict[str, list[float]] = defaultdict(list)
     stages: dict[str, list[dict]] = defaultdict(list)
+    parts: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))  # name: part: [per round]
     for r in range(a.rounds):
         order = list(runners) if r % 2 == 0 else list(reversed(runners))
         for name in order:
-            (d, cpu), s = runners[name]()
+            run = runners[name]()
+            d = run.durations
             medians[name].append(statistics.median(d))
-            cpu_medians[name].append(statistics.median(cpu))
-            stages[name].append(s)
+            cpu_medians[name].append(statistics.median(run.cpu))
+            stages[name].append(run.stages)
+            if run.sampling:
+                parts[name]["sampling"].append(statistics.median(run.sampling))
+                parts[name]["besides_sampling"].append(statistics.median(run.besides_sampling()))
             print(
                 f"round {r} {name}: median {statistics.median(d):.3f}s over {len(d)} steps (load {os.getloadavg()[0]:.2f})",
                 file=sys.stderr,
@@ -279,6 +319,10 @@ def main() -> None:
             summary[ratio] = round(statistics.median(rounds[ratio]), 3)
             cpu = [x / y for x, y in zip(cpu_medians[num], cpu_medians[den])]
             summary[f"{ratio}_cpu"] = round(statistics.median(cpu), 3)
+            if ratio in EQUAL_ROLLOUTS:
+                for part in ("sampling", "besides_sampling"):
+                    x, y = parts[num][part], parts[den][part]
+                    summary[f"{ratio}_{part}"] = round(statistics.median(u / v for u, v in zip(x, y)), 3)
     summary.update(rounds=rounds, load_avg_1m=load)
     if a.profile:
         profile_runs(a, a.profile)

@@ -204,6 +204,10 @@ def test_shipped_config_is_a_fair_full_experiment():
         ("evaluation: {samples: 4, temperature: 0}\n", "evaluation.samples > 1 needs evaluation.temperature > 0"),
         ("world: {heldout: 3, train: 3, warmup: 3, validation: 3, families: v3}\n", "world: unknown world 'v3'"),
         ("world: {heldout: 3, train: 3, warmup: 3, validation: 3, list_length: 5}\n", "world.list_length must be [min, max]"),
+        (
+            "world: {heldout: 3, train: 3, warmup: 3, validation: 3, warmup_length: [9, 5]}\n",
+            "world: warmup_length must be (min, max) with 1 <= min <= max",
+        ),
         ("preregistration: 3\n", "preregistration must be the path of the pre-registration file"),
         ("learning_rates: [1e-4, 1e-4]\n", "learning_rates must be distinct positive numbers"),
     ],
@@ -230,7 +234,8 @@ def test_the_config_hash_covers_what_sets_the_numbers_and_nothing_else(tmp_path)
     assert hash_of("preregistration: elsewhere.md\n") == h  # where the hash is kept neither
     for changed in ("seeds: 4\n", "train: {num_iterations: 3}\n", "warmup: {auto_from_step: 10}\n",
                     "evaluation: {samples: 8, temperature: 0.7}\n", "model: {num_hidden_layers: 3}\n",
-                    "learning_rates: [1.0e-5, 3.0e-5, 1.0e-4]\n"):  # fmt: skip
+                    "learning_rates: [1.0e-5, 3.0e-5, 1.0e-4]\n",
+                    "world: {heldout: 3, train: 3, warmup: 3, validation: 3, warmup_length: [5, 10]}\n"):  # fmt: skip
         assert hash_of(changed) != h, changed
 
 

@@ -13,7 +13,7 @@ from sgpo.commands.world import main
 from sgpo.prompts import tokenize_prompts
 from sgpo.world.evaluate import heldout_accuracy, summarize
 from sgpo.world.extractor import fill_strategies
-from sgpo.world.families import WORLD_V1
+from sgpo.world.families import WORLD_V1, WORLDS
 from sgpo.world.generate import WorldSpec, build_world
 from sgpo.world.model import ModelSpec, build_model, load_model, num_parameters, save_model
 from sgpo.world.pipeline import prepare_out, run_pipeline
@@ -120,6 +120,22 @@ def test_a_v1_record_is_swapped_within_v1_onto_a_family_without_target():
         s = swapped_record(r)
         assert s["family"] in v1 and s["family"] not in (r["family"], "count_target")
         assert s["problem"] == r["problem"] and s["response"] != r["response"]
+
+
+def test_a_v2_1_record_is_swapped_within_the_world_it_is_given(tokenizer):
+    """v2 and v2.1 share family names, so a record does not tell its world: the warm-up is given it
+    (`families`), and a v2.1 record's swapped solution draws v2.1's six notations; without it, the
+    record's family name resolves to v2 and its three."""
+    spec = WorldSpec(per_family={"warmup": 12}, families="v2.1", warmup_length=(5, 10))
+    records = fill_strategies(build_world(0, spec)["warmup"])
+    marks = lambda rows: {c for r in rows for c in r["response"].split(" . ")[1] if c in ">=:~|/"}  # noqa: E731
+    assert marks([swapped_record(r, WORLDS["v2.1"]) for r in records]) == set(">=:~|/")
+    assert marks([swapped_record(r) for r in records]) == set(">=:")
+    data = build_examples(records, tokenizer, {}, swap_fraction=1.0, families=WORLDS["v2.1"])
+    texts = [tokenizer.decode(e.completion) for v in data.swapped.values() for e in v]
+    assert {c for t in texts for c in t.split(" . ")[1] if c in ">=:~|/"} == set(">=:~|/")
+    with pytest.raises(ValueError, match="not one of"):
+        swapped_record(records[0], WORLDS["v1"])
 
 
 def test_warmup_is_deterministic_and_resumes_to_the_same_weights(tmp_path, world, tokenizer):

@@ -145,7 +145,7 @@ TOP_KEYS = (
     "quick",
 )
 TRAIN_KEYS = tuple(f.name for f in fields(TrainSettings) if f.name not in ("learning_rate", "seed"))
-WORLD_KEYS = (*SPLITS, "families", "list_length", "longer_length")
+WORLD_KEYS = (*SPLITS, "families", "list_length", "longer_length", "warmup_length")
 MODEL_KEYS = tuple(f.name for f in fields(ModelSpec))
 WARMUP_KEYS = tuple(f.name for f in fields(WarmupConfig) if f.name not in ("seed", "save_every"))
 EVALUATION_KEYS = ("samples", "temperature", "guided_samples", "max_new_tokens")
@@ -295,14 +295,14 @@ def load_config(path: str | Path, *, quick: bool = False, seeds: int | None = No
 
 def _world(raw: Any, base: WorldSpec, f: _Fields) -> WorldSpec:
     """`world:` — problems per family of each split, and optionally `families` (a world's name or a
-    list of family names), `list_length` and `longer_length` ([min, max])."""
+    list of family names), `list_length`, `longer_length` and `warmup_length` ([min, max])."""
     raw = f.keys(raw, WORLD_KEYS, "world")
     counts = {k: f.number(v, f"world.{k}", int, 1) for k, v in raw.items() if k in SPLITS}
     missing = [s for s in ("heldout", "train", "warmup", "validation") if s not in counts]
     if missing:
         raise ConfigError(f"{f.where}: world: needs a number of problems per family for every split; missing {missing[0]!r}")
     extra: dict[str, Any] = {}
-    for key in ("list_length", "longer_length"):
+    for key in ("list_length", "longer_length", "warmup_length"):
         if key in raw:
             v = raw[key]
             if not (isinstance(v, list) and len(v) == 2):

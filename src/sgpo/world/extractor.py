@@ -26,7 +26,7 @@ _RESPONSE = re.compile(
     r"^\s*method : (?P<method>[a-z ]+?) \. (?:target : (?P<target>\d+) \. )?(?P<trace>.+?) \. answer : \\boxed\{(?P<answer>-?\d+)\}\s*$",
     re.S,
 )
-_STEP = re.compile(r"^(?P<x>\d+)(?P<n>[>=:])(?P<v>-?\d+)$")
+_STEP = re.compile(r"^(?P<x>\d+)(?P<n>[>=:~|/])(?P<v>-?\d+)$")  # every notation of any world (families.py)
 _DIGIT = re.compile(r"\d")
 
 

@@ -18,6 +18,8 @@ Two sets of families (`WORLDS`):
   drawn per step, so a solution is one of many valid ones and a model that imitates the oracle has a
   non-degenerate next-token distribution on every step; each family also has wordings that only the
   generalisation split (`novel`) uses.
+- **v2.1**: v2 with six step notations and held-out wordings made of words the other wordings use
+  (the two parts of v2 that failed its gate; docs/results.md).
 - **v1** (the first world, kept for the experiments measured on it): max, min, sum_mod10,
   count_target, count_rises, count_even, one notation.
 
@@ -36,7 +38,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 #: the numbers of a list are digits in this range; lists have LIST_LENGTH[0]..LIST_LENGTH[1] numbers
 #: unless the world says otherwise (`WorldSpec.list_length`)
@@ -44,6 +46,9 @@ DIGITS = range(10)
 LIST_LENGTH = (5, 8)
 #: the step notations of v2's oracle, drawn per step (v1 writes `>` only)
 NOTATIONS = (">", "=", ":")
+#: v2.1's: six, so that the teacher's next-token distribution is spread on every step (ln 6 nats
+#: on each notation token, against v2's ln 3, which left its mean over non-critical tokens < 0.2)
+NOTATIONS_V2_1 = (">", "=", ":", "~", "|", "/")
 
 
 @dataclass(frozen=True)
@@ -252,18 +257,42 @@ WORLD_V2: tuple[Family, ...] = (
     ),
 )  # fmt: skip
 
+#: v2.1 (docs/results.md, "World v2.1"): v2's families and procedures, changed only where v2 failed
+#: its gate: six step notations instead of three (C4, the teacher's spread), and held-out wordings
+#: composed of words the other wordings use (C9: v2's held-out wordings used words no training text
+#: has, whose embeddings nothing trained). Same names and methods as v2's families.
+_NOVEL_V2_1 = {
+    "sum": "add up the list .",
+    "sum_even": "add up the even values .",
+    "sum_odd": "add up the odd values .",
+    "sum_big": "add up the big values .",
+    "sum_small": "add up the small values .",
+    "sum_alt": "what is the total of the numbers in odd places ?",
+}
+WORLD_V2_1: tuple[Family, ...] = tuple(
+    replace(f, notations=NOTATIONS_V2_1, novel_questions=(_NOVEL_V2_1[f.name],)) for f in WORLD_V2
+)
+
 #: the family sets a world can be made of; a world names its families (`WorldSpec.families`)
-WORLDS: dict[str, tuple[Family, ...]] = {"v1": WORLD_V1, "v2": WORLD_V2}
+WORLDS: dict[str, tuple[Family, ...]] = {"v1": WORLD_V1, "v2": WORLD_V2, "v2.1": WORLD_V2_1}
 DEFAULT_WORLD = "v2"
 FAMILIES: tuple[Family, ...] = WORLDS[DEFAULT_WORLD]  # the default world's families
-ALL_FAMILIES: tuple[Family, ...] = WORLD_V1 + WORLD_V2
+ALL_FAMILIES: tuple[Family, ...] = WORLD_V1 + WORLD_V2 + WORLD_V2_1
 
+#: by name and by method: a name or method of several worlds (v2's and v2.1's families) maps to the
+#: newest world's family, whose notations include the older ones' (the extractor parses either)
 FAMILY_BY_NAME: dict[str, Family] = {f.name: f for f in ALL_FAMILIES}
 FAMILY_BY_METHOD: dict[str, Family] = {f.method: f for f in ALL_FAMILIES}
 
 
-def world_of(name: str) -> tuple[Family, ...]:
-    """The family set (`WORLDS`) that family `name` belongs to."""
+def world_of(name: str, families: Sequence[Family] | None = None) -> tuple[Family, ...]:
+    """The families of the world that family `name` belongs to: `families` when given (a world's
+    families, which must include `name`), else the first world (`WORLDS`) with a family of that name
+    (v2 for a name v2 and v2.1 share)."""
+    if families is not None:
+        if not any(f.name == name for f in families):
+            raise ValueError(f"family {name!r} is not one of {[f.name for f in families]}")
+        return tuple(families)
     return next(w for w in WORLDS.values() if any(f.name == name for f in w)) if name in FAMILY_BY_NAME else get_family(name)
 
 

@@ -8,7 +8,7 @@ shows, and `strategy` is `None` until the extractor fills it (`sgpo.world.extrac
 Splits (every problem text occurs in one split only):
 - `heldout`: evaluation problems, never trained on;
 - `train`:   the problems GRPO / SGPO train on;
-- `warmup`:  the problems of the supervised warm-up;
+- `warmup`:  the problems of the supervised warm-up (lists of `WorldSpec.warmup_length` when set);
 - `validation`: problems for choosing settings (`sgpo experiment` selects each method's learning rate
   on them), kept apart from `heldout`, the test set;
 - `novel`:   the generalisation split's new wordings: problems asked with a family's
@@ -38,12 +38,16 @@ GENERALISATION_SPLITS = ("novel", "longer")
 class WorldSpec:
     """How many problems per family each split holds, which families exist (a list of names, or a
     world's name: "v1", "v2"; None: the default world, `sgpo.world.families.DEFAULT_WORLD`), and
-    how long the lists are (`list_length`; the `longer` split's `longer_length`)."""
+    how long the lists are (`list_length`; the `longer` split's `longer_length`; the `warmup` split's
+    `warmup_length`, None: `list_length` — v2.1's warm-up demonstrates lists as long as the `longer`
+    split's, so that `longer` tests lengths the RL training problems do not have, not lengths the
+    model has never read)."""
 
     per_family: Mapping[str, int] = field(default_factory=lambda: {"heldout": 50, "train": 64, "warmup": 1000})
     families: Sequence[str] | str | None = None
     list_length: tuple[int, int] = LIST_LENGTH
     longer_length: tuple[int, int] = (9, 9)
+    warmup_length: tuple[int, int] | None = None
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -65,6 +69,8 @@ class WorldSpec:
             raise ValueError(
                 f"longer_length {self.longer_length} must be longer than every list of list_length {self.list_length}"
             )
+        if self.warmup_length is not None and not 1 <= self.warmup_length[0] <= self.warmup_length[1]:
+            raise ValueError(f"warmup_length must be (min, max) with 1 <= min <= max, got {self.warmup_length}")
         if "novel" in self.per_family:
             missing = [f.name for f in families if not f.novel_questions]
             if missing:
@@ -75,14 +81,24 @@ class WorldSpec:
         d: dict[str, Any] = {"per_family": dict(self.per_family), "families": families}
         if (self.list_length, self.longer_length) != (LIST_LENGTH, (9, 9)):  # as config.json was before they existed
             d.update(list_length=list(self.list_length), longer_length=list(self.longer_length))
+        if self.warmup_length is not None:
+            d["warmup_length"] = list(self.warmup_length)
         return d
+
+    def length_of(self, split: str) -> tuple[int, int]:
+        """The (min, max) list length of `split`'s problems."""
+        if split == "longer":
+            return self.longer_length
+        if split == "warmup" and self.warmup_length is not None:
+            return self.warmup_length
+        return self.list_length
 
 
 def make_record(
     family: Family, rng: random.Random, record_id: str, split: str = "heldout", spec: WorldSpec | None = None
 ) -> dict[str, Any]:
     spec = spec or WorldSpec()
-    inst = sample_instance(family, rng, spec.longer_length if split == "longer" else spec.list_length)
+    inst = sample_instance(family, rng, spec.length_of(split))
     question = rng.choice(family.novel_questions if split == "novel" else family.questions)
     response, spans = oracle_response(family, inst, rng)
     return {

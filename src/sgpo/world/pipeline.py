@@ -54,6 +54,7 @@ from sgpo.strategies.extraction import ExtractionConfig, extract_strategies
 from sgpo.trainer import SGPOTrainer
 from sgpo.world.evaluate import auto_and_guided, heldout_accuracy
 from sgpo.world.extractor import WorldExtractor
+from sgpo.world.families import families_named
 from sgpo.world.generate import build_world, write_world
 from sgpo.world.model import build_model, load_model, num_parameters, save_model
 from sgpo.world.progress import StageProgress
@@ -179,6 +180,7 @@ def warmup_process(
             on_step=lambda step, _: on_step(step) if rank == 0 else None,
             rank=rank,
             world_size=n,
+            families=families_named(cfg.world.families),
         )
     finally:
         if n > 1:

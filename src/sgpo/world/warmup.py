@@ -55,7 +55,7 @@ from sgpo.prompts import PromptFormat, tokenize_prompts
 from sgpo.sft import Example, completion_nll
 from sgpo.strategies.base import render_strategy
 from sgpo.world.extractor import WorldExtractor
-from sgpo.world.families import Instance, oracle_response, parse_numbers, world_of
+from sgpo.world.families import Family, Instance, oracle_response, parse_numbers, world_of
 from sgpo.world.prompt import WORLD_PROMPT_FORMAT
 
 #: the default world's (v2) autonomous exposure per family: from half of the records down to none
@@ -101,12 +101,13 @@ class WarmupData:
     auto: list[Example] = field(default_factory=list)
 
 
-def swapped_record(record: Mapping[str, Any]) -> dict[str, Any]:
-    """`record` with the strategy and worked solution of another family of its world (one without a
-    target, since the question names none), on the same list; the family (and the solution's step
-    notations) are drawn from a stream seeded by the id."""
+def swapped_record(record: Mapping[str, Any], families: Sequence[Family] | None = None) -> dict[str, Any]:
+    """`record` with the strategy and worked solution of another family of its world (`families`, or
+    `world_of` the record's family; one without a target, since the question names none), on the same
+    list; the family (and the solution's step notations) are drawn from a stream seeded by the id."""
     rng = random.Random(f"sgpo-swap:{record['id']}")
-    other = rng.choice([f for f in world_of(record["family"]) if f.name != record["family"] and not f.has_target])
+    world = world_of(record["family"], families)
+    other = rng.choice([f for f in world if f.name != record["family"] and not f.has_target])
     response, _ = oracle_response(other, Instance(tuple(parse_numbers(record["problem"]))), rng)
     strategy = WorldExtractor().extract(record["problem"], response)
     return {**record, "family": other.name, "response": response, "strategy": render_strategy(strategy)}
@@ -140,7 +141,10 @@ def build_examples(
     auto_exposure: Mapping[str, float],
     prompt_format: PromptFormat = WORLD_PROMPT_FORMAT,
     swap_fraction: float = 0.0,
+    families: Sequence[Family] | None = None,
 ) -> WarmupData:
+    """The warm-up's examples of `records` (`WarmupData`); `families` is their world's families (the
+    swapped solutions are drawn from it; None: `world_of` each record's family)."""
     missing = [r["id"] for r in records if not r.get("strategy")]
     if missing:
         raise ValueError(f"warm-up records need a strategy; {len(missing)} have none, e.g. id {missing[0]!r}")
@@ -161,8 +165,10 @@ def build_examples(
 
     data = WarmupData(guided=by_family(records))
     if swap_fraction > 0:
-        data.swapped = by_family([swapped_record(r) for r in records])
+        data.swapped = by_family([swapped_record(r, families) for r in records])
     auto_rows = exposed_records(records, auto_exposure)
+    if not auto_rows:  # no family exposed: a guided-only warm-up
+        return data
     auto_prompts = tokenize_prompts(
         tokenizer, [prompt_format.render(tokenizer, r["problem"]) for r in auto_rows], max_length=None
     )
@@ -243,15 +249,16 @@ def warmup(
     on_step: Callable[[int, float], None] | None = None,
     rank: int = 0,
     world_size: int = 1,
+    families: Sequence[Family] | None = None,
 ) -> list[float]:
     """Train `model` in place; returns the loss of every step (resumed steps included).
 
     With `state_dir`, a checkpoint is kept there (see the module doc) and a previous one is resumed
     when its config equals `cfg`; a checkpoint of another config is refused, never mixed in. With
     `world_size` > 1 this is one process of a data-parallel warm-up (module doc; the process group
-    must be initialised); only rank 0 writes checkpoints.
+    must be initialised); only rank 0 writes checkpoints. `families`: the records' world (`build_examples`).
     """
-    data = build_examples(records, tokenizer, cfg.auto_exposure, prompt_format, cfg.swap_fraction)
+    data = build_examples(records, tokenizer, cfg.auto_exposure, prompt_format, cfg.swap_fraction, families)
     torch.manual_seed(cfg.seed)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
