@@ -231,6 +231,19 @@ def test_pipeline_writes_every_stage_and_reruns_to_the_same_numbers(tmp_path):
     assert resumed["methods"] == first["methods"]
 
 
+def test_the_pipelines_warm_up_swaps_a_v2_1_world_within_v2_1(tmp_path, monkeypatch):
+    """The wiring of `families`: the pipeline's warm-up gives the world's families to the swap (a
+    record alone would resolve to v2's); seen with a spy around the real `swapped_record`."""
+    import sgpo.world.warmup as warmup_module
+
+    given, real = [], warmup_module.swapped_record
+    monkeypatch.setattr(warmup_module, "swapped_record", lambda r, families=None: given.append(families) or real(r, families))
+    cfg = micro_config()
+    cfg = replace(cfg, world=replace(cfg.world, families="v2.1"), warmup=replace(cfg.warmup, swap_fraction=1.0))
+    run_pipeline(tmp_path / "w", cfg, methods=())
+    assert len(given) == 8 * 6 and all(f is not None and tuple(f) == WORLDS["v2.1"] for f in given)
+
+
 @pytest.mark.slow
 def test_data_parallel_warmup_is_the_one_process_warmup(tmp_path):
     # 2 processes, each with its share of every batch and the gradients summed: the same losses and
