@@ -58,9 +58,13 @@ def test_quick_experiment_reports_every_method_and_seed_consistently(quick):
             assert len(s["per_seed"]) == 3
             assert s["mean"] == pytest.approx(statistics.fmean(s["per_seed"]))
             assert s["std"] == pytest.approx(statistics.stdev(s["per_seed"]))
-        # every run of the method exists, with the same number of optimizer steps
+        # every run of the method exists, with the same number of optimizer steps; a tuning run is
+        # evaluated on validation only unless its rate was chosen (the test split decides nothing)
         for lr in exp.learning_rates:
-            assert (run_dir(out, name, lr, 0) / "run.json").exists()
+            tuned = json.loads((run_dir(out, name, lr, 0) / "run.json").read_text())
+            assert "validation" in tuned and ("test" in tuned) == (lr == m["chosen_learning_rate"]), (name, lr)
+            assert ("novel" in tuned or "longer" in tuned or "test_greedy" in tuned) <= (lr == m["chosen_learning_rate"])
+        assert list(results["tuning_per_family"][name]) == [f"{m['chosen_learning_rate']:g}"]
         runs = [json.loads((run_dir(out, name, m["chosen_learning_rate"], s) / "run.json").read_text()) for s in range(3)]
         assert [r["test"]["auto"] for r in runs] == m["test_auto"]["per_seed"]
         assert all(r["steps"] == exp.setup.train.max_steps == m["steps"] for r in runs)

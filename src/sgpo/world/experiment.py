@@ -13,11 +13,13 @@ SGPO on two training-data variants where half the problems have no strong respon
    once by the demo's pipeline (`sgpo.world.pipeline.run_pipeline`) in `setup/`: the warm-up is
    shared by every run; the training-data variants the methods need are written into
    `setup/world/train-data/` once;
-2. tuning: every method is trained once (RL seed 0) at every learning rate of the same grid, and its
-   rate is the one with the best greedy autonomous accuracy on the validation split (ties: the
-   smaller rate);
-3. seeds: every method is trained at its chosen rate with RL seeds 1 … N-1 too (seed 0 is the
-   tuning run); every run is evaluated on the held-out test split (autonomous and guided);
+2. tuning: every method is trained once (RL seed 0) at every learning rate of the same grid and
+   evaluated on the validation split only; its rate is the one with the best autonomous accuracy
+   there (ties: the smaller rate);
+3. seeds: the chosen run is evaluated in full, and every method is trained at its chosen rate with
+   RL seeds 1 … N-1 too (seed 0 is the tuning run); these runs are evaluated on the held-out test
+   split (autonomous and guided) and the generalisation splits — a rate that was not chosen never is,
+   which keeps the test split out of every choice and saves most of the tuning runs' evaluation;
 4. results (`sgpo.world.experiment_results`): mean ± std over seeds, paired bootstrap intervals of
    SGPO minus each other method (or of the config's `compare` pairs), per-family accuracy, learning curves, selectivity, instance weights.
 
@@ -363,19 +365,24 @@ def train_sft(
     (dest / "metrics.jsonl").write_text("".join(json.dumps({"step": i + 1, "loss": v}) + "\n" for i, v in enumerate(losses)))
 
 
-def evaluate_run(model, tokenizer, cfg: WorldRunConfig, world: Path) -> dict[str, Any]:
-    """A trained model's evaluations, per record: `validation` (autonomous), `test` (autonomous and
-    guided, with `test_greedy` beside when the primary metric is sampled) and each generalisation
-    split the world has (`novel`, `longer`; autonomous and guided). Primary metric: autonomous pass@1
-    over `cfg.eval_samples` samples at `cfg.eval_temperature` (sampling seed 0); guided accuracy, a
-    reference, over `cfg.eval_guided_samples` (1: one greedy completion)."""
+EVAL_PARTS = ("validation", "rest")  # evaluate_run's parts: the validation split, and everything else
+
+
+def evaluate_run(model, tokenizer, cfg: WorldRunConfig, world: Path, parts: Sequence[str] = EVAL_PARTS) -> dict[str, Any]:
+    """A trained model's evaluations, per record: `validation` (autonomous) and, with "rest" in `parts`,
+    `test` (autonomous and guided, with `test_greedy` beside when the primary metric is sampled) and
+    each generalisation split the world has (`novel`, `longer`; autonomous and guided). Primary
+    metric: autonomous pass@1 over `cfg.eval_samples` samples at `cfg.eval_temperature` (sampling
+    seed 0); guided accuracy, a reference, over `cfg.eval_guided_samples` (1: one greedy completion)."""
     common = dict(max_new_tokens=cfg.eval_max_new_tokens, batch_size=cfg.eval_batch_size)
     kw = dict(common, samples=cfg.eval_samples, guided_samples=cfg.eval_guided_samples, temperature=cfg.eval_temperature)
     auto = dict(common, samples=cfg.eval_samples, temperature=cfg.eval_temperature, seed=0, per_record=True)
-    out = {
-        "validation": heldout_accuracy(model, tokenizer, read_rows(world / "validation.jsonl"), modes=("auto",), **auto),
-        "test": auto_and_guided(model, tokenizer, read_rows(world / "heldout.jsonl"), **kw),
-    }
+    out = {}
+    if "validation" in parts:
+        out["validation"] = heldout_accuracy(model, tokenizer, read_rows(world / "validation.jsonl"), modes=("auto",), **auto)
+    if "rest" not in parts:
+        return out
+    out["test"] = auto_and_guided(model, tokenizer, read_rows(world / "heldout.jsonl"), **kw)
     if cfg.eval_samples > 1:
         out["test_greedy"] = heldout_accuracy(model, tokenizer, read_rows(world / "heldout.jsonl"), modes=("auto",), **common)
     for split in GENERALISATION_SPLITS:
@@ -390,14 +397,29 @@ def _mean_metric(steps: Sequence[Mapping[str, Any]], key: str) -> float | None:
 
 
 def run_one(
-    exp: ExperimentConfig, out: Path, method: str, lr: float, seed: int, size: str = "base", *, progress=None
+    exp: ExperimentConfig,
+    out: Path,
+    method: str,
+    lr: float,
+    seed: int,
+    size: str = "base",
+    *,
+    progress=None,
+    validation_only: bool = False,
 ) -> dict[str, Any]:
     """Train `method` at learning rate `lr` with RL seed `seed` from the shared warm-up of model size
-    `size`, evaluate it (`evaluate_run`: validation, test, generalisation splits, per record); keep it
-    all in `run_dir(...)`/run.json. A finished run is read back, not redone. Returns run.json's content."""
+    `size`, evaluate it (`evaluate_run`: validation, test, generalisation splits, per record; with
+    `validation_only`, the validation split alone — a tuning run, whose rate is chosen on it, and whose
+    other evaluations `finish_evaluation` adds if it is chosen); keep it all in `run_dir(...)`/run.json.
+    A finished run is read back, not redone (and evaluated further if it was validated only and
+    `validation_only` is False). Returns run.json's content."""
     final = run_dir(out, method, lr, seed, size)
     if (final / RUN_FILE).exists():
-        return json.loads((final / RUN_FILE).read_text())
+        return (
+            finish_evaluation(exp, out, method, lr, seed, size)
+            if not validation_only
+            else json.loads((final / RUN_FILE).read_text())
+        )
     cfg = exp.sizes()[size]
     set_determinism(seed, cfg.threads)
     setup = setup_dir(out, size)
@@ -418,7 +440,7 @@ def run_one(
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         model, tokenizer = load_model(tmp)
-        evaluations = evaluate_run(model, tokenizer, cfg, setup / "world")
+        evaluations = evaluate_run(model, tokenizer, cfg, setup / "world", ("validation",) if validation_only else EVAL_PARTS)
         logs, _ = read_metrics(tmp / "metrics.jsonl")
         steps = [r for r in logs if "loss" in r and "train_runtime" not in r]
         result.update(
@@ -442,6 +464,26 @@ def run_one(
     atomic_dir(final, write)
     if progress is not None:
         progress.end(name)
+    return result
+
+
+def finish_evaluation(exp: ExperimentConfig, out: Path, method: str, lr: float, seed: int, size: str = "base") -> dict[str, Any]:
+    """A finished run evaluated on the validation split only (a tuning run) gets the rest of
+    `evaluate_run` (test, greedy, generalisation splits) from its saved model; run.json is rewritten
+    in one move. A run evaluated in full is read back as it is. Returns run.json's content."""
+    path = run_dir(out, method, lr, seed, size) / RUN_FILE
+    result = json.loads(path.read_text())
+    if "test" in result:
+        return result
+    cfg = exp.sizes()[size]
+    set_determinism(seed, cfg.threads)
+    t0 = time.perf_counter()
+    model, tokenizer = load_model(path.parent)
+    result.update(evaluate_run(model, tokenizer, cfg, setup_dir(out, size) / "world", ("rest",)))
+    result["wall_seconds"]["evaluate"] = round(result["wall_seconds"]["evaluate"] + time.perf_counter() - t0, 2)
+    tmp = path.with_name(RUN_FILE + ".tmp")
+    write_json(tmp, result)
+    tmp.replace(path)
     return result
 
 
@@ -515,29 +557,41 @@ def prepare_setups(out: Path, exp: ExperimentConfig, progress) -> None:
             write_variants(setup_dir(out, size) / "world", exp.setup.seed)
 
 
-def run_all(out: Path, exp: ExperimentConfig, jobs: Sequence[tuple[str, float, int, str]], progress) -> list[dict[str, Any]]:
-    """run.json of each job (method, lr, seed, size): read back when finished, else run in worker processes."""
-    done = {j: json.loads(p.read_text()) for j in jobs if (p := run_dir(out, *j) / RUN_FILE).exists()}
+def run_all(
+    out: Path, exp: ExperimentConfig, jobs: Sequence[tuple[str, float, int, str]], progress, validation_only: bool = False
+) -> list[dict[str, Any]]:
+    """run.json of each job (method, lr, seed, size): read back when finished (and evaluated in full
+    unless `validation_only`), else run in worker processes (`run_one`)."""
+
+    def finished(j) -> bool:
+        p = run_dir(out, *j) / RUN_FILE
+        return p.exists() and (validation_only or "test" in json.loads(p.read_text()))
+
+    done = {j: json.loads((run_dir(out, *j) / RUN_FILE).read_text()) for j in jobs if finished(j)}
     todo = [j for j in jobs if j not in done]
     relay = lambda kind, name, x: getattr(progress, kind)(name, x)  # noqa: E731
     if todo:
-        calls = [(run_one, (exp, out, *j), {}) for j in todo]
+        calls = [(run_one, (exp, out, *j), {"validation_only": validation_only}) for j in todo]
         done.update(zip(todo, run_in_workers(calls, relay, processes=min(exp.processes, len(todo)))))
     return [done[j] for j in jobs]
 
 
 def tune_and_seed(out: Path, exp: ExperimentConfig, methods: Sequence[str], size: str, progress, walls: dict[str, float]):
-    """Every method of `methods` at every rate of the grid (seed 0), its rate chosen on validation,
-    then its further seeds there; returns (runs, {method: chosen rate})."""
+    """Every method of `methods` at every rate of the grid (seed 0), evaluated on the validation split
+    only and its rate chosen there; then the chosen run evaluated in full (test, generalisation
+    splits: the test split is never evaluated for a rate that was not chosen, so nothing can be chosen
+    on it) and the further seeds there; returns (runs, {method: chosen rate})."""
     suffix = "" if size == "base" else f" ({size})"
     t0 = time.perf_counter()
-    tuning = run_all(out, exp, [(m, lr, 0, size) for m in methods for lr in exp.learning_rates], progress)
+    tuning = run_all(out, exp, [(m, lr, 0, size) for m in methods for lr in exp.learning_rates], progress, validation_only=True)
     walls[f"tuning runs{suffix}"] = round(time.perf_counter() - t0, 1)
     chosen = {m: choose_rate([r for r in tuning if r["method"] == m]) for m in methods}
     t0 = time.perf_counter()
-    extra = run_all(out, exp, [(m, chosen[m], s, size) for m in methods for s in range(1, exp.seeds)], progress)
+    jobs = [(m, chosen[m], s, size) for m in methods for s in range(exp.seeds)]  # seed 0: the tuning run, evaluated further
+    full = {(r["method"], r["learning_rate"], r["seed"]): r for r in run_all(out, exp, jobs, progress)}
     walls[f"further seeds{suffix}"] = round(time.perf_counter() - t0, 1)
-    return tuning + extra, chosen
+    tuning = [full.get((r["method"], r["learning_rate"], r["seed"]), r) for r in tuning]
+    return tuning + [full[j[:3]] for j in jobs if j[2] > 0], chosen
 
 
 def run_experiment(

@@ -9,7 +9,8 @@ results.json:
                           "train_seconds_per_run", "zero_gradient_steps_per_run"}},
      "comparisons": {method: {"reference", "mean_difference", "ci95": [low, high], "samples"}},
                    (reference − method; the reference: the config's `compare`, by default "sgpo")
-     "tuning_per_family": {method: {lr: {family: test autonomous accuracy of the seed-0 run}}},
+     "tuning_per_family": {method: {lr: {family: test autonomous accuracy of the seed-0 run}}} (the runs
+         evaluated on the test split: since tuning runs are evaluated on validation only, the chosen rate's),
      "warmup": {"test_auto", "test_guided", "per_family_auto"},
      "selectivity": {...}, "instance_weight": {...},
      "learning_rates", "seeds", "shared_warmup": true, "setup": {...},
@@ -191,7 +192,7 @@ def summarize_runs(
         m: {
             f"{r['learning_rate']:g}": {f: v["auto"] for f, v in r["test"]["per_family"].items()} | {"all": r["test"]["auto"]}
             for r in runs
-            if r["method"] == m and r["seed"] == 0
+            if r["method"] == m and r["seed"] == 0 and "test" in r  # a rate not chosen is evaluated on validation only
         }
         for m in names
     }
@@ -311,7 +312,8 @@ def _family_tables(results: Mapping[str, Any]) -> list[str]:
         lines.append(f"| {m} | " + " | ".join(f"{r['per_family_auto'][f]:.3f}" for f in families) + " |")
     lines += [
         "",
-        "Test autonomous accuracy per family of every tuning run (seed 0), by learning rate:",
+        "Test autonomous accuracy per family of the tuning runs evaluated on the test split (seed 0; a rate"
+        " not chosen is evaluated on validation only), by learning rate:",
         "",
         "| method | lr | " + " | ".join(families) + " | all |",
         "| --- | ---: |" + " ---: |" * (len(families) + 1),
