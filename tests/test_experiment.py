@@ -205,6 +205,7 @@ def test_shipped_config_is_a_fair_full_experiment():
         ("larger_methods: [grpo, ppo]\n", "larger_methods must be a list of the methods"),
         ("warmup: {auto_exposure: {sum: lots}}\n", "warmup.auto_exposure.sum must be a number, got 'lots'"),
         ("warmup: {step: 5}\n", "warmup: unknown key 'step'"),
+        ("warmup: {auto_max_numbers: 0}\n", "warmup.auto_max_numbers must be >= 1, got 0"),
         ("evaluation: {samples: 4, temperature: 0}\n", "evaluation.samples > 1 needs evaluation.temperature > 0"),
         ("world: {heldout: 3, train: 3, warmup: 3, validation: 3, families: v3}\n", "world: unknown world 'v3'"),
         ("world: {heldout: 3, train: 3, warmup: 3, validation: 3, list_length: 5}\n", "world.list_length must be [min, max]"),

@@ -177,3 +177,23 @@ def test_method_span_and_teacher_token_stats_on_a_tiny_model():
     import math
 
     assert min(stats["noncritical_entropy"]) > 0.5 * math.log(len(tok))
+
+
+def test_the_gate_report_is_written_per_size_and_marked_incomplete_until_every_size_is_in():
+    """An interrupted gate leaves the figures of the sizes it finished, never a verdict: incomplete
+    means not passed, and C10 is judged only once every size is measured."""
+    import time
+
+    from sgpo.world.gate_run import _report
+
+    passing = [gate.Criterion(f"C{i}", "t", "f", True) for i in range(1, 9)]
+    head = {"config_hash": "ab" * 32, "sizes": {}}
+    one = _report(head, {"base": (1_000_000, passing)}, 2, {"x": 1.0}, time.perf_counter())
+    assert one["complete"] is False and one["passed"] is False and "scaling" not in one
+    assert "INCOMPLETE (1 of 2 model sizes measured" in one["table"] and "| C1 t | f | pass |" in one["table"]
+    two = _report(head, {"base": (1_000_000, passing), "larger": (2_500_000, passing)}, 2, {}, time.perf_counter())
+    assert two["complete"] is True and two["passed"] is True and two["scaling"]["name"] == "C10"
+    assert "PASSED" in two["table"].splitlines()[0] and "INCOMPLETE" not in two["table"]
+    failing = [*passing[:3], gate.Criterion("C4", "t", "f", False), *passing[4:]]
+    three = _report(head, {"base": (1_000_000, failing), "larger": (2_500_000, passing)}, 2, {}, time.perf_counter())
+    assert three["passed"] is False and "NOT PASSED" in three["table"].splitlines()[0]

@@ -113,6 +113,26 @@ def test_warmup_batches_mix_guided_and_autonomous_examples(world, tokenizer):
         build_examples(world["warmup"], tokenizer, {"sum": 1.5})
 
 
+def test_autonomous_exposure_can_keep_to_short_lists_while_the_guided_examples_span_all(tokenizer):
+    """v2.2's warm-up (`auto_max_numbers`): lists longer than the RL and test problems' are shown with
+    a strategy only; the exposure share counts the family's short-list records."""
+    spec = WorldSpec(per_family={"warmup": 40}, families="v2.1", warmup_length=(5, 10))
+    records = fill_strategies(build_world(0, spec)["warmup"])
+    n_numbers = lambda r: len(r["problem"].rpartition("list :")[2].split())  # noqa: E731
+    assert max(map(n_numbers, records)) == 10
+    every = exposed_records(records, {"sum": 1.0, "sum_even": 0.5})
+    short = exposed_records(records, {"sum": 1.0, "sum_even": 0.5}, max_numbers=8)
+    assert max(map(n_numbers, every)) == 10 and max(map(n_numbers, short)) <= 8
+    short_sums = [r for r in records if r["family"] == "sum" and n_numbers(r) <= 8]
+    short_evens = [r for r in records if r["family"] == "sum_even" and n_numbers(r) <= 8]
+    assert [r for r in short if r["family"] == "sum"] == short_sums  # exposure 1: every short one
+    assert [r for r in short if r["family"] == "sum_even"] == short_evens[: round(0.5 * len(short_evens))]
+    data = build_examples(records, tokenizer, {"sum": 1.0}, auto_max_numbers=8)
+    assert len(data.auto) == len(short_sums) and sum(len(v) for v in data.guided.values()) == len(records)
+    cfg = WarmupConfig(auto_max_numbers=8)
+    assert cfg.to_dict()["auto_max_numbers"] == 8 and "auto_max_numbers" not in WarmupConfig().to_dict()
+
+
 def test_a_v1_record_is_swapped_within_v1_onto_a_family_without_target():
     records = fill_strategies(build_world(0, WorldSpec(per_family={"warmup": 3}, families="v1"))["warmup"])
     v1 = {f.name for f in WORLD_V1}
@@ -233,15 +253,24 @@ def test_pipeline_writes_every_stage_and_reruns_to_the_same_numbers(tmp_path):
 
 def test_the_pipelines_warm_up_swaps_a_v2_1_world_within_v2_1(tmp_path, monkeypatch):
     """The wiring of `families`: the pipeline's warm-up gives the world's families to the swap (a
-    record alone would resolve to v2's); seen with a spy around the real `swapped_record`."""
+    record alone would resolve to v2's), and its `auto_max_numbers` to the exposure; seen with spies
+    around the real functions."""
     import sgpo.world.warmup as warmup_module
 
     given, real = [], warmup_module.swapped_record
     monkeypatch.setattr(warmup_module, "swapped_record", lambda r, families=None: given.append(families) or real(r, families))
+    limits, real_exposed = [], warmup_module.exposed_records
+    monkeypatch.setattr(
+        warmup_module,
+        "exposed_records",
+        lambda r, e, max_numbers=None: limits.append(max_numbers) or real_exposed(r, e, max_numbers),
+    )
     cfg = micro_config()
-    cfg = replace(cfg, world=replace(cfg.world, families="v2.1"), warmup=replace(cfg.warmup, swap_fraction=1.0))
+    warm = replace(cfg.warmup, swap_fraction=1.0, auto_max_numbers=6)
+    cfg = replace(cfg, world=replace(cfg.world, families="v2.1"), warmup=warm)
     run_pipeline(tmp_path / "w", cfg, methods=())
     assert len(given) == 8 * 6 and all(f is not None and tuple(f) == WORLDS["v2.1"] for f in given)
+    assert limits == [6]  # and the warm-up config's autonomous list limit
 
 
 @pytest.mark.slow

@@ -332,6 +332,8 @@ def _warmup(raw: Any, base: WarmupConfig, f: _Fields) -> WarmupConfig:
         if k == "auto_exposure":
             exposure = f.keys(v or {}, [fam for fam in v or {}], "warmup.auto_exposure")
             values[k] = {fam: f.number(e, f"warmup.auto_exposure.{fam}", float, 0) for fam, e in exposure.items()}
+        elif k == "auto_max_numbers":
+            values[k] = f.number(v, f"warmup.{k}", int, 1)
         else:
             values[k] = f.number(v, f"warmup.{k}", type(getattr(base, k)), 0)
     return replace(base, **values)

@@ -109,8 +109,31 @@ def size_criteria(exp: ExperimentConfig, warm: Mapping[str, Any], runs: Sequence
     ]
 
 
+def _report(report: dict[str, Any], sizes: Mapping[str, tuple[int, list[gate.Criterion]]], expected: int,
+            walls: dict[str, float], started: float) -> dict[str, Any]:  # fmt: skip
+    """gate.json's content from the sizes measured so far: complete (C10 and the verdict) once all
+    `expected` sizes are in, else marked incomplete and not passed."""
+    report = {**report, "complete": len(sizes) == expected}
+    table = [f"Model size {size} ({params / 1e6:.2f} M parameters):\n\n{gate.format_table(criteria)}\n"
+             for size, (params, criteria) in sizes.items()]  # fmt: skip
+    if report["complete"]:
+        scaling = gate.scaling(sizes)
+        report["scaling"] = scaling.to_dict()
+        report["passed"] = all(c.passed for c in sizes["base"][1]) and scaling.passed
+        table.append(gate.format_table([scaling]) + "\n")
+        verdict = "PASSED" if report["passed"] else "NOT PASSED"
+    else:
+        report["passed"] = False
+        verdict = f"INCOMPLETE ({len(sizes)} of {expected} model sizes measured; rerun the command to go on)"
+    report["wall_seconds"] = {**walls, "total": round(time.perf_counter() - started, 1)}
+    report["table"] = "\n".join([f"Gate of config `{report['config_hash'][:12]}`: {verdict}", "", *table])
+    return report
+
+
 def run_gate(out: str | Path, exp: ExperimentConfig, *, overwrite: bool = False, progress=None) -> dict[str, Any]:
-    """The gate (module doc); returns gate.json's content."""
+    """The gate (module doc); returns gate.json's content. gate.json and gate.md are written after
+    each model size (marked incomplete until every size is measured), so an interrupted gate leaves
+    the figures of the sizes it finished; a rerun resumes (finished runs and measurements are kept)."""
     out = prepare_experiment(out, exp, overwrite)
     progress = progress or StageProgress(enabled=False)
     started, walls = time.perf_counter(), {}
@@ -140,17 +163,7 @@ def run_gate(out: str | Path, exp: ExperimentConfig, *, overwrite: bool = False,
             "critical_kl_share": warm["teacher"]["critical_kl_share"],
             "critical_token_share": warm["teacher"]["critical_token_share"],
         }
-    scaling = gate.scaling(sizes)
-    report["scaling"] = scaling.to_dict()
-    base = sizes["base"][1]
-    report["passed"] = all(c.passed for c in base) and scaling.passed
-    walls["total"] = round(time.perf_counter() - started, 1)
-    report["wall_seconds"] = walls
-    table = [f"Gate of config `{report['config_hash'][:12]}`: {'PASSED' if report['passed'] else 'NOT PASSED'}", ""]
-    for size, (params, criteria) in sizes.items():
-        table += [f"Model size {size} ({params / 1e6:.2f} M parameters):", "", gate.format_table(criteria), ""]
-    table += [gate.format_table([scaling]), ""]
-    report["table"] = "\n".join(table)
-    write_json(out / GATE_FILE, report)
-    (out / GATE_TABLE).write_text(report["table"] + "\n")
-    return report
+        done = _report(report, sizes, len(exp.sizes()), walls, started)
+        write_json(out / GATE_FILE, done)
+        (out / GATE_TABLE).write_text(done["table"] + "\n")
+    return done

@@ -76,6 +76,10 @@ class WarmupConfig:
     # examples come in only for the last steps, so that a family's question is mapped to its procedure
     # partly, by its exposure, rather than completely whatever the exposure (docs/strategy-world.md)
     auto_from_step: int = 0
+    # autonomous examples only from records whose list has at most this many numbers (None: any): a
+    # warm-up whose problems span longer lists than the RL and test problems (`WorldSpec.warmup_length`)
+    # demonstrates the longer ones with a strategy only, and maps questions to procedures on the usual lengths
+    auto_max_numbers: int | None = None
     learning_rate: float = 2e-3
     warmup_steps: int = 60
     min_lr_ratio: float = 0.1  # cosine decay to this fraction of the learning rate
@@ -87,6 +91,8 @@ class WarmupConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["auto_exposure"] = dict(self.auto_exposure)
+        if self.auto_max_numbers is None:  # as before the field existed: older warm-up checkpoints resume
+            del d["auto_max_numbers"]
         return d
 
 
@@ -113,9 +119,14 @@ def swapped_record(record: Mapping[str, Any], families: Sequence[Family] | None 
     return {**record, "family": other.name, "response": response, "strategy": render_strategy(strategy)}
 
 
-def exposed_records(records: Sequence[Mapping[str, Any]], auto_exposure: Mapping[str, float]) -> list[Mapping[str, Any]]:
+def exposed_records(
+    records: Sequence[Mapping[str, Any]], auto_exposure: Mapping[str, float], max_numbers: int | None = None
+) -> list[Mapping[str, Any]]:
     """The records shown without strategy: of each family f, its first round(auto_exposure[f] × n_f)
-    records (in the order of `records`), families interleaved as in `records`."""
+    records (in the order of `records`), families interleaved as in `records`; with `max_numbers`,
+    of the records whose list has at most that many numbers (n_f counts those)."""
+    if max_numbers is not None:
+        records = [r for r in records if len(parse_numbers(r["problem"])) <= max_numbers]
     known = {r["family"] for r in records}
     unknown = [f for f in auto_exposure if f not in known]
     if unknown:
@@ -142,9 +153,11 @@ def build_examples(
     prompt_format: PromptFormat = WORLD_PROMPT_FORMAT,
     swap_fraction: float = 0.0,
     families: Sequence[Family] | None = None,
+    auto_max_numbers: int | None = None,
 ) -> WarmupData:
     """The warm-up's examples of `records` (`WarmupData`); `families` is their world's families (the
-    swapped solutions are drawn from it; None: `world_of` each record's family)."""
+    swapped solutions are drawn from it; None: `world_of` each record's family); `auto_max_numbers`:
+    `exposed_records`'s `max_numbers`."""
     missing = [r["id"] for r in records if not r.get("strategy")]
     if missing:
         raise ValueError(f"warm-up records need a strategy; {len(missing)} have none, e.g. id {missing[0]!r}")
@@ -166,7 +179,7 @@ def build_examples(
     data = WarmupData(guided=by_family(records))
     if swap_fraction > 0:
         data.swapped = by_family([swapped_record(r, families) for r in records])
-    auto_rows = exposed_records(records, auto_exposure)
+    auto_rows = exposed_records(records, auto_exposure, auto_max_numbers)
     if not auto_rows:  # no family exposed: a guided-only warm-up
         return data
     auto_prompts = tokenize_prompts(
@@ -258,7 +271,7 @@ def warmup(
     `world_size` > 1 this is one process of a data-parallel warm-up (module doc; the process group
     must be initialised); only rank 0 writes checkpoints. `families`: the records' world (`build_examples`).
     """
-    data = build_examples(records, tokenizer, cfg.auto_exposure, prompt_format, cfg.swap_fraction, families)
+    data = build_examples(records, tokenizer, cfg.auto_exposure, prompt_format, cfg.swap_fraction, families, cfg.auto_max_numbers)
     torch.manual_seed(cfg.seed)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
