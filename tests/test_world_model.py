@@ -319,3 +319,56 @@ def test_quick_setting_is_smaller_than_the_full_one():
     assert quick.quick and not full.quick
     assert quick.warmup.steps < full.warmup.steps
     assert sum(quick.world.per_family.values()) < sum(full.world.per_family.values())
+
+
+def test_workers_end_with_a_killed_parent(tmp_path):
+    """`kill` of `sgpo experiment` (SIGTERM to its main process only) must not leave its workers
+    training on: they get SIGKILL when it ends (Linux). A real parent and worker process."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("prctl(PR_SET_PDEATHSIG) is Linux only")
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from sgpo.world.workers import run_in_workers\n"
+        "def nap(path, progress=None):\n"
+        "    open(path + '.tmp', 'w').write(str(os.getpid())); os.replace(path + '.tmp', path); time.sleep(120)\n"
+        "if __name__ == '__main__':\n"
+        "    run_in_workers([(nap, (sys.argv[1],), {})], lambda *a: None)\n"
+    )
+    pid_file = tmp_path / "worker.pid"
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)], env=dict(os.environ, PYTHONPATH=src))
+    worker = None
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.2)
+        worker = int(pid_file.read_text())
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(timeout=30)
+
+        def alive(pid: int) -> bool:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+            except FileNotFoundError:
+                return False
+            return state not in ("Z", "X")
+
+        deadline = time.monotonic() + 15
+        while alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not alive(worker), "the worker outlived its killed parent"
+    finally:
+        parent.kill()
+        if worker is not None:
+            try:
+                os.kill(worker, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

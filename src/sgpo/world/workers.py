@@ -3,16 +3,20 @@
 Every process computes with a fixed number of torch threads (`set_determinism`), whatever the
 machine's core count, so the numbers depend only on the seed, the configuration, the installed
 versions and the processor's instruction set (`numerics`; docs/strategy-world.md, "Determinism").
-`run_in_workers` runs calls in fresh (spawned) processes and relays their progress to the parent.
+`run_in_workers` runs calls in fresh (spawned) processes and relays their progress to the parent;
+on Linux they end with it, however it ends.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import platform
 import queue as queue_lib
 import random
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, wait
 from importlib.metadata import version
@@ -67,11 +71,29 @@ class _QueueProgress:
 
 
 _worker_queue = None
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _init_worker(queue) -> None:
     global _worker_queue
     _worker_queue = queue
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when the process that started it ends, however it ends (a
+    `kill` of `sgpo experiment` would otherwise leave its workers training on, into folders a rerun
+    then removes). A run a worker leaves half-done is in its `.tmp` folder, which a rerun redoes."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # no prctl: workers outlive a killed parent, as elsewhere
+        return
+    if os.getppid() != parent:  # the parent ended before the request: end now
+        os._exit(1)
 
 
 def _call_in_worker(fn, args, kwargs):
