@@ -100,6 +100,16 @@ def test_quick_experiment_reports_every_method_and_seed_consistently(quick):
     table = (out / "results.md").read_text()
     assert all(f"| {name} |" in table for name in DEFAULT_METHODS)
     assert "SGPO − method [95% CI]" in proc.stdout
+    # the pre-registered analysis: claim 1 by SGPO minus the best of GRPO, SFT and LUFFY
+    analysis = results["claims"]
+    best = max(("grpo", "sft", "luffy"), key=lambda n: results["methods"][n]["test_auto"]["mean"])
+    assert analysis["primary"]["best"] == best
+    assert analysis["primary"]["difference"] == pytest.approx(
+        results["methods"]["sgpo"]["test_auto"]["mean"] - results["methods"][best]["test_auto"]["mean"], abs=1e-6
+    )
+    assert analysis["claims"]["1"]["verdict"] == analysis["primary"]["verdict"] in ("shown", "not shown", "refuted")
+    assert analysis["claims"]["5"]["verdict"] == "not tested"  # world v1 has no generalisation split
+    assert "| (1) SGPO beats SFT, GRPO and LUFFY |" in table
     # 8 methods x 3 rates at seed 0, then 8 methods x 2 more seeds: each run once
     assert len(started_runs(proc.stderr)) == len(set(started_runs(proc.stderr))) == 8 * 3 + 8 * 2
 

@@ -13,6 +13,8 @@ results.json:
          evaluated on the test split: since tuning runs are evaluated on validation only, the chosen rate's),
      "warmup": {"test_auto", "test_guided", "per_family_auto"},
      "selectivity": {...}, "instance_weight": {...},
+     "claims": the pre-registered analysis (`sgpo.world.claims.analyse`: the primary endpoint, the
+               Holm-corrected secondary ones, each claim shown / not shown / refuted / not tested),
      "learning_rates", "seeds", "shared_warmup": true, "setup": {...},
      "wall_seconds": {phase: seconds, "total": seconds},   (of the call that wrote it: a resumed call
                                                            counts only the work it did)
@@ -38,6 +40,7 @@ import numpy as np
 from sgpo.data import read_rows, write_json
 from sgpo.evaluation.report import read_metrics
 from sgpo.evaluation.selectivity import build_trajectories, critical_share, score_trajectories, summarize, top_mass_shares
+from sgpo.world.claims import analyse, format_claims, verdicts_of
 from sgpo.world.methods import METHODS, run_dir
 from sgpo.world.model import load_model
 from sgpo.world.prompt import WORLD_PROMPT_FORMAT
@@ -225,6 +228,11 @@ def write_outputs(
         "per_family_guided": {f: v["guided"] for f, v in warm["per_family"].items()},
     }
     results["selectivity"] = sel
+    verdicts = {"base/test": verdicts_of(runs, chosen, exp.seeds, "test"),
+                "base/generalisation": verdicts_of(runs, chosen, exp.seeds, "generalisation")}  # fmt: skip
+    if larger:
+        verdicts["larger/test"] = verdicts_of(larger["runs"], larger["chosen"], exp.seeds, "test")
+    results["claims"] = analyse({k: v for k, v in verdicts.items() if v}, exp.bootstrap_samples)
     sgpo_like = [m for m in exp.methods if m.startswith("sgpo")]
     results["instance_weight"] = {
         m: instance_weight_series([run_dir(out, m, chosen[m], s) for s in range(exp.seeds)]) for m in sgpo_like
@@ -377,6 +385,8 @@ def format_markdown(results: Mapping[str, Any]) -> str:
     if "status" in results:
         head = [f"**{results['status'].capitalize()} results** (config hash `{results['config_hash'][:12]}`).", ""]
     lines = head + _main_table(results) + _family_tables(results) + _selectivity_table(results) + _weight_table(results)
+    if "claims" in results:
+        lines += format_claims(results["claims"])
     return "\n".join(lines) + "\n"
 
 
