@@ -344,12 +344,16 @@ def test_workers_end_with_a_killed_parent(tmp_path):
     )
     pid_file = tmp_path / "worker.pid"
     src = str(Path(__file__).resolve().parents[1] / "src")
-    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)], env=dict(os.environ, PYTHONPATH=src))
+    # the killed parent's resource tracker reports the parent's queue semaphores it cleans up: kept
+    # out of the test run's output, in a file the failure messages show
+    err = (tmp_path / "parent.err").open("w")
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)], env=dict(os.environ, PYTHONPATH=src), stderr=err)
     worker = None
     try:
         deadline = time.monotonic() + 120
         while not pid_file.exists() and time.monotonic() < deadline and parent.poll() is None:
             time.sleep(0.2)
+        assert pid_file.exists(), (tmp_path / "parent.err").read_text()[-2000:]
         worker = int(pid_file.read_text())
         parent.send_signal(signal.SIGTERM)
         parent.wait(timeout=30)
@@ -367,6 +371,7 @@ def test_workers_end_with_a_killed_parent(tmp_path):
         assert not alive(worker), "the worker outlived its killed parent"
     finally:
         parent.kill()
+        err.close()
         if worker is not None:
             try:
                 os.kill(worker, signal.SIGKILL)
