@@ -6,7 +6,8 @@ gate's warm-up, split by kind of token (docs/results.md, "World v2.3 prototypes"
 The same rollouts and quantities as the gate (`sgpo.world.gate_measure.teacher_token_stats`: one
 guided rollout per validation record at T = 1 from seed 0; KL(q_t ‖ p_t) of the guided teacher q and
 the autonomous student p, and the student's NLL of the sampled token), re-scored here with each
-token's kind: the method phrase (critical), step notations, digits, spaces, other. Prints
+token's kind: the method phrase (critical), step notations, separators (`,` `;`), digits, spaces,
+other. Prints
 Spearman(KL, NLL) over all tokens (the gate's figure), then per kind its share, mean KL, mean NLL
 and the within-kind Spearman, as JSON lines.
 """
@@ -23,13 +24,10 @@ import torch
 from scipy.stats import spearmanr
 
 from sgpo.data import read_rows
-from sgpo.prompts import tokenize_prompts
-from sgpo.rollout import generate_completions
-from sgpo.world.families import NOTATIONS_V2_1
-from sgpo.world.gate_measure import critical_flags
+from sgpo.world.families import NOTATIONS_V2_1, SEPARATORS_V2_4
+from sgpo.world.gate_measure import teacher_token_stats
 from sgpo.world.methods import setup_dir
 from sgpo.world.model import load_model
-from sgpo.world.prompt import WORLD_PROMPT_FORMAT
 
 
 def kind_of(text: str, critical: bool) -> str:
@@ -38,6 +36,8 @@ def kind_of(text: str, critical: bool) -> str:
         return "critical"
     if s and s in NOTATIONS_V2_1:
         return "notation"
+    if s and s in SEPARATORS_V2_4:
+        return "separator"
     if s.isdigit():
         return "digit"
     return "space" if not s else "other"
@@ -54,26 +54,11 @@ def main() -> None:
     setup = setup_dir(Path(a.out), a.size)
     model, tok = load_model(setup / "warmup")
     records = read_rows(setup / "world" / "validation.jsonl")[: a.rows]
-    fmt = WORLD_PROMPT_FORMAT
-    guided = tokenize_prompts(tok, [fmt.render(tok, r["problem"], r["strategy"]) for r in records], max_length=None)
-    auto = tokenize_prompts(tok, [fmt.render(tok, r["problem"]) for r in records], max_length=None)
-    torch.manual_seed(0)
-    gen = generate_completions(model, tok, guided, max_new_tokens=a.max_new_tokens, temperature=1.0)
-    rows: list[tuple[str, float, float]] = []
-    model.eval()
-    with torch.no_grad():
-        for i in range(len(records)):
-            ids = gen.completion_ids[i, : int(gen.completion_lengths[i])].tolist()
-            flags = critical_flags(tok, ids)
-
-            def logp(prompt: list[int], ids=ids) -> torch.Tensor:
-                x = torch.tensor([prompt + ids])
-                return model(input_ids=x).logits[0, len(prompt) - 1 : len(prompt) - 1 + len(ids)].float().log_softmax(-1)
-
-            q, pp = logp(guided[i]), logp(auto[i])
-            kl = (q.exp() * (q - pp)).sum(-1).clamp(min=0).tolist()
-            nll = (-pp.gather(-1, torch.tensor(ids).unsqueeze(-1)).squeeze(-1)).tolist()
-            rows += [(kind_of(tok.decode([t]), c), k, n) for t, c, k, n in zip(ids, flags, kl, nll)]
+    stats = teacher_token_stats(model, tok, records, max_new_tokens=a.max_new_tokens)
+    rows = [
+        (kind_of(tok.decode([t]), c), k, n)
+        for t, c, k, n in zip(stats["token_ids"], stats["critical"], stats["kl"], stats["nll"])
+    ]
     print(json.dumps({"tokens": len(rows), "spearman_kl_nll": spearmanr([r[1] for r in rows], [r[2] for r in rows]).correlation}))
     by: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
     for r in rows:

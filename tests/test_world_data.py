@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -10,7 +11,7 @@ from sgpo.data import load_problems, read_rows
 from sgpo.strategies.base import ExtractionError, Strategy, render_strategy
 from sgpo.verify import Verifier
 from sgpo.world.extractor import WorldExtractor, fill_strategies
-from sgpo.world.families import FAMILIES, FAMILY_BY_NAME, WORLDS, Instance
+from sgpo.world.families import FAMILIES, FAMILY_BY_NAME, WORLDS, Instance, families_named
 from sgpo.world.generate import GENERALISATION_SPLITS, WorldSpec, build_world, write_world
 
 SPLIT_SIZES = {"heldout": 6, "train": 5, "warmup": 12, "validation": 4, "novel": 3, "longer": 3}
@@ -19,6 +20,9 @@ SMALL_V1 = WorldSpec(per_family={k: v for k, v in SPLIT_SIZES.items() if k not i
 SMALL_V2_1 = WorldSpec(
     per_family=SPLIT_SIZES, families="v2.1", longer_length=(9, 10), warmup_length=(5, 10)
 )  # as world_v2_1.yaml
+SMALL_V2_4 = WorldSpec(
+    per_family=SPLIT_SIZES, families="v2.4", longer_length=(9, 10), warmup_length=(5, 10)
+)  # as world_v2_4.yaml
 V2_KEEP = {  # an independent statement of v2's filters (position i counts from 0)
     "sum": lambda x, i: True,
     "sum_even": lambda x, i: x % 2 == 0,
@@ -30,7 +34,7 @@ V2_KEEP = {  # an independent statement of v2's filters (position i counts from 
 
 
 def spec_of(world: str) -> WorldSpec:
-    return {"v2": SMALL, "v2.1": SMALL_V2_1, "v1": SMALL_V1}[world]
+    return {"v2": SMALL, "v2.1": SMALL_V2_1, "v2.4": SMALL_V2_4, "v1": SMALL_V1}[world]
 
 
 def reference_answer(problem: str) -> int:
@@ -38,7 +42,7 @@ def reference_answer(problem: str) -> int:
     question, _, tail = problem.rpartition("list :")
     xs = [int(t) for t in tail.split()]
     q = question.strip()
-    for fam in WORLDS["v2"] + WORLDS["v2.1"]:
+    for fam in WORLDS["v2"] + WORLDS["v2.1"] + WORLDS["v2.4"]:
         if q in fam.questions + fam.novel_questions:
             keep = V2_KEEP[fam.name]
             return sum(x for i, x in enumerate(xs) if keep(x, i))
@@ -87,7 +91,7 @@ def test_world_is_a_function_of_the_seed():
     assert build_world(3, SMALL)["heldout"] != build_world(4, SMALL)["heldout"]
 
 
-@pytest.mark.parametrize("world", ["v1", "v2", "v2.1"])
+@pytest.mark.parametrize("world", ["v1", "v2", "v2.1", "v2.4"])
 def test_splits_are_disjoint_balanced_and_a_smaller_world_is_a_prefix(world):
     spec = spec_of(world)
     built = build_world(0, spec)
@@ -112,7 +116,7 @@ def test_the_validation_split_is_built_last_and_only_when_asked_for():
     assert len(full["validation"]) == 4 * len(FAMILIES)
 
 
-@pytest.mark.parametrize("world_name", ["v2", "v2.1"])
+@pytest.mark.parametrize("world_name", ["v2", "v2.1", "v2.4"])
 def test_the_generalisation_split_is_worded_differently_or_longer_than_any_training_instance(world_name):
     """v2: `longer` is longer than any other split's list; v2.1: than any list but the warm-up's,
     which spans the longer lengths (`warmup_length`)."""
@@ -142,7 +146,7 @@ def test_at_least_six_families_with_integer_answers():
         assert re.fullmatch(r"-?\d+", r["answer"])
 
 
-@pytest.mark.parametrize("world", ["v1", "v2", "v2.1"])
+@pytest.mark.parametrize("world", ["v1", "v2", "v2.1", "v2.4"])
 def test_oracle_answers_are_correct_on_many_seeds(world):
     spec = spec_of(world)
     rows = [r for seed in range(40) for split in spec.splits if split != "warmup" for r in build_world(seed, spec)[split]]
@@ -163,7 +167,7 @@ def test_v2_solutions_draw_every_step_notation_and_v1_keeps_one():
     assert all(">" in t and "=" not in t and ":" not in t for t in v1_steps)
 
 
-@pytest.mark.parametrize("world", ["v1", "v2", "v2.1"])
+@pytest.mark.parametrize("world", ["v1", "v2", "v2.1", "v2.4"])
 def test_critical_spans_mark_the_method_phrase_and_only_it(world):
     for r in build_world(2, spec_of(world))["train"]:
         fam = FAMILY_BY_NAME[r["family"]]
@@ -176,7 +180,7 @@ def test_critical_spans_mark_the_method_phrase_and_only_it(world):
         assert r["response"].count(fam.method) == 1
 
 
-@pytest.mark.parametrize("world", ["v1", "v2", "v2.1"])
+@pytest.mark.parametrize("world", ["v1", "v2", "v2.1", "v2.4"])
 def test_family_is_inferable_from_the_problem_text(world):
     """No question paraphrase is shared between families of a world, so an ideal policy can tell them apart."""
     seen = {}
@@ -204,9 +208,6 @@ def test_v2_1_changes_only_notations_and_held_out_wordings_and_those_use_seen_wo
         seen_words = {w for f in WORLDS[world] for q in f.questions for w in q.split()}
         unseen = {w for f in WORLDS[world] for q in f.novel_questions for w in q.split()} - seen_words
         assert bool(unseen) == expect_unseen, (world, unseen)
-    # the names and methods of v2.1 map to v2.1's families, whose notations include v2's: the
-    # extractor parses solutions of either world
-    assert all(FAMILY_BY_NAME[f.name] is f for f in WORLDS["v2.1"])
 
 
 def test_v2_1_draws_six_notations_and_its_warm_up_spans_the_longer_lengths():
@@ -225,7 +226,7 @@ def test_v2_1_draws_six_notations_and_its_warm_up_spans_the_longer_lengths():
         WorldSpec(per_family={"warmup": 1}, warmup_length=(6, 5))
 
 
-@pytest.mark.parametrize("world", ["v1", "v2", "v2.1"])
+@pytest.mark.parametrize("world", ["v1", "v2", "v2.1", "v2.4"])
 def test_extractor_parses_every_family_into_abstract_strategies(world):
     FAMILIES = WORLDS[world]  # noqa: N806
     extractor = WorldExtractor()
@@ -253,6 +254,39 @@ def test_rendered_strategy_never_holds_the_answer_or_list_numbers():
         assert not (numbers | {r["answer"]}) & block_words
 
 
+def test_the_v2_1_world_and_its_swapped_solutions_are_unchanged_bit_for_bit_by_v2_4():
+    """v2.4 shares v2.1's family names; v2.1 (its gate measured at 849b608) must still build exactly
+    what it built then, its warm-up's swapped solutions included (the hash at 047de9a)."""
+    import hashlib
+    import json
+
+    from sgpo.world.warmup import swapped_record
+
+    world = build_world(0, SMALL_V2_1)
+    swapped = [swapped_record(r, WORLDS["v2.1"]) for r in fill_strategies(world["warmup"])]
+    digest = hashlib.sha256(json.dumps([world, swapped], sort_keys=True).encode()).hexdigest()
+    assert digest == "b3f97206a70e6005a350bef51669e130ffd70693f65b7a27259e1d11de91581a"
+
+
+def test_v2_4_is_v2_1_with_a_separator_drawn_between_every_two_steps():
+    """v2.4 changes one thing of v2.1 (docs/results.md, "World v2.4"): what stands between two steps
+    is drawn from a space, `,` and `;` (each about a third of the gaps), one token either way."""
+    for old, new in zip(WORLDS["v2.1"], WORLDS["v2.4"]):
+        assert replace(new, separators=old.separators) == old and old.separators == (" ",)
+        assert new.separators == (" ", ",", ";")
+    world = build_world(0, SMALL_V2_4)
+    traces = [r["response"].split(" . ")[1] for r in world["train"] + world["warmup"]]
+    seps = [m for t in traces for m in re.findall(r"\d([ ,;])\d", t)]
+    assert len(seps) == sum(len(re.findall(r"\d[>=:~|/]\d+", t)) - 1 for t in traces)  # one per gap
+    counts = {m: seps.count(m) for m in " ,;"}
+    assert min(counts.values()) > 0.28 * len(seps), counts
+    # the names and methods of v2.4 map to v2.4's families, whose notations and separators include the
+    # older worlds': the extractor parses solutions of any of them
+    assert all(FAMILY_BY_NAME[f.name] is f for f in WORLDS["v2.4"])
+    # a list of family names is the default world's families (v2), not the newest world's
+    assert families_named(["sum", "max"]) == [WORLDS["v2"][0], FAMILY_BY_NAME["max"]]
+
+
 @pytest.mark.parametrize(
     ("mutate", "reason"),
     [
@@ -262,10 +296,11 @@ def test_rendered_strategy_never_holds_the_answer_or_list_numbers():
         (lambda p, s: (p, s.replace("running maximum", "running minimum")), "inconsistent_trace"),
         (lambda p, s: (p, s.replace("\\boxed{9}", "\\boxed{7}")), "inconsistent_answer"),
         (lambda p, s: (p, s.replace("7>7", "7=7")), "unparsable"),
+        (lambda p, s: (p, s.replace("3>3 7>7", "3>3,7>7")), "unparsable"),
     ],
 )
 def test_extractor_rejects_bad_responses(mutate, reason):
-    # a v1 solution; the last case: a notation v1's oracle never writes
+    # a v1 solution; the last cases: a notation and a separator v1's oracle never writes
     problem = "which value is the biggest ? list : 3 7 1 9 4"
     response = "method : running maximum . 3>3 7>7 1>7 9>9 4>9 . answer : \\boxed{9}"
     WorldExtractor().extract(problem, response, "9")  # the unmutated pair parses

@@ -5,7 +5,8 @@ strategies → training exactly like a run with an LLM extractor. It parses a re
 
     method : <method phrase> . [target : <t> .] <x><n><v> <x><n><v> ... . answer : \\boxed{<answer>}
 
-(`<n>` one of the family's step notations, `>` `=` `:`)
+(`<n>` one of the family's step notations, `>` `=` `:` ...; between two steps one of the family's
+separators, a space or, in world v2.4, `,` `;`)
 
 checks it (a known method, a trace over the problem's own list that follows that method's update
 rule, a boxed answer equal to the last running value and to the gold answer when one is given) and
@@ -27,6 +28,7 @@ _RESPONSE = re.compile(
     re.S,
 )
 _STEP = re.compile(r"^(?P<x>\d+)(?P<n>[>=:~|/])(?P<v>-?\d+)$")  # every notation of any world (families.py)
+_SEPARATOR = re.compile(r"([ ,;])")  # every step separator of any world (families.py)
 _DIGIT = re.compile(r"\d")
 
 
@@ -50,7 +52,11 @@ class WorldExtractor(Extractor):
         if family is None:
             raise ExtractionError("unknown_method", f"{method!r} (known: {', '.join(FAMILY_BY_METHOD)})")
         pairs = []
-        for step in m["trace"].split(" "):
+        steps = _SEPARATOR.split(m["trace"])  # step, separator, step, ...
+        bad_separator = next((sep for sep in steps[1::2] if sep not in family.separators), None)
+        if bad_separator is not None:
+            raise ExtractionError("unparsable", f"steps separated by {bad_separator!r}, not by one of {list(family.separators)}")
+        for step in steps[0::2]:
             s = _STEP.match(step)
             if s is None or s["n"] not in family.notations:
                 raise ExtractionError("unparsable", f"trace step {step!r} is not '<number>{'|'.join(family.notations)}<value>'")

@@ -9,7 +9,7 @@ the oracle's worked solution names the procedure ("method : ..."), then writes t
     problem:  what is the total of the even numbers ? list : 3 4 1 8 2
     response: method : add the even numbers . 3>0 4=4 1:4 8>12 2=14 . answer : \\boxed{14}
 
-Two sets of families (`WORLDS`):
+The sets of families (`WORLDS`):
 
 - **v2** (the default, docs/strategy-world.md): six *filtered running sums* — every number, the even
   ones, the odd ones, those from five up, those up to four, every other one. Their answers spread
@@ -20,6 +20,8 @@ Two sets of families (`WORLDS`):
   generalisation split (`novel`) uses.
 - **v2.1**: v2 with six step notations and held-out wordings made of words the other wordings use
   (the two parts of v2 that failed its gate; docs/results.md).
+- **v2.4**: v2.1 with a separator drawn between every two steps (a space, `,` or `;`), so that a second
+  token of every step is free for the oracle and its teacher (docs/results.md, "World v2.4").
 - **v1** (the first world, kept for the experiments measured on it): max, min, sum_mod10,
   count_target, count_rises, count_even, one notation.
 
@@ -49,6 +51,11 @@ NOTATIONS = (">", "=", ":")
 #: v2.1's: six, so that the teacher's next-token distribution is spread on every step (ln 6 nats
 #: on each notation token, against v2's ln 3, which left its mean over non-critical tokens < 0.2)
 NOTATIONS_V2_1 = (">", "=", ":", "~", "|", "/")
+#: v2.4's step separators, drawn per gap between two steps (earlier worlds separate steps by a space):
+#: a second free choice per step that costs no token, so that more of a solution is free for the
+#: teacher (docs/results.md, "World v2.4": off the notations the teacher was one-hot and C4's
+#: Spearman(KL, NLL) stayed above 0.8)
+SEPARATORS_V2_4 = (" ", ",", ";")
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,8 @@ class Family:
     `method` is the procedure's name, written by the oracle at the start of every solution.
     `start(x0, inst)` is the running value after the first number; `update(v, x, prev, inst, i)` the
     value after number `x` at position `i` (with `prev` the number before it). The last running value
-    is the answer. `notations` are the step notations the oracle draws from (one per step).
+    is the answer. `notations` are the step notations the oracle draws from (one per step),
+    `separators` what it writes between two steps (one drawn per gap).
     The `approach`, `insight`, `start_rule`, `update_rule` and (optional) `pitfall` phrases are the
     abstract, number-free description of the procedure that a reader (the extractor) knows for this
     method; they are terse because every guided prompt carries them and the model is tiny.
@@ -87,6 +95,7 @@ class Family:
     has_target: bool = False
     novel_questions: tuple[str, ...] = ()
     notations: tuple[str, ...] = (">",)
+    separators: tuple[str, ...] = (" ",)
 
     def trace(self, inst: Instance) -> list[int]:
         """The running value after every number of the list."""
@@ -273,14 +282,19 @@ WORLD_V2_1: tuple[Family, ...] = tuple(
     replace(f, notations=NOTATIONS_V2_1, novel_questions=(_NOVEL_V2_1[f.name],)) for f in WORLD_V2
 )
 
+#: v2.4 (docs/results.md, "World v2.4"): v2.1's families with a separator drawn between every two steps
+#: (`SEPARATORS_V2_4`); the same names and methods again.
+WORLD_V2_4: tuple[Family, ...] = tuple(replace(f, separators=SEPARATORS_V2_4) for f in WORLD_V2_1)
+
 #: the family sets a world can be made of; a world names its families (`WorldSpec.families`)
-WORLDS: dict[str, tuple[Family, ...]] = {"v1": WORLD_V1, "v2": WORLD_V2, "v2.1": WORLD_V2_1}
+WORLDS: dict[str, tuple[Family, ...]] = {"v1": WORLD_V1, "v2": WORLD_V2, "v2.1": WORLD_V2_1, "v2.4": WORLD_V2_4}
 DEFAULT_WORLD = "v2"
 FAMILIES: tuple[Family, ...] = WORLDS[DEFAULT_WORLD]  # the default world's families
-ALL_FAMILIES: tuple[Family, ...] = WORLD_V1 + WORLD_V2 + WORLD_V2_1
+ALL_FAMILIES: tuple[Family, ...] = WORLD_V1 + WORLD_V2 + WORLD_V2_1 + WORLD_V2_4
 
-#: by name and by method: a name or method of several worlds (v2's and v2.1's families) maps to the
-#: newest world's family, whose notations include the older ones' (the extractor parses either)
+#: by name and by method: a name or method of several worlds (v2's, v2.1's and v2.4's families) maps to
+#: the newest world's family, whose notations and separators include the older ones' (the extractor
+#: parses either)
 FAMILY_BY_NAME: dict[str, Family] = {f.name: f for f in ALL_FAMILIES}
 FAMILY_BY_METHOD: dict[str, Family] = {f.method: f for f in ALL_FAMILIES}
 
@@ -328,15 +342,20 @@ METHOD_PREFIX = "method : "
 def oracle_response(family: Family, inst: Instance, rng: random.Random | None = None) -> tuple[str, list[list[int]]]:
     """The oracle's worked solution and its strategy-critical character spans ([start, end), into the
     response): the method phrase, where the choice of procedure shows. A family with several
-    `notations` draws each step's from `rng` (which it then needs); one with one notation draws nothing."""
+    `notations` draws each step's from `rng` (which it then needs), then, with several `separators`,
+    each gap's separator; one with one notation and one separator draws nothing."""
     values = family.trace(inst)
+    if (len(family.notations) > 1 or len(family.separators) > 1) and rng is None:
+        raise ValueError(f"family {family.name!r} draws its steps' notations or separators: oracle_response needs an rng")
     if len(family.notations) == 1:
         marks = family.notations * len(values)
-    elif rng is None:
-        raise ValueError(f"family {family.name!r} draws a notation per step: oracle_response needs an rng")
     else:
         marks = tuple(rng.choice(family.notations) for _ in values)
-    steps = " ".join(f"{x}{m}{v}" for x, m, v in zip(inst.numbers, marks, values))
+    if len(family.separators) == 1:
+        seps = family.separators * (len(values) - 1)
+    else:
+        seps = tuple(rng.choice(family.separators) for _ in values[1:])
+    steps = "".join(f"{sep}{x}{m}{v}" for sep, x, m, v in zip(("",) + tuple(seps), inst.numbers, marks, values))
     setup = f"target : {inst.target} . " if family.has_target else ""
     response = f"{METHOD_PREFIX}{family.method} . {setup}{steps} . answer : \\boxed{{{values[-1]}}}"
     start = len(METHOD_PREFIX)
@@ -352,11 +371,14 @@ def parse_numbers(problem: str) -> list[int]:
 
 
 def families_named(names: Sequence[str] | str | None) -> list[Family]:
-    """The families of a world: a list of family names, a world's name ("v1", "v2"), or None (the default world)."""
+    """The families of a world: a list of family names (a name the default world has is its family, as
+    written there; any other name the family of that name), a world's name ("v1", "v2", ...), or None
+    (the default world)."""
     if names is None:
         return list(FAMILIES)
     if isinstance(names, str):
         if names not in WORLDS:
             raise ValueError(f"unknown world {names!r} (worlds: {', '.join(WORLDS)}; or a list of family names)")
         return list(WORLDS[names])
-    return [get_family(n) for n in names]
+    default = {f.name: f for f in FAMILIES}
+    return [default.get(n) or get_family(n) for n in names]

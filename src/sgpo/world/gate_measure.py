@@ -47,13 +47,15 @@ def teacher_token_stats(model, tokenizer, records: Sequence[Mapping[str, Any]], 
     scored token by token (teacher q_t: the guided prompt; student p_t: the autonomous one):
     `kl` KL(q_t ‖ p_t) and `nll` −log p_t(ỹ_t) on every token, `noncritical_entropy` H(q_t) on every
     token outside the method phrase (the strategy-critical span), and `critical_kl_share` (the KL mass
-    on the method phrase over its share of the tokens)."""
+    on the method phrase over its share of the tokens); `token_ids` and `critical` are every token's id
+    and whether it is in the method phrase, in the order of `kl` (scripts/teacher_token_kinds.py
+    splits the figures by kind of token)."""
     fmt = WORLD_PROMPT_FORMAT
     guided = tokenize_prompts(tokenizer, [fmt.render(tokenizer, r["problem"], r["strategy"]) for r in records], max_length=None)
     auto = tokenize_prompts(tokenizer, [fmt.render(tokenizer, r["problem"]) for r in records], max_length=None)
     torch.manual_seed(seed)
     gen = generate_completions(model, tokenizer, guided, max_new_tokens=max_new_tokens, temperature=temperature)
-    kl, nll, entropy, critical = [], [], [], []
+    kl, nll, entropy, critical, token_ids = [], [], [], [], []
     model.eval()
     for i, text in enumerate(gen.texts):
         ids = gen.completion_ids[i, : int(gen.completion_lengths[i])].tolist()  # the sampled tokens (EOS included)
@@ -70,11 +72,13 @@ def teacher_token_stats(model, tokenizer, records: Sequence[Mapping[str, Any]], 
         h = -(q.exp() * q).sum(-1)
         entropy += [float(v) for v, c in zip(h, flags) if not c]
         critical += flags
+        token_ids += ids
     total = sum(kl)
     crit_mass = sum(v for v, c in zip(kl, critical) if c) / total if total > 0 else None
     crit_tokens = sum(critical) / len(critical) if critical else None
     return {"kl": kl, "nll": nll, "noncritical_entropy": entropy, "rollouts": len(records), "tokens": len(kl),
-            "critical_token_share": crit_tokens, "critical_kl_share": crit_mass}  # fmt: skip
+            "critical_token_share": crit_tokens, "critical_kl_share": crit_mass, "token_ids": token_ids,
+            "critical": critical}  # fmt: skip
 
 
 def shortcut_stats(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float], float]:
