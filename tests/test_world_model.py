@@ -13,7 +13,7 @@ from sgpo.commands.world import main
 from sgpo.prompts import tokenize_prompts
 from sgpo.world.evaluate import heldout_accuracy, summarize
 from sgpo.world.extractor import fill_strategies
-from sgpo.world.families import WORLD_V1, WORLDS
+from sgpo.world.families import WORLD_V1, WORLDS, Instance
 from sgpo.world.generate import WorldSpec, build_world
 from sgpo.world.model import ModelSpec, build_model, load_model, num_parameters, save_model
 from sgpo.world.pipeline import prepare_out, run_pipeline
@@ -131,6 +131,43 @@ def test_autonomous_exposure_can_keep_to_short_lists_while_the_guided_examples_s
     assert len(data.auto) == len(short_sums) and sum(len(v) for v in data.guided.values()) == len(records)
     cfg = WarmupConfig(auto_max_numbers=8)
     assert cfg.to_dict()["auto_max_numbers"] == 8 and "auto_max_numbers" not in WarmupConfig().to_dict()
+
+
+def test_exposure_by_wording_takes_the_same_share_of_every_familys_records_asked_in_a_wording(tokenizer):
+    """World v2.5's warm-up (`wording_exposure`): the quota is per family and wording, round(share ×
+    records of that family asked in that wording), the first such records in order."""
+    records = fill_strategies(build_world(0, WorldSpec(per_family={"warmup": 30}, families="v2.4"))["warmup"])
+    v24 = {f.name: f for f in WORLDS["v2.4"]}
+    shares = (1.0, 0.5, 0.0)
+    exposed = exposed_records(records, {}, wording_exposure=shares, families=WORLDS["v2.4"])
+    asked = lambda rows, f, i: [r for r in rows if r["family"] == f and r["problem"].startswith(v24[f].questions[i] + " list :")]  # noqa: E731
+    for f in v24:
+        for i, share in enumerate(shares):
+            mine = asked(records, f, i)
+            assert len(mine) > 3  # 30 records over 3 wordings: every wording is asked
+            # e.g. 11 records asked in wording 1 at share 0.5: round(5.5) = 6 (Python rounds half to even), the first 6
+            assert asked(exposed, f, i) == mine[: round(share * len(mine))]
+    assert len(exposed) == sum(round(s * len(asked(records, f, i))) for f in v24 for i, s in enumerate(shares))
+    data = build_examples(records, tokenizer, {}, families=WORLDS["v2.4"], wording_exposure=shares)
+    assert len(data.auto) == len(exposed)
+    with pytest.raises(ValueError, match="set one of auto_exposure and wording_exposure"):
+        exposed_records(records, {"sum": 0.5}, wording_exposure=shares)
+    with pytest.raises(ValueError, match="shares in"):
+        exposed_records(records, {}, wording_exposure=(1.0, 1.5, 0.0))
+    with pytest.raises(ValueError, match="has a wording 2"):
+        exposed_records(records, {}, wording_exposure=(1.0, 0.5))
+    cfg = WarmupConfig(auto_exposure={}, wording_exposure=shares)
+    assert cfg.to_dict()["wording_exposure"] == [1.0, 0.5, 0.0] and "wording_exposure" not in WarmupConfig().to_dict()
+
+
+def test_wording_index_names_the_place_of_the_question_in_its_family():
+    from sgpo.world.families import FAMILY_BY_NAME, problem_text, wording_index
+
+    for f in (*WORLDS["v2.4"], FAMILY_BY_NAME["count_target"]):
+        for i, q in enumerate(f.questions):
+            assert wording_index(f, problem_text(f, Instance((3, 7, 3), 3), q)) == i
+    with pytest.raises(ValueError, match="not asked in one of family 'sum'"):
+        wording_index(WORLDS["v2.4"][0], "what is the total of the even numbers ? list : 1 2")
 
 
 def test_a_v1_record_is_swapped_within_v1_onto_a_family_without_target():
@@ -260,17 +297,19 @@ def test_the_pipelines_warm_up_swaps_a_v2_1_world_within_v2_1(tmp_path, monkeypa
     given, real = [], warmup_module.swapped_record
     monkeypatch.setattr(warmup_module, "swapped_record", lambda r, families=None: given.append(families) or real(r, families))
     limits, real_exposed = [], warmup_module.exposed_records
-    monkeypatch.setattr(
-        warmup_module,
-        "exposed_records",
-        lambda r, e, max_numbers=None: limits.append(max_numbers) or real_exposed(r, e, max_numbers),
-    )
+
+    def exposed(r, e, max_numbers=None, wording_exposure=None, families=None):
+        limits.append((max_numbers, wording_exposure, families and tuple(families)))
+        return real_exposed(r, e, max_numbers, wording_exposure, families)
+
+    monkeypatch.setattr(warmup_module, "exposed_records", exposed)
     cfg = micro_config()
-    warm = replace(cfg.warmup, swap_fraction=1.0, auto_max_numbers=6)
+    warm = replace(cfg.warmup, swap_fraction=1.0, auto_max_numbers=6, auto_exposure={}, wording_exposure=(1.0, 0.5, 0.0))
     cfg = replace(cfg, world=replace(cfg.world, families="v2.1"), warmup=warm)
     run_pipeline(tmp_path / "w", cfg, methods=())
     assert len(given) == 8 * 6 and all(f is not None and tuple(f) == WORLDS["v2.1"] for f in given)
-    assert limits == [6]  # and the warm-up config's autonomous list limit
+    # and the warm-up config's autonomous list limit and exposure by wording, with the world
+    assert limits == [(6, (1.0, 0.5, 0.0), WORLDS["v2.1"])]
 
 
 @pytest.mark.slow

@@ -334,9 +334,22 @@ def _warmup(raw: Any, base: WarmupConfig, f: _Fields) -> WarmupConfig:
             values[k] = {fam: f.number(e, f"warmup.auto_exposure.{fam}", float, 0) for fam, e in exposure.items()}
         elif k == "auto_max_numbers":
             values[k] = f.number(v, f"warmup.{k}", int, 1)
+        elif k == "wording_exposure":
+            if not isinstance(v, list) or not v:
+                raise ConfigError(
+                    f"{f.where}: warmup.wording_exposure: a list of shares in [0, 1], one per question wording, got {v!r}"
+                )
+            values[k] = tuple(f.number(e, f"warmup.wording_exposure[{i}]", float, 0) for i, e in enumerate(v))
+            if max(values[k]) > 1:
+                raise ConfigError(f"{f.where}: warmup.wording_exposure: shares in [0, 1], got {v!r}")
         else:
             values[k] = f.number(v, f"warmup.{k}", type(getattr(base, k)), 0)
-    return replace(base, **values)
+    out = replace(base, **values)
+    if out.wording_exposure is not None and out.auto_exposure:
+        raise ConfigError(
+            f"{f.where}: warmup: set one of auto_exposure and wording_exposure (auto_exposure: {{}} beside wording_exposure)"
+        )
+    return out
 
 
 # -- one run ----------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ Everything here is pure and deterministic: a problem is a function of a `random.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -360,6 +361,16 @@ def oracle_response(family: Family, inst: Instance, rng: random.Random | None = 
     response = f"{METHOD_PREFIX}{family.method} . {setup}{steps} . answer : \\boxed{{{values[-1]}}}"
     start = len(METHOD_PREFIX)
     return response, [[start, start + len(family.method)]]
+
+
+def wording_index(family: Family, problem: str) -> int:
+    """The place in `family.questions` of the wording `problem` asks (a family with a target: the
+    wording with the question's number in place of `{target}`); ValueError if it asks none of them."""
+    question = problem.rpartition("list :")[0].strip()
+    for i, q in enumerate(family.questions):
+        if q == question or (family.has_target and re.sub(r"\b\d+\b", "{target}", question) == q):
+            return i
+    raise ValueError(f"{problem!r} is not asked in one of family {family.name!r}'s wordings")
 
 
 def parse_numbers(problem: str) -> list[int]:

@@ -55,7 +55,7 @@ from sgpo.prompts import PromptFormat, tokenize_prompts
 from sgpo.sft import Example, completion_nll
 from sgpo.strategies.base import render_strategy
 from sgpo.world.extractor import WorldExtractor
-from sgpo.world.families import Family, Instance, oracle_response, parse_numbers, world_of
+from sgpo.world.families import Family, Instance, oracle_response, parse_numbers, wording_index, world_of
 from sgpo.world.prompt import WORLD_PROMPT_FORMAT
 
 #: the default world's (v2) autonomous exposure per family: from half of the records down to none
@@ -80,6 +80,13 @@ class WarmupConfig:
     # warm-up whose problems span longer lists than the RL and test problems (`WorldSpec.warmup_length`)
     # demonstrates the longer ones with a strategy only, and maps questions to procedures on the usual lengths
     auto_max_numbers: int | None = None
+    # instead of `auto_exposure` (which must then be empty): per question wording, by its place in a
+    # family's `questions`, the share of every family's warm-up records asked in that wording that are
+    # shown without strategy. The same for every family, so no family's procedure becomes the model's
+    # default for a question it cannot read, and the pass rates still spread, by wording (world v2.5,
+    # docs/results.md: graded exposure per family made `sum` the default, and SFT unlearning that
+    # default failed gate criterion C7)
+    wording_exposure: tuple[float, ...] | None = None
     learning_rate: float = 2e-3
     warmup_steps: int = 60
     min_lr_ratio: float = 0.1  # cosine decay to this fraction of the learning rate
@@ -91,8 +98,11 @@ class WarmupConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["auto_exposure"] = dict(self.auto_exposure)
-        if self.auto_max_numbers is None:  # as before the field existed: older warm-up checkpoints resume
-            del d["auto_max_numbers"]
+        for k in ("auto_max_numbers", "wording_exposure"):  # as before these fields existed: older warm-up checkpoints resume
+            if d[k] is None:
+                del d[k]
+            elif k == "wording_exposure":
+                d[k] = list(d[k])
         return d
 
 
@@ -120,11 +130,18 @@ def swapped_record(record: Mapping[str, Any], families: Sequence[Family] | None 
 
 
 def exposed_records(
-    records: Sequence[Mapping[str, Any]], auto_exposure: Mapping[str, float], max_numbers: int | None = None
+    records: Sequence[Mapping[str, Any]],
+    auto_exposure: Mapping[str, float],
+    max_numbers: int | None = None,
+    wording_exposure: Sequence[float] | None = None,
+    families: Sequence[Family] | None = None,
 ) -> list[Mapping[str, Any]]:
     """The records shown without strategy: of each family f, its first round(auto_exposure[f] × n_f)
     records (in the order of `records`), families interleaved as in `records`; with `max_numbers`,
-    of the records whose list has at most that many numbers (n_f counts those)."""
+    of the records whose list has at most that many numbers (n_f counts those). With
+    `wording_exposure` (and an empty `auto_exposure`) the quotas are per family and wording instead:
+    round(wording_exposure[i] × n_f,i) of the records of family f asked in its i-th wording
+    (`wording_index`; `families` the records' world, None: `world_of` each record's family)."""
     if max_numbers is not None:
         records = [r for r in records if len(parse_numbers(r["problem"])) <= max_numbers]
     known = {r["family"] for r in records}
@@ -134,14 +151,33 @@ def exposed_records(
     bad = {f: e for f, e in auto_exposure.items() if not 0.0 <= e <= 1.0}
     if bad:
         raise ValueError(f"auto_exposure must be shares in [0, 1], got {bad}")
-    total = {f: sum(r["family"] == f for r in records) for f in auto_exposure}
-    quota = {f: round(e * total[f]) for f, e in auto_exposure.items()}
-    taken: dict[str, int] = {}
+    if wording_exposure is None:
+        key = lambda r: r["family"]  # noqa: E731
+        share = dict(auto_exposure)
+    else:
+        if auto_exposure:
+            raise ValueError("set one of auto_exposure and wording_exposure (auto_exposure: {} with wording_exposure)")
+        if not all(0.0 <= e <= 1.0 for e in wording_exposure):
+            raise ValueError(f"wording_exposure must be shares in [0, 1], got {list(wording_exposure)}")
+        by_name = {f.name: f for name in known for f in world_of(name, families)}
+        keys = {id(r): (r["family"], wording_index(by_name[r["family"]], r["problem"])) for r in records}
+        more = sorted({k for k in keys.values() if k[1] >= len(wording_exposure)})
+        if more:
+            raise ValueError(
+                f"wording_exposure has {len(wording_exposure)} shares, but family {more[0][0]!r} has a wording {more[0][1]}"
+            )
+        key = lambda r: keys[id(r)]  # noqa: E731
+        share = {k: wording_exposure[k[1]] for k in keys.values()}
+    total: dict[Any, int] = {}
+    for r in records:
+        total[key(r)] = total.get(key(r), 0) + 1
+    quota = {k: round(e * total.get(k, 0)) for k, e in share.items()}
+    taken: dict[Any, int] = {}
     out = []
     for r in records:
-        f = r["family"]
-        if taken.get(f, 0) < quota.get(f, 0):
-            taken[f] = taken.get(f, 0) + 1
+        k = key(r)
+        if taken.get(k, 0) < quota.get(k, 0):
+            taken[k] = taken.get(k, 0) + 1
             out.append(r)
     return out
 
@@ -154,10 +190,11 @@ def build_examples(
     swap_fraction: float = 0.0,
     families: Sequence[Family] | None = None,
     auto_max_numbers: int | None = None,
+    wording_exposure: Sequence[float] | None = None,
 ) -> WarmupData:
     """The warm-up's examples of `records` (`WarmupData`); `families` is their world's families (the
-    swapped solutions are drawn from it; None: `world_of` each record's family); `auto_max_numbers`:
-    `exposed_records`'s `max_numbers`."""
+    swapped solutions are drawn from it; None: `world_of` each record's family); `auto_max_numbers`
+    and `wording_exposure`: `exposed_records`'s `max_numbers` and `wording_exposure`."""
     missing = [r["id"] for r in records if not r.get("strategy")]
     if missing:
         raise ValueError(f"warm-up records need a strategy; {len(missing)} have none, e.g. id {missing[0]!r}")
@@ -179,7 +216,7 @@ def build_examples(
     data = WarmupData(guided=by_family(records))
     if swap_fraction > 0:
         data.swapped = by_family([swapped_record(r, families) for r in records])
-    auto_rows = exposed_records(records, auto_exposure, auto_max_numbers)
+    auto_rows = exposed_records(records, auto_exposure, auto_max_numbers, wording_exposure, families)
     if not auto_rows:  # no family exposed: a guided-only warm-up
         return data
     auto_prompts = tokenize_prompts(
@@ -271,7 +308,8 @@ def warmup(
     `world_size` > 1 this is one process of a data-parallel warm-up (module doc; the process group
     must be initialised); only rank 0 writes checkpoints. `families`: the records' world (`build_examples`).
     """
-    data = build_examples(records, tokenizer, cfg.auto_exposure, prompt_format, cfg.swap_fraction, families, cfg.auto_max_numbers)
+    data = build_examples(records, tokenizer, cfg.auto_exposure, prompt_format, cfg.swap_fraction, families, cfg.auto_max_numbers,
+                          cfg.wording_exposure)  # fmt: skip
     torch.manual_seed(cfg.seed)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
