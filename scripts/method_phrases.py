@@ -5,7 +5,8 @@ held-out problems, per family of the problem (docs/results.md, "World v2.4" and 
 
 For every model folder given: one sample at T = 1 (seed 0) of the first 12 tokens of a solution for the
 first `--per-family` held-out problems of each family (OUT/setup/world/heldout.jsonl), autonomous prompt;
-prints, as JSON lines, the count of each method phrase over all those problems, then per family of the
+prints, as JSON lines, the count (`sgpo.world.gate_measure.method_span`; a sample without one is
+counted as `(no method phrase)`) of each method phrase over all those problems, then per family of the
 problem. A favourite procedure (written far more often than its family is asked) is the model's
 default for a question it cannot read.
 """
@@ -22,7 +23,7 @@ import torch
 from sgpo.data import read_rows
 from sgpo.prompts import tokenize_prompts
 from sgpo.rollout import generate_completions
-from sgpo.world.families import METHOD_PREFIX
+from sgpo.world.gate_measure import method_span
 from sgpo.world.model import load_model
 from sgpo.world.prompt import WORLD_PROMPT_FORMAT
 
@@ -42,7 +43,8 @@ def main() -> None:
         prompts = tokenize_prompts(tok, [WORLD_PROMPT_FORMAT.render(tok, r["problem"]) for r in rows], max_length=None)
         torch.manual_seed(0)
         texts = generate_completions(model, tok, prompts, max_new_tokens=12, temperature=1.0).texts
-        phrase = [t.split(" . ")[0].removeprefix(METHOD_PREFIX) for t in texts]
+        spans = [method_span(t) for t in texts]
+        phrase = [t[slice(*span)] if span else "(no method phrase)" for t, span in zip(texts, spans)]
         print(json.dumps({"model": path, "problems": len(rows), "written": dict(collections.Counter(phrase).most_common())}))
         for f in families:
             mine = collections.Counter(m for m, r in zip(phrase, rows) if r["family"] == f)

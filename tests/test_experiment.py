@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sgpo.world.experiment import ConfigError, choose_rate, load_config
-from sgpo.world.experiment_results import mean_std, paired_bootstrap
+from sgpo.world.experiment_results import mean_std
 from sgpo.world.methods import DEFAULT_METHODS, METHODS, run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,29 +145,6 @@ def test_quick_experiment_resumes_without_redoing_finished_runs(quick):
 
 
 # -- statistics ------------------------------------------------------------------------------------
-def test_paired_bootstrap_pairs_seed_with_seed_and_problem_with_problem():
-    a = [[1, 0, 1, 0, 1, 1], [0, 0, 1, 1, 1, 0], [1, 1, 0, 0, 0, 1]]
-    same = paired_bootstrap(a, a, samples=300)
-    assert same["mean_difference"] == 0 and same["ci95"] == [0.0, 0.0]  # unpaired resampling would spread it
-    shifted = [[1] * 6] * 3
-    c = paired_bootstrap(shifted, a, samples=500)
-    assert c["mean_difference"] == pytest.approx(1 - 10 / 18)
-    assert c["ci95"][0] <= c["mean_difference"] <= c["ci95"][1] and c["ci95"][0] < c["ci95"][1]
-    assert paired_bootstrap(a, shifted, samples=500)["ci95"] == pytest.approx([-c["ci95"][1], -c["ci95"][0]])
-
-
-def test_bootstrap_interval_narrows_with_more_problems():
-    import numpy as np
-
-    rng = np.random.default_rng(1)
-    small = rng.integers(0, 2, size=(3, 30))
-    large = np.tile(small, (1, 10))
-    zero = np.zeros_like(small)
-    w_small = np.diff(paired_bootstrap(small, zero, 400)["ci95"])[0]
-    w_large = np.diff(paired_bootstrap(large, np.zeros_like(large), 400)["ci95"])[0]
-    assert w_large < w_small
-
-
 def test_mean_std_and_choose_rate():
     assert mean_std([0.5]) == {"per_seed": [0.5], "mean": 0.5, "std": 0.0}
     assert mean_std([0.2, 0.4])["std"] == pytest.approx(statistics.stdev([0.2, 0.4]))
@@ -360,6 +337,7 @@ def test_v2_config_is_the_preregistered_protocol():
 GATED_HASHES = {
     "world_v2_4.yaml": "5adba3ec1dc99ded89ac99127e14662d420e68c19cf3fd87df4eaf1ee31995be",
     "world_v2_5.yaml": "a742e4032c3c688a5f9417689da88a945028ff80748e289c7628c0c2a395d06f",
+    "world_v2_6.yaml": "945ef78568055300088885b870d968dbab4459c30e2fe97a35d0a693b25d1314",
 }
 
 
@@ -380,3 +358,12 @@ def test_world_v2_5_grades_the_warm_up_by_wording_in_both_settings():
         assert warm.wording_exposure == (0.6, 0.3, 0.1) and warm.auto_exposure == {}
     v25 = load_config(ROOT / "experiments" / "world_v2_5.yaml")
     assert replace(v25.setup, warmup=v24.setup.warmup) == v24.setup  # nothing else of the setting differs
+
+
+def test_world_v2_6_is_v2_5_with_twice_the_rl_budget():
+    """v2.6's one change over v2.5 (docs/results.md): 80 RL steps per run, every method and size alike."""
+    v25, v26 = (load_config(ROOT / "experiments" / f"world_v2_{v}.yaml") for v in (5, 6))
+    assert (v25.setup.train.max_steps, v26.setup.train.max_steps) == (40, 80)
+    assert replace(v26, setup=replace(v26.setup, train=v25.setup.train)) == v25
+    quick25, quick26 = (load_config(ROOT / "experiments" / f"world_v2_{v}.yaml", quick=True) for v in (5, 6))
+    assert quick26 == quick25  # the smoke-test setting is v2.5's

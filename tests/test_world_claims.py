@@ -34,6 +34,45 @@ def test_every_method_is_resampled_with_the_same_draw():
         claims.resample_means({"a": a, "b": a[:, :10]}, samples=5)
 
 
+def test_paired_bootstrap_by_hand_and_against_a_plain_loop():
+    rng = np.random.default_rng(5)
+    b = (rng.random((4, 30)) < 0.5).astype(float)
+    # a = b everywhere plus one problem (of 30) turned right in every seed that b got wrong: the
+    # difference is paired, so its mean is 1/30 x (share of seeds where b missed it)
+    a = b.copy()
+    a[:, 7] = 1.0
+    expected = float(np.mean(1.0 - b[:, 7])) / 30
+    out = claims.paired_bootstrap(a, b, samples=300)
+    assert out["mean_difference"] == pytest.approx(expected) and out["samples"] == 300
+    # a plain reference: per resample, S seeds then P problems drawn with replacement from one generator
+    draw, diffs = np.random.default_rng(0), []
+    for _ in range(300):
+        rows, cols = draw.integers(4, size=4), draw.integers(30, size=30)
+        diffs.append((a - b)[rows][:, cols].mean())
+    assert out["ci95"] == pytest.approx(list(np.percentile(diffs, [2.5, 97.5])))
+
+
+def test_paired_bootstrap_pairs_seed_with_seed_and_problem_with_problem():
+    a = [[1, 0, 1, 0, 1, 1], [0, 0, 1, 1, 1, 0], [1, 1, 0, 0, 0, 1]]
+    same = claims.paired_bootstrap(a, a, samples=300)
+    assert same["mean_difference"] == 0 and same["ci95"] == [0.0, 0.0]  # unpaired resampling would spread it
+    shifted = [[1] * 6] * 3
+    c = claims.paired_bootstrap(shifted, a, samples=500)
+    assert c["mean_difference"] == pytest.approx(1 - 10 / 18)
+    assert c["ci95"][0] <= c["mean_difference"] <= c["ci95"][1] and c["ci95"][0] < c["ci95"][1]
+    assert claims.paired_bootstrap(a, shifted, samples=500)["ci95"] == pytest.approx([-c["ci95"][1], -c["ci95"][0]])
+
+
+def test_bootstrap_interval_narrows_with_more_problems():
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 2, size=(3, 30))
+    large = np.tile(small, (1, 10))
+    zero = np.zeros_like(small)
+    w_small = np.diff(claims.paired_bootstrap(small, zero, 400)["ci95"])[0]
+    w_large = np.diff(claims.paired_bootstrap(large, np.zeros_like(large), 400)["ci95"])[0]
+    assert w_large < w_small
+
+
 def test_the_primary_endpoint_is_sgpo_minus_the_best_baseline():
     ones = np.ones((3, 40))
     base = {"grpo": 0.5 * ones, "sft": 0.6 * ones, "luffy": 0.4 * ones}

@@ -40,7 +40,7 @@ import numpy as np
 from sgpo.data import read_rows, write_json
 from sgpo.evaluation.report import read_metrics
 from sgpo.evaluation.selectivity import build_trajectories, critical_share, score_trajectories, summarize, top_mass_shares
-from sgpo.world.claims import analyse, format_claims, verdicts_of
+from sgpo.world.claims import analyse, format_claims, paired_bootstrap, verdicts_of
 from sgpo.world.methods import METHODS, run_dir
 from sgpo.world.model import load_model
 from sgpo.world.prompt import WORLD_PROMPT_FORMAT
@@ -55,22 +55,6 @@ def mean_std(values: Sequence[float]) -> dict[str, Any]:
     """{"per_seed", "mean", "std"} (std: sample standard deviation, 0 for a single value)."""
     vals = [float(v) for v in values]
     return {"per_seed": vals, "mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
-
-
-def paired_bootstrap(a, b, samples: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Mean of `a - b` and its 95% percentile-bootstrap interval. `a`, `b`: (S, P) per-seed,
-    per-problem verdicts (0/1) of two methods, paired by seed and by problem; each bootstrap sample
-    draws S seeds and P problems with replacement and averages `a - b` over the drawn grid."""
-
-    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)  # (S, P)
-    S, P = d.shape
-    rng = np.random.default_rng(seed)
-    means = np.empty(samples)
-    for i in range(samples):
-        rows = d[rng.integers(S, size=S)]  # (S, P)
-        means[i] = rows[:, rng.integers(P, size=P)].mean()
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {"mean_difference": float(d.mean()), "ci95": [float(low), float(high)], "samples": samples}
 
 
 def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:

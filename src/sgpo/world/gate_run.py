@@ -26,9 +26,9 @@ import numpy as np
 
 from sgpo.data import read_rows, write_json
 from sgpo.world import gate
+from sgpo.world.claims import paired_bootstrap
 from sgpo.world.evaluate import heldout_accuracy
 from sgpo.world.experiment import GATE_FILE, ExperimentConfig, prepare_experiment, tune_and_seed
-from sgpo.world.experiment_results import paired_bootstrap
 from sgpo.world.gate_measure import pass_rates, shortcut_stats, teacher_token_stats
 from sgpo.world.generate import GENERALISATION_SPLITS
 from sgpo.world.methods import setup_dir

@@ -98,12 +98,10 @@ class WarmupConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["auto_exposure"] = dict(self.auto_exposure)
-        for k in ("auto_max_numbers", "wording_exposure"):  # as before these fields existed: older warm-up checkpoints resume
-            if d[k] is None:
-                del d[k]
-            elif k == "wording_exposure":
-                d[k] = list(d[k])
-        return d
+        if self.wording_exposure is not None:
+            d["wording_exposure"] = list(self.wording_exposure)
+        # unset fields are left out, as before they existed: older warm-up checkpoints resume
+        return {k: v for k, v in d.items() if not (k in ("auto_max_numbers", "wording_exposure") and v is None)}
 
 
 @dataclass
