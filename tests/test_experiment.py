@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from sgpo.world.experiment import ConfigError, choose_rate, load_config
+from sgpo.checkpoints import OutputDirError
+from sgpo.world.experiment import ConfigError, choose_rate, load_config, prepare_experiment
 from sgpo.world.experiment_results import mean_std
 from sgpo.world.methods import DEFAULT_METHODS, METHODS, run_dir
 
@@ -262,6 +263,27 @@ def test_confirmatory_results_need_the_preregistered_hash_and_a_passing_gate(tmp
     with pytest.raises(ConfigError, match="exploratory results only"):
         status_of(load_config(path), out, exploratory=False)
     assert status_of(load_config(CONFIG), out, exploratory=False) == "exploratory"  # no pre-registration named
+
+
+def test_a_wider_grid_resumes_the_folder_and_nothing_else_does(tmp_path, capsys):
+    """The grid-edge rule: the same experiment with rates added takes the folder on (its finished runs
+    kept); fewer rates, or rates added beside any other change, are refused."""
+    exp = load_config(CONFIG, quick=True)
+    out = tmp_path / "out"
+    prepare_experiment(out, exp)
+    kept = run_dir(out, "grpo", exp.learning_rates[0], 0) / "run.json"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("{}")
+    wider = replace(exp, learning_rates=(*exp.learning_rates, 1e-3))
+    prepare_experiment(out, wider)
+    assert "grid widened" in capsys.readouterr().err and kept.read_text() == "{}"
+    assert json.loads((out / "experiment.json").read_text())["learning_rates"] == [*exp.learning_rates, 1e-3]
+    prepare_experiment(out, wider)  # now recorded: no note
+    assert capsys.readouterr().err == ""
+    for other in (exp, replace(wider, learning_rates=(*wider.learning_rates, 3e-3), seeds=exp.seeds + 1)):
+        with pytest.raises(OutputDirError, match="another configuration"):
+            prepare_experiment(out, other)
+    assert json.loads((out / "experiment.json").read_text())["learning_rates"] == [*exp.learning_rates, 1e-3]
 
 
 def test_the_mismatched_control_never_gives_a_problem_its_own_family_strategy():

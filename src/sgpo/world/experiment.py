@@ -43,6 +43,7 @@ import hashlib
 import json
 import math
 import shutil
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -506,20 +507,36 @@ def finish_evaluation(exp: ExperimentConfig, out: Path, method: str, lr: float, 
 def prepare_experiment(out: str | Path, exp: ExperimentConfig, overwrite: bool = False) -> Path:
     """Create `out`, or check that it holds a (partial) run of the same experiment; `overwrite`: start clean.
     A folder holding only `setup/` (another experiment's, copied in to reuse its world and warm-up) is
-    a start: the pipeline checks that its configuration is this experiment's `setup`."""
+    a start: the pipeline checks that its configuration is this experiment's `setup`. A folder of the
+    same experiment on a narrower learning-rate grid is taken on (the grid-edge rule: a rate chosen
+    on the grid's edge widens the grid for every method; runs are keyed by method, rate and seed, so
+    the finished ones are kept and only the new rates run); any other difference is refused."""
     out = Path(out)
     path = out / EXPERIMENT_FILE
     if overwrite and out.exists():
         shutil.rmtree(out)
+    mine = json.loads(json.dumps(exp.to_dict()))
     if out.exists() and any(p.name != "setup" for p in out.iterdir()):
         if not path.exists():
             raise OutputDirError(f"{out}: the folder holds other files; choose another --out or pass --overwrite")
-        if json.loads(path.read_text()) != json.loads(json.dumps(exp.to_dict())):
+        recorded = json.loads(path.read_text())
+        if recorded != mine and not widens_grid(recorded, mine):
             raise OutputDirError(f"{out}: holds an experiment of another configuration ({path}); pass --overwrite to replace it")
+        if recorded != mine:
+            print(f"{out}: learning-rate grid widened from {recorded['learning_rates']} to {mine['learning_rates']}; "
+                  "finished runs are kept", file=sys.stderr)  # fmt: skip
+            write_json(path, mine)
     out.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        write_json(path, exp.to_dict())
+        write_json(path, mine)
     return out
+
+
+def widens_grid(recorded: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether experiment settings `new` are `recorded` with learning rates added and nothing else changed."""
+    old_grid, new_grid = set(recorded.get("learning_rates", ())), set(new.get("learning_rates", ()))
+    same_rest = {**recorded, "learning_rates": None} == {**new, "learning_rates": None}
+    return same_rest and old_grid < new_grid
 
 
 def choose_rate(runs: Sequence[Mapping[str, Any]]) -> float:
