@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sgpo.checkpoints import OutputDirError
-from sgpo.world.experiment import ConfigError, choose_rate, load_config, prepare_experiment
+from sgpo.world.experiment import ConfigError, choose_rate, load_config, prepare_experiment, widens_grid
 from sgpo.world.experiment_results import mean_std
 from sgpo.world.methods import DEFAULT_METHODS, METHODS, run_dir
 
@@ -360,6 +360,7 @@ GATED_HASHES = {
     "world_v2_4.yaml": "5adba3ec1dc99ded89ac99127e14662d420e68c19cf3fd87df4eaf1ee31995be",
     "world_v2_5.yaml": "a742e4032c3c688a5f9417689da88a945028ff80748e289c7628c0c2a395d06f",
     "world_v2_6.yaml": "945ef78568055300088885b870d968dbab4459c30e2fe97a35d0a693b25d1314",
+    "world_v2_7.yaml": "b379cd22a08e3756d2d12bbdf215a424b896713a0f1d284d8d6d2e2df8d09e7f",
 }
 
 
@@ -389,3 +390,10 @@ def test_world_v2_6_is_v2_5_with_twice_the_rl_budget():
     assert replace(v26, setup=replace(v26.setup, train=v25.setup.train)) == v25
     quick25, quick26 = (load_config(ROOT / "experiments" / f"world_v2_{v}.yaml", quick=True) for v in (5, 6))
     assert quick26 == quick25  # the smoke-test setting is v2.5's
+
+
+def test_world_v2_7_widens_v2_6_s_grid_and_nothing_else():
+    """v2.7 is v2.6 with 1e-3 added to the grid (the grid-edge rule), so v2.6's folder resumes under it."""
+    v26, v27 = (load_config(ROOT / "experiments" / f"world_v2_{v}.yaml") for v in (6, 7))
+    assert v27.learning_rates == (*v26.learning_rates, 1e-3)
+    assert widens_grid(json.loads(json.dumps(v26.to_dict())), json.loads(json.dumps(v27.to_dict())))
