@@ -259,6 +259,12 @@ def test_confirmatory_results_need_the_preregistered_hash_and_a_passing_gate(tmp
         status_of(exp, out, exploratory=False)
     (out / GATE_FILE).write_text(json.dumps({"config_hash": exp.config_hash(), "passed": True}))
     assert status_of(exp, out, exploratory=False) == "confirmatory"
+    # an amendment below the original registers a new hash: the last one counts
+    prereg.write_text(f"config hash: `{exp.config_hash()}`\n\n## Amendment\n\nconfig hash: `{'1' * 64}`\n")
+    with pytest.raises(ConfigError, match=f"pre-registers config hash {'1' * 64}"):
+        status_of(exp, out, exploratory=False)
+    prereg.write_text(f"config hash: `{'1' * 64}`\n\n## Amendment\n\nconfig hash: `{exp.config_hash()}`\n")
+    assert status_of(exp, out, exploratory=False) == "confirmatory"
     path.write_text(path.read_text() + "seeds: 4\n")  # any change after registering: refused
     with pytest.raises(ConfigError, match="exploratory results only"):
         status_of(load_config(path), out, exploratory=False)

@@ -549,11 +549,12 @@ GATE_FILE = "gate.json"
 
 
 def preregistered_hash(path: str | Path) -> str | None:
-    """The config hash a pre-registration file states (a line `config hash: <64 hex digits>`), or None."""
+    """The config hash a pre-registration file states (a line `config hash: <64 hex digits>`; the last
+    such line, so that a dated amendment below the original, e.g. a widened grid, takes over), or None."""
     import re
 
-    m = re.search(r"config hash:\W*([0-9a-f]{64})", Path(path).read_text(encoding="utf-8"))
-    return m.group(1) if m else None
+    found = re.findall(r"config hash:\W*([0-9a-f]{64})", Path(path).read_text(encoding="utf-8"))
+    return found[-1] if found else None
 
 
 def status_of(exp: ExperimentConfig, out: Path, exploratory: bool) -> str:
