@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sgpo.checkpoints import OutputDirError
-from sgpo.world.experiment import ConfigError, choose_rate, load_config, prepare_experiment, widens_grid
+from sgpo.world.experiment import ConfigError, choose_rate, extends, load_config, prepare_experiment
 from sgpo.world.experiment_results import mean_std
 from sgpo.world.methods import DEFAULT_METHODS, METHODS, run_dir
 
@@ -271,25 +271,29 @@ def test_confirmatory_results_need_the_preregistered_hash_and_a_passing_gate(tmp
     assert status_of(load_config(CONFIG), out, exploratory=False) == "exploratory"  # no pre-registration named
 
 
-def test_a_wider_grid_resumes_the_folder_and_nothing_else_does(tmp_path, capsys):
-    """The grid-edge rule: the same experiment with rates added takes the folder on (its finished runs
-    kept); fewer rates, or rates added beside any other change, are refused."""
+def test_more_rates_or_seeds_resume_the_folder_and_nothing_else_does(tmp_path, capsys):
+    """The grid-edge rule and C8: the same experiment with rates or seeds added takes the folder on
+    (its finished runs kept); fewer of either, or an addition beside any other change, is refused."""
     exp = load_config(CONFIG, quick=True)
     out = tmp_path / "out"
     prepare_experiment(out, exp)
     kept = run_dir(out, "grpo", exp.learning_rates[0], 0) / "run.json"
     kept.parent.mkdir(parents=True)
     kept.write_text("{}")
+    recorded = lambda: json.loads((out / "experiment.json").read_text())  # noqa: E731
     wider = replace(exp, learning_rates=(*exp.learning_rates, 1e-3))
     prepare_experiment(out, wider)
-    assert "grid widened" in capsys.readouterr().err and kept.read_text() == "{}"
-    assert json.loads((out / "experiment.json").read_text())["learning_rates"] == [*exp.learning_rates, 1e-3]
+    assert "extended" in capsys.readouterr().err and kept.read_text() == "{}"
+    assert recorded()["learning_rates"] == [*exp.learning_rates, 1e-3]
     prepare_experiment(out, wider)  # now recorded: no note
     assert capsys.readouterr().err == ""
-    for other in (exp, replace(wider, learning_rates=(*wider.learning_rates, 3e-3), seeds=exp.seeds + 1)):
+    more = replace(wider, seeds=exp.seeds + 3)
+    prepare_experiment(out, more)
+    assert "extended" in capsys.readouterr().err and recorded()["seeds"] == exp.seeds + 3 and kept.read_text() == "{}"
+    for other in (wider, exp, replace(more, learning_rates=(*more.learning_rates, 3e-3), bootstrap_samples=7)):
         with pytest.raises(OutputDirError, match="another configuration"):
             prepare_experiment(out, other)
-    assert json.loads((out / "experiment.json").read_text())["learning_rates"] == [*exp.learning_rates, 1e-3]
+    assert recorded() == json.loads(json.dumps(more.to_dict()))
 
 
 def test_the_mismatched_control_never_gives_a_problem_its_own_family_strategy():
@@ -366,7 +370,7 @@ GATED_HASHES = {
     "world_v2_4.yaml": "5adba3ec1dc99ded89ac99127e14662d420e68c19cf3fd87df4eaf1ee31995be",
     "world_v2_5.yaml": "a742e4032c3c688a5f9417689da88a945028ff80748e289c7628c0c2a395d06f",
     "world_v2_6.yaml": "945ef78568055300088885b870d968dbab4459c30e2fe97a35d0a693b25d1314",
-    "world_v2_7.yaml": "b379cd22a08e3756d2d12bbdf215a424b896713a0f1d284d8d6d2e2df8d09e7f",
+    "world_v2_7.yaml": "463842169dc874eb087c8de407456e6232190cbc8724ca3be4f6d5351f9346c3",
 }
 
 
@@ -398,8 +402,9 @@ def test_world_v2_6_is_v2_5_with_twice_the_rl_budget():
     assert quick26 == quick25  # the smoke-test setting is v2.5's
 
 
-def test_world_v2_7_widens_v2_6_s_grid_and_nothing_else():
-    """v2.7 is v2.6 with 1e-3 added to the grid (the grid-edge rule), so v2.6's folder resumes under it."""
+def test_world_v2_7_is_v2_6_with_a_wider_grid_and_more_seeds():
+    """v2.7 is v2.6 with 1e-3 added to the grid (the grid-edge rule) and ten seeds (C8), nothing
+    else: v2.6's folder resumes under it."""
     v26, v27 = (load_config(ROOT / "experiments" / f"world_v2_{v}.yaml") for v in (6, 7))
-    assert v27.learning_rates == (*v26.learning_rates, 1e-3)
-    assert widens_grid(json.loads(json.dumps(v26.to_dict())), json.loads(json.dumps(v27.to_dict())))
+    assert v27.learning_rates == (*v26.learning_rates, 1e-3) and (v26.seeds, v27.seeds) == (5, 10)
+    assert extends(json.loads(json.dumps(v26.to_dict())), json.loads(json.dumps(v27.to_dict())))

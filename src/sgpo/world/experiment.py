@@ -508,9 +508,10 @@ def prepare_experiment(out: str | Path, exp: ExperimentConfig, overwrite: bool =
     """Create `out`, or check that it holds a (partial) run of the same experiment; `overwrite`: start clean.
     A folder holding only `setup/` (another experiment's, copied in to reuse its world and warm-up) is
     a start: the pipeline checks that its configuration is this experiment's `setup`. A folder of the
-    same experiment on a narrower learning-rate grid is taken on (the grid-edge rule: a rate chosen
-    on the grid's edge widens the grid for every method; runs are keyed by method, rate and seed, so
-    the finished ones are kept and only the new rates run); any other difference is refused."""
+    same experiment with fewer learning rates or fewer seeds is taken on (the grid-edge rule: a rate
+    chosen on the grid's edge widens the grid for every method; more seeds narrow the intervals): runs
+    are keyed by method, rate and seed, so the finished ones are kept and only the new ones run; any
+    other difference is refused."""
     out = Path(out)
     path = out / EXPERIMENT_FILE
     if overwrite and out.exists():
@@ -520,11 +521,11 @@ def prepare_experiment(out: str | Path, exp: ExperimentConfig, overwrite: bool =
         if not path.exists():
             raise OutputDirError(f"{out}: the folder holds other files; choose another --out or pass --overwrite")
         recorded = json.loads(path.read_text())
-        if recorded != mine and not widens_grid(recorded, mine):
+        if recorded != mine and not extends(recorded, mine):
             raise OutputDirError(f"{out}: holds an experiment of another configuration ({path}); pass --overwrite to replace it")
         if recorded != mine:
-            print(f"{out}: learning-rate grid widened from {recorded['learning_rates']} to {mine['learning_rates']}; "
-                  "finished runs are kept", file=sys.stderr)  # fmt: skip
+            print(f"{out}: extended from learning rates {recorded['learning_rates']} and {recorded['seeds']} seeds to "
+                  f"{mine['learning_rates']} and {mine['seeds']}; finished runs are kept", file=sys.stderr)  # fmt: skip
             write_json(path, mine)
     out.mkdir(parents=True, exist_ok=True)
     if not path.exists():
@@ -532,11 +533,14 @@ def prepare_experiment(out: str | Path, exp: ExperimentConfig, overwrite: bool =
     return out
 
 
-def widens_grid(recorded: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    """Whether experiment settings `new` are `recorded` with learning rates added and nothing else changed."""
+def extends(recorded: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether experiment settings `new` are `recorded` with learning rates or seeds added (at least
+    one of them) and nothing else changed."""
     old_grid, new_grid = set(recorded.get("learning_rates", ())), set(new.get("learning_rates", ()))
-    same_rest = {**recorded, "learning_rates": None} == {**new, "learning_rates": None}
-    return same_rest and old_grid < new_grid
+    old_seeds, new_seeds = recorded.get("seeds", 0), new.get("seeds", 0)
+    rest = ("learning_rates", "seeds")
+    same_rest = {**recorded, **dict.fromkeys(rest)} == {**new, **dict.fromkeys(rest)}
+    return same_rest and old_grid <= new_grid and old_seeds <= new_seeds and (old_grid, old_seeds) != (new_grid, new_seeds)
 
 
 def choose_rate(runs: Sequence[Mapping[str, Any]]) -> float:
