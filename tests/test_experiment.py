@@ -17,7 +17,7 @@ import pytest
 
 from sgpo.checkpoints import OutputDirError
 from sgpo.world.experiment import ConfigError, choose_rate, extends, load_config, prepare_experiment
-from sgpo.world.experiment_results import mean_std
+from sgpo.world.experiment_results import mean_std, tuning_means
 from sgpo.world.methods import DEFAULT_METHODS, METHODS, run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,6 +162,39 @@ def test_mean_std_and_choose_rate():
     assert choose_rate(runs) == 3e-5
 
 
+def test_the_rate_is_chosen_on_the_mean_over_the_tuning_seeds():
+    # 1e-4's seeds score 0.5 and 0.1 (mean 0.3), 3e-5's 0.35 and 0.35 (mean 0.35): the mean picks 3e-5,
+    # where seed 0 alone would pick 1e-4
+    runs = [
+        {"learning_rate": lr, "seed": s, "validation": {"auto": acc}}
+        for lr, s, acc in ((1e-4, 0, 0.5), (1e-4, 1, 0.1), (3e-5, 0, 0.35), (3e-5, 1, 0.35))
+    ]
+    assert choose_rate(runs) == 3e-5 and choose_rate([r for r in runs if r["seed"] == 0]) == 1e-4
+    extra = {"learning_rate": 3e-5, "seed": 2, "validation": {"auto": 0.0}}  # a further seed, not a tuning run
+    assert tuning_means([*runs, extra], tuning_seeds=2) == pytest.approx({"0.0001": 0.3, "3e-05": 0.35})
+
+
+def test_tuning_seeds_wiring(monkeypatch):
+    """tune_and_seed trains every rate at each tuning seed (validation only), chooses on their mean,
+    then the further seeds at the chosen rate; every (rate, seed) once in what it returns."""
+    import sgpo.world.experiment as experiment
+
+    exp = replace(load_config(CONFIG, quick=True), learning_rates=(1e-5, 1e-4), seeds=3, tuning_seeds=2)
+    acc = {(1e-5, 0): 0.5, (1e-5, 1): 0.1, (1e-4, 0): 0.35, (1e-4, 1): 0.35, (1e-4, 2): 0.4}
+    calls = []
+
+    def fake_run_all(out, exp, jobs, progress, validation_only=False):
+        calls.append((list(jobs), validation_only))
+        return [{"method": m, "learning_rate": lr, "seed": s, "validation": {"auto": acc[lr, s]}} for m, lr, s, _ in jobs]
+
+    monkeypatch.setattr(experiment, "run_all", fake_run_all)
+    runs, chosen = experiment.tune_and_seed(Path("unused"), exp, ["grpo"], "base", None, {})
+    assert calls[0] == ([("grpo", lr, s, "base") for lr in (1e-5, 1e-4) for s in (0, 1)], True)
+    assert chosen == {"grpo": 1e-4}  # mean 0.35 against 0.3; seed 0 alone would choose 1e-5
+    assert calls[1] == ([("grpo", 1e-4, s, "base") for s in (0, 1, 2)], False)
+    assert sorted((r["learning_rate"], r["seed"]) for r in runs) == sorted(acc)
+
+
 # -- configuration ---------------------------------------------------------------------------------
 def test_shipped_config_is_a_fair_full_experiment():
     exp = load_config(CONFIG)
@@ -206,6 +239,8 @@ def test_shipped_config_is_a_fair_full_experiment():
             "world: warmup_length must be (min, max) with 1 <= min <= max",
         ),
         ("preregistration: 3\n", "preregistration must be the path of the pre-registration file"),
+        ("seeds: 3\ntuning_seeds: 4\n", "tuning_seeds (4) must be at most seeds (3)"),
+        ("tuning_seeds: 0\n", "tuning_seeds must be >= 1, got 0"),
         ("learning_rates: [1e-4, 1e-4]\n", "learning_rates must be distinct positive numbers"),
     ],
 )
@@ -290,7 +325,15 @@ def test_more_rates_or_seeds_resume_the_folder_and_nothing_else_does(tmp_path, c
     more = replace(wider, seeds=exp.seeds + 3)
     prepare_experiment(out, more)
     assert "extended" in capsys.readouterr().err and recorded()["seeds"] == exp.seeds + 3 and kept.read_text() == "{}"
-    for other in (wider, exp, replace(more, learning_rates=(*more.learning_rates, 3e-3), bootstrap_samples=7)):
+    more = replace(more, tuning_seeds=2)  # a field older experiment.json files lack (at its default, 1)
+    prepare_experiment(out, more)
+    assert "extended" in capsys.readouterr().err and recorded()["tuning_seeds"] == 2
+    for other in (
+        wider,
+        exp,
+        replace(more, tuning_seeds=1),
+        replace(more, learning_rates=(*more.learning_rates, 3e-3), bootstrap_samples=7),
+    ):
         with pytest.raises(OutputDirError, match="another configuration"):
             prepare_experiment(out, other)
     assert recorded() == json.loads(json.dumps(more.to_dict()))
@@ -371,6 +414,7 @@ GATED_HASHES = {
     "world_v2_5.yaml": "a742e4032c3c688a5f9417689da88a945028ff80748e289c7628c0c2a395d06f",
     "world_v2_6.yaml": "945ef78568055300088885b870d968dbab4459c30e2fe97a35d0a693b25d1314",
     "world_v2_7.yaml": "463842169dc874eb087c8de407456e6232190cbc8724ca3be4f6d5351f9346c3",
+    "world_v2_8.yaml": "ef2f1bb53255aff9d11d9a95bfefea4e9d6396ccf60d051b343a790d566bbad9",
 }
 
 
@@ -408,3 +452,12 @@ def test_world_v2_7_is_v2_6_with_a_wider_grid_and_more_seeds():
     v26, v27 = (load_config(ROOT / "experiments" / f"world_v2_{v}.yaml") for v in (6, 7))
     assert v27.learning_rates == (*v26.learning_rates, 1e-3) and (v26.seeds, v27.seeds) == (5, 10)
     assert extends(json.loads(json.dumps(v26.to_dict())), json.loads(json.dumps(v27.to_dict())))
+
+
+def test_world_v2_8_is_v2_7_choosing_on_three_seeds():
+    """v2.8 is v2.7 with each rate chosen on the mean over three seeds, nothing else: v2.7's folder
+    resumes under it; its quick setting chooses on two, so the smoke test runs the wiring."""
+    v27, v28 = (load_config(ROOT / "experiments" / f"world_v2_{v}.yaml") for v in (7, 8))
+    assert (v27.tuning_seeds, v28.tuning_seeds) == (1, 3) and replace(v28, tuning_seeds=1) == v27
+    assert extends(json.loads(json.dumps(v27.to_dict())), json.loads(json.dumps(v28.to_dict())))
+    assert load_config(ROOT / "experiments" / "world_v2_8.yaml", quick=True).tuning_seeds == 2

@@ -13,11 +13,11 @@ SGPO on two training-data variants where half the problems have no strong respon
    once by the demo's pipeline (`sgpo.world.pipeline.run_pipeline`) in `setup/`: the warm-up is
    shared by every run; the training-data variants the methods need are written into
    `setup/world/train-data/` once;
-2. tuning: every method is trained once (RL seed 0) at every learning rate of the same grid and
-   evaluated on the validation split only; its rate is the one with the best autonomous accuracy
-   there (ties: the smaller rate);
-3. seeds: the chosen run is evaluated in full, and every method is trained at its chosen rate with
-   RL seeds 1 … N-1 too (seed 0 is the tuning run); these runs are evaluated on the held-out test
+2. tuning: every method is trained at every learning rate of the same grid with RL seeds 0 … T-1
+   (`tuning_seeds`, 1 by default) and evaluated on the validation split only; its rate is the one
+   with the best mean autonomous accuracy there (ties: the smaller rate);
+3. seeds: the chosen rate's runs are evaluated in full, and every method is trained at its chosen
+   rate with RL seeds T … N-1 too (seeds below T are tuning runs); these runs are evaluated on the held-out test
    split (autonomous and guided) and the generalisation splits — a rate that was not chosen never is,
    which keeps the test split out of every choice and saves most of the tuning runs' evaluation;
 4. results (`sgpo.world.experiment_results`): mean ± std over seeds, paired bootstrap intervals of
@@ -43,6 +43,7 @@ import hashlib
 import json
 import math
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -74,7 +75,10 @@ class ExperimentConfig:
 
     setup: WorldRunConfig  # world (with a validation split), model, warm-up; `setup.train` is every run's budget
     learning_rates: tuple[float, ...] = (1e-5, 5e-5, 2e-4)  # the grid every method is tuned on
-    seeds: int = 3  # RL seeds per method at its chosen rate (0 … seeds-1; seed 0 is the tuning run)
+    seeds: int = 3  # RL seeds per method at its chosen rate (0 … seeds-1; those below tuning_seeds are tuning runs)
+    tuning_seeds: int = (
+        1  # RL seeds per rate whose mean validation accuracy chooses the rate (C8's selection on the mean over seeds)
+    )
     methods: tuple[str, ...] = DEFAULT_METHODS
     compare: Mapping[str, str] = field(default_factory=dict)  # method: the method it is subtracted from in the
     # bootstrap intervals (reference − method); empty: REFERENCE minus each other method
@@ -94,7 +98,8 @@ class ExperimentConfig:
             if f.name == "setup" or (f.name == "compare" and not self.compare):
                 continue
             if (
-                f.name in ("larger_model", "larger_methods", "gate_samples", "gate_teacher_rows", "preregistration")
+                f.name
+                in ("larger_model", "larger_methods", "gate_samples", "gate_teacher_rows", "preregistration", "tuning_seeds")
                 and v == f.default
             ):
                 continue
@@ -140,6 +145,7 @@ TOP_KEYS = (
     "train",
     "learning_rates",
     "seeds",
+    "tuning_seeds",
     "methods",
     "selectivity_rows",
     "bootstrap_samples",
@@ -276,13 +282,18 @@ def load_config(path: str | Path, *, quick: bool = False, seeds: int | None = No
     )
     if max(setup.eval_samples, setup.eval_guided_samples) > 1 and setup.eval_temperature == 0:
         raise ConfigError(f"{f.where}: evaluation.samples > 1 needs evaluation.temperature > 0 (greedy samples are all the same)")
+    seeds = f.number(raw.get("seeds", 3), "seeds", int, 1)
+    tuning_seeds = f.number(raw.get("tuning_seeds", 1), "tuning_seeds", int, 1)
+    if tuning_seeds > seeds:
+        raise ConfigError(f"{f.where}: tuning_seeds ({tuning_seeds}) must be at most seeds ({seeds})")
     prereg = None if quick else raw.get("preregistration")  # a smoke test is never the pre-registered experiment
     if prereg is not None and not isinstance(prereg, str):
         raise ConfigError(f"{f.where}: preregistration must be the path of the pre-registration file, got {prereg!r}")
     return ExperimentConfig(
         setup=setup,
         learning_rates=lrs,
-        seeds=f.number(raw.get("seeds", 3), "seeds", int, 1),
+        seeds=seeds,
+        tuning_seeds=tuning_seeds,
         methods=tuple(methods),
         compare=compare,
         selectivity_rows=f.number(raw.get("selectivity_rows", 60), "selectivity_rows", int, 1),
@@ -524,8 +535,8 @@ def prepare_experiment(out: str | Path, exp: ExperimentConfig, overwrite: bool =
         if recorded != mine and not extends(recorded, mine):
             raise OutputDirError(f"{out}: holds an experiment of another configuration ({path}); pass --overwrite to replace it")
         if recorded != mine:
-            print(f"{out}: extended from learning rates {recorded['learning_rates']} and {recorded['seeds']} seeds to "
-                  f"{mine['learning_rates']} and {mine['seeds']}; finished runs are kept", file=sys.stderr)  # fmt: skip
+            grid = lambda d: f"learning rates {d['learning_rates']}, {d['seeds']} seeds, {d.get('tuning_seeds', 1)} tuning seeds"  # noqa: E731
+            print(f"{out}: extended from {grid(recorded)} to {grid(mine)}; finished runs are kept", file=sys.stderr)
             write_json(path, mine)
     out.mkdir(parents=True, exist_ok=True)
     if not path.exists():
@@ -534,19 +545,23 @@ def prepare_experiment(out: str | Path, exp: ExperimentConfig, overwrite: bool =
 
 
 def extends(recorded: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    """Whether experiment settings `new` are `recorded` with learning rates or seeds added (at least
-    one of them) and nothing else changed."""
+    """Whether experiment settings `new` are `recorded` with learning rates, seeds or tuning seeds
+    added (at least one of them) and nothing else changed."""
     old_grid, new_grid = set(recorded.get("learning_rates", ())), set(new.get("learning_rates", ()))
-    old_seeds, new_seeds = recorded.get("seeds", 0), new.get("seeds", 0)
-    rest = ("learning_rates", "seeds")
+    counts = [(recorded.get(k, 1), new.get(k, 1)) for k in ("seeds", "tuning_seeds")]
+    rest = ("learning_rates", "seeds", "tuning_seeds")
     same_rest = {**recorded, **dict.fromkeys(rest)} == {**new, **dict.fromkeys(rest)}
-    return same_rest and old_grid <= new_grid and old_seeds <= new_seeds and (old_grid, old_seeds) != (new_grid, new_seeds)
+    grown = old_grid < new_grid or any(a < b for a, b in counts)
+    return same_rest and old_grid <= new_grid and all(a <= b for a, b in counts) and grown
 
 
 def choose_rate(runs: Sequence[Mapping[str, Any]]) -> float:
-    """The learning rate of the run with the best validation autonomous accuracy (ties: the smaller rate)."""
-    best = max(runs, key=lambda r: (r["validation"]["auto"], -r["learning_rate"]))
-    return best["learning_rate"]
+    """The learning rate whose runs (one per tuning seed) have the best mean validation autonomous
+    accuracy (ties: the smaller rate)."""
+    by_rate: dict[float, list[float]] = {}
+    for r in runs:
+        by_rate.setdefault(r["learning_rate"], []).append(r["validation"]["auto"])
+    return max(by_rate, key=lambda lr: (statistics.fmean(by_rate[lr]), -lr))
 
 
 GATE_FILE = "gate.json"
@@ -614,21 +629,24 @@ def run_all(
 
 
 def tune_and_seed(out: Path, exp: ExperimentConfig, methods: Sequence[str], size: str, progress, walls: dict[str, float]):
-    """Every method of `methods` at every rate of the grid (seed 0), evaluated on the validation split
-    only and its rate chosen there; then the chosen run evaluated in full (test, generalisation
+    """Every method of `methods` at every rate of the grid (seeds below `tuning_seeds`), evaluated on
+    the validation split only and its rate chosen there; then the chosen rate's runs evaluated in full (test, generalisation
     splits: the test split is never evaluated for a rate that was not chosen, so nothing can be chosen
     on it) and the further seeds there; returns (runs, {method: chosen rate})."""
     suffix = "" if size == "base" else f" ({size})"
     t0 = time.perf_counter()
-    tuning = run_all(out, exp, [(m, lr, 0, size) for m in methods for lr in exp.learning_rates], progress, validation_only=True)
+    grid = [(m, lr, s, size) for m in methods for lr in exp.learning_rates for s in range(exp.tuning_seeds)]
+    tuning = run_all(out, exp, grid, progress, validation_only=True)
     walls[f"tuning runs{suffix}"] = round(time.perf_counter() - t0, 1)
     chosen = {m: choose_rate([r for r in tuning if r["method"] == m]) for m in methods}
     t0 = time.perf_counter()
-    jobs = [(m, chosen[m], s, size) for m in methods for s in range(exp.seeds)]  # seed 0: the tuning run, evaluated further
+    jobs = [
+        (m, chosen[m], s, size) for m in methods for s in range(exp.seeds)
+    ]  # below tuning_seeds: tuning runs, evaluated further
     full = {(r["method"], r["learning_rate"], r["seed"]): r for r in run_all(out, exp, jobs, progress)}
     walls[f"further seeds{suffix}"] = round(time.perf_counter() - t0, 1)
     tuning = [full.get((r["method"], r["learning_rate"], r["seed"]), r) for r in tuning]
-    return tuning + [full[j[:3]] for j in jobs if j[2] > 0], chosen
+    return tuning + [full[j[:3]] for j in jobs if j[2] >= exp.tuning_seeds], chosen
 
 
 def run_experiment(

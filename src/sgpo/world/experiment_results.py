@@ -3,7 +3,7 @@ plots/*.png.
 
 results.json:
 
-    {"methods": {method: {"label", "chosen_learning_rate", "validation_auto": {lr: acc (seed 0)},
+    {"methods": {method: {"label", "chosen_learning_rate", "validation_auto": {lr: mean over the tuning seeds},
                           "test_auto": {"per_seed": [...], "mean", "std"}, "test_guided": {...},
                           "per_family_auto": {family: mean over seeds}, "generated_tokens_per_run",
                           "train_seconds_per_run", "zero_gradient_steps_per_run"}},
@@ -15,7 +15,7 @@ results.json:
      "selectivity": {...}, "instance_weight": {...},
      "claims": the pre-registered analysis (`sgpo.world.claims.analyse`: the primary endpoint, the
                Holm-corrected secondary ones, each claim shown / not shown / refuted / not tested),
-     "learning_rates", "seeds", "shared_warmup": true, "setup": {...},
+     "learning_rates", "seeds", "tuning_seeds", "shared_warmup": true, "setup": {...},
      "wall_seconds": {phase: seconds, "total": seconds},   (of the call that wrote it: a resumed call
                                                            counts only the work it did)
      "run_seconds_sum": training + evaluation seconds of every run, whichever call ran it}
@@ -55,6 +55,16 @@ def mean_std(values: Sequence[float]) -> dict[str, Any]:
     """{"per_seed", "mean", "std"} (std: sample standard deviation, 0 for a single value)."""
     vals = [float(v) for v in values]
     return {"per_seed": vals, "mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+
+
+def tuning_means(runs: Sequence[Mapping[str, Any]], tuning_seeds: int) -> dict[str, float]:
+    """{rate: mean validation autonomous accuracy of its tuning runs (seeds below `tuning_seeds`)}: what
+    chose the rate (`sgpo.world.experiment.choose_rate`)."""
+    by_rate: dict[float, list[float]] = {}
+    for r in runs:
+        if r["seed"] < tuning_seeds:
+            by_rate.setdefault(r["learning_rate"], []).append(r["validation"]["auto"])
+    return {f"{lr:g}": statistics.fmean(v) for lr, v in by_rate.items()}
 
 
 def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
@@ -149,9 +159,7 @@ def summarize_runs(
         methods[m] = {
             "label": METHODS[m].label,
             "chosen_learning_rate": chosen[m],
-            "validation_auto": {
-                f"{r['learning_rate']:g}": r["validation"]["auto"] for r in runs if r["method"] == m and r["seed"] == 0
-            },
+            "validation_auto": tuning_means([r for r in runs if r["method"] == m], exp.tuning_seeds),
             "test_auto": mean_std([r["test"]["auto"] for r in fin]),
             "test_guided": mean_std([r["test"]["guided"] for r in fin]),
             "per_family_auto": {f: statistics.fmean(r["test"]["per_family"][f]["auto"] for r in fin) for f in families},
@@ -223,6 +231,7 @@ def write_outputs(
     }
     results["learning_rates"] = list(exp.learning_rates)
     results["seeds"] = list(range(exp.seeds))
+    results["tuning_seeds"] = exp.tuning_seeds
     results["shared_warmup"] = True
     results["setup"] = exp.to_dict()
     results["test_problems"] = len(read_rows(out / "setup" / "world" / "heldout.jsonl"))
@@ -240,6 +249,10 @@ def write_outputs(
 # -- Markdown --------------------------------------------------------------------------------------
 def _pm(d: Mapping[str, float]) -> str:
     return f"{d['mean']:.3f} ± {d['std']:.3f}"
+
+
+def _tuning(tuning_seeds: int) -> str:
+    return "seed 0" if tuning_seeds == 1 else f"the mean over seeds 0–{tuning_seeds - 1}"
 
 
 def _lr(x: float) -> str:
@@ -267,7 +280,7 @@ def _main_table(results: Mapping[str, Any]) -> list[str]:
     lines = [
         f"Held-out test: {results['test_problems']} problems, {_metric(results)}, {n_seeds} RL seeds per method from one shared "
         f"warm-up; learning rate chosen per method on {results['validation_problems']} validation problems "
-        f"(seed 0). Warm-up: autonomous {results['warmup']['test_auto']:.3f}, guided {results['warmup']['test_guided']:.3f}.",
+        f"({_tuning(results.get('tuning_seeds', 1))}). Warm-up: autonomous {results['warmup']['test_auto']:.3f}, guided {results['warmup']['test_guided']:.3f}.",
         "",
         "| method | chosen lr | validation auto at " + " / ".join(lrs) + " | test auto (mean ± std) | test guided "
         f"| {'SGPO' if default_reference else 'reference'} − method [95% CI] | generated tokens / run | train s / run |",
