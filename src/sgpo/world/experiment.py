@@ -43,7 +43,6 @@ import hashlib
 import json
 import math
 import shutil
-import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -55,7 +54,7 @@ from sgpo.checkpoints import OutputDirError
 from sgpo.data import atomic_dir, read_rows, write_json
 from sgpo.evaluation.report import read_metrics
 from sgpo.world.evaluate import auto_and_guided, heldout_accuracy
-from sgpo.world.experiment_results import selectivity, write_outputs
+from sgpo.world.experiment_results import rate_means, selectivity, write_outputs
 from sgpo.world.generate import GENERALISATION_SPLITS, SPLITS, WorldSpec
 from sgpo.world.methods import DEFAULT_METHODS, METHODS, REFERENCE, RUN_FILE, method_config_kwargs, run_dir, setup_dir
 from sgpo.world.model import ModelSpec, load_model, save_model
@@ -69,6 +68,13 @@ from sgpo.world.workers import run_in_workers, set_determinism
 EXPERIMENT_FILE = "experiment.json"
 
 
+# fields added after the first experiments: left out of experiment.json (and so of the hash) at their
+# defaults, so that every earlier config keeps its hash and its folder
+OMITTED_AT_DEFAULT = frozenset(
+    {"larger_model", "larger_methods", "gate_samples", "gate_teacher_rows", "preregistration", "tuning_seeds"}
+)
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """Everything that determines the experiment's numbers."""
@@ -76,9 +82,8 @@ class ExperimentConfig:
     setup: WorldRunConfig  # world (with a validation split), model, warm-up; `setup.train` is every run's budget
     learning_rates: tuple[float, ...] = (1e-5, 5e-5, 2e-4)  # the grid every method is tuned on
     seeds: int = 3  # RL seeds per method at its chosen rate (0 … seeds-1; those below tuning_seeds are tuning runs)
-    tuning_seeds: int = (
-        1  # RL seeds per rate whose mean validation accuracy chooses the rate (C8's selection on the mean over seeds)
-    )
+    # RL seeds per rate whose mean validation accuracy chooses the rate (C8's selection on the mean over seeds)
+    tuning_seeds: int = 1
     methods: tuple[str, ...] = DEFAULT_METHODS
     compare: Mapping[str, str] = field(default_factory=dict)  # method: the method it is subtracted from in the
     # bootstrap intervals (reference − method); empty: REFERENCE minus each other method
@@ -97,11 +102,7 @@ class ExperimentConfig:
             v = getattr(self, f.name)
             if f.name == "setup" or (f.name == "compare" and not self.compare):
                 continue
-            if (
-                f.name
-                in ("larger_model", "larger_methods", "gate_samples", "gate_teacher_rows", "preregistration", "tuning_seeds")
-                and v == f.default
-            ):
+            if f.name in OMITTED_AT_DEFAULT and v == f.default:
                 continue
             d[f.name] = v.to_dict() if isinstance(v, ModelSpec) else list(v) if isinstance(v, tuple) else v
         return d
@@ -519,10 +520,10 @@ def prepare_experiment(out: str | Path, exp: ExperimentConfig, overwrite: bool =
     """Create `out`, or check that it holds a (partial) run of the same experiment; `overwrite`: start clean.
     A folder holding only `setup/` (another experiment's, copied in to reuse its world and warm-up) is
     a start: the pipeline checks that its configuration is this experiment's `setup`. A folder of the
-    same experiment with fewer learning rates or fewer seeds is taken on (the grid-edge rule: a rate
-    chosen on the grid's edge widens the grid for every method; more seeds narrow the intervals): runs
-    are keyed by method, rate and seed, so the finished ones are kept and only the new ones run; any
-    other difference is refused."""
+    same experiment with fewer learning rates, seeds or tuning seeds is taken on (the grid-edge rule: a
+    rate chosen on the grid's edge widens the grid for every method; more seeds narrow the intervals;
+    more tuning seeds choose each rate on a steadier mean): runs are keyed by method, rate and seed, so
+    the finished ones are kept and only the new ones run; any other difference is refused."""
     out = Path(out)
     path = out / EXPERIMENT_FILE
     if overwrite and out.exists():
@@ -558,10 +559,8 @@ def extends(recorded: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 def choose_rate(runs: Sequence[Mapping[str, Any]]) -> float:
     """The learning rate whose runs (one per tuning seed) have the best mean validation autonomous
     accuracy (ties: the smaller rate)."""
-    by_rate: dict[float, list[float]] = {}
-    for r in runs:
-        by_rate.setdefault(r["learning_rate"], []).append(r["validation"]["auto"])
-    return max(by_rate, key=lambda lr: (statistics.fmean(by_rate[lr]), -lr))
+    means = rate_means(runs)
+    return max(means, key=lambda lr: (means[lr], -lr))
 
 
 GATE_FILE = "gate.json"

@@ -57,14 +57,18 @@ def mean_std(values: Sequence[float]) -> dict[str, Any]:
     return {"per_seed": vals, "mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
 
 
-def tuning_means(runs: Sequence[Mapping[str, Any]], tuning_seeds: int) -> dict[str, float]:
-    """{rate: mean validation autonomous accuracy of its tuning runs (seeds below `tuning_seeds`)}: what
-    chose the rate (`sgpo.world.experiment.choose_rate`)."""
+def rate_means(runs: Sequence[Mapping[str, Any]]) -> dict[float, float]:
+    """{learning rate: mean validation autonomous accuracy of its runs}: what a rate is chosen on
+    (`sgpo.world.experiment.choose_rate`, over the tuning runs) and what results report for it."""
     by_rate: dict[float, list[float]] = {}
     for r in runs:
-        if r["seed"] < tuning_seeds:
-            by_rate.setdefault(r["learning_rate"], []).append(r["validation"]["auto"])
-    return {f"{lr:g}": statistics.fmean(v) for lr, v in by_rate.items()}
+        by_rate.setdefault(r["learning_rate"], []).append(r["validation"]["auto"])
+    return {lr: statistics.fmean(v) for lr, v in by_rate.items()}
+
+
+def tuning_means(runs: Sequence[Mapping[str, Any]], tuning_seeds: int) -> dict[str, float]:
+    """{rate as written in results: mean validation accuracy of its tuning runs (seeds below `tuning_seeds`)}."""
+    return {f"{lr:g}": v for lr, v in rate_means([r for r in runs if r["seed"] < tuning_seeds]).items()}
 
 
 def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
