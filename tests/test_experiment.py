@@ -415,6 +415,7 @@ GATED_HASHES = {
     "world_v2_6.yaml": "945ef78568055300088885b870d968dbab4459c30e2fe97a35d0a693b25d1314",
     "world_v2_7.yaml": "463842169dc874eb087c8de407456e6232190cbc8724ca3be4f6d5351f9346c3",
     "world_v2_8.yaml": "ef2f1bb53255aff9d11d9a95bfefea4e9d6396ccf60d051b343a790d566bbad9",
+    "world_v2_9.yaml": "9e668ff564b368e672b851d70ddbca0803c994e704c620c9f1484546e3164f4b",
 }
 
 
@@ -461,3 +462,14 @@ def test_world_v2_8_is_v2_7_choosing_on_three_seeds():
     assert (v27.tuning_seeds, v28.tuning_seeds) == (1, 3) and replace(v28, tuning_seeds=1) == v27
     assert extends(json.loads(json.dumps(v27.to_dict())), json.loads(json.dumps(v28.to_dict())))
     assert load_config(ROOT / "experiments" / "world_v2_8.yaml", quick=True).tuning_seeds == 2
+
+
+def test_world_v2_9_is_v2_8_with_fifteen_seeds():
+    """v2.9 is v2.8 with fifteen seeds (C8), nothing else, its smoke test v2.8's: v2.8's folder resumes
+    under it."""
+    v28, v29 = (load_config(ROOT / "experiments" / f"world_v2_{v}.yaml") for v in (8, 9))
+    assert (v28.seeds, v29.seeds) == (10, 15) and replace(v29, seeds=10) == v28
+    assert extends(json.loads(json.dumps(v28.to_dict())), json.loads(json.dumps(v29.to_dict())))
+    assert load_config(ROOT / "experiments" / "world_v2_9.yaml", quick=True) == load_config(
+        ROOT / "experiments" / "world_v2_8.yaml", quick=True
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -358,6 +359,25 @@ def test_quick_setting_is_smaller_than_the_full_one():
     assert quick.quick and not full.quick
     assert quick.warmup.steps < full.warmup.steps
     assert sum(quick.world.per_family.values()) < sum(full.world.per_family.values())
+
+
+def test_the_demo_runs_the_gated_world_at_the_base_size_shortened():
+    """`make demo`'s setting is experiments/world_v2_8.yaml's base size (world, model, warm-up mix, RL
+    runs, evaluation) with fewer warm-up steps and test problems, nothing else; the experiments keep their own
+    base (`experiment_base`), so their hashes do not move with the demo."""
+    from dataclasses import replace
+
+    from sgpo.world.experiment import load_config
+
+    demo, gated = make_config(0), load_config(Path(__file__).resolve().parents[1] / "experiments" / "world_v2_8.yaml").setup
+    assert demo.world.families == gated.world.families == "v2.4"
+    assert (demo.world.list_length, demo.world.warmup_length) == (gated.world.list_length, gated.world.warmup_length)
+    assert demo.model == gated.model
+    assert replace(demo.warmup, steps=gated.warmup.steps, auto_from_step=gated.warmup.auto_from_step) == gated.warmup
+    assert (demo.warmup.steps, demo.warmup.auto_from_step) == (900, 700)
+    assert replace(demo.train, learning_rate=gated.train.learning_rate) == gated.train and demo.train.learning_rate == 3e-5
+    evaluation = ("eval_samples", "eval_temperature", "eval_guided_samples", "eval_max_new_tokens")
+    assert [getattr(demo, k) for k in evaluation] == [getattr(gated, k) for k in evaluation]
 
 
 def test_workers_end_with_a_killed_parent(tmp_path):

@@ -60,7 +60,7 @@ from sgpo.world.methods import DEFAULT_METHODS, METHODS, REFERENCE, RUN_FILE, me
 from sgpo.world.model import ModelSpec, load_model, save_model
 from sgpo.world.pipeline import run_pipeline, train_rl
 from sgpo.world.progress import StageProgress
-from sgpo.world.settings import TrainSettings, WorldRunConfig, make_config
+from sgpo.world.settings import TrainSettings, WorldRunConfig, experiment_base
 from sgpo.world.train_data import variant_file, write_variants
 from sgpo.world.warmup import WarmupConfig, warmup
 from sgpo.world.workers import run_in_workers, set_determinism
@@ -250,7 +250,7 @@ def load_config(path: str | Path, *, quick: bool = False, seeds: int | None = No
     if setting not in ("full", "quick"):
         raise ConfigError(f"{f.where}: setting must be 'full' (the demo's model and warm-up) or 'quick', got {setting!r}")
     seed = f.number(raw.get("seed", 0), "seed", int, 0)
-    base = make_config(seed, quick=setting == "quick")
+    base = experiment_base(seed, quick=setting == "quick")
     world = _world(raw.get("world", base.world.to_dict()["per_family"]), base.world, f)
     train = f.keys(raw.get("train") or {}, TRAIN_KEYS, "train")
     train = {k: f.train_value(getattr(base.train, k), k, v) for k, v in train.items()}

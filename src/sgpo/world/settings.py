@@ -2,7 +2,8 @@
 
 `WorldRunConfig` (world, model, warm-up, training budget, evaluation, threads) is what `sgpo demo`
 runs (`make_config`: the full setting or the quick one) and what `sgpo experiment` builds its setup
-from; `TrainSettings` is one GRPO / SGPO / LUFFY run from the warm-up (`sgpo_config_kwargs`).
+from (`experiment_base`: every key of an experiment YAML replaces one of it); `TrainSettings` is one
+GRPO / SGPO / LUFFY run from the warm-up (`sgpo_config_kwargs`).
 A run folder keeps its configuration in `RUN_CONFIG_FILE`; a rerun must match it.
 """
 
@@ -122,11 +123,10 @@ class WorldRunConfig:
 DEMO_EXPOSURE = {"sum": 0.6, "sum_even": 0.45, "sum_odd": 0.35, "sum_big": 0.25, "sum_small": 0.2, "sum_alt": 0.15}
 
 
-def make_config(seed: int = 0, quick: bool = False) -> WorldRunConfig:
-    """The demo's setting on world v2 (docs/strategy-world.md), or the quick one (a smaller world and
-    model, fewer steps: a smoke test). The full setting is experiments/world_v2.yaml's world, model and
-    warm-up, shortened to fit `make demo` in minutes on 2 cores: 900 warm-up steps (its autonomous
-    examples from step 650), 300 held-out problems, 40 optimizer steps per run."""
+def experiment_base(seed: int = 0, quick: bool = False) -> WorldRunConfig:
+    """What an experiment YAML's keys replace (`sgpo.world.experiment.load_config`; `setting: full` or
+    `quick`): world v2's demo setting, kept as it was when the experiments were written, so that a
+    YAML file that leaves a key out keeps its numbers and its hash."""
     sampled = dict(eval_samples=4, eval_temperature=1.0, eval_guided_samples=1, eval_max_new_tokens=80)
     if not quick:
         return WorldRunConfig(
@@ -154,6 +154,50 @@ def make_config(seed: int = 0, quick: bool = False) -> WorldRunConfig:
             swap_fraction=1.0,
             auto_exposure=DEMO_EXPOSURE,
             auto_from_step=200,
+        ),  # fmt: skip
+        train=TrainSettings(max_steps=6, problems_per_step=4, seed=seed, num_iterations=2, max_completion_length=80),
+        eval_batch_size=120,
+        **sampled,
+    )
+
+
+# the demo's world: the gated worlds' (v2.5-v2.8: experiments/world_v2_8.yaml's `world` and `warmup`)
+DEMO_WORLD = dict(families="v2.4", list_length=(5, 8), warmup_length=(5, 10))
+DEMO_WARMUP = dict(
+    guided_fraction=0.85, swap_fraction=1.0, auto_exposure={}, wording_exposure=(0.6, 0.3, 0.1), auto_max_numbers=8
+)
+
+
+def make_config(seed: int = 0, quick: bool = False) -> WorldRunConfig:
+    """The demo's setting (docs/strategy-world.md, "The demo"), or the quick one (a smaller world and
+    model, fewer steps: a smoke test). The full setting is the base size of experiments/world_v2_8.yaml
+    (its world, model, warm-up mix, RL batch and evaluation), shortened to fit `make demo` in minutes on
+    2 cores: 900 warm-up steps (autonomous examples from step 700; the experiment: 1500 and 1300) and
+    300 held-out problems (the experiment: 600); the runs are the experiment's (80 optimizer steps,
+    3e-5: the rate its tuning chose for GRPO, docs/results.md "World v2.8"; SGPO is given the same)."""
+    sampled = dict(eval_samples=4, eval_temperature=1.0, eval_guided_samples=1, eval_max_new_tokens=80)
+    if not quick:
+        return WorldRunConfig(
+            seed=seed,
+            world=WorldSpec(per_family={"heldout": 50, "train": 64, "warmup": 1000}, **DEMO_WORLD),
+            warmup=WarmupConfig(seed=seed, steps=900, auto_from_step=700, **DEMO_WARMUP),
+            train=TrainSettings(seed=seed, max_steps=80, num_iterations=2, learning_rate=3e-5, max_completion_length=80),
+            **sampled,
+        )
+    return WorldRunConfig(
+        seed=seed,
+        quick=True,
+        world=WorldSpec(per_family={"heldout": 20, "train": 16, "warmup": 300}, **DEMO_WORLD),
+        model=ModelSpec(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2),
+        warmup=WarmupConfig(
+            seed=seed,
+            steps=300,
+            batch_size=16,
+            learning_rate=4e-3,
+            warmup_steps=25,
+            save_every=100,
+            auto_from_step=200,
+            **DEMO_WARMUP,
         ),  # fmt: skip
         train=TrainSettings(max_steps=6, problems_per_step=4, seed=seed, num_iterations=2, max_completion_length=80),
         eval_batch_size=120,
