@@ -169,7 +169,7 @@ DEMO_WARMUP = dict(
 
 
 def make_config(seed: int = 0, quick: bool = False) -> WorldRunConfig:
-    """The demo's setting (docs/strategy-world.md, "The demo"), or the quick one (a smaller world and
+    """The demo's setting (docs/strategy-world.md, "The demo on world v2.5"), or the quick one (a smaller world and
     model, fewer steps: a smoke test). The full setting is the base size of experiments/world_v2_8.yaml
     (its world, model, warm-up mix, RL batch and evaluation), shortened to fit `make demo` in minutes on
     2 cores: 900 warm-up steps (autonomous examples from step 700; the experiment: 1500 and 1300) and
