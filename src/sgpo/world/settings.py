@@ -9,7 +9,7 @@ A run folder keeps its configuration in `RUN_CONFIG_FILE`; a rerun must match it
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sgpo.world.generate import WorldSpec
@@ -175,31 +175,8 @@ def make_config(seed: int = 0, quick: bool = False) -> WorldRunConfig:
     2 cores: 900 warm-up steps (autonomous examples from step 700; the experiment: 1500 and 1300) and
     300 held-out problems (the experiment: 600); the runs are the experiment's (80 optimizer steps,
     3e-5: the rate its tuning chose for GRPO, docs/results.md "World v2.8"; SGPO is given the same)."""
-    sampled = dict(eval_samples=4, eval_temperature=1.0, eval_guided_samples=1, eval_max_new_tokens=80)
-    if not quick:
-        return WorldRunConfig(
-            seed=seed,
-            world=WorldSpec(per_family={"heldout": 50, "train": 64, "warmup": 1000}, **DEMO_WORLD),
-            warmup=WarmupConfig(seed=seed, steps=900, auto_from_step=700, **DEMO_WARMUP),
-            train=TrainSettings(seed=seed, max_steps=80, num_iterations=2, learning_rate=3e-5, max_completion_length=80),
-            **sampled,
-        )
-    return WorldRunConfig(
-        seed=seed,
-        quick=True,
-        world=WorldSpec(per_family={"heldout": 20, "train": 16, "warmup": 300}, **DEMO_WORLD),
-        model=ModelSpec(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2),
-        warmup=WarmupConfig(
-            seed=seed,
-            steps=300,
-            batch_size=16,
-            learning_rate=4e-3,
-            warmup_steps=25,
-            save_every=100,
-            auto_from_step=200,
-            **DEMO_WARMUP,
-        ),  # fmt: skip
-        train=TrainSettings(max_steps=6, problems_per_step=4, seed=seed, num_iterations=2, max_completion_length=80),
-        eval_batch_size=120,
-        **sampled,
-    )
+    base = experiment_base(seed, quick)
+    demo = replace(base, world=replace(base.world, **DEMO_WORLD), warmup=replace(base.warmup, **DEMO_WARMUP))
+    if quick:
+        return demo
+    return replace(demo, warmup=replace(demo.warmup, auto_from_step=700), train=replace(demo.train, max_steps=80))
