@@ -42,3 +42,60 @@ def test_outputs_are_ordinary_tensors(tokenizer, tiny_model):
         assert not t.is_inference()
     out = tiny_model(input_ids=torch.cat([gen.prompt_ids, gen.completion_ids], 1)).logits.sum()
     out.backward()
+
+
+def prompts_of_several_lengths(tokenizer) -> list[list[int]]:
+    texts = ["what is 1 plus 2", "what is 12 plus 7 and then 3", "add 4", "what is 2 plus 2 plus 2 plus 2 plus 2"]
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts] * 3
+
+
+def test_the_buffered_cache_gives_generates_own_completions(tokenizer, tiny_model):
+    """The buffered key/value cache (written in place, not concatenated) is a speed-up only: greedy and
+    sampled completions of left-padded prompts of several lengths, in chunks, equal those of
+    `generate`'s own cache token for token."""
+    prompts = prompts_of_several_lengths(tokenizer)
+    for temperature in (0.0, 1.0):
+        out = {}
+        for buffered in (False, True):
+            torch.manual_seed(3)
+            gen = generate_completions(
+                tiny_model, tokenizer, prompts, max_new_tokens=24, temperature=temperature, batch_size=5, buffered=buffered
+            )
+            out[buffered] = gen.completion_lists()
+        assert out[True] == out[False] and max(map(len, out[True])) > 10
+
+
+def test_the_buffered_cache_is_the_one_generate_uses(tokenizer, tiny_model, monkeypatch):
+    """The test above would pass if no buffered cache were built: here the buffered layers must take
+    every update, and their keys stay views of the one buffer (no copy per token)."""
+    import sgpo.rollout as rollout
+
+    layer_class = rollout._buffered_layer_class()
+    seen = []
+    update = layer_class.update
+
+    def spy(self, key_states, value_states, *args, **kwargs):
+        keys, values = update(self, key_states, value_states, *args, **kwargs)
+        seen.append(keys.data_ptr() == self._buffers[0].data_ptr())
+        return keys, values
+
+    monkeypatch.setattr(layer_class, "update", spy)
+    generate_completions(tiny_model, tokenizer, prompts_of_several_lengths(tokenizer), max_new_tokens=8, temperature=1.0)
+    n_layers = tiny_model.config.num_hidden_layers
+    assert len(seen) >= 2 * n_layers and all(seen)
+
+
+def test_the_buffered_cache_grows_and_follows_beam_reordering(tokenizer, tiny_model):
+    """A capacity too small for the sequence (the buffer is regrown), and beam search (which reorders
+    the cache by replacing its tensors, so the buffer is rebuilt from them): the same outputs as
+    `generate`'s own cache."""
+    from sgpo.rollout import buffered_cache
+
+    ids = torch.tensor([prompts_of_several_lengths(tokenizer)[0]] * 2)
+    for kw in (dict(do_sample=False), dict(do_sample=False, num_beams=3, num_return_sequences=2)):
+        config = GenerationConfig(max_new_tokens=16, min_new_tokens=16, pad_token_id=0, **kw)
+        plain = tiny_model.generate(input_ids=ids, generation_config=config)
+        cache = buffered_cache(tiny_model, config, capacity=3)
+        assert cache is not None
+        buffered = tiny_model.generate(input_ids=ids, generation_config=config, past_key_values=cache)
+        assert torch.equal(plain, buffered)
