@@ -397,9 +397,20 @@ def test_v2_quick_gate_trains_only_the_controls_and_the_experiment_reuses_their_
     assert (out / "results.md").read_text().startswith("**Exploratory results**")
 
 
+def test_a_relative_preregistration_path_is_read_from_the_yaml_files_folder(tmp_path, monkeypatch):
+    # the repository's experiments are run from the repo root; a user elsewhere gets the same file
+    (tmp_path / "cfg").mkdir()
+    path = tmp_path / "cfg" / "exp.yaml"
+    path.write_text("world: {heldout: 3, train: 3, warmup: 3, validation: 3}\npreregistration: prereg.md\n")
+    monkeypatch.chdir(tmp_path)
+    assert Path(load_config("cfg/exp.yaml").preregistration) == Path("cfg") / "prereg.md"
+    monkeypatch.chdir(ROOT / "src")  # not the repo root: the v2.9 YAML still finds its pre-registration
+    assert Path(load_config(ROOT / "experiments" / "world_v2_9.yaml").preregistration).is_file()
+
+
 def test_v2_config_is_the_preregistered_protocol():
     exp = load_config(V2)
-    assert exp.preregistration == "experiments/preregistration.md" and exp.larger_model is not None
+    assert Path(exp.preregistration) == ROOT / "experiments" / "preregistration.md" and exp.larger_model is not None
     assert exp.setup.train.num_iterations >= 2  # C11: the clip and the proximal mask can bind
     assert exp.setup.eval_samples >= 4 and exp.setup.eval_temperature == 1.0
     assert "sgpo_mismatched" in exp.methods and set(exp.larger_methods) <= set(exp.methods)

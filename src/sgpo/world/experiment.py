@@ -290,6 +290,8 @@ def load_config(path: str | Path, *, quick: bool = False, seeds: int | None = No
     prereg = None if quick else raw.get("preregistration")  # a smoke test is never the pre-registered experiment
     if prereg is not None and not isinstance(prereg, str):
         raise ConfigError(f"{f.where}: preregistration must be the path of the pre-registration file, got {prereg!r}")
+    if prereg is not None:  # a relative path is relative to the YAML file, wherever the command runs from
+        prereg = str(path.parent / prereg)
     return ExperimentConfig(
         setup=setup,
         learning_rates=lrs,
