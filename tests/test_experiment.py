@@ -339,6 +339,26 @@ def test_more_rates_or_seeds_resume_the_folder_and_nothing_else_does(tmp_path, c
     assert recorded() == json.loads(json.dumps(more.to_dict()))
 
 
+def test_another_process_count_or_preregistration_path_resumes_the_folder(tmp_path, capsys):
+    # neither decides a number (the hash leaves them out): a machine with more cores, or the YAML read
+    # from elsewhere (its preregistration path resolved from there), goes on with the same runs
+    exp = load_config(CONFIG, quick=True)
+    out = tmp_path / "out"
+    prepare_experiment(out, replace(exp, preregistration="experiments/preregistration.md"))
+    kept = run_dir(out, "grpo", exp.learning_rates[0], 0) / "run.json"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("{}")
+    other = replace(exp, processes=exp.processes + 6, preregistration="/elsewhere/experiments/preregistration.md")
+    assert other.config_hash() == exp.config_hash()
+    prepare_experiment(out, other)
+    assert capsys.readouterr().err == "" and kept.read_text() == "{}"
+    assert json.loads((out / "experiment.json").read_text())["processes"] == exp.processes + 6  # this call's
+    with pytest.raises(OutputDirError, match="another configuration"):  # a number-deciding field still refuses
+        prepare_experiment(out, replace(other, selectivity_rows=exp.selectivity_rows + 1))
+    prepare_experiment(out, replace(exp, seeds=exp.seeds + 1, processes=1))  # an extension from another machine
+    assert "extended" in capsys.readouterr().err and kept.read_text() == "{}"
+
+
 def test_the_mismatched_control_never_gives_a_problem_its_own_family_strategy():
     from sgpo.world.extractor import fill_strategies
     from sgpo.world.generate import WorldSpec, build_world

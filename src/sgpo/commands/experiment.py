@@ -11,7 +11,11 @@ DIR/gate.md. Results are confirmatory only under the pre-registered config (its 
 config's `preregistration` names) after a passing gate; a changed config is refused unless
 --exploratory, which marks the results as such. A rerun with the same configuration resumes: finished
 runs are skipped. A folder holding anything else is refused unless --overwrite. Progress goes to
-stderr, a line per run.
+stderr, a line per run. `--plan` prints how far a folder has got (runs finished per method and stage,
+the chosen rates) and an estimate of the time left, from the folder's own runs; it runs nothing and
+shows no accuracy, so a pre-registered experiment can be watched while it runs.
+
+    sgpo experiment --config experiments/world_v2_9.yaml --out runs/world-v2.9 --plan
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from transformers.utils import logging as hf_logging
 from sgpo.checkpoints import OutputDirError
 from sgpo.commands.common import error, parse_args
 from sgpo.world.experiment import ConfigError, load_config, run_experiment
+from sgpo.world.experiment_plan import experiment_plan, format_plan
 from sgpo.world.experiment_results import format_markdown
 from sgpo.world.gate_run import run_gate
 from sgpo.world.progress import StageProgress
@@ -44,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run a config other than the pre-registered one; its results are marked exploratory",
     )
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print how far the folder has got and an estimate of the time left; runs nothing, shows no accuracy",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     return p
 
@@ -56,6 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         exp = load_config(args.config, quick=args.quick, seeds=args.seeds)
     except ConfigError as exc:
         return error(COMMAND, str(exc))
+    if args.plan:
+        if args.gate or args.overwrite:
+            return error(COMMAND, "--plan only reads the folder; it takes neither --gate nor --overwrite")
+        try:
+            print(format_plan(experiment_plan(args.out, exp)))
+        except ValueError as exc:
+            return error(COMMAND, str(exc))
+        return 0
     hf_logging.disable_progress_bar()
     try:
         with StageProgress(enabled=not args.no_progress, terminal=False) as progress:

@@ -73,6 +73,15 @@ EXPERIMENT_FILE = "experiment.json"
 OMITTED_AT_DEFAULT = frozenset(
     {"larger_model", "larger_methods", "gate_samples", "gate_teacher_rows", "preregistration", "tuning_seeds"}
 )
+#: fields that do not decide any number: how many runs go side by side, and where the hash is kept
+NOT_NUMBERS = ("processes", "preregistration")
+
+
+def numbers_part(d: Mapping[str, Any]) -> dict[str, Any]:
+    """An experiment's `to_dict` without `NOT_NUMBERS`: what its hash covers, and what a folder resumed
+    under another call must agree on (another `processes`, or the pre-registration's path as seen from
+    another YAML file, resume the same runs)."""
+    return {k: v for k, v in d.items() if k not in NOT_NUMBERS}
 
 
 @dataclass(frozen=True)
@@ -110,7 +119,7 @@ class ExperimentConfig:
     def config_hash(self) -> str:
         """sha256 of the canonical JSON of everything that determines the numbers (`processes`, how many
         runs go side by side, and `preregistration`, where the hash is kept, are left out)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in ("processes", "preregistration")}
+        d = numbers_part(self.to_dict())
         return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     def references(self) -> dict[str, str]:
@@ -535,11 +544,12 @@ def prepare_experiment(out: str | Path, exp: ExperimentConfig, overwrite: bool =
         if not path.exists():
             raise OutputDirError(f"{out}: the folder holds other files; choose another --out or pass --overwrite")
         recorded = json.loads(path.read_text())
-        if recorded != mine and not extends(recorded, mine):
+        if numbers_part(recorded) != numbers_part(mine) and not extends(recorded, mine):
             raise OutputDirError(f"{out}: holds an experiment of another configuration ({path}); pass --overwrite to replace it")
-        if recorded != mine:
+        if numbers_part(recorded) != numbers_part(mine):
             grid = lambda d: f"learning rates {d['learning_rates']}, {d['seeds']} seeds, {d.get('tuning_seeds', 1)} tuning seeds"  # noqa: E731
             print(f"{out}: extended from {grid(recorded)} to {grid(mine)}; finished runs are kept", file=sys.stderr)
+        if recorded != mine:
             write_json(path, mine)
     out.mkdir(parents=True, exist_ok=True)
     if not path.exists():
@@ -553,7 +563,7 @@ def extends(recorded: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     old_grid, new_grid = set(recorded.get("learning_rates", ())), set(new.get("learning_rates", ()))
     counts = [(recorded.get(k, 1), new.get(k, 1)) for k in ("seeds", "tuning_seeds")]
     rest = ("learning_rates", "seeds", "tuning_seeds")
-    same_rest = {**recorded, **dict.fromkeys(rest)} == {**new, **dict.fromkeys(rest)}
+    same_rest = {**numbers_part(recorded), **dict.fromkeys(rest)} == {**numbers_part(new), **dict.fromkeys(rest)}
     grown = old_grid < new_grid or any(a < b for a, b in counts)
     return same_rest and old_grid <= new_grid and all(a <= b for a, b in counts) and grown
 
