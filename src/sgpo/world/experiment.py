@@ -544,7 +544,7 @@ def prepare_experiment(out: str | Path, exp: ExperimentConfig, overwrite: bool =
         if not path.exists():
             raise OutputDirError(f"{out}: the folder holds other files; choose another --out or pass --overwrite")
         recorded = json.loads(path.read_text())
-        if numbers_part(recorded) != numbers_part(mine) and not extends(recorded, mine):
+        if not resumable(recorded, mine):
             raise OutputDirError(f"{out}: holds an experiment of another configuration ({path}); pass --overwrite to replace it")
         if numbers_part(recorded) != numbers_part(mine):
             grid = lambda d: f"learning rates {d['learning_rates']}, {d['seeds']} seeds, {d.get('tuning_seeds', 1)} tuning seeds"  # noqa: E731
@@ -555,6 +555,12 @@ def prepare_experiment(out: str | Path, exp: ExperimentConfig, overwrite: bool =
     if not path.exists():
         write_json(path, mine)
     return out
+
+
+def resumable(recorded: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether a folder holding experiment `recorded` (its experiment.json) can go on under `new`: the
+    same numbers (`numbers_part`), or an extension of them (`extends`)."""
+    return numbers_part(recorded) == numbers_part(new) or extends(recorded, new)
 
 
 def extends(recorded: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sgpo.world.experiment import EXPERIMENT_FILE, ExperimentConfig, choose_rate, extends, numbers_part
+from sgpo.world.experiment import EXPERIMENT_FILE, ExperimentConfig, choose_rate, resumable
 from sgpo.world.methods import METHODS, RUN_FILE, run_dir
 
 
@@ -76,7 +76,7 @@ def experiment_plan(out: str | Path, exp: ExperimentConfig) -> Plan:
     out = Path(out)
     recorded = _read(out / EXPERIMENT_FILE)
     mine = json.loads(json.dumps(exp.to_dict()))
-    if recorded is not None and numbers_part(recorded) != numbers_part(mine) and not extends(recorded, mine):
+    if recorded is not None and not resumable(recorded, mine):
         raise ValueError(f"{out}: holds an experiment of another configuration ({out / EXPERIMENT_FILE})")
     plan = Plan(out, exp.processes)
     sizes = {"base": exp.methods, **({"larger": exp.larger_methods} if exp.larger_model is not None else {})}
@@ -153,14 +153,14 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
-def format_plan(plan: Plan, describe: Callable[[float], str] = lambda lr: f"{lr:g}") -> str:
+def format_plan(plan: Plan) -> str:
     """The plan as a table and a summary line (no accuracies: module doc)."""
     lines = [
         "| size | method | tuning runs | chosen rate | full evaluations | run time left |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for m in plan.methods:
-        rate = "—" if m.rate is None else describe(m.rate)
+        rate = "—" if m.rate is None else f"{m.rate:g}"
         left = _hours(m.seconds_left) + (f" (+{m.unestimated} not estimated)" if m.unestimated else "")
         lines.append(
             f"| {m.size} | {m.method} | {m.tuning_done}/{m.tuning_total} | {rate} | {m.full_done}/{m.full_total} | {left} |"
