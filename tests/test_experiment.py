@@ -406,7 +406,10 @@ def test_v2_quick_gate_trains_only_the_controls_and_the_experiment_reuses_their_
     for runs in ("runs", "runs-larger"):
         assert sorted(p.name for p in (out / runs).iterdir()) == ["grpo", "sft"]
     assert started_runs(proc.stderr) and all(r.split()[0] in ("grpo", "sft") for r in started_runs(proc.stderr))
-    # the experiment then runs only what the gate did not (quick: never confirmatory)
+    # the experiment then runs only what the gate did not (quick: never confirmatory); a smoke-test warm-up scores 0 at
+    # both sizes, so the larger one's evaluation gets a value of its own, which its reports must show (they read it back)
+    warm_file = out / "setup-larger" / "eval" / "warmup.json"
+    warm_file.write_text(json.dumps({**json.loads(warm_file.read_text()), "guided": 0.123}))
     proc = sgpo("experiment", "--config", str(V2), "--quick", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert {r.split()[0] for r in started_runs(proc.stderr)} == {"sgpo", "sgpo_mismatched"}
@@ -414,7 +417,25 @@ def test_v2_quick_gate_trains_only_the_controls_and_the_experiment_reuses_their_
     assert results["status"] == "exploratory" and results["config_hash"] == exp.config_hash()
     assert list(results["methods"]) == list(exp.methods) and list(results["larger"]["methods"]) == list(exp.larger_methods)
     assert "novel_auto" in results["methods"]["sgpo"] and "longer_auto" in results["methods"]["sgpo"]
-    assert (out / "results.md").read_text().startswith("**Exploratory results**")
+    table = (out / "results.md").read_text()
+    assert table.startswith("**Exploratory results**")
+    # the larger size is reported with its own warm-up and runs: a main table in results.md, the run time summed
+    base_guided = json.loads((out / "setup" / "eval" / "warmup.json").read_text())["guided"]
+    assert results["warmup"]["test_guided"] == base_guided != 0.123 and results["larger"]["warmup"]["test_guided"] == 0.123
+    larger = table.split("**At the larger model size**")[1].split("Test autonomous accuracy per family")[0]
+    assert "guided 0.123." in larger and "guided 0.123" not in table.split("**At the larger model size**")[0]
+    assert all(f"| {m} | {results['larger']['methods'][m]['chosen_learning_rate']:g} |" in larger for m in exp.larger_methods)
+    assert "| sgpo_mismatched |" not in larger
+    seconds = {  # the experiment's runs: the gate's larger SFT runs are not among them when SFT is not a larger method
+        size: [json.loads(p.read_text())["wall_seconds"] for m in methods for p in (out / d / m).rglob("run.json")]
+        for size, d, methods in (("base", "runs", exp.methods), ("larger", "runs-larger", exp.larger_methods))
+    }
+    assert set(exp.larger_methods) < {p.name for p in (out / "runs-larger").iterdir()}
+    for size, walls in seconds.items():
+        assert results["run_seconds_by_size"][size] == pytest.approx(
+            sum(w["train"] + w["evaluate"] for w in walls), abs=0.1 * len(walls)
+        )
+    assert results["run_seconds_sum"] == pytest.approx(sum(results["run_seconds_by_size"].values()), abs=0.1)
 
 
 def test_a_relative_preregistration_path_is_read_from_the_yaml_files_folder(tmp_path, monkeypatch):

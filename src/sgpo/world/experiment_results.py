@@ -18,7 +18,10 @@ results.json:
      "learning_rates", "seeds", "tuning_seeds", "shared_warmup": true, "setup": {...},
      "wall_seconds": {phase: seconds, "total": seconds},   (of the call that wrote it: a resumed call
                                                            counts only the work it did)
-     "run_seconds_sum": training + evaluation seconds of every run, whichever call ran it}
+     "run_seconds_sum": training + evaluation seconds of every run, whichever call ran it, both sizes
+     "run_seconds_by_size": {"base", "larger": that sum per model size},
+     "larger": {"methods", "comparisons", "tuning_per_family", "warmup", "test_problems", "validation_problems"} of the larger
+               model size (its `larger_methods`), when the config has one}
 
 std is the sample standard deviation over seeds (n - 1). The bootstrap interval of SGPO minus a
 method resamples seeds and problems (both with replacement, independently; seed s of one method is
@@ -41,7 +44,7 @@ from sgpo.data import read_rows, write_json
 from sgpo.evaluation.report import read_metrics
 from sgpo.evaluation.selectivity import build_trajectories, critical_share, score_trajectories, summarize, top_mass_shares
 from sgpo.world.claims import analyse, format_claims, paired_bootstrap, verdicts_of
-from sgpo.world.methods import METHODS, run_dir
+from sgpo.world.methods import METHODS, run_dir, setup_dir
 from sgpo.world.model import load_model
 from sgpo.world.prompt import WORLD_PROMPT_FORMAT
 from sgpo.world.results import RESULTS_FILE
@@ -122,6 +125,17 @@ def selectivity(out: Path, exp, chosen: Mapping[str, float]) -> dict[str, Any]:
 
 
 # -- aggregation -----------------------------------------------------------------------------------
+def warmup_summary(out: Path, size: str) -> dict[str, Any]:
+    """results.json's `warmup` (or `larger.warmup`): the test accuracy of a size's shared warm-up."""
+    warm = json.loads((setup_dir(out, size) / "eval" / "warmup.json").read_text())
+    return {
+        "test_auto": warm["auto"],
+        "test_guided": warm["guided"],
+        "per_family_auto": {f: v["auto"] for f, v in warm["per_family"].items()},
+        "per_family_guided": {f: v["guided"] for f, v in warm["per_family"].items()},
+    }
+
+
 def instance_weight_series(folders: Sequence[Path]) -> dict[str, Any]:
     """Mean instance weight and autonomous accuracy of the rollouts per optimizer step (means over
     the runs in `folders`, from their metrics.jsonl), every (weight, accuracy) pair of a (run, step),
@@ -214,15 +228,12 @@ def write_outputs(
     confirmatory (the pre-registered config, its gate passed) or exploratory; `larger`: the runs and
     chosen rates at the larger model size, if any."""
     results = {"status": status, "config_hash": exp.config_hash(), **summarize_runs(exp, runs, chosen)}
+    results["warmup"] = warmup_summary(out, "base")
     if larger:
         results["larger"] = summarize_runs(exp, larger["runs"], larger["chosen"], exp.larger_methods)
-    warm = json.loads((out / "setup" / "eval" / "warmup.json").read_text())
-    results["warmup"] = {
-        "test_auto": warm["auto"],
-        "test_guided": warm["guided"],
-        "per_family_auto": {f: v["auto"] for f, v in warm["per_family"].items()},
-        "per_family_guided": {f: v["guided"] for f, v in warm["per_family"].items()},
-    }
+        results["larger"]["warmup"] = warmup_summary(out, "larger")  # the larger size has its own warm-up
+        for key, split in (("test_problems", "heldout"), ("validation_problems", "validation")):
+            results["larger"][key] = len(read_rows(setup_dir(out, "larger") / "world" / f"{split}.jsonl"))
     results["selectivity"] = sel
     verdicts = {"base/test": verdicts_of(runs, chosen, exp.seeds, "test"),
                 "base/generalisation": verdicts_of(runs, chosen, exp.seeds, "generalisation")}  # fmt: skip
@@ -243,8 +254,13 @@ def write_outputs(
     write_plots(out, exp, results, chosen)
     walls["total"] = round(time.perf_counter() - started, 1)
     results["wall_seconds"] = walls
-    # independent of resumption: what every run took (training + evaluation), whichever call ran it
-    results["run_seconds_sum"] = round(sum(r["wall_seconds"]["train"] + r["wall_seconds"]["evaluate"] for r in runs), 1)
+    # independent of resumption: what every run took (training + evaluation), whichever call ran it, at every size
+    by_size = {"base": runs, **({"larger": larger["runs"]} if larger else {})}
+    results["run_seconds_by_size"] = {
+        size: round(sum(r["wall_seconds"]["train"] + r["wall_seconds"]["evaluate"] for r in rs), 1)
+        for size, rs in by_size.items()
+    }
+    results["run_seconds_sum"] = round(sum(results["run_seconds_by_size"].values()), 1)
     (out / TABLE_FILE).write_text(format_markdown(results))
     write_json(out / RESULTS_FILE, results)
     return results
@@ -301,6 +317,18 @@ def _main_table(results: Mapping[str, Any]) -> list[str]:
             f"| {diff} | {r['generated_tokens_per_run']:.0f} | {r['train_seconds_per_run']:.0f} |"
         )
     return lines
+
+
+def _larger_tables(results: Mapping[str, Any]) -> list[str]:
+    """The main and per-family tables of the larger model size (its own warm-up, runs and rates)."""
+    if "larger" not in results:
+        return []
+    view = {**results, **results["larger"]}  # the grid, seeds and setup are the base size's
+    return (
+        ["", "**At the larger model size** (`larger_model` of the config; its own warm-up):", ""]
+        + _main_table(view)
+        + _family_tables(view)
+    )
 
 
 def _family_tables(results: Mapping[str, Any]) -> list[str]:
@@ -385,7 +413,8 @@ def format_markdown(results: Mapping[str, Any]) -> str:
     head = []
     if "status" in results:
         head = [f"**{results['status'].capitalize()} results** (config hash `{results['config_hash'][:12]}`).", ""]
-    lines = head + _main_table(results) + _family_tables(results) + _selectivity_table(results) + _weight_table(results)
+    lines = head + _main_table(results) + _family_tables(results) + _larger_tables(results)
+    lines += _selectivity_table(results) + _weight_table(results)
     if "claims" in results:
         lines += format_claims(results["claims"])
     return "\n".join(lines) + "\n"
