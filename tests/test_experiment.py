@@ -145,6 +145,59 @@ def test_quick_experiment_resumes_without_redoing_finished_runs(quick):
     assert "holds an experiment of another configuration" in proc.stderr
 
 
+@pytest.mark.slow
+def test_records_carry_a_finished_experiment_to_a_new_folder_without_its_models(quick, tmp_path):
+    out, _ = quick
+    before = json.loads((out / "results.json").read_text())
+    records = tmp_path / "records"
+    proc = sgpo("experiment", "--config", str(CONFIG), "--quick", "--out", str(out), "--sync-records", str(records))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    runs = sorted(p.relative_to(out) for p in (out / "runs").rglob("run.json"))
+    assert f"the records hold {len(runs)} finished runs" in proc.stdout
+    assert sorted(p.relative_to(records) for p in records.rglob("run.json")) == runs
+    assert all(
+        (records / r.parent / "metrics.jsonl").read_bytes() == (out / r.parent / "metrics.jsonl").read_bytes() for r in runs
+    )
+    assert not list(records.rglob("*.safetensors")) and (records / "setup" / "eval" / "warmup.json").is_file()
+    # as if the records were kept before GRPO's chosen tuning run (seed 0) was evaluated in full and before the
+    # results: a new folder gets them, rebuilds the world and warm-up, and trains again only the runs whose model
+    # is needed: that GRPO run (evaluated further) and the seed-0 SGPO and imitation runs (selectivity)
+    chosen = {m: v["chosen_learning_rate"] for m, v in before["methods"].items()}
+    grpo0 = run_dir(Path(), "grpo", chosen["grpo"], 0) / "run.json"
+    full = json.loads((records / grpo0).read_text())
+    (records / grpo0).write_text(json.dumps({k: v for k, v in full.items() if k not in ("test", "test_greedy")}))
+    for name in ("results.json", "results.md", "selectivity.json"):
+        (records / name).unlink()
+    new = tmp_path / "new"
+    proc = sgpo("experiment", "--config", str(CONFIG), "--quick", "--out", str(new), "--sync-records", str(records))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert f"{len(runs)} finished runs" in proc.stdout and not (new / "setup").exists()
+    proc = sgpo("experiment", "--config", str(CONFIG), "--quick", "--out", str(new))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert sorted(started_runs(proc.stderr)) == sorted(f"{m} lr={chosen[m]:g} seed=0" for m in ("grpo", "sgpo", "sgpo_imitation"))
+    after = json.loads((new / "results.json").read_text())
+    assert after["comparisons"] == before["comparisons"]
+    assert all(after["methods"][m]["test_auto"] == before["methods"][m]["test_auto"] for m in before["methods"])
+    assert json.loads((new / "selectivity.json").read_text()) == json.loads((out / "selectivity.json").read_text())
+    assert json.loads((new / grpo0).read_text())["test"] == full["test"]
+    # the new folder's warm-up evaluation is the records': syncing back is accepted; one that differs is refused
+    proc = sgpo("experiment", "--config", str(CONFIG), "--quick", "--out", str(new), "--sync-records", str(records))
+    assert proc.returncode == 0 and json.loads((records / grpo0).read_text())["test"] == full["test"], proc.stderr
+    warm = records / "setup" / "eval" / "warmup.json"
+    warm.write_text(json.dumps({**json.loads(warm.read_text()), "auto": -1.0}))
+    proc = sgpo("experiment", "--config", str(CONFIG), "--quick", "--out", str(new), "--sync-records", str(records))
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "warm-up's evaluation differs" in proc.stderr
+    # a record that the run trained again does not reproduce is refused, never combined with new runs
+    (new / "results.json").unlink()
+    shutil.rmtree(new / grpo0.parent)
+    shutil.copytree(records / grpo0.parent, new / grpo0.parent)
+    record = {k: v for k, v in json.loads((new / grpo0).read_text()).items() if k not in ("test", "test_greedy")}
+    record["validation"]["auto"] = record["validation"]["auto"] + 0.5
+    (new / grpo0).write_text(json.dumps(record))
+    proc = sgpo("experiment", "--config", str(CONFIG), "--quick", "--out", str(new))
+    assert proc.returncode == 2 and "the run's evaluations differ from its run.json" in proc.stderr.strip().splitlines()[-1]
+
+
 # -- statistics ------------------------------------------------------------------------------------
 def test_mean_std_and_choose_rate():
     assert mean_std([0.5]) == {"per_seed": [0.5], "mean": 0.5, "std": 0.0}

@@ -16,6 +16,12 @@ the chosen rates) and an estimate of the time left, from the folder's own runs; 
 shows no accuracy, so a pre-registered experiment can be watched while it runs.
 
     sgpo experiment --config experiments/world_v2_9.yaml --out runs/world-v2.9 --plan
+
+`--sync-records DIR` keeps the folder's small files (each finished run's run.json and metrics.jsonl,
+the gate, the results; not the models) in DIR, e.g. a folder committed with the code, and restores
+them into a new folder, where the experiment goes on from them (`sgpo.world.experiment_records`):
+
+    sgpo experiment --config experiments/world_v2_9.yaml --out runs/world-v2.9 --sync-records experiments/world_v2_9/records
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ from transformers.utils import logging as hf_logging
 
 from sgpo.checkpoints import OutputDirError
 from sgpo.commands.common import error, parse_args
-from sgpo.world.experiment import ConfigError, load_config, run_experiment
+from sgpo.world.experiment import ConfigError, NotReproducedError, load_config, run_experiment
 from sgpo.world.experiment_plan import experiment_plan, format_plan
+from sgpo.world.experiment_records import sync_records
 from sgpo.world.experiment_results import format_markdown
 from sgpo.world.gate_run import run_gate
 from sgpo.world.progress import StageProgress
@@ -54,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print how far the folder has got and an estimate of the time left; runs nothing, shows no accuracy",
     )
+    p.add_argument(
+        "--sync-records",
+        metavar="DIR",
+        default=None,
+        help="copy the experiment's records (each finished run's run.json and metrics.jsonl, the gate, the results; "
+        "not the models) from --out into DIR and what --out lacks from DIR into it, so the experiment can go on on "
+        "another machine; runs nothing",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     return p
 
@@ -66,6 +81,18 @@ def main(argv: list[str] | None = None) -> int:
         exp = load_config(args.config, quick=args.quick, seeds=args.seeds)
     except ConfigError as exc:
         return error(COMMAND, str(exc))
+    if args.sync_records is not None:
+        if args.gate or args.overwrite or args.plan:
+            return error(COMMAND, "--sync-records only copies records; it takes neither --gate, --overwrite nor --plan")
+        try:
+            n = sync_records(args.out, args.sync_records, exp)
+        except (OutputDirError, NotReproducedError) as exc:
+            return error(COMMAND, str(exc))
+        print(
+            f"{n['saved']} files saved into {args.sync_records}, {n['restored']} restored into {args.out}; "
+            f"the records hold {n['runs']} finished runs"
+        )
+        return 0
     if args.plan:
         if args.gate or args.overwrite:
             return error(COMMAND, "--plan only reads the folder; it takes neither --gate nor --overwrite")
@@ -81,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 report = run_gate(args.out, exp, overwrite=args.overwrite, progress=progress)
             else:
                 results = run_experiment(args.out, exp, overwrite=args.overwrite, progress=progress, exploratory=args.exploratory)
-    except (OutputDirError, ConfigError) as exc:
+    except (OutputDirError, ConfigError, NotReproducedError) as exc:
         return error(COMMAND, str(exc))
     if args.gate:
         print(report["table"])

@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -54,7 +55,7 @@ from sgpo.checkpoints import OutputDirError
 from sgpo.data import atomic_dir, read_rows, write_json
 from sgpo.evaluation.report import read_metrics
 from sgpo.world.evaluate import auto_and_guided, heldout_accuracy
-from sgpo.world.experiment_results import rate_means, selectivity, write_outputs
+from sgpo.world.experiment_results import SELECTIVITY_FILE, SELECTIVITY_METHODS, rate_means, selectivity, write_outputs
 from sgpo.world.generate import GENERALISATION_SPLITS, SPLITS, WorldSpec
 from sgpo.world.methods import DEFAULT_METHODS, METHODS, REFERENCE, RUN_FILE, method_config_kwargs, run_dir, setup_dir
 from sgpo.world.model import ModelSpec, load_model, save_model
@@ -445,20 +446,26 @@ def run_one(
     *,
     progress=None,
     validation_only: bool = False,
+    need_model: bool = False,
 ) -> dict[str, Any]:
     """Train `method` at learning rate `lr` with RL seed `seed` from the shared warm-up of model size
     `size`, evaluate it (`evaluate_run`: validation, test, generalisation splits, per record; with
     `validation_only`, the validation split alone — a tuning run, whose rate is chosen on it, and whose
     other evaluations `finish_evaluation` adds if it is chosen); keep it all in `run_dir(...)`/run.json.
     A finished run is read back, not redone (and evaluated further if it was validated only and
-    `validation_only` is False). Returns run.json's content."""
+    `validation_only` is False). A run whose record was restored without its model
+    (`sgpo.world.experiment_records`) is trained again when its model is needed (further evaluations;
+    `need_model`), and refused unless it reproduces the record (`check_reproduced`). Returns run.json's content."""
     final = run_dir(out, method, lr, seed, size)
-    if (final / RUN_FILE).exists():
-        return (
-            finish_evaluation(exp, out, method, lr, seed, size)
-            if not validation_only
-            else json.loads((final / RUN_FILE).read_text())
-        )
+    recorded = json.loads((final / RUN_FILE).read_text()) if (final / RUN_FILE).exists() else None
+    if recorded is not None:
+        complete = validation_only or "test" in recorded
+        if complete and (has_model(final) or not need_model):
+            return recorded
+        if not complete and has_model(final):
+            return finish_evaluation(exp, out, method, lr, seed, size)
+    # no run, or the record of one without its model (restored from records, `sgpo.world.experiment_records`):
+    # trained again; a record's validation evaluation must come out the same, or the run is refused
     cfg = exp.sizes()[size]
     set_determinism(seed, cfg.threads)
     setup = setup_dir(out, size)
@@ -500,10 +507,40 @@ def run_one(
         )
         write_json(tmp / RUN_FILE, result)
 
-    atomic_dir(final, write)
+    atomic_dir(final.with_name(final.name + ".retrained") if recorded is not None else final, write)
+    if recorded is not None:
+        check_reproduced(recorded, result, final)
+        shutil.rmtree(final)
+        os.replace(final.with_name(final.name + ".retrained"), final)
     if progress is not None:
         progress.end(name)
     return result
+
+
+MODEL_FILE = "model.safetensors"
+EVALUATIONS = ("validation", "test", "test_greedy", *GENERALISATION_SPLITS)  # evaluate_run's keys
+
+
+def has_model(folder: Path) -> bool:
+    """Whether a run's folder holds its trained model (a folder restored from records holds only its
+    run.json and metrics.jsonl)."""
+    return (folder / MODEL_FILE).is_file()
+
+
+class NotReproducedError(RuntimeError):
+    """A run trained again from its record (its model was not kept) evaluates differently from it."""
+
+
+def check_reproduced(recorded: Mapping[str, Any], result: Mapping[str, Any], where: Path) -> None:
+    """Raise `NotReproducedError` unless run `result`, trained again, has every evaluation `recorded`
+    has (validation, test, generalisation splits: each record's samples and scores): only then is the record's run this one, and its
+    further evaluations may join the record's."""
+    again = json.loads(json.dumps(dict(result)))
+    if any(recorded[k] != again[k] for k in EVALUATIONS if k in recorded and k in again):
+        raise NotReproducedError(
+            f"{where}: trained again (its model was not kept), the run's evaluations differ from its "
+            f"run.json; this machine does not reproduce the recorded runs, so they cannot be combined with new ones"
+        )
 
 
 def finish_evaluation(exp: ExperimentConfig, out: Path, method: str, lr: float, seed: int, size: str = "base") -> dict[str, Any]:
@@ -686,6 +723,11 @@ def run_experiment(
         larger_runs, larger_chosen = tune_and_seed(out, exp, exp.larger_methods, "larger", progress, walls)
         larger = {"runs": larger_runs, "chosen": larger_chosen}
     t0 = time.perf_counter()
+    # selectivity scores the seed-0 models of SGPO and the imitation ablation: trained again where only their records are here
+    jobs = [(m, chosen[m], 0, "base") for m in SELECTIVITY_METHODS if m in chosen]
+    if not (out / SELECTIVITY_FILE).exists() and any(not has_model(run_dir(out, *j)) for j in jobs):
+        calls = [(run_one, (exp, out, *j), {"need_model": True}) for j in jobs]
+        run_in_workers(calls, lambda kind, name, x: getattr(progress, kind)(name, x), processes=min(exp.processes, len(jobs)))
     with progress.stage("selectivity", 1):
         sel = selectivity(out, exp, chosen)
     walls["selectivity"] = round(time.perf_counter() - t0, 1)

@@ -51,6 +51,7 @@ from sgpo.world.results import RESULTS_FILE
 
 TABLE_FILE = "results.md"
 SELECTIVITY_FILE = "selectivity.json"
+SELECTIVITY_METHODS = ("sgpo", "sgpo_imitation")  # the runs (seed 0, base size) whose selectivity is measured beside the warm-up
 
 
 # -- pure statistics ---------------------------------------------------------------------------------
@@ -96,7 +97,7 @@ def selectivity(out: Path, exp, chosen: Mapping[str, float]) -> dict[str, Any]:
         return json.loads(path.read_text())
     rows = read_rows(out / "setup" / "world" / "validation.jsonl")[: exp.selectivity_rows]
     models = {"warmup": out / "setup" / "warmup"}
-    models.update({m: run_dir(out, m, chosen[m], 0) for m in ("sgpo", "sgpo_imitation") if m in chosen})
+    models.update({m: run_dir(out, m, chosen[m], 0) for m in SELECTIVITY_METHODS if m in chosen})
     result: dict[str, Any] = {"rows": len(rows), "trajectories": "oracle responses of the validation records"}
     for name, folder in models.items():
         model, tokenizer = load_model(folder)
