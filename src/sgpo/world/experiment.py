@@ -32,6 +32,9 @@ Output folder:
 
 A run trains into `<run>.tmp/` and is renamed into place with its `run.json` written, so a rerun after
 an interruption skips every finished run and redoes only the unfinished ones.
+The folder's small files (run.json and metrics.jsonl of each run, the gate; not the models) can be
+kept elsewhere and restored into a new folder, where the experiment goes on from them
+(`sgpo.world.experiment_records`, `--sync-records`).
 
 Runs go `processes` (2) at a time, each in a single-threaded worker process (as the demo's GRPO and
 SGPO), so both cores of a 2-core machine work.
