@@ -463,9 +463,17 @@ def test_v2_quick_gate_trains_only_the_controls_and_the_experiment_reuses_their_
     # both sizes, so the larger one's evaluation gets a value of its own, which its reports must show (they read it back)
     warm_file = out / "setup-larger" / "eval" / "warmup.json"
     warm_file.write_text(json.dumps({**json.loads(warm_file.read_text()), "guided": 0.123}))
+    # the larger warm-up gone (as in a folder restored from records): it is built again, but only once the
+    # base size's runs are done, so a call cut off before then has not spent its time on it
+    shutil.rmtree(out / "setup-larger" / "warmup")
     proc = sgpo("experiment", "--config", str(V2), "--quick", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert {r.split()[0] for r in started_runs(proc.stderr)} == {"sgpo", "sgpo_mismatched"}
+    lines = proc.stderr.splitlines()
+    last_base = max(i for i, line in enumerate(lines) if re.search(r"seed=\d+: done", line) and "(larger)" not in line)
+    warmups = [i for i, line in enumerate(lines) if "] warm-up: started" in line]
+    assert len(warmups) == 2 and warmups[0] < last_base < warmups[1]  # the base one (kept), then the larger one
+    assert (out / "setup-larger" / "warmup" / "model.safetensors").is_file()
     results = json.loads((out / "results.json").read_text())
     assert results["status"] == "exploratory" and results["config_hash"] == exp.config_hash()
     assert list(results["methods"]) == list(exp.methods) and list(results["larger"]["methods"]) == list(exp.larger_methods)

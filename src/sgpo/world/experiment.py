@@ -657,13 +657,14 @@ def status_of(exp: ExperimentConfig, out: Path, exploratory: bool) -> str:
     return "confirmatory"
 
 
-def prepare_setups(out: Path, exp: ExperimentConfig, progress) -> None:
-    """The world and the warm-up of every model size (`setup/`, `setup-larger/`), built or resumed."""
-    for size, cfg in exp.sizes().items():
-        run_pipeline(setup_dir(out, size), cfg, methods=(), progress=progress)
-        methods = exp.methods if size == "base" else exp.larger_methods
-        if any(METHODS[m].data != "own" for m in methods):
-            write_variants(setup_dir(out, size) / "world", exp.setup.seed)
+def prepare_setup(out: Path, exp: ExperimentConfig, size: str, progress) -> None:
+    """The world and the warm-up of model size `size` (`setup/`, `setup-larger/`), built or resumed;
+    each is built just before its size's runs, so a call that has only base-size runs left (their
+    records restored: `sgpo.world.experiment_records`) does not build the larger warm-up first."""
+    run_pipeline(setup_dir(out, size), exp.sizes()[size], methods=(), progress=progress)
+    methods = exp.methods if size == "base" else exp.larger_methods
+    if any(METHODS[m].data != "own" for m in methods):
+        write_variants(setup_dir(out, size) / "world", exp.setup.seed)
 
 
 def run_all(
@@ -718,11 +719,14 @@ def run_experiment(
     started = time.perf_counter()
     walls: dict[str, float] = {}
     t0 = time.perf_counter()
-    prepare_setups(out, exp, progress)
+    prepare_setup(out, exp, "base", progress)
     walls["setup (world, warm-up)"] = round(time.perf_counter() - t0, 1)
     runs, chosen = tune_and_seed(out, exp, exp.methods, "base", progress, walls)
     larger: dict[str, Any] = {}
     if exp.larger_model is not None and exp.larger_methods:
+        t0 = time.perf_counter()
+        prepare_setup(out, exp, "larger", progress)
+        walls["setup (world, warm-up) (larger)"] = round(time.perf_counter() - t0, 1)
         larger_runs, larger_chosen = tune_and_seed(out, exp, exp.larger_methods, "larger", progress, walls)
         larger = {"runs": larger_runs, "chosen": larger_chosen}
     t0 = time.perf_counter()
