@@ -198,6 +198,21 @@ def test_records_carry_a_finished_experiment_to_a_new_folder_without_its_models(
     assert proc.returncode == 2 and "the run's evaluations differ from its run.json" in proc.stderr.strip().splitlines()[-1]
 
 
+def test_the_records_of_the_shipped_experiment_are_not_ignored_by_git():
+    # experiments/records/ is committed with the code (docs/results.md, "The experiment's records"): none of its
+    # files may fall under .gitignore (which once ignored every folder named runs/, the records' included)
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    paths = [
+        f"experiments/records/world-v2.9/{p}"
+        for p in ("experiment.json", "runs/grpo/lr=3e-05,seed=0/run.json", "runs-larger/sgpo/lr=0.0001,seed=14/metrics.jsonl")
+    ]
+    proc = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stdout == "", proc.stdout  # 1: none of them is ignored
+    proc = subprocess.run(["git", "check-ignore", "--no-index", "runs/world-v2.9/runs/grpo/lr=3e-05,seed=0/run.json"], cwd=ROOT)
+    assert proc.returncode == 0  # the experiment's own folder (models and all) still is
+
+
 # -- statistics ------------------------------------------------------------------------------------
 def test_mean_std_and_choose_rate():
     assert mean_std([0.5]) == {"per_seed": [0.5], "mean": 0.5, "std": 0.0}
