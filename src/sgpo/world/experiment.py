@@ -467,8 +467,7 @@ def run_one(
             return recorded
         if not complete and has_model(final):
             return finish_evaluation(exp, out, method, lr, seed, size)
-    # no run, or the record of one without its model (restored from records, `sgpo.world.experiment_records`):
-    # trained again; a record's validation evaluation must come out the same, or the run is refused
+    # no run, or the record of one without its model (restored from records): trained (again)
     cfg = exp.sizes()[size]
     set_determinism(seed, cfg.threads)
     setup = setup_dir(out, size)
@@ -510,11 +509,12 @@ def run_one(
         )
         write_json(tmp / RUN_FILE, result)
 
-    atomic_dir(final.with_name(final.name + ".retrained") if recorded is not None else final, write)
+    again = final.with_name(final.name + ".retrained")  # beside the record until it is checked against it
+    atomic_dir(again if recorded is not None else final, write)
     if recorded is not None:
         check_reproduced(recorded, result, final)
         shutil.rmtree(final)
-        os.replace(final.with_name(final.name + ".retrained"), final)
+        os.replace(again, final)
     if progress is not None:
         progress.end(name)
     return result
@@ -536,8 +536,8 @@ class NotReproducedError(RuntimeError):
 
 def check_reproduced(recorded: Mapping[str, Any], result: Mapping[str, Any], where: Path) -> None:
     """Raise `NotReproducedError` unless run `result`, trained again, has every evaluation `recorded`
-    has (validation, test, generalisation splits: each record's samples and scores): only then is the record's run this one, and its
-    further evaluations may join the record's."""
+    has (validation, test, generalisation splits; per problem): only then is the record's run this one,
+    and its further evaluations may join the record's."""
     again = json.loads(json.dumps(dict(result)))
     if any(recorded[k] != again[k] for k in EVALUATIONS if k in recorded and k in again):
         raise NotReproducedError(
