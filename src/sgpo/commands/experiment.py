@@ -21,7 +21,7 @@ shows no accuracy, so a pre-registered experiment can be watched while it runs.
 the gate, the results; not the models) in DIR, e.g. a folder committed with the code, and restores
 them into a new folder, where the experiment goes on from them (`sgpo.world.experiment_records`):
 
-    sgpo experiment --config experiments/world_v2_9.yaml --out runs/world-v2.9 --sync-records experiments/world_v2_9/records
+    sgpo experiment --config experiments/world_v2_9.yaml --out runs/world-v2.9 --sync-records experiments/records/world-v2.9
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """An experiment's records: the small files of its folder, kept where they outlive the machine.
 
-    sgpo experiment --config experiments/world_v2_9.yaml --out runs/world-v2.9 --sync-records experiments/world_v2_9/records
+    sgpo experiment --config experiments/world_v2_9.yaml --out runs/world-v2.9 --sync-records experiments/records/world-v2.9
 
 A full experiment runs for many hours and its folder holds a model per run (megabytes each); a machine
 that is lent by the session, or a cluster job with a time limit, can lose the folder before the
