@@ -668,20 +668,26 @@ def prepare_setup(out: Path, exp: ExperimentConfig, size: str, progress) -> None
 
 
 def run_all(
-    out: Path, exp: ExperimentConfig, jobs: Sequence[tuple[str, float, int, str]], progress, validation_only: bool = False
+    out: Path,
+    exp: ExperimentConfig,
+    jobs: Sequence[tuple[str, float, int, str]],
+    progress,
+    validation_only: bool = False,
+    need_model: bool = False,
 ) -> list[dict[str, Any]]:
     """run.json of each job (method, lr, seed, size): read back when finished (and evaluated in full
-    unless `validation_only`), else run in worker processes (`run_one`)."""
+    unless `validation_only`; with its model kept if `need_model`), else run in worker processes
+    (`run_one`, which trains a run restored from records again when its model is needed)."""
 
     def finished(j) -> bool:
         p = run_dir(out, *j) / RUN_FILE
-        return p.exists() and (validation_only or "test" in json.loads(p.read_text()))
+        return p.exists() and (validation_only or "test" in json.loads(p.read_text())) and (not need_model or has_model(p.parent))
 
     done = {j: json.loads((run_dir(out, *j) / RUN_FILE).read_text()) for j in jobs if finished(j)}
     todo = [j for j in jobs if j not in done]
     relay = lambda kind, name, x: getattr(progress, kind)(name, x)  # noqa: E731
     if todo:
-        calls = [(run_one, (exp, out, *j), {"validation_only": validation_only}) for j in todo]
+        calls = [(run_one, (exp, out, *j), {"validation_only": validation_only, "need_model": need_model}) for j in todo]
         done.update(zip(todo, run_in_workers(calls, relay, processes=min(exp.processes, len(todo)))))
     return [done[j] for j in jobs]
 
@@ -732,9 +738,8 @@ def run_experiment(
     t0 = time.perf_counter()
     # selectivity scores the seed-0 models of SGPO and the imitation ablation: trained again where only their records are here
     jobs = [(m, chosen[m], 0, "base") for m in SELECTIVITY_METHODS if m in chosen]
-    if not (out / SELECTIVITY_FILE).exists() and any(not has_model(run_dir(out, *j)) for j in jobs):
-        calls = [(run_one, (exp, out, *j), {"need_model": True}) for j in jobs]
-        run_in_workers(calls, lambda kind, name, x: getattr(progress, kind)(name, x), processes=min(exp.processes, len(jobs)))
+    if not (out / SELECTIVITY_FILE).exists():
+        run_all(out, exp, jobs, progress, need_model=True)
     with progress.stage("selectivity", 1):
         sel = selectivity(out, exp, chosen)
     walls["selectivity"] = round(time.perf_counter() - t0, 1)
