@@ -61,7 +61,7 @@ from sgpo.world.evaluate import auto_and_guided, heldout_accuracy
 from sgpo.world.experiment_results import SELECTIVITY_FILE, SELECTIVITY_METHODS, rate_means, selectivity, write_outputs
 from sgpo.world.generate import GENERALISATION_SPLITS, SPLITS, WorldSpec
 from sgpo.world.methods import DEFAULT_METHODS, METHODS, REFERENCE, RUN_FILE, method_config_kwargs, run_dir, setup_dir
-from sgpo.world.model import ModelSpec, load_model, save_model
+from sgpo.world.model import ModelSpec, has_saved_model, load_model, save_model
 from sgpo.world.pipeline import run_pipeline, train_rl
 from sgpo.world.progress import StageProgress
 from sgpo.world.settings import TrainSettings, WorldRunConfig, experiment_base
@@ -463,9 +463,9 @@ def run_one(
     recorded = json.loads((final / RUN_FILE).read_text()) if (final / RUN_FILE).exists() else None
     if recorded is not None:
         complete = validation_only or "test" in recorded
-        if complete and (has_model(final) or not need_model):
+        if complete and (has_saved_model(final) or not need_model):
             return recorded
-        if not complete and has_model(final):
+        if not complete and has_saved_model(final):
             return finish_evaluation(exp, out, method, lr, seed, size)
     # no run, or the record of one without its model (restored from records): trained (again)
     cfg = exp.sizes()[size]
@@ -520,14 +520,7 @@ def run_one(
     return result
 
 
-MODEL_FILE = "model.safetensors"
 EVALUATIONS = ("validation", "test", "test_greedy", *GENERALISATION_SPLITS)  # evaluate_run's keys
-
-
-def has_model(folder: Path) -> bool:
-    """Whether a run's folder holds its trained model (a folder restored from records holds only its
-    run.json and metrics.jsonl)."""
-    return (folder / MODEL_FILE).is_file()
 
 
 class NotReproducedError(RuntimeError):
@@ -681,7 +674,11 @@ def run_all(
 
     def finished(j) -> bool:
         p = run_dir(out, *j) / RUN_FILE
-        return p.exists() and (validation_only or "test" in json.loads(p.read_text())) and (not need_model or has_model(p.parent))
+        return (
+            p.exists()
+            and (validation_only or "test" in json.loads(p.read_text()))
+            and (not need_model or has_saved_model(p.parent))
+        )
 
     done = {j: json.loads((run_dir(out, *j) / RUN_FILE).read_text()) for j in jobs if finished(j)}
     todo = [j for j in jobs if j not in done]

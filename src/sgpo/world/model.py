@@ -72,6 +72,14 @@ def save_model(model, tokenizer, path: str | Path) -> Path:
     return Path(path)
 
 
+def has_saved_model(path: str | Path) -> bool:
+    """Whether folder `path` holds the weights `save_model` writes (one safetensors file, or the index
+    of a sharded one): a run restored from records (`sgpo.world.experiment_records`) has none."""
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
+    return any((Path(path) / name).is_file() for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME))
+
+
 def load_model(path: str | Path):
     """(model, tokenizer) from a folder written by `save_model`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
