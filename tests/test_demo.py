@@ -74,6 +74,10 @@ def test_quick_demo_writes_results_plots_reports_and_prints_the_table(quick_demo
         assert (out / method / "report" / "index.html").exists()
         assert (out / method / "model.safetensors").exists() and (out / method / "prompt_format.json").exists()
     assert "Held-out accuracy" in proc.stdout and "sgpo guided" in proc.stdout
+    # what one seed cannot show, and where the pre-registered verdict is (a section that exists)
+    pointer = re.search(r'docs/results\.md, "([^"]+)"', proc.stdout)
+    assert pointer, proc.stdout
+    assert f"### {pointer[1]}" in (Path(__file__).parents[1] / "docs" / "results.md").read_text()
     # each trained model against the warm-up: the printed difference is results.json's, its interval
     # the paired one over the per-problem pass rates kept in eval/<model>.json
     rates = {m: json.loads((out / "eval" / f"{m}.json").read_text())["auto_per_record"] for m in ("warmup", "grpo", "sgpo")}

@@ -75,8 +75,8 @@ def run_command(argv: list[str] | None, prog: str = "sgpo demo", methods: Sequen
         print(against_warmup(heldout))
         print(
             "One seed, one warm-up, one learning rate: the intervals hold the noise of the test problems only, not of the "
-            "training seed. Whether this world can tell methods apart (its gate) and the tuned, multi-seed comparison: "
-            "docs/results.md."
+            "training seed, so they cannot order GRPO and SGPO. The tuned comparison, fifteen seeds per method, and its "
+            'verdict on each of the paper\'s claims: docs/results.md, "World v2.9: the pre-registered experiment".'
         )
     written = [
         f"{args.out}/{name}"
